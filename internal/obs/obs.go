@@ -1,0 +1,191 @@
+// Package obs is the observability every bffgate listener shares: a
+// request id on every request, one structured access-log line per request,
+// Prometheus request counters and latency histograms by route and status,
+// and the /healthz, /readyz and /metrics endpoints.
+//
+// Route labels are fiber's route patterns ("/api/*", "/token"), never raw
+// paths, so label cardinality stays bounded whatever clients send. The
+// access log records the path without its query string: queries carry
+// authorization codes and states, which never reach a log line.
+package obs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// HeaderRequestID carries the request id in and out.
+const HeaderRequestID = "X-Request-Id"
+
+const localsRequestID = "obs.requestid"
+
+// Config configures an Obs for one listener.
+type Config struct {
+	// Component names the listener ("issuer", "gateway", "demoapi"); it
+	// becomes the component label of every metric and log line.
+	Component string
+	// Logger receives the access log; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the request metrics; nil means none are kept.
+	Registerer prometheus.Registerer
+	// Gatherer is what /metrics serves; nil means no /metrics route.
+	Gatherer prometheus.Gatherer
+	// AccessLog logs one line per request at Info when true.
+	AccessLog bool
+}
+
+// Obs holds one listener's request metrics and logger.
+type Obs struct {
+	cfg      Config
+	log      *slog.Logger
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New returns an Obs for cfg. It fails when the metrics cannot be
+// registered (a second Obs with the same Component on one registry).
+func New(cfg Config) (*Obs, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	o := &Obs{cfg: cfg, log: cfg.Logger.With("component", cfg.Component)}
+	o.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bffgate_http_requests_total",
+		Help: "HTTP requests served, by route pattern, method and status code.",
+	}, []string{"route", "method", "status"})
+	o.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "bffgate_http_request_duration_seconds",
+		Help:    "Time to serve an HTTP request, by route pattern, method and status code.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"route", "method", "status"})
+	if cfg.Registerer != nil {
+		reg := prometheus.WrapRegistererWith(prometheus.Labels{"component": cfg.Component}, cfg.Registerer)
+		for _, c := range []prometheus.Collector{o.requests, o.latency} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return o, nil
+}
+
+// Logger returns the listener's logger (component attribute set).
+func (o *Obs) Logger() *slog.Logger { return o.log }
+
+// Middleware assigns the request id, and after the handler records the
+// metrics and the access-log line.
+func (o *Obs) Middleware() fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		start := time.Now()
+		id := c.Get(HeaderRequestID)
+		if !validRequestID(id) {
+			id = newRequestID()
+		} else {
+			id = string([]byte(id)) // detach from fasthttp's reused buffer
+		}
+		c.Locals(localsRequestID, id)
+		c.Set(HeaderRequestID, id)
+
+		err := c.Next()
+		if err != nil {
+			// Let fiber's error handler write the response now so that the
+			// status recorded is the one the client gets.
+			if herr := c.App().ErrorHandler(c, err); herr != nil {
+				_ = c.SendStatus(fiber.StatusInternalServerError)
+			}
+			err = nil
+		}
+		status := c.Response().StatusCode()
+		route := c.Route().Path
+		if route == "" || route == "/" && c.Path() != "/" {
+			route = "unmatched"
+		}
+		method := c.Method()
+		code := strconv.Itoa(status)
+		elapsed := time.Since(start)
+		o.requests.WithLabelValues(route, method, code).Inc()
+		o.latency.WithLabelValues(route, method, code).Observe(elapsed.Seconds())
+		if o.cfg.AccessLog || status >= 500 {
+			level := slog.LevelInfo
+			if status >= 500 {
+				level = slog.LevelError
+			}
+			o.log.LogAttrs(c.UserContext(), level, "request",
+				slog.String("request_id", id),
+				slog.String("method", method),
+				slog.String("route", route),
+				slog.String("path", c.Path()), // never the query: it may hold codes
+				slog.Int("status", status),
+				slog.Duration("duration", elapsed),
+			)
+		}
+		return err
+	}
+}
+
+// RequestID returns the request id Middleware assigned ("" outside it).
+func RequestID(c *fiber.Ctx) string {
+	id, _ := c.Locals(localsRequestID).(string)
+	return id
+}
+
+// Check is one readiness check; it returns nil when the dependency is up.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Mount adds GET /healthz (the process is up), GET /readyz (every check
+// passes; 503 with the failing checks otherwise) and, when a Gatherer is
+// configured, GET /metrics.
+func (o *Obs) Mount(r fiber.Router, checks ...Check) {
+	r.Get("/healthz", func(c *fiber.Ctx) error {
+		return c.JSON(fiber.Map{"status": "ok"})
+	})
+	r.Get("/readyz", func(c *fiber.Ctx) error {
+		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+		defer cancel()
+		failed := map[string]string{}
+		for _, ch := range checks {
+			if err := ch.Fn(ctx); err != nil {
+				failed[ch.Name] = err.Error()
+				o.log.Warn("readiness check failed", "check", ch.Name, "err", err)
+			}
+		}
+		if len(failed) > 0 {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "failed": failed})
+		}
+		return c.JSON(fiber.Map{"status": "ready"})
+	})
+	if o.cfg.Gatherer != nil {
+		r.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(o.cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+}
+
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_' || b == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

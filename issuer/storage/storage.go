@@ -1,0 +1,193 @@
+// Package storage is the embedded issuer's persistent state: signing keys,
+// named secrets, authorization codes, grants, the refresh-token allowlist,
+// the access-token denylist and the issuer's own login sessions.
+//
+// It follows ForgeRock AM's client-side token design: tokens are
+// self-contained JWTs, so the store never holds a token. It holds what
+// makes revocation real instead: an allowlist record for every live refresh
+// token (a refresh token is honoured only while its record exists) and a
+// denylist of revoked access tokens (by jti) and revoked grants (by grant
+// id, which every token carries in its grant_id claim). Codes are kept under
+// the SHA-256 of the code, never the code itself.
+//
+// Every method that changes more than one record does so in one
+// transaction (bbolt Update, a Redis MULTI or Lua script): a crash leaves
+// either the old state or the new, never half of a rotation.
+//
+// Implementations live in sub-packages (bolt, redis); storagetest holds the
+// contract suite that every one of them passes.
+package storage
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the issuer's state. Implementations are safe for concurrent
+// use; all times are passed in by the caller (no hidden clocks).
+type Store interface {
+	// Keys returns every stored key, active and retired.
+	Keys(ctx context.Context) ([]Key, error)
+	// UpdateKeys atomically replaces the key list with fn's result.
+	UpdateKeys(ctx context.Context, fn func([]Key) ([]Key, error)) error
+
+	// Secret returns the secret stored under name, creating it with gen
+	// on first use (the zero-config client secret, cookie keys).
+	Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error)
+
+	// CreateCode stores an authorization code record.
+	CreateCode(ctx context.Context, c AuthCode) error
+	// RedeemCode atomically marks the code used and records what its
+	// exchange minted: mint receives the code record and returns the
+	// grant and tokens to store. The code record is returned.
+	//
+	// Errors: ErrNotFound (unknown or purged), ErrExpired (past
+	// ExpiresAt), a *CodeReusedError (already redeemed: the caller revokes
+	// the grant it names), or mint's own error (nothing is stored).
+	RedeemCode(ctx context.Context, codeHash string, now time.Time, mint func(AuthCode) (Issued, error)) (AuthCode, error)
+
+	// RotateRefresh atomically checks that the refresh token jti is on the
+	// allowlist, removes it when rotate is true, and stores what mint
+	// returns (the new refresh record, the grant's new access token).
+	//
+	// Errors: ErrNotFound when jti is not allowlisted (the caller tells a
+	// revoked grant from a rotated-away token by asking Denied for the
+	// grant), or mint's own error (nothing is changed).
+	RotateRefresh(ctx context.Context, jti string, rotate bool, now time.Time, mint func(RefreshToken) (Issued, error)) error
+
+	// RefreshToken returns the allowlist record of jti, or ErrNotFound.
+	RefreshToken(ctx context.Context, jti string) (RefreshToken, error)
+
+	// RevokeGrant removes every refresh token of the grant from the
+	// allowlist and denylists the grant until deniedUntil, so that every
+	// access token minted from it is inactive. Revoking an unknown or
+	// already revoked grant is no error.
+	RevokeGrant(ctx context.Context, grantID string, deniedUntil time.Time, now time.Time) error
+	// RevokeAccessToken denylists one access token's jti until
+	// deniedUntil and removes its grant's refresh tokens from the
+	// allowlist (the seed design: a denylisted access token takes its
+	// refresh tokens with it). grantID may be empty (client_credentials).
+	RevokeAccessToken(ctx context.Context, jti, grantID string, deniedUntil time.Time, now time.Time) error
+	// RevokeSID revokes every grant made under the issuer login session
+	// sid (RP-initiated logout, the end of a login session) and returns
+	// their ids.
+	RevokeSID(ctx context.Context, sid string, deniedUntil time.Time, now time.Time) ([]string, error)
+
+	// Denied reports whether a jti or grant id is on the denylist.
+	Denied(ctx context.Context, kind DenyKind, id string) (bool, error)
+	// DenylistChanges returns the denylist entries added after cursor, in
+	// order, and the cursor to pass next time (the poll that lets an
+	// instance learn of revocations made by another sharing the store).
+	// The zero Cursor asks for every live entry.
+	DenylistChanges(ctx context.Context, after Cursor, limit int) ([]DenyEntry, Cursor, error)
+
+	// Purge deletes denylist entries whose Until is before now, codes
+	// past their expiry, allowlist records past their expiry, grants with
+	// no live refresh token past their expiry, and expired login sessions.
+	// It reports how many records it removed.
+	Purge(ctx context.Context, now time.Time) (int, error)
+
+	// CreateLoginSession, LoginSession and DeleteLoginSession keep the
+	// issuer's own login sessions (its SSO cookie names one by ID).
+	CreateLoginSession(ctx context.Context, s LoginSession) error
+	LoginSession(ctx context.Context, id string) (LoginSession, error)
+	DeleteLoginSession(ctx context.Context, id string) error
+
+	// Ping reports whether the backend is reachable (/readyz).
+	Ping(ctx context.Context) error
+}
+
+// Key is one stored key. Private holds the private (or symmetric) key as a
+// JSON Web Key; it never leaves the store except to the keys package.
+type Key struct {
+	ID      string    // kid
+	Alg     string    // JWS alg (RS256, ES384, HS512, ...) or "dir" for JWE
+	Use     string    // "sig" or "enc"
+	Private []byte    // JWK JSON, private part included
+	Active  bool      // the one key of its Alg that signs or encrypts new tokens
+	Created time.Time // when it was generated or imported
+	// Retired is when it stopped being active (zero while active). A
+	// retired key keeps verifying until every token it made has expired.
+	Retired time.Time
+}
+
+// AuthCode is the record behind one authorization code (RFC 6749 §4.1.2).
+type AuthCode struct {
+	Hash                string // SHA-256 of the code, base64url; the key
+	ClientID            string
+	RedirectURI         string
+	Scope               string
+	Nonce               string
+	CodeChallenge       string
+	CodeChallengeMethod string
+	Subject             string
+	SID                 string // issuer login session id
+	AuthTime            time.Time
+	ExpiresAt           time.Time
+	// Claims carries user claims frozen at authorization (JSON object).
+	Claims []byte
+	// RedeemedGrant is set once the code has been exchanged.
+	RedeemedGrant string
+}
+
+// Grant is one authorization: what a client was allowed, for whom, under
+// which issuer login session. Every token minted from it carries its ID.
+type Grant struct {
+	ID        string
+	ClientID  string
+	Subject   string
+	SID       string
+	Scope     string
+	AuthTime  time.Time
+	Created   time.Time
+	ExpiresAt time.Time // the latest expiry of any of its refresh tokens
+	Claims    []byte    // user claims (JSON object)
+}
+
+// RefreshToken is the allowlist record of one live refresh token.
+type RefreshToken struct {
+	JTI       string
+	GrantID   string
+	ClientID  string
+	Subject   string
+	SID       string
+	Scope     string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+}
+
+// Issued is what one token-endpoint call minted, stored atomically with
+// the code redemption or refresh rotation that produced it.
+type Issued struct {
+	// Grant is stored (created or updated) when non-nil.
+	Grant *Grant
+	// Refresh is put on the allowlist when non-nil.
+	Refresh *RefreshToken
+}
+
+// DenyKind says what a denylist entry names.
+type DenyKind string
+
+const (
+	DenyJTI   DenyKind = "jti"   // one access token
+	DenyGrant DenyKind = "grant" // every token of a grant
+)
+
+// DenyEntry is one denylist entry.
+type DenyEntry struct {
+	Kind  DenyKind
+	ID    string
+	Until time.Time // purged after this; set to token exp plus the purge delay
+}
+
+// Cursor marks a position in the denylist's change log.
+type Cursor uint64
+
+// LoginSession is the issuer's own login session: the user authenticated
+// at the issuer, named by the issuer's SSO cookie.
+type LoginSession struct {
+	ID        string
+	Subject   string
+	AuthTime  time.Time
+	ExpiresAt time.Time
+}
