@@ -40,6 +40,7 @@
 package codec
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
@@ -220,7 +221,8 @@ func Unmarshal(b []byte) (*session.Session, error) {
 		s.Issuer = d.string("Issuer")
 	}
 	if has(bitClaims) {
-		s.Claims = []byte(d.bytes("Claims"))
+		// A copy: d.bytes aliases b, which Open clears after decoding.
+		s.Claims = bytes.Clone(d.bytes("Claims"))
 	}
 	if has(bitIDToken) {
 		s.IDToken = d.token("IDToken", bits&bitIDTokenJWT != 0)

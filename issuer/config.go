@@ -1,0 +1,481 @@
+package issuer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bffgate/bffgate/issuer/keys"
+	"github.com/bffgate/bffgate/issuer/protocol"
+	"github.com/bffgate/bffgate/issuer/storage"
+	"github.com/bffgate/bffgate/issuer/token"
+)
+
+// Grant types (RFC 6749 §4.1.3, §6, §4.4).
+const (
+	GrantAuthorizationCode = "authorization_code"
+	GrantRefreshToken      = "refresh_token"
+	GrantClientCredentials = "client_credentials"
+)
+
+// Scopes the issuer knows (OpenID Connect Core §3.1.2.1, §5.4, §11).
+const (
+	ScopeOpenID        = "openid"
+	ScopeProfile       = "profile"
+	ScopeEmail         = "email"
+	ScopeOfflineAccess = "offline_access"
+)
+
+var supportedScopes = []string{ScopeOpenID, ScopeProfile, ScopeEmail, ScopeOfflineAccess}
+
+// Client is a registered OAuth 2.0 client (RFC 6749 §2).
+type Client struct {
+	// ID is the client_id. Required, unique.
+	ID string
+	// Secret authenticates a confidential client (client_secret_basic or
+	// client_secret_post); empty makes it a public client (RFC 6749 §2.1),
+	// which authenticates with none and must use PKCE like every client.
+	Secret string
+	// RedirectURIs are the exact redirect URIs accepted (RFC 9700 §2.1:
+	// exact string matching). Required for the authorization_code grant.
+	RedirectURIs []string
+	// PostLogoutRedirectURIs are the exact URIs the end_session_endpoint
+	// may redirect to (OpenID Connect RP-Initiated Logout §3).
+	PostLogoutRedirectURIs []string
+	// GrantTypes the client may use; empty means authorization_code and
+	// refresh_token. The client gets a refresh token from the code exchange
+	// when it has refresh_token, whether or not it asked for offline_access
+	// (as Keycloak and ForgeRock AM do).
+	GrantTypes []string
+	// Scopes the client may request; empty means openid, profile, email
+	// and offline_access.
+	Scopes []string
+	// BackchannelLogoutURI receives logout tokens when a login session in
+	// which this client got tokens ends (OpenID Connect Back-Channel Logout
+	// §2.2). Empty means no back-channel logout.
+	BackchannelLogoutURI string
+	// Audience is the aud of the client's access tokens (RFC 9068 §3: the
+	// resource servers that accept them); empty means [ID].
+	Audience []string
+}
+
+// User is an end user who can log in at the issuer.
+type User struct {
+	// Username is what the user types. Required, unique.
+	Username string
+	// PasswordHash is a bcrypt ($2a$/$2b$) hash or an argon2id PHC string
+	// (HashPassword). Required.
+	PasswordHash string
+	// Subject is the sub claim; empty means Username.
+	Subject string
+	// Claims are the user's claims (name, email, email_verified, ...).
+	// They are released by scope (OpenID Connect Core §5.4): profile's
+	// claims with profile, email and email_verified with email; claims of
+	// no standard scope (e.g. groups) go with profile. preferred_username
+	// defaults to Username.
+	Claims map[string]any
+}
+
+// Config configures the issuer. The zero value of every optional field is
+// its safe default.
+type Config struct {
+	// Issuer is the public issuer URL (the iss of every token and the base
+	// of every endpoint), e.g. http://127.0.0.1:9090, without a trailing
+	// slash (OpenID Connect Discovery §3). Required.
+	Issuer string
+	// Store keeps keys, codes, grants, the allowlist and the denylist.
+	// Required.
+	Store storage.Store
+	// KeyFiles are key files imported at start (keys.FileKey).
+	KeyFiles []keys.FileKey
+	// TokenFormat is the format of access and refresh tokens: signed
+	// (default) or encrypted (JWE dir, ForgeRock AM's client-side tokens).
+	TokenFormat token.Format
+	// TokenAlg signs access and refresh tokens (signed format): HS256 to
+	// ES512. Default RS256.
+	TokenAlg string
+	// IDTokenAlg signs ID tokens and logout tokens: an RS, PS or ES alg.
+	// Default RS256.
+	IDTokenAlg string
+	// Encryption is the JWE enc of the encrypted format: A128CBC-HS256
+	// (default) or A256GCM. Only with TokenFormat encrypted.
+	Encryption string
+	// Lifetimes: access token 5m, refresh token 24h (from its issuance;
+	// each rotation issues one with a fresh lifetime), authorization code
+	// 60s (RFC 6749 §4.1.2: at most 10 minutes), ID token 5m, issuer login
+	// session 8h.
+	AccessTokenTTL, RefreshTokenTTL, CodeTTL, IDTokenTTL, LoginSessionTTL time.Duration
+	// DisableRefreshRotation keeps a refresh token valid across refreshes.
+	// The zero value rotates: every refresh returns a new refresh token and
+	// invalidates the old one, and a reuse of the old one revokes the grant
+	// (RFC 9700 §4.14.2).
+	DisableRefreshRotation bool
+	// Clients and Users are the registered clients and end users.
+	Clients []Client
+	Users   []User
+	// DenylistCacheSize (default 10000) bounds the in-memory denylist
+	// cache; DenylistPollInterval (default 60s) is how often an instance
+	// reads denylist changes made by others sharing the store; PurgeDelay
+	// (default 1m) keeps a denylist entry that long past the expiry of the
+	// token it names, to cover clock skew between instances.
+	DenylistCacheSize    int
+	DenylistPollInterval time.Duration
+	PurgeDelay           time.Duration
+	// HTTPClient sends back-channel logout requests; nil means a client
+	// with a 5s timeout.
+	HTTPClient *http.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the issuer's log lines; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the issuer's metrics; nil means none are kept.
+	Registerer prometheus.Registerer
+	// Gatherer is served at /metrics; nil means no /metrics route.
+	Gatherer prometheus.Gatherer
+	// AccessLog logs one line per request.
+	AccessLog bool
+}
+
+// Defaults filled in by New.
+const (
+	DefaultAccessTokenTTL       = 5 * time.Minute
+	DefaultRefreshTokenTTL      = 24 * time.Hour
+	DefaultCodeTTL              = 60 * time.Second
+	DefaultIDTokenTTL           = 5 * time.Minute
+	DefaultLoginSessionTTL      = 8 * time.Hour
+	DefaultDenylistCacheSize    = 10000
+	DefaultDenylistPollInterval = 60 * time.Second
+	DefaultPurgeDelay           = time.Minute
+	DefaultAlg                  = "RS256"
+	DefaultEncryption           = "A128CBC-HS256"
+
+	maxCodeTTL = 10 * time.Minute
+)
+
+// client is a validated Client.
+type client struct {
+	Client
+	secretDigest []byte
+}
+
+func (c *client) public() bool { return c.Secret == "" }
+
+func (c *client) hasGrant(g string) bool { return slices.Contains(c.GrantTypes, g) }
+
+// user is a validated User.
+type user struct {
+	User
+	hash passwordHash
+}
+
+// withDefaults returns a copy of cfg with defaults filled in, validated.
+// Errors name the field: "issuer.clients[0].redirect_uris[1]: ...".
+func withDefaults(cfg Config) (Config, map[string]*client, map[string]*user, error) {
+	fail := func(field, format string, args ...any) (Config, map[string]*client, map[string]*user, error) {
+		return Config{}, nil, nil, fmt.Errorf("issuer.%s: %s", field, fmt.Sprintf(format, args...))
+	}
+	if err := validateIssuerURL(cfg.Issuer); err != nil {
+		return fail("issuer", "%v", err)
+	}
+	if cfg.Store == nil {
+		return fail("store", "is required")
+	}
+	switch cfg.TokenFormat {
+	case "":
+		cfg.TokenFormat = token.FormatSigned
+	case token.FormatSigned, token.FormatEncrypted:
+	default:
+		return fail("token_format", "%q is not %q or %q", cfg.TokenFormat, token.FormatSigned, token.FormatEncrypted)
+	}
+	if cfg.TokenAlg == "" {
+		cfg.TokenAlg = DefaultAlg
+	}
+	if !keys.IsSigningAlg(cfg.TokenAlg) {
+		return fail("token_alg", "%q is not supported (supported: %s)", cfg.TokenAlg, strings.Join(keys.SigningAlgorithms(), ", "))
+	}
+	if cfg.IDTokenAlg == "" {
+		cfg.IDTokenAlg = DefaultAlg
+	}
+	if !keys.IsAsymmetric(cfg.IDTokenAlg) {
+		return fail("id_token_alg", "%q is not supported: ID tokens need an RS, PS or ES alg, which relying parties verify with the published JWK set", cfg.IDTokenAlg)
+	}
+	switch {
+	case cfg.TokenFormat == token.FormatEncrypted && cfg.Encryption == "":
+		cfg.Encryption = DefaultEncryption
+	case cfg.TokenFormat == token.FormatEncrypted:
+		if cfg.Encryption != "A128CBC-HS256" && cfg.Encryption != "A256GCM" {
+			return fail("encryption", "%q is not supported (want A128CBC-HS256 or A256GCM)", cfg.Encryption)
+		}
+	case cfg.Encryption != "":
+		return fail("encryption", "is set but token_format is %q; set token_format: encrypted, or remove encryption", cfg.TokenFormat)
+	}
+	for _, d := range []struct {
+		field string
+		v     *time.Duration
+		def   time.Duration
+	}{
+		{"access_token_ttl", &cfg.AccessTokenTTL, DefaultAccessTokenTTL},
+		{"refresh_token_ttl", &cfg.RefreshTokenTTL, DefaultRefreshTokenTTL},
+		{"code_ttl", &cfg.CodeTTL, DefaultCodeTTL},
+		{"id_token_ttl", &cfg.IDTokenTTL, DefaultIDTokenTTL},
+		{"login_session_ttl", &cfg.LoginSessionTTL, DefaultLoginSessionTTL},
+		{"denylist_poll_interval", &cfg.DenylistPollInterval, DefaultDenylistPollInterval},
+		{"purge_delay", &cfg.PurgeDelay, DefaultPurgeDelay},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+		if *d.v < 0 {
+			return fail(d.field, "is negative (%s)", *d.v)
+		}
+		if *d.v < time.Second && d.field != "denylist_poll_interval" && d.field != "purge_delay" {
+			return fail(d.field, "is %s; it must be at least 1s (token times have a resolution of one second)", *d.v)
+		}
+	}
+	if cfg.CodeTTL > maxCodeTTL {
+		return fail("code_ttl", "is %s; RFC 6749 §4.1.2 recommends at most 10m, and a long-lived code widens the window for its theft", cfg.CodeTTL)
+	}
+	if cfg.DenylistCacheSize == 0 {
+		cfg.DenylistCacheSize = DefaultDenylistCacheSize
+	}
+	if cfg.DenylistCacheSize < 0 {
+		return fail("denylist_cache_size", "is negative (%d)", cfg.DenylistCacheSize)
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+
+	if len(cfg.Clients) == 0 {
+		return fail("clients", "no client is registered; register at least one")
+	}
+	clients := make(map[string]*client, len(cfg.Clients))
+	cfg.Clients = slices.Clone(cfg.Clients)
+	for i := range cfg.Clients {
+		c := cfg.Clients[i]
+		f := fmt.Sprintf("clients[%d]", i)
+		if err := fillClient(&c); err != nil {
+			var fe *fieldError
+			if errors.As(err, &fe) {
+				return fail(f+fe.field, "%s", fe.msg)
+			}
+			return fail(f, "%v", err)
+		}
+		if clients[c.ID] != nil {
+			return fail(f+".id", "client %q is registered twice", c.ID)
+		}
+		cfg.Clients[i] = c
+		clients[c.ID] = &client{Client: c, secretDigest: secretDigest(c.Secret)}
+	}
+
+	users := make(map[string]*user, len(cfg.Users))
+	cfg.Users = slices.Clone(cfg.Users)
+	for i := range cfg.Users {
+		u := cfg.Users[i]
+		f := fmt.Sprintf("users[%d]", i)
+		if u.Username == "" {
+			return fail(f+".username", "is required")
+		}
+		if len(u.Username) > 256 || strings.ContainsAny(u.Username, "\x00\r\n") {
+			return fail(f+".username", "must be at most 256 bytes without control characters")
+		}
+		if users[u.Username] != nil {
+			return fail(f+".username", "user %q is listed twice", u.Username)
+		}
+		if u.PasswordHash == "" {
+			return fail(f+".password_hash", "is required (make one with `bffgate users hash`)")
+		}
+		h, err := parsePasswordHash(u.PasswordHash)
+		if err != nil {
+			return fail(f+".password_hash", "%v", err)
+		}
+		if u.Subject == "" {
+			u.Subject = u.Username
+		}
+		if len(u.Subject) > 255 {
+			return fail(f+".subject", "is longer than 255 ASCII characters (OpenID Connect Core §2)")
+		}
+		claims := make(map[string]any, len(u.Claims)+1)
+		for k, v := range u.Claims {
+			if token.IsReserved(k) || k == "" {
+				return fail(f+".claims."+k, "is a claim the issuer sets itself; remove it")
+			}
+			claims[k] = v
+		}
+		if _, ok := claims["preferred_username"]; !ok {
+			claims["preferred_username"] = u.Username
+		}
+		u.Claims = claims
+		cfg.Users[i] = u
+		users[u.Username] = &user{User: u, hash: h}
+	}
+	return cfg, clients, users, nil
+}
+
+type fieldError struct{ field, msg string }
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+
+func ferr(field, format string, args ...any) error {
+	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+func fillClient(c *Client) error {
+	if c.ID == "" {
+		return ferr(".id", "is required")
+	}
+	if len(c.ID) > 255 || !printableASCII(c.ID) || strings.Contains(c.ID, ":") {
+		return ferr(".id", "must be 1 to 255 printable ASCII characters without ':' (it goes into Basic credentials)")
+	}
+	if c.Secret != "" && len(c.Secret) < 16 {
+		return ferr(".secret", "is %d characters; use at least 16 random characters, or none for a public client", len(c.Secret))
+	}
+	c.GrantTypes = slices.Clone(c.GrantTypes)
+	if len(c.GrantTypes) == 0 {
+		c.GrantTypes = []string{GrantAuthorizationCode, GrantRefreshToken}
+	}
+	for j, g := range c.GrantTypes {
+		switch g {
+		case GrantAuthorizationCode, GrantRefreshToken:
+		case GrantClientCredentials:
+			if c.Secret == "" {
+				return ferr(fmt.Sprintf(".grant_types[%d]", j), "client_credentials needs a confidential client (set a secret)")
+			}
+		default:
+			return ferr(fmt.Sprintf(".grant_types[%d]", j), "%q is not supported (authorization_code, refresh_token, client_credentials)", g)
+		}
+	}
+	c.Scopes = slices.Clone(c.Scopes)
+	if len(c.Scopes) == 0 {
+		c.Scopes = slices.Clone(supportedScopes)
+	}
+	for j, s := range c.Scopes {
+		if !slices.Contains(supportedScopes, s) {
+			return ferr(fmt.Sprintf(".scopes[%d]", j), "%q is not a scope of this issuer (%s)", s, strings.Join(supportedScopes, ", "))
+		}
+	}
+	c.RedirectURIs = slices.Clone(c.RedirectURIs)
+	if slices.Contains(c.GrantTypes, GrantAuthorizationCode) && len(c.RedirectURIs) == 0 {
+		return ferr(".redirect_uris", "the authorization_code grant needs at least one redirect URI")
+	}
+	for j, u := range c.RedirectURIs {
+		if err := validateClientURI(u); err != nil {
+			return ferr(fmt.Sprintf(".redirect_uris[%d]", j), "%v", err)
+		}
+	}
+	c.PostLogoutRedirectURIs = slices.Clone(c.PostLogoutRedirectURIs)
+	for j, u := range c.PostLogoutRedirectURIs {
+		if err := validateClientURI(u); err != nil {
+			return ferr(fmt.Sprintf(".post_logout_redirect_uris[%d]", j), "%v", err)
+		}
+	}
+	if c.BackchannelLogoutURI != "" {
+		if err := validateClientURI(c.BackchannelLogoutURI); err != nil {
+			return ferr(".backchannel_logout_uri", "%v", err)
+		}
+		if u, _ := url.Parse(c.BackchannelLogoutURI); u.Scheme != "http" && u.Scheme != "https" {
+			return ferr(".backchannel_logout_uri", "must be an http or https URL")
+		}
+	}
+	c.Audience = slices.Clone(c.Audience)
+	if len(c.Audience) == 0 {
+		c.Audience = []string{c.ID}
+	}
+	for j, a := range c.Audience {
+		if a == "" {
+			return ferr(fmt.Sprintf(".audience[%d]", j), "is empty")
+		}
+	}
+	return nil
+}
+
+func validateIssuerURL(s string) error {
+	if s == "" {
+		return errors.New("is required (the public URL of the issuer, e.g. http://127.0.0.1:9090)")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("is not a URL: %v", err)
+	}
+	switch {
+	case u.Scheme != "https" && u.Scheme != "http":
+		return fmt.Errorf("%q must be an https (or, for development, http) URL", s)
+	case u.Host == "":
+		return fmt.Errorf("%q has no host", s)
+	case u.RawQuery != "" || u.Fragment != "" || strings.Contains(s, "#") || strings.Contains(s, "?"):
+		return fmt.Errorf("%q must have no query or fragment (OpenID Connect Discovery §3)", s)
+	case strings.HasSuffix(s, "/"):
+		return fmt.Errorf("%q must not end with a slash (the iss claim is compared as a string); use %q", s, strings.TrimRight(s, "/"))
+	case u.User != nil:
+		return fmt.Errorf("%q must not contain user information", s)
+	}
+	return nil
+}
+
+// validateClientURI checks a registered redirect or logout URI: absolute,
+// no fragment (RFC 6749 §3.1.2), http(s) with a host or a private-use
+// scheme of a native app (RFC 8252 §7.1).
+func validateClientURI(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	if !u.IsAbs() {
+		return fmt.Errorf("%q is not an absolute URL", s)
+	}
+	if u.Fragment != "" || strings.Contains(s, "#") {
+		return fmt.Errorf("%q has a fragment, which RFC 6749 §3.1.2 forbids", s)
+	}
+	if (u.Scheme == "http" || u.Scheme == "https") && u.Host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if strings.ContainsAny(s, "*") {
+		return fmt.Errorf("%q contains a wildcard; redirect URIs match exactly (RFC 9700 §2.1)", s)
+	}
+	return nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// scopeAllowed checks a requested scope against the client's list.
+func (c *client) checkScope(scope string) error {
+	if !protocol.ValidScope(scope) {
+		return protocol.ErrInvalidScope.WithDescription("the scope parameter holds characters RFC 6749 §3.3 does not allow")
+	}
+	for _, s := range protocol.ParseScope(scope) {
+		if !slices.Contains(supportedScopes, s) {
+			return protocol.ErrInvalidScope.WithDescription("scope %q is unknown; this issuer offers %s", clip(s, 64), strings.Join(supportedScopes, ", "))
+		}
+		if !slices.Contains(c.Scopes, s) {
+			return protocol.ErrInvalidScope.WithDescription("client %q may not request scope %q (allowed: %s)", c.ID, s, strings.Join(c.Scopes, ", "))
+		}
+	}
+	return nil
+}
+
+// clip shortens client input quoted in descriptions and logs.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

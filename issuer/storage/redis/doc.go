@@ -1,0 +1,76 @@
+// Package redis is the issuer's storage.Store on Redis, for several issuer
+// instances sharing one state (go-redis v9, through a
+// goredis.UniversalClient: a single Redis, Redis Sentinel or Redis
+// Cluster, with TLS and ACL users configured on the client).
+//
+// # Keys
+//
+// Every key starts with Config.Prefix ("bffgate:" by default) followed by
+// the hash tag "{issuer}", so all of the issuer's keys live in one Redis
+// Cluster slot:
+//
+//	<prefix>{issuer}:keys                  JSON []storage.Key
+//	<prefix>{issuer}:secret:<name>         raw secret bytes
+//	<prefix>{issuer}:code:<hash>           JSON storage.AuthCode
+//	<prefix>{issuer}:grant:<id>            JSON storage.Grant
+//	<prefix>{issuer}:refresh:<jti>         JSON storage.RefreshToken (the allowlist)
+//	<prefix>{issuer}:grant-refresh:<id>    set of a grant's refresh jtis
+//	<prefix>{issuer}:sid-grants:<sid>      set of a login session's grant ids
+//	<prefix>{issuer}:deny:<kind>:<id>      denylist entry: Until in Unix ns
+//	<prefix>{issuer}:denylog               sorted set: the change log, scored by sequence
+//	<prefix>{issuer}:denyseq               the change log's sequence counter
+//	<prefix>{issuer}:expiry                sorted set: kind+key scored by expiry (ms), for Purge
+//	<prefix>{issuer}:login:<id>            JSON storage.LoginSession
+//	<prefix>{issuer}:denylist              pub/sub channel of denylist additions
+//
+// One slot is a deliberate choice. Code redemption, refresh rotation and
+// the revocations each change records of several kinds (a code, a grant,
+// refresh tokens, two indexes, the denylist and its change log) in one
+// step, and a Redis transaction or script may only touch keys of one slot.
+// Splitting the state per grant would leave the global change log and the
+// sid index outside any one grant's slot, and rotation is addressed by
+// jti, which names no grant. The issuer's state is small and its write
+// rate low (one write per login or refresh), so one shard carries it with
+// room to spare; the gateway's sessions, which are the bulk of the load,
+// are spread over the whole cluster (see session/redis).
+//
+// # Atomicity
+//
+// Every method that changes several records runs as one optimistic
+// transaction: WATCH the keys it reads, read them, compute the new state
+// (running the caller's mint or fn callback), then MULTI/EXEC the writes.
+// When another client changed a watched key in between, EXEC applies
+// nothing and the method starts again from the reads, so of two instances
+// racing on one refresh token exactly one commits and the other finds the
+// token gone (storage.ErrNotFound); a replayed code finds the first
+// redemption (*storage.CodeReusedError). A callback may therefore run more
+// than once under contention; it must not have side effects outside its
+// return value. The change log's sequence number is taken inside EXEC by
+// a small Lua script (INCR), so sequence order is commit order and a poller
+// never skips an entry committed behind its cursor.
+//
+// # Expiry
+//
+// Every record carries a Redis TTL at its expiry plus Config.TTLGrace, so
+// Redis never grows without bound even if no instance runs Purge; Purge
+// (driven by the expiry index, exact to the caller's clock) is the primary
+// means. The index sets shrink as Purge removes their members and carry
+// the same TTL (PEXPIREAT ... GT, which needs Redis 7.0 or later).
+//
+// # Caveats
+//
+// Durability is Redis's: with the default RDB snapshots a crash of Redis
+// loses the last writes, including revocations. Run Redis with
+// appendonly yes and appendfsync everysec (or always) so that a revocation
+// survives a Redis restart. If Redis restarts empty, every refresh token is
+// refused (the allowlist is gone: users log in again), signing keys are
+// generated afresh (tokens signed by the old keys stop verifying), and the
+// denylist is empty; access tokens signed by a key that an issuer instance
+// still holds in memory would be accepted again until they expire, which is
+// why persistence matters. The change-log sequence is seeded from the
+// clock (milliseconds times 1000) so that after such a restart new entries
+// still sort after the cursors that instances hold.
+//
+// A Ring client is not supported (it cannot keep one slot's keys
+// together for transactions).
+package redis

@@ -1,0 +1,171 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+)
+
+// Ended remembers ended sids and subjects for the cookie store, which
+// cannot find the cookies it has handed out: a back-channel logout (or a
+// Delete) is recorded here until every session it could apply to has
+// passed its absolute expiry, and the cookie store refuses the sessions it
+// matches. It satisfies cookie.EndedStore.
+//
+// Records live in the buckets sessions/ended_sid and sessions/ended_sub of
+// the shared data file, created on the first write. Ended is safe for
+// concurrent use; it does not own the *bbolt.DB.
+type Ended struct {
+	db *bbolt.DB
+}
+
+// NewEnded returns an Ended on db.
+func NewEnded(db *bbolt.DB) *Ended { return &Ended{db: db} }
+
+// Ended reports whether a session with the given sid and subject, created
+// at created, has been ended: its sid was ended, or its subject was ended
+// at or after created. Empty sid or sub match nothing. An expired record
+// that the sweeper has not removed yet still counts; it can only match
+// sessions that have expired themselves.
+func (e *Ended) Ended(ctx context.Context, sid, sub string, created time.Time) (bool, error) {
+	if sid == "" && sub == "" {
+		return false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("session/bolt: ended: %w", err)
+	}
+	ended := false
+	err := e.db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketEndedSID); sid != "" && b != nil && b.Get([]byte(sid)) != nil {
+			ended = true
+			return nil
+		}
+		if b := tx.Bucket(bucketEndedSub); sub != "" && b != nil {
+			if v := b.Get([]byte(sub)); len(v) == 16 {
+				since := int64(binary.BigEndian.Uint64(v[:8]))
+				ended = nanos(created) <= uint64(since)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, wrapErr("ended", err)
+	}
+	return ended, nil
+}
+
+// EndSID records that sessions carrying sid are ended, until until (the
+// latest absolute expiry any of them can have).
+func (e *Ended) EndSID(ctx context.Context, sid string, until time.Time) error {
+	if sid == "" {
+		return errors.New("session/bolt: end sid: empty sid; an ended sid must name one")
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("session/bolt: end sid: %w", err)
+	}
+	return wrapErr("end sid", e.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketEndedSID)
+		if err != nil {
+			return err
+		}
+		u := nanos(until)
+		if v := b.Get([]byte(sid)); len(v) == 8 && binary.BigEndian.Uint64(v) > u {
+			return nil // already remembered for longer
+		}
+		return b.Put([]byte(sid), binary.BigEndian.AppendUint64(nil, u))
+	}))
+}
+
+// EndSubject records that sessions of sub created at or before since are
+// ended, until until. A later call widens the record (the later since and
+// the later until win).
+func (e *Ended) EndSubject(ctx context.Context, sub string, since, until time.Time) error {
+	if sub == "" {
+		return errors.New("session/bolt: end subject: empty subject; an ended subject must name one")
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("session/bolt: end subject: %w", err)
+	}
+	return wrapErr("end subject", e.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketEndedSub)
+		if err != nil {
+			return err
+		}
+		s, u := nanos(since), nanos(until)
+		if v := b.Get([]byte(sub)); len(v) == 16 {
+			s = max(s, binary.BigEndian.Uint64(v[:8]))
+			u = max(u, binary.BigEndian.Uint64(v[8:]))
+		}
+		v := binary.BigEndian.AppendUint64(make([]byte, 0, 16), s)
+		return b.Put([]byte(sub), binary.BigEndian.AppendUint64(v, u))
+	}))
+}
+
+// Sweep removes the records whose until has passed at now and reports how
+// many. It scans both buckets: they hold one record per logout within the
+// session lifetime, far fewer than sessions.
+func (e *Ended) Sweep(now time.Time) (int, error) {
+	n := 0
+	limit := nanos(now)
+	err := e.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketEndedSID, bucketEndedSub} {
+			b := tx.Bucket(name)
+			if b == nil {
+				continue
+			}
+			var dead [][]byte
+			err := b.ForEach(func(k, v []byte) error {
+				if len(v) < 8 || binary.BigEndian.Uint64(v[len(v)-8:]) <= limit {
+					dead = append(dead, bytes.Clone(k))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, k := range dead {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			n += len(dead)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, wrapErr("sweep ended", err)
+	}
+	return n, nil
+}
+
+// Run sweeps every interval (with time.Now) until ctx is done, logging
+// failures to logger (nil: none); a failed sweep is retried at the next
+// tick.
+func (e *Ended) Run(ctx context.Context, interval time.Duration, logger *slog.Logger) {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n, err := e.Sweep(time.Now()); err != nil {
+			logger.Error("sweep of ended sessions failed; retrying at the next interval", "err", err)
+		} else if n > 0 {
+			logger.Debug("ended-session records swept", "removed", n)
+		}
+	}
+}
