@@ -68,6 +68,8 @@ type Stack struct {
 	cmd  *exec.Cmd
 	logs *syncBuffer
 	done chan struct{}
+
+	noGateway bool
 }
 
 // Options for Start.
@@ -82,6 +84,9 @@ type Options struct {
 	DataDir string
 	// Host is the host name the stack is reached by (default 127.0.0.1).
 	GatewayHost string
+	// NoGateway runs the issuer (and demo API) alone; Start then waits for
+	// the issuer only.
+	NoGateway bool
 }
 
 // Start runs bffgate and waits until every listener is ready.
@@ -114,6 +119,10 @@ func Start(t testing.TB, opts Options) *Stack {
 		fmt.Sprintf("BFFGATE_DEMO_API_LISTEN=127.0.0.1:%d", api),
 		"BFFGATE_LOG_FORMAT=json",
 	}, opts.Env...)
+	if opts.NoGateway {
+		s.env = append(s.env, "BFFGATE_GATEWAY_ENABLED=false")
+		s.noGateway = true
+	}
 	if opts.ConfigYAML != "" {
 		p := filepath.Join(t.TempDir(), "bffgate.yaml")
 		if err := os.WriteFile(p, []byte(opts.ConfigYAML), 0o600); err != nil {
@@ -146,7 +155,10 @@ func (s *Stack) start() {
 func (s *Stack) waitReady(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	c := &http.Client{Timeout: 2 * time.Second}
-	urls := []string{s.IssuerURL + "/readyz", s.GatewayURL + "/readyz"}
+	urls := []string{s.IssuerURL + "/readyz"}
+	if !s.noGateway {
+		urls = append(urls, s.GatewayURL+"/readyz")
+	}
 	for _, u := range urls {
 		for {
 			select {
