@@ -3,6 +3,7 @@ package issuer_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -510,4 +511,88 @@ func mintWith(t testing.TB, e *env, header map[jose.HeaderKey]any, claims map[st
 		t.Fatal(err)
 	}
 	return out
+}
+
+// lockedBuffer collects log output from concurrent handlers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestNoSecretsInLogs drives every endpoint, errors included, at Debug
+// level with the access log on, and checks that no token, code, password,
+// client secret or cookie value reaches a log line.
+func TestNoSecretsInLogs(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	e := start(t, envOptions{cfg: func(c *issuer.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.AccessLog = true
+	}})
+	p := e.provider()
+	fl := newFlow(e.oauth2Config(p, webID))
+	b := e.browser()
+	secrets := map[string]string{"password": alicePassword, "client secret": webSecret, "PKCE verifier": fl.verifier}
+
+	// A failed login, then a good one.
+	if pg := b.authorize(fl.authURL(), aliceUser, "wrong password 123"); pg.location != nil {
+		t.Fatal("wrong password accepted")
+	}
+	secrets["wrong password"] = "wrong password 123"
+	code := b.code(fl.authURL())
+	secrets["code"] = code
+	for _, name := range []string{ssoCookie, "__Host-bffgate-csrf"} {
+		if c := b.cookie(name); c != nil && c.Value != "" {
+			secrets[name] = c.Value
+		}
+	}
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {webRedirect}, "code_verifier": {fl.verifier}}
+	r := e.post("/token", webBasic, form)
+	if r.status != http.StatusOK {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	tk := tokens{access: r.str("access_token"), refresh: r.str("refresh_token"), id: r.str("id_token")}
+	secrets["access token"], secrets["refresh token"], secrets["ID token"] = tk.access, tk.refresh, tk.id
+	e.userinfo(tk.access)
+	e.introspect(tk.access)
+	nr := e.refresh(webBasic, tk.refresh)
+	secrets["rotated refresh token"] = nr.str("refresh_token")
+	e.refresh(webBasic, tk.refresh)                                                         // reuse
+	e.post("/token", webBasic, form)                                                        // code replay
+	e.post("/token", auth{id: webID, secret: "wrong-secret-0123456789", basic: true}, form) // bad client
+	e.refresh(otherBasic, nr.str("refresh_token"))                                          // foreign
+	e.revoke(webBasic, nr.str("access_token"), "refresh_token")
+	e.userinfo(tk.access + "x")
+	e.introspect("garbage-" + tk.refresh)
+	b.get(e.url + "/logout?" + url.Values{"id_token_hint": {tk.id}, "post_logout_redirect_uri": {webLogout}}.Encode())
+
+	out := logs.String()
+	if !strings.Contains(out, "invalid_grant") {
+		t.Fatalf("the log has no invalid_grant line; is the logger wired?\n%s", clipText(out, 2000))
+	}
+	for what, s := range secrets {
+		if s == "" {
+			continue
+		}
+		// Any 16-character piece of a secret is enough to leak it.
+		piece := s
+		if len(piece) > 16 {
+			piece = s[len(s)/2-8 : len(s)/2+8]
+		}
+		if strings.Contains(out, piece) {
+			t.Errorf("the %s appears in the log", what)
+		}
+	}
 }
