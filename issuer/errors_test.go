@@ -497,6 +497,27 @@ func TestEndSession(t *testing.T) {
 			t.Fatalf("prompt=none after logout: status %d location %v, want login_required", q.status, q.location)
 		}
 	})
+	t.Run("logout_hint with the sid", func(t *testing.T) {
+		b, fl, tk := e.loginTokens(webID)
+		claims := payload(t, tk.id)
+		sid, _ := claims["sid"].(string)
+		if sid == "" {
+			t.Fatal("ID token without sid")
+		}
+		// A wrong hint is not proof: the user is asked.
+		p := b.get(e.url + "/logout?" + url.Values{"client_id": {webID}, "logout_hint": {sid + "x"}, "post_logout_redirect_uri": {webLogout}}.Encode())
+		if p.location != nil || !strings.Contains(p.body, "<form") {
+			t.Fatalf("wrong logout_hint: status %d location %v, want the confirmation form", p.status, p.location)
+		}
+		p = b.get(e.url + "/logout?" + url.Values{"client_id": {webID}, "logout_hint": {sid}, "post_logout_redirect_uri": {webLogout}, "state": {"s1"}}.Encode())
+		if p.location == nil || !strings.HasPrefix(p.location.String(), webLogout) || p.location.Query().Get("state") != "s1" {
+			t.Fatalf("logout_hint: status %d location %v, want %s?state=s1 without confirmation", p.status, p.location, webLogout)
+		}
+		q := b.get(fl.authURL(oauth2.SetAuthURLParam("prompt", "none")))
+		if q.location == nil || q.location.Query().Get("error") != "login_required" {
+			t.Fatalf("prompt=none after logout: status %d location %v, want login_required", q.status, q.location)
+		}
+	})
 	t.Run("expired hint", func(t *testing.T) {
 		b, _, tk := e.loginTokens(webID)
 		e.clock.Advance(time.Hour)

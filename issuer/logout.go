@@ -69,6 +69,17 @@ func (s *Server) handleLogout(c *fiber.Ctx) error {
 	if err != nil {
 		return err.(*logoutPageError).render(s, c)
 	}
+	if lr.HintSID == "" && sess != nil && lr.ClientID != "" {
+		// logout_hint (RP-Initiated Logout 1.0 §2; its format is the OP's
+		// to define) carrying the session's sid proves, like an
+		// id_token_hint, that the request comes from a relying party of
+		// this session: only they got the sid, inside an ID token. It lets
+		// a gateway end the session without putting the ID token, and the
+		// personal data in it, into a URL.
+		if h := p.Get("logout_hint"); h != "" && subtle.ConstantTimeCompare([]byte(h), []byte(sess.ID)) == 1 {
+			lr.HintSID, lr.HintSub = sess.ID, sess.Subject
+		}
+	}
 	if lr.HintSID != "" || sess == nil {
 		return s.performLogout(c, lr, sess)
 	}
