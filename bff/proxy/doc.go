@@ -1,0 +1,54 @@
+// Package proxy is the gateway's reverse-proxy engine: it forwards a
+// browser's API call to the one upstream its route names, with the
+// access token the caller hands it, and streams the answer back. It knows
+// nothing of sessions; package bff decides which token to attach and
+// package tokens keeps it fresh.
+//
+// # Engine
+//
+// The proxy runs on fasthttp's HostClient rather than net/http's
+// Transport behind fasthttpadaptor: the gateway already serves with
+// fasthttp (fiber), and HostClient keeps a keep-alive pool per upstream
+// and reuses request and response objects, so the per-request path does
+// not convert between the two HTTP stacks or copy headers twice. That
+// is what keeps the gateway near a bare proxy's throughput. Responses are
+// read with StreamResponseBody and handed to fiber as a body stream, so
+// large downloads and server-sent events pass through in 4 KiB pieces
+// and are flushed chunk by chunk; request bodies that fiber streams
+// (StreamRequestBody) are streamed upstream likewise.
+//
+// # What the upstream sees
+//
+//   - The path, normalised (RFC 3986 §5.2.4 dot segments, percent-encoded
+//     ones included, and empty segments removed) and checked to stay under
+//     the route's prefix, then joined to the upstream's base path. The
+//     upstream's address comes only from the configuration.
+//   - The browser's headers minus hop-by-hop fields (RFC 9110 §7.6.1:
+//     Connection, the fields it names, Keep-Alive, Proxy-Connection, TE,
+//     Trailer, Transfer-Encoding, Upgrade) and Proxy-Authorization; minus
+//     the browser's Authorization (replaced by the caller's bearer token)
+//     and the gateway's own cookies; minus the route's DropHeaders and
+//     DropCookies; plus the route's AddHeaders.
+//   - X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host describing
+//     the browser's request. Incoming X-Forwarded-*, X-Real-Ip and
+//     Forwarded headers are kept (and X-Forwarded-For appended to) only
+//     when the peer is one of Config.TrustedProxies; otherwise they are
+//     replaced.
+//
+// # What the browser sees
+//
+// The upstream's status, headers and body, minus hop-by-hop fields and
+// any Set-Cookie for one of the gateway's cookie names. When the
+// upstream cannot be reached the answer is 502 JSON
+// {"error":"upstream_unavailable"}; when it does not answer within the
+// route's Timeout, 504 {"error":"upstream_timeout"}.
+//
+// # Caveats
+//
+// Route.Timeout bounds the time to the upstream's response headers only:
+// a body (a download, an event stream) then streams for as long as it
+// lasts. WebSocket handshakes are checked against the Origin header by
+// the default same-host rule of github.com/fasthttp/websocket; browsers
+// send no custom header on a WebSocket handshake, so the caller's
+// anti-CSRF header rule must not apply to them.
+package proxy

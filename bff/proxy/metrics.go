@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus series; nil methods are no-ops so
+// that a Proxy without a Registerer keeps none.
+type metrics struct {
+	duration *prometheus.HistogramVec
+	errors   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bffgate_proxy_request_duration_seconds",
+			Help:    "Time from forwarding an API request to the upstream's response headers (or the gateway's 502/504), by route prefix and status.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route", "status"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_proxy_upstream_errors_total",
+			Help: "Upstream calls that got no response, by route prefix and kind (connect, timeout, closed, pool_exhausted, protocol, websocket).",
+		}, []string{"route", "kind"}),
+	}
+	// A second Proxy on the same registry (tests, a reload) shares the
+	// series already registered.
+	if err := reg.Register(m.duration); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+		}
+		m.duration = are.ExistingCollector.(*prometheus.HistogramVec)
+	}
+	if err := reg.Register(m.errors); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+		}
+		m.errors = are.ExistingCollector.(*prometheus.CounterVec)
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(route string, status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.duration.WithLabelValues(route, strconv.Itoa(status)).Observe(d.Seconds())
+}
+
+func (m *metrics) upstreamError(route, kind string) {
+	if m == nil {
+		return
+	}
+	m.errors.WithLabelValues(route, kind).Inc()
+}
