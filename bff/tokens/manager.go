@@ -186,6 +186,11 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 		TokenType:    tok.TokenType,
 		AccessExpiry: tok.Expiry,
 	}
+	if tok.ExpiresIn > 0 {
+		// x/oauth2 computes Expiry on the system clock; ours may be
+		// injected (tests), and the two must agree.
+		rec.AccessExpiry = m.cfg.Now().Add(time.Duration(tok.ExpiresIn) * time.Second)
+	}
 	if rec.RefreshToken == "" {
 		rec.RefreshToken = oldRT
 	}

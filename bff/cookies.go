@@ -1,0 +1,149 @@
+package bff
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// chunkSize is the most bytes of handle one cookie carries. Browsers keep
+// at least 4096 bytes per cookie (RFC 6265 section 6.1) counting name and
+// attributes; 3,800 leaves room for both.
+const chunkSize = 3800
+
+// maxChunks bounds how many chunk cookies are read back (and cleared): a
+// request cannot make the gateway walk an unbounded list.
+const maxChunks = 16
+
+// cookieJar writes and reads the gateway's cookies with one set of
+// attributes.
+type cookieJar struct {
+	name     string // session cookie name; chunks are name.1, name.2...
+	flowPfx  string // flow cookie prefix: name + "-flow."
+	secure   bool
+	sameSite string // fiber.CookieSameSiteLaxMode or StrictMode
+}
+
+func newCookieJar(name, sameSite string, secure bool) cookieJar {
+	ss := fiber.CookieSameSiteLaxMode
+	if strings.EqualFold(sameSite, "strict") {
+		ss = fiber.CookieSameSiteStrictMode
+	}
+	return cookieJar{name: name, flowPfx: name + "-flow.", secure: secure, sameSite: ss}
+}
+
+func (j cookieJar) chunkName(i int) string {
+	if i == 0 {
+		return j.name
+	}
+	return j.name + "." + strconv.Itoa(i)
+}
+
+// set writes one cookie. expires zero makes a browser-session cookie.
+func (j cookieJar) set(c *fiber.Ctx, name, value string, expires time.Time) {
+	ck := &fiber.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     "/",
+		Secure:   j.secure,
+		HTTPOnly: true,
+		SameSite: j.sameSite,
+	}
+	if expires.IsZero() {
+		ck.SessionOnly = true
+	} else {
+		ck.Expires = expires
+	}
+	c.Cookie(ck)
+}
+
+// clear expires one cookie. The Set-Cookie carries the same Secure and Path
+// attributes as the original: browsers ignore a __Host- Set-Cookie without
+// them, deletion included.
+func (j cookieJar) clear(c *fiber.Ctx, name string) {
+	c.Cookie(&fiber.Cookie{
+		Name:     name,
+		Value:    "",
+		Path:     "/",
+		Expires:  time.Unix(1, 0),
+		Secure:   j.secure,
+		HTTPOnly: true,
+		SameSite: j.sameSite,
+	})
+}
+
+// readHandle reassembles the session handle from the base cookie and its
+// numbered chunks, in order, stopping at the first missing one. It returns
+// "" when there is no session cookie.
+func (j cookieJar) readHandle(c *fiber.Ctx) string {
+	first := c.Cookies(j.name)
+	if first == "" {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(first)
+	for i := 1; i < maxChunks; i++ {
+		part := c.Cookies(j.chunkName(i))
+		if part == "" {
+			break
+		}
+		b.WriteString(part)
+	}
+	return b.String() // a fresh string: safe beyond the handler
+}
+
+// hasSessionCookie reports whether the request carries any session cookie
+// (base or chunk), so a dead one can be cleared.
+func (j cookieJar) hasSessionCookie(c *fiber.Ctx) bool {
+	for i := 0; i < maxChunks; i++ {
+		if c.Cookies(j.chunkName(i)) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// splitHandle cuts a handle into chunks of at most chunkSize bytes.
+func splitHandle(h string) []string {
+	if h == "" {
+		return nil
+	}
+	parts := make([]string, 0, (len(h)+chunkSize-1)/chunkSize)
+	for len(h) > chunkSize {
+		parts = append(parts, h[:chunkSize])
+		h = h[chunkSize:]
+	}
+	return append(parts, h)
+}
+
+// writeHandle sets the session cookies for handle, and clears the higher
+// chunks the request still carries from a longer handle.
+func (j cookieJar) writeHandle(c *fiber.Ctx, handle string, expires time.Time) error {
+	parts := splitHandle(handle)
+	if len(parts) > maxChunks {
+		return newError(fiber.StatusInternalServerError, "session_too_large",
+			"the session does not fit in the gateway's cookies; use a server-side session store (bbolt or redis)")
+	}
+	for i, p := range parts {
+		j.set(c, j.chunkName(i), p, expires)
+	}
+	for i := len(parts); i < maxChunks; i++ {
+		if c.Cookies(j.chunkName(i)) != "" {
+			j.clear(c, j.chunkName(i))
+		}
+	}
+	return nil
+}
+
+// clearSession expires every session cookie the request carries (and the
+// base cookie always, so a response can end a session it just read).
+func (j cookieJar) clearSession(c *fiber.Ctx) {
+	j.clear(c, j.name)
+	for i := 1; i < maxChunks; i++ {
+		if c.Cookies(j.chunkName(i)) != "" {
+			j.clear(c, j.chunkName(i))
+		}
+	}
+}

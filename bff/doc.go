@@ -1,0 +1,73 @@
+// Package bff is bffgate's Backend-for-Frontend gateway: the endpoints a
+// browser SPA talks to so that it never holds an OAuth token.
+//
+// The gateway runs the OpenID Connect authorization code flow with PKCE
+// (RFC 7636, S256 only), state and nonce against any provider it finds by
+// discovery (OpenID Connect Discovery 1.0), keeps the tokens in a
+// session.Store, and gives the browser only an opaque handle in HttpOnly
+// cookies. It speaks Duende BFF's endpoints:
+//
+//	GET  /bff/login?returnUrl=/path   start a login (302 to the provider)
+//	GET  /bff/callback                finish it (302 to returnUrl)
+//	GET  /bff/user                    the session's claims (X-CSRF: 1)
+//	GET  /bff/logout?sid=...          end the session (or POST with X-CSRF: 1)
+//	POST /bff/backchannel-logout      OIDC Back-Channel Logout 1.0
+//
+// and proxies the SPA's API routes (same origin) through bff/proxy, with the
+// session's access token (policy "user"), the token when there is one
+// ("user-optional"), the gateway's own client-credentials token ("client")
+// or none ("none"), refreshing tokens through bff/tokens.
+//
+// New discovers the provider once and fails with an error naming the
+// issuer URL when it cannot (it does not retry: start the provider first).
+// App serves the endpoints, the API routes, the SPA and, through
+// internal/obs, /healthz, /readyz (Ready: the session store and the
+// provider's discovery document) and /metrics.
+//
+// # Sessions
+//
+// A session ends at the earlier of its idle deadline (IdleTimeout after
+// the last use; /bff/user and API calls extend it, at most once per
+// twentieth of the timeout to spare the store, and /bff/user?slide=false
+// never) and its absolute deadline (AbsoluteLifetime after login, never
+// later than the refresh token's expiry when the provider states it). A
+// refresh the provider refuses ends the session (401 session_expired); a
+// provider that cannot be reached leaves it alone (503).
+//
+// # Operations
+//
+// Metrics (on Config.Registerer): bffgate_gateway_logins_started_total,
+// _logins_completed_total, _logins_failed_total{reason},
+// _logouts_total, _backchannel_logouts_total{result} and
+// _sessions_created_total, besides obs's request metrics. Each event is
+// also one structured log line carrying the request id, never a token,
+// code or cookie value.
+//
+// # Security
+//
+// Login state (PKCE verifier, nonce, state, return URL) rides in one
+// short-lived encrypted cookie per flow, named after a hash of the state, so
+// that logins in several tabs complete independently; at most MaxFlows are
+// kept so that cookies never grow into a 431. The return URL must be a local
+// path, checked after repeated percent-decoding (open redirects are the
+// classic BFF hole).
+//
+// Every API call and every gateway mutation must carry the anti-CSRF header
+// (X-CSRF: 1 by default). A browser sends a custom header cross-origin only
+// after a CORS preflight, which the gateway never grants, so the header
+// proves a same-origin caller; requests the browser marks as cross-site
+// (Sec-Fetch-Site, Origin) are refused as well.
+//
+// API routes answer 401 JSON, never a redirect, when there is no session: a
+// fetch that follows a redirect to the provider fails on CORS and the SPA
+// cannot tell why.
+//
+// Session cookies are HttpOnly, Secure, SameSite=Lax (or Strict), Path=/
+// and carry the __Host- prefix (RFC 6265bis 4.1.3.2), so no subdomain can
+// set or shadow them. A cookie that does not decode, fails authentication or
+// names no live session counts as no session and is cleared; it is never a
+// 500.
+//
+// Tokens, codes and cookie values never reach a log line, a URL or a
+// response body.
+package bff

@@ -1,0 +1,303 @@
+package bff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/gofiber/fiber/v2"
+	"golang.org/x/oauth2"
+
+	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/bff/tokens"
+	"github.com/bffgate/bffgate/internal/obs"
+	"github.com/bffgate/bffgate/session"
+)
+
+// tokenSource is what the gateway needs from the refresh manager
+// (bff/tokens): fresh user tokens, the gateway's own client token, and
+// revocation at logout.
+type tokenSource interface {
+	Fresh(ctx context.Context, store session.Store, handle string, s *session.Session, force bool) (*session.Session, string, error)
+	ClientToken(ctx context.Context) (string, error)
+	ForgetClientToken(token string)
+	Revoke(ctx context.Context, refreshToken string) error
+}
+
+// providerMeta holds the discovery fields go-oidc does not expose
+// (OpenID Connect Discovery 1.0 section 3, RFC 8414, RP-Initiated Logout,
+// RFC 7009, RFC 9207).
+type providerMeta struct {
+	CodeChallengeMethods []string `json:"code_challenge_methods_supported"`
+	EndSession           string   `json:"end_session_endpoint"`
+	Revocation           string   `json:"revocation_endpoint"`
+	Algs                 []string `json:"id_token_signing_alg_values_supported"`
+	IssParameter         bool     `json:"authorization_response_iss_parameter_supported"`
+	BackchannelLogout    bool     `json:"backchannel_logout_supported"`
+}
+
+// Gateway is the BFF: its fiber app serves the gateway endpoints under
+// BasePath, the proxied API routes, and the SPA.
+type Gateway struct {
+	cfg      Config
+	pub      *url.URL
+	log      *slog.Logger
+	now      func() time.Time
+	store    session.Store
+	jar      cookieJar
+	flows    *flowSealer
+	csrf     *csrfGuard
+	obs      *obs.Obs
+	met      *metrics
+	provider *oidc.Provider
+	meta     providerMeta
+	verifier *oidc.IDTokenVerifier
+	oauth    *oauth2.Config
+	tokens   tokenSource
+	proxy    *proxy.Proxy
+	routes   map[string]Policy // proxy route prefix -> policy
+	replay   *replayCache
+	app      *fiber.App
+}
+
+// New validates cfg, discovers the provider and builds the gateway. The
+// provider must answer discovery now: New does not retry (start the
+// provider first); the error names the issuer URL.
+func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	cfg, pub, err := cfg.fill()
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, pub: pub, log: cfg.Logger, now: cfg.Now, store: cfg.Store}
+
+	secure := true
+	name := cfg.Cookie.Name
+	if pub.Scheme == "http" && !isLoopbackHost(pub.Hostname()) {
+		if !cfg.Cookie.InsecureDevCookies {
+			return nil, fmt.Errorf("bff: PublicURL %q is plain http on a non-loopback host, where browsers drop Secure __Host- cookies: use https, or set Cookie.InsecureDevCookies for development", cfg.PublicURL)
+		}
+		secure = false
+		name = strings.TrimPrefix(strings.TrimPrefix(name, "__Host-"), "__Secure-")
+		g.log.Warn("insecure development cookies: the session cookie has no Secure flag and no __Host- prefix", "public_url", cfg.PublicURL, "cookie", name)
+	}
+	if secure && !strings.HasPrefix(name, "__Host-") {
+		g.log.Warn("the session cookie name has no __Host- prefix: a subdomain could set or shadow it", "cookie", name)
+	}
+	g.jar = newCookieJar(name, cfg.Cookie.SameSite, secure)
+	g.flows = newFlowSealer(cfg.Cookie.FlowKeys, g.jar, cfg.Cookie.MaxFlows, cfg.Now)
+
+	origins := map[string]bool{}
+	o, _ := normalizeOrigin(pub.String())
+	origins[o] = true
+	for _, a := range cfg.AllowedOrigins {
+		n, _ := normalizeOrigin(a)
+		origins[n] = true
+	}
+	g.csrf = &csrfGuard{header: cfg.CSRFHeader, value: cfg.CSRFValue, origins: origins,
+		reject: func(c *fiber.Ctx, reason string) error {
+			g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request refused by the anti-CSRF rules",
+				slog.String("request_id", obs.RequestID(c)), slog.String("path", c.Path()), slog.String("reason", reason))
+			return writeError(c, csrfError(cfg.CSRFHeader, cfg.CSRFValue, reason))
+		}}
+
+	if g.met, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("bff: register metrics: %w", err)
+	}
+	if g.obs, err = obs.New(obs.Config{Component: "gateway", Logger: cfg.Logger, Registerer: cfg.Registerer, Gatherer: cfg.Gatherer, AccessLog: cfg.AccessLog}); err != nil {
+		return nil, fmt.Errorf("bff: register request metrics: %w", err)
+	}
+
+	if err := g.discover(ctx); err != nil {
+		return nil, err
+	}
+
+	tcfg := cfg.Tokens
+	tcfg.OAuth2 = g.oauth
+	if tcfg.HTTPClient == nil {
+		tcfg.HTTPClient = cfg.Provider.HTTPClient
+	}
+	if tcfg.RevocationURL == "" {
+		tcfg.RevocationURL = g.meta.Revocation
+	}
+	if tcfg.Logger == nil {
+		tcfg.Logger = cfg.Logger
+	}
+	if tcfg.Registerer == nil {
+		tcfg.Registerer = cfg.Registerer
+	}
+	if tcfg.Now == nil {
+		tcfg.Now = cfg.Now
+	}
+	tm, err := tokens.New(tcfg)
+	if err != nil {
+		return nil, fmt.Errorf("bff: Tokens: %w", err)
+	}
+	g.tokens = tm
+
+	g.routes = map[string]Policy{}
+	if len(cfg.Routes) > 0 {
+		pcfg := cfg.Proxy
+		pcfg.Routes = nil
+		for _, r := range cfg.Routes {
+			pcfg.Routes = append(pcfg.Routes, r.Route)
+			g.routes[normPrefix(r.Prefix)] = r.Policy
+		}
+		pcfg.GatewayCookies = append(slices.Clone(pcfg.GatewayCookies), name)
+		if pcfg.Logger == nil {
+			pcfg.Logger = cfg.Logger
+		}
+		if pcfg.Registerer == nil {
+			pcfg.Registerer = cfg.Registerer
+		}
+		if pcfg.Now == nil {
+			pcfg.Now = cfg.Now
+		}
+		if g.proxy, err = proxy.New(pcfg); err != nil {
+			return nil, fmt.Errorf("bff: Proxy: %w", err)
+		}
+	}
+	g.replay = newReplayCache(10000)
+	g.app = g.newApp()
+	g.log.Info("gateway ready", "public_url", pub.String(), "issuer", cfg.Provider.IssuerURL,
+		"base_path", cfg.BasePath, "routes", len(cfg.Routes), "end_session", g.meta.EndSession != "",
+		"revocation", g.meta.Revocation != "")
+	return g, nil
+}
+
+// normPrefix is a route prefix without its trailing slash ("/" for root).
+func normPrefix(p string) string {
+	p = strings.TrimSuffix(p, "/")
+	if p == "" {
+		return "/"
+	}
+	return p
+}
+
+// discover reads the provider's discovery document and builds the OAuth2
+// config and the ID token verifier.
+func (g *Gateway) discover(ctx context.Context) error {
+	pc := g.cfg.Provider
+	cctx := oidc.ClientContext(ctx, pc.HTTPClient)
+	p, err := oidc.NewProvider(cctx, pc.IssuerURL)
+	if err != nil {
+		return fmt.Errorf("bff: OpenID discovery at %s/.well-known/openid-configuration failed (is the provider running and Provider.IssuerURL exactly its issuer?): %w", strings.TrimSuffix(pc.IssuerURL, "/"), err)
+	}
+	if err := p.Claims(&g.meta); err != nil {
+		return fmt.Errorf("bff: discovery document of %s: %w", pc.IssuerURL, err)
+	}
+	if !slices.Contains(g.meta.CodeChallengeMethods, "S256") {
+		if !pc.InsecureAllowMissingPKCE {
+			return fmt.Errorf("%w (issuer %s)", ErrMissingPKCE, pc.IssuerURL)
+		}
+		g.log.Warn("the provider does not advertise PKCE S256; continuing because Provider.InsecureAllowMissingPKCE is set", "issuer", pc.IssuerURL)
+	}
+	algs := pc.AllowedAlgs
+	if len(algs) == 0 {
+		for _, a := range g.meta.Algs {
+			if slices.Contains(defaultAlgs, a) {
+				algs = append(algs, a)
+			}
+		}
+		if len(algs) == 0 {
+			algs = defaultAlgs
+		}
+	}
+	g.provider = p
+	// Provider.Verifier fetches keys with the client from cctx (not its
+	// cancellation), caching them and refetching on an unknown kid.
+	g.verifier = p.Verifier(&oidc.Config{ClientID: pc.ClientID, SupportedSigningAlgs: algs, Now: g.now})
+	g.oauth = &oauth2.Config{
+		ClientID:     pc.ClientID,
+		ClientSecret: pc.ClientSecret,
+		Endpoint:     p.Endpoint(),
+		RedirectURL:  g.pub.String() + g.cfg.BasePath + "/callback",
+		Scopes:       slices.Clone(pc.Scopes),
+	}
+	return nil
+}
+
+// App returns the gateway's fiber app.
+func (g *Gateway) App() *fiber.App { return g.app }
+
+// Run does the gateway's background work until ctx ends: it drops expired
+// entries of the logout-token replay cache. It returns nil when ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			g.replay.purge(g.now())
+		}
+	}
+}
+
+// Ready reports whether the session store answers and the provider's
+// discovery document can be fetched (/readyz).
+func (g *Gateway) Ready(ctx context.Context) error {
+	if err := g.store.Ping(ctx); err != nil {
+		return fmt.Errorf("session store: %w", err)
+	}
+	u := strings.TrimSuffix(g.cfg.Provider.IssuerURL, "/") + "/.well-known/openid-configuration"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := g.cfg.Provider.HTTPClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("provider %s unreachable: %w", g.cfg.Provider.IssuerURL, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("provider %s: discovery answered %s", g.cfg.Provider.IssuerURL, resp.Status)
+	}
+	return nil
+}
+
+// Checks returns the readiness checks for obs.Mount.
+func (g *Gateway) Checks() []obs.Check {
+	return []obs.Check{{Name: "gateway", Fn: g.Ready}}
+}
+
+func (g *Gateway) newApp() *fiber.App {
+	app := fiber.New(fiber.Config{
+		ErrorHandler:          errorHandler,
+		DisableStartupMessage: true,
+		// Chunked session cookies can reach maxChunks*chunkSize bytes.
+		ReadBufferSize:    maxChunks*chunkSize + 16<<10,
+		StreamRequestBody: true,
+		BodyLimit:         g.cfg.BodyLimit,
+	})
+	app.Use(g.obs.Middleware())
+	g.obs.Mount(app, g.Checks()...)
+	bp := app.Group(g.cfg.BasePath)
+	bp.Get("/login", g.login)
+	bp.Get("/callback", g.callback)
+	bp.Get("/user", g.csrf.handler, g.user)
+	bp.Get("/logout", g.logout)
+	bp.Post("/logout", g.csrf.handler, g.logout)
+	bp.Post("/backchannel-logout", g.backchannelLogout)
+	bp.Use(func(c *fiber.Ctx) error {
+		return writeError(c, newError(fiber.StatusNotFound, "not_found",
+			"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout and backchannel-logout under "+g.cfg.BasePath))
+	})
+	app.Use(g.api)
+	return app
+}
+
+// errStore is a store failure other than "no session": 503, session kept.
+var errStore = newError(fiber.StatusServiceUnavailable, "session_store_unavailable",
+	"the session store cannot be reached; retry shortly")
+
+func isUnavailable(err error) bool {
+	return errors.Is(err, session.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// runCmd runs the CLI in-process and returns its exit code and output.
+func runCmd(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, strings.NewReader(stdin), &out, &errb, []string{"BFFGATE_LOG_LEVEL=warn"})
+	return code, out.String(), errb.String()
+}
+
+func TestUsersHash(t *testing.T) {
+	t.Parallel()
+	code, out, errOut := runCmd(t, "s3cret pass\n", "users", "hash")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.HasPrefix(out, "$argon2id$") || strings.Contains(out, "s3cret") {
+		t.Fatalf("hash = %q, want an argon2id PHC string without the password", out)
+	}
+	code, _, errOut = runCmd(t, "", "users", "hash")
+	if code != 1 || !strings.Contains(errOut, "no password on stdin") {
+		t.Fatalf("empty stdin: exit %d, %q", code, errOut)
+	}
+}
+
+func TestKeysRotate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	kid := regexp.MustCompile(`new active ES256 key (\S+);`)
+	var kids []string
+	for range 2 {
+		code, out, errOut := runCmd(t, "", "keys", "rotate", "--alg", "ES256", "--data-dir", dir)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		m := kid.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("output %q names no new key", out)
+		}
+		kids = append(kids, m[1])
+	}
+	if kids[0] == kids[1] {
+		t.Fatalf("two rotations made the same key %s", kids[0])
+	}
+	code, _, errOut := runCmd(t, "", "keys", "rotate", "--alg", "none", "--data-dir", dir)
+	if code != 1 || !strings.Contains(errOut, "none") {
+		t.Fatalf("alg none: exit %d, %q", code, errOut)
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	t.Parallel()
+	good := writeFile(t, "gateway:\n  provider:\n    issuer_url: https://id.example.com\n    client_id: app\n    client_secret: s\n  public_url: https://app.example.com\n")
+	code, out, errOut := runCmd(t, "", "config", "check", "--config", good)
+	if code != 0 || !strings.Contains(out, "configuration is valid") {
+		t.Fatalf("good config: exit %d, %q %q", code, out, errOut)
+	}
+	bad := writeFile(t, "issuer:\n  tokens:\n    access_ttl: 5 minutes\n")
+	code, _, errOut = runCmd(t, "", "config", "check", "--config", bad)
+	if code != 1 || !strings.Contains(errOut, "access_ttl") || !strings.Contains(errOut, "5 minutes") {
+		t.Fatalf("bad duration: exit %d, %q", code, errOut)
+	}
+	code, _, errOut = runCmd(t, "", "nonsense")
+	if code != 1 || !strings.Contains(errOut, "unknown command") {
+		t.Fatalf("unknown command: exit %d, %q", code, errOut)
+	}
+}

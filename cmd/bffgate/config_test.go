@@ -1,0 +1,167 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "bffgate.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestZeroConfigIsValid(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig("", nil)
+	if err != nil {
+		t.Fatalf("zero-config: %v", err)
+	}
+	if !cfg.zeroConfig || !*cfg.Issuer.Enabled || !*cfg.Gateway.Enabled || !*cfg.DemoAPI.Enabled {
+		t.Fatalf("zero-config must run issuer, gateway and demo API: %+v", cfg)
+	}
+	if cfg.Gateway.Provider.IssuerURL != "http://127.0.0.1:9090" {
+		t.Errorf("gateway provider = %q, want the embedded issuer", cfg.Gateway.Provider.IssuerURL)
+	}
+	if len(cfg.Gateway.Routes) != 1 || cfg.Gateway.Routes[0].Upstream != "http://127.0.0.1:9091" {
+		t.Errorf("routes = %+v, want /api/ to the demo API", cfg.Gateway.Routes)
+	}
+}
+
+// The example file must load strictly and mention every key, so that it
+// documents the whole configuration.
+func TestExampleConfigDocumentsEveryKey(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join("..", "..", "bffgate.example.yaml")
+	cfg, err := loadConfig(path, nil)
+	if err != nil {
+		t.Fatalf("bffgate.example.yaml: %v", err)
+	}
+	if cfg.zeroConfig {
+		t.Fatal("a file was given: not zero-config")
+	}
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var missing []string
+	_ = walkEnv(reflect.ValueOf(&Config{}).Elem(), "", func(_, key string, _ reflect.Value) error {
+		leaf := key[strings.LastIndex(key, ".")+1:]
+		if !regexp.MustCompile(`(?m)^\s*(#\s*)?(- )?` + regexp.QuoteMeta(leaf) + `:`).Match(body) {
+			missing = append(missing, key)
+		}
+		return nil
+	})
+	if len(missing) > 0 {
+		t.Errorf("bffgate.example.yaml does not document: %v", missing)
+	}
+}
+
+func TestEnvironmentOverrides(t *testing.T) {
+	t.Parallel()
+	env := []string{
+		"BFFGATE_GATEWAY_LISTEN=127.0.0.1:18080",
+		"BFFGATE_ISSUER_TOKENS_ACCESS_TTL=90s",
+		"BFFGATE_ISSUER_TOKENS_REFRESH_ROTATION=false",
+		"BFFGATE_GATEWAY_SESSION_STORE=cookie",
+		`BFFGATE_GATEWAY_ROUTES=[{"prefix":"/v1/","upstream":"http://127.0.0.1:7000","policy":"none"}]`,
+		"BFFGATE_GATEWAY_PROVIDER_SCOPES=[openid, email]",
+		"BFFGATE_GATEWAY_PROVIDER_CLIENT_SECRET=a: b # not yaml",
+		"PATH=/usr/bin",
+	}
+	cfg, err := loadConfig("", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Gateway.Listen != "127.0.0.1:18080" || cfg.Gateway.PublicURL != "http://127.0.0.1:18080" {
+		t.Errorf("listen/public_url = %q/%q", cfg.Gateway.Listen, cfg.Gateway.PublicURL)
+	}
+	if cfg.Issuer.Tokens.AccessTTL.D() != 90*time.Second || *cfg.Issuer.Tokens.RefreshRotation {
+		t.Errorf("tokens = %+v", cfg.Issuer.Tokens)
+	}
+	if cfg.Gateway.Session.Store != "cookie" || cfg.Gateway.Provider.ClientSecret != "a: b # not yaml" {
+		t.Errorf("session store %q, secret %q", cfg.Gateway.Session.Store, cfg.Gateway.Provider.ClientSecret)
+	}
+	if len(cfg.Gateway.Routes) != 1 || cfg.Gateway.Routes[0].Prefix != "/v1/" || cfg.Gateway.Routes[0].Policy != "none" {
+		t.Errorf("routes = %+v", cfg.Gateway.Routes)
+	}
+	if !reflect.DeepEqual(cfg.Gateway.Provider.Scopes, []string{"openid", "email"}) {
+		t.Errorf("scopes = %v", cfg.Gateway.Provider.Scopes)
+	}
+}
+
+func TestFlagsWinOverEnvironment(t *testing.T) {
+	t.Parallel()
+	f := &commonFlags{listen: "127.0.0.1:1234", logLevel: "debug"}
+	cfg, err := configFor(f, []string{"BFFGATE_GATEWAY_LISTEN=127.0.0.1:9999"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Gateway.Listen != "127.0.0.1:1234" || cfg.Log.Level != "debug" {
+		t.Errorf("listen %q level %q", cfg.Gateway.Listen, cfg.Log.Level)
+	}
+}
+
+// Every rejected value names the key, shows the value and says what is allowed.
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		file string
+		env  []string
+		want []string // substrings of the error
+	}{
+		{"unknown key", "gateway:\n  lisen: 1.2.3.4:80\n", nil, []string{"lisen", "not found"}},
+		{"bad duration", "gateway:\n  session:\n    idle_timeout: 30 minutes\n", nil, []string{`"30 minutes" is not a duration`, "5m"}},
+		{"bad store", "gateway:\n  session:\n    store: memcached\n", nil, []string{"gateway.session.store", `"memcached"`, "cookie, bbolt, redis"}},
+		{"bad alg", "issuer:\n  tokens:\n    alg: RS999\n", nil, []string{"issuer.tokens.alg", `"RS999"`, "ES512"}},
+		{"symmetric id token", "issuer:\n  tokens:\n    id_token_alg: HS256\n", nil, []string{"issuer.tokens.id_token_alg", "HS256"}},
+		{"negative ttl", "issuer:\n  tokens:\n    access_ttl: -5m\n", nil, []string{"issuer.tokens.access_ttl", "positive"}},
+		{"long code", "issuer:\n  tokens:\n    code_ttl: 1h\n", nil, []string{"issuer.tokens.code_ttl", "10m"}},
+		{"bad listen", "gateway:\n  listen: 8080\n", nil, []string{"gateway.listen", `"8080"`, "host:port"}},
+		{"bad route", "gateway:\n  routes:\n    - prefix: api\n      upstream: ftp://x\n      policy: admin\n", nil,
+			[]string{"gateway.routes[0].prefix", "gateway.routes[0].upstream", "gateway.routes[0].policy", `"admin"`}},
+		{"redis without url", "gateway:\n  session:\n    store: redis\n", nil, []string{"redis.url", "redis://"}},
+		{"no __Host-", "gateway:\n  session:\n    cookie_name: sid\n", nil, []string{"gateway.session.cookie_name", "__Host-"}},
+		{"bad cookie key", "gateway:\n  session:\n    cookie_keys: [{hash: '!!', block: '!!'}]\n", nil, []string{"cookie_keys[0].hash", "base64"}},
+		{"plain password", "issuer:\n  users: [{username: a, password_hash: secret}]\n", nil, []string{"issuer.users[0].password_hash", "bffgate users hash"}},
+		{"bad env value", "", []string{"BFFGATE_ISSUER_DENYLIST_CACHE_SIZE=many"}, []string{"issuer.denylist.cache_size", "BFFGATE_ISSUER_DENYLIST_CACHE_SIZE", "many"}},
+		{"unknown env", "", []string{"BFFGATE_GATEWAY_LISTN=x"}, []string{"BFFGATE_GATEWAY_LISTN", "names no configuration key"}},
+		{"spa both", "gateway:\n  spa: {dir: ./dist, dev_url: 'http://localhost:5173'}\n", nil, []string{"gateway.spa", "at most one"}},
+		{"post logout", "gateway:\n  post_logout_redirect: https://evil.example\n", nil, []string{"gateway.post_logout_redirect", "local path"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.file != "" {
+				path = writeFile(t, tt.file)
+			}
+			_, err := loadConfig(path, tt.env)
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretsNeverInConfigErrors(t *testing.T) {
+	t.Parallel()
+	_, err := loadConfig(writeFile(t, "redis:\n  url: http://user:hunter2@host\ngateway:\n  session:\n    store: redis\n"), nil)
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %v must reject the URL without showing its password", err)
+	}
+}

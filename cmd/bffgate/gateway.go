@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/bffgate/bffgate/bff"
+	"github.com/bffgate/bffgate/bff/demoapi"
+	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/bff/spa"
+	"github.com/bffgate/bffgate/session"
+	sessionbolt "github.com/bffgate/bffgate/session/bolt"
+	sessioncookie "github.com/bffgate/bffgate/session/cookie"
+	sessionredis "github.com/bffgate/bffgate/session/redis"
+	"github.com/bffgate/bffgate/static"
+)
+
+// gatewayKeys returns the cookie key pairs: the configured ones, or one
+// pair generated on first start and kept in the issuer's store (the data
+// directory, or Redis, where every instance finds the same pair).
+func gatewayKeys(ctx context.Context, rt *runtime) ([]keyPair, error) {
+	pairs, err := cookieKeyPairs(rt.cfg.Gateway.Session.CookieKeys)
+	if err != nil || len(pairs) > 0 {
+		return pairs, err
+	}
+	h, err := rt.istore.Secret(ctx, "gateway/cookie-key/hash", randomBytes(32))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: reading the generated cookie keys: %w", err)
+	}
+	b, err := rt.istore.Secret(ctx, "gateway/cookie-key/block", randomBytes(32))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: reading the generated cookie keys: %w", err)
+	}
+	return []keyPair{{h, b}}, nil
+}
+
+// sessionStore builds the configured session store and what must run
+// beside it (the bbolt sweeper).
+func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.Store, func(context.Context) error, error) {
+	sc := rt.cfg.Gateway.Session
+	log := rt.log.With("component", "session")
+	idle := func(context.Context) error { return nil }
+	switch sc.Store {
+	case "cookie":
+		// Back-channel logout with cookie sessions: ended sids are
+		// remembered in Redis when there is one (every instance sees them),
+		// else in the data file, until the absolute lifetime has passed.
+		var ended sessioncookie.EndedStore
+		run := idle
+		if rt.redis != nil {
+			ended = sessionredis.NewEnded(rt.redis, rt.cfg.Redis.Prefix+"session:ended:")
+		} else {
+			e := sessionbolt.NewEnded(rt.db)
+			ended = e
+			run = func(ctx context.Context) error { e.Run(ctx, sc.SweepInterval.D(), log); return nil }
+		}
+		ck := make([]sessioncookie.KeyPair, len(pairs))
+		for i, p := range pairs {
+			ck[i] = sessioncookie.KeyPair{Hash: p.hash, Block: p.block}
+		}
+		st, err := sessioncookie.New(sessioncookie.Config{
+			Keys: ck, MaxSize: sc.MaxCookieBytes, MaxLifetime: sc.AbsoluteLifetime.D(), Ended: ended,
+		})
+		return st, run, err
+	case "redis":
+		if rt.redis == nil {
+			return nil, nil, fmt.Errorf("config: gateway.session.store: \"redis\" needs redis.url")
+		}
+		st, err := sessionredis.New(rt.redis, sessionredis.Config{Prefix: rt.cfg.Redis.Prefix + "session:", Logger: log})
+		return st, idle, err
+	default:
+		st, err := sessionbolt.New(rt.db, sessionbolt.Config{Logger: log, Registerer: rt.registry})
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func(ctx context.Context) error { st.Run(ctx, sc.SweepInterval.D()); return nil }, nil
+	}
+}
+
+// buildGateway makes the gateway: session store, routes, SPA, and the
+// provider (the embedded issuer, already listening, or the configured one).
+func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fiber.App, func(context.Context) error, error) {
+	gw := rt.cfg.Gateway
+	pairs, err := gatewayKeys(ctx, rt)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, sweep, err := sessionStore(ctx, rt, pairs)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	bcfg := bff.DefaultConfig()
+	bcfg.PublicURL = gw.PublicURL
+	bcfg.InsecureAllowHTTP = gw.InsecureAllowHTTP
+	bcfg.BasePath = gw.BasePath
+	bcfg.Provider.IssuerURL = gw.Provider.IssuerURL
+	bcfg.Provider.ClientID = gw.Provider.ClientID
+	bcfg.Provider.ClientSecret = gw.Provider.ClientSecret
+	if rt.cfg.embeddedClient() && gw.Provider.ClientID == embeddedClientID && gw.Provider.ClientSecret == "" {
+		bcfg.Provider.ClientSecret = embeddedSecret
+	}
+	bcfg.Provider.Scopes = gw.Provider.Scopes
+	bcfg.Provider.UseUserinfo = gw.Provider.UseUserinfo
+	bcfg.Provider.ExtraAuthParams = gw.Provider.ExtraAuthParams
+	bcfg.Provider.AllowedAlgs = gw.Provider.AllowedAlgs
+	bcfg.Provider.InsecureAllowMissingPKCE = gw.Provider.InsecureAllowMissingPKCE
+	bcfg.Store = store
+	bcfg.Cookie.Name = gw.Session.CookieName
+	bcfg.Cookie.SameSite = strings.ToUpper(gw.Session.SameSite[:1]) + strings.ToLower(gw.Session.SameSite[1:])
+	bcfg.Cookie.InsecureDevCookies = gw.Session.InsecureDevCookies
+	for _, p := range pairs {
+		bcfg.Cookie.FlowKeys = append(bcfg.Cookie.FlowKeys, bff.KeyPair{Hash: p.hash, Block: p.block})
+	}
+	bcfg.IdleTimeout = gw.Session.IdleTimeout.D()
+	bcfg.AbsoluteLifetime = gw.Session.AbsoluteLifetime.D()
+	bcfg.CSRFHeader, bcfg.CSRFValue = gw.CSRF.Header, gw.CSRF.Value
+	bcfg.AllowedOrigins = gw.AllowedOrigins
+	for _, r := range gw.Routes {
+		bcfg.Routes = append(bcfg.Routes, bff.Route{
+			Route: proxy.Route{
+				Prefix: r.Prefix, Upstream: r.Upstream, StripPrefix: r.StripPrefix, Timeout: r.Timeout.D(),
+				AddHeaders: r.AddHeaders, DropHeaders: r.DropHeaders, DropCookies: r.DropCookies,
+			},
+			Policy: bff.Policy(r.Policy),
+		})
+	}
+	bcfg.Proxy.TrustedProxies = gw.TrustedProxies
+	bcfg.Tokens.Skew = gw.Refresh.Skew.D()
+	bcfg.Tokens.GraceWindow = gw.Refresh.GraceWindow.D()
+	bcfg.PostLogoutRedirect = gw.PostLogoutRedirect
+	bcfg.Logger = rt.log.With("component", "gateway")
+	bcfg.Registerer = rt.registry
+	bcfg.Gatherer = rt.registry
+	bcfg.AccessLog = rt.cfg.Log.Access
+
+	spaCfg := spa.Config{Dir: gw.SPA.Dir, DevURL: gw.SPA.DevURL, Logger: bcfg.Logger}
+	if spaCfg.Dir == "" && spaCfg.DevURL == "" {
+		spaCfg.FS = static.FS()
+	}
+	handler, err := spa.New(spaCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	bcfg.SPA = handler
+
+	g, err := bff.New(ctx, bcfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	run := func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- sweep(ctx) }()
+		err := g.Run(ctx)
+		if serr := <-errc; err == nil {
+			err = serr
+		}
+		return err
+	}
+	return g.App(), run, nil
+}
+
+// buildDemoAPI makes the demo resource server. With encrypted tokens it
+// cannot verify them itself and introspects them with the gateway's client.
+func buildDemoAPI(ctx context.Context, rt *runtime, clientSecret string) (*fiber.App, error) {
+	d := rt.cfg.DemoAPI
+	mode := d.Mode
+	if mode == "auto" {
+		mode = "jwks"
+		if rt.cfg.Issuer.Tokens.Format == "encrypted" {
+			mode = "introspect"
+		}
+	}
+	api, err := demoapi.New(ctx, demoapi.Config{
+		Issuer:                    rt.cfg.Issuer.URL,
+		Audience:                  d.Audience,
+		Mode:                      mode,
+		IntrospectionClientID:     embeddedClientID,
+		IntrospectionClientSecret: clientSecret,
+		Logger:                    rt.log.With("component", "demoapi"),
+		Registerer:                rt.registry,
+		Gatherer:                  rt.registry,
+		AccessLog:                 rt.cfg.Log.Access,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return api.App(), nil
+}

@@ -1,0 +1,473 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	goredis "github.com/redis/go-redis/v9"
+	bbolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bffgate/bffgate/issuer"
+	"github.com/bffgate/bffgate/issuer/keys"
+	"github.com/bffgate/bffgate/issuer/storage"
+	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
+	issuerredis "github.com/bffgate/bffgate/issuer/storage/redis"
+	"github.com/bffgate/bffgate/issuer/token"
+)
+
+// demoUser and demoPassword exist only in the zero-config run.
+const (
+	demoUser     = "demo"
+	demoPassword = "demo"
+)
+
+// embeddedClientID is the client the gateway registers at the embedded
+// issuer for itself.
+const embeddedClientID = "bffgate"
+
+// dataFile is the bbolt file in the data directory.
+const dataFile = "bffgate.db"
+
+func hashPassword(pw string) (string, error) { return issuer.HashPassword(pw) }
+
+// checkConfig validates what loadConfig cannot see without touching the
+// machine: key files exist and decode to the right sizes.
+func checkConfig(cfg *Config) error {
+	var errs []error
+	if *cfg.Issuer.Enabled {
+		for i, k := range cfg.Issuer.Keys {
+			if _, err := os.Stat(k.Path); err != nil {
+				errs = append(errs, fmt.Errorf("config: issuer.keys[%d].path: %q cannot be read: %v", i, k.Path, err))
+			}
+		}
+	}
+	if *cfg.Gateway.Enabled {
+		if _, err := cookieKeyPairs(cfg.Gateway.Session.CookieKeys); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// keyPair is a decoded gateway cookie key pair.
+type keyPair struct{ hash, block []byte }
+
+func cookieKeyPairs(list []CookieKey) ([]keyPair, error) {
+	var out []keyPair
+	for i, k := range list {
+		h, err := decodeKey(k.Hash)
+		if err != nil || (len(h) != 32 && len(h) != 64) {
+			return nil, fmt.Errorf("config: gateway.session.cookie_keys[%d].hash: (hidden) is not allowed: want 32 or 64 random bytes, base64 encoded (openssl rand -base64 32)", i)
+		}
+		b, err := decodeKey(k.Block)
+		if err != nil || (len(b) != 16 && len(b) != 24 && len(b) != 32) {
+			return nil, fmt.Errorf("config: gateway.session.cookie_keys[%d].block: (hidden) is not allowed: want 16, 24 or 32 random bytes, base64 encoded (openssl rand -base64 32)", i)
+		}
+		out = append(out, keyPair{h, b})
+	}
+	return out, nil
+}
+
+func randomBytes(n int) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		b := make([]byte, n)
+		_, err := rand.Read(b)
+		return b, err
+	}
+}
+
+// runtime holds what serve builds: shared by the issuer, the gateway and
+// the demo API, closed in reverse order.
+type runtime struct {
+	cfg      *Config
+	log      *slog.Logger
+	db       *bbolt.DB
+	redis    goredis.UniversalClient
+	registry *prometheus.Registry
+	istore   storage.Store
+	closers  []func() error
+}
+
+func (rt *runtime) close() {
+	for i := len(rt.closers) - 1; i >= 0; i-- {
+		if err := rt.closers[i](); err != nil {
+			rt.log.Warn("closing", "err", err)
+		}
+	}
+}
+
+// openState opens the data directory's bbolt file and, when configured,
+// the Redis client, and the issuer's state store.
+func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, error) {
+	rt := &runtime{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	rt.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir %q: %w (set data_dir or --data-dir to a writable directory)", cfg.DataDir, err)
+	}
+	path := filepath.Join(cfg.DataDir, dataFile)
+	db, err := issuerbolt.OpenDB(path, 3*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w (is another bffgate running on this data directory?)", path, err)
+	}
+	rt.db = db
+	rt.closers = append(rt.closers, db.Close)
+
+	if cfg.Redis.URL != "" || len(cfg.Redis.ClusterAddrs) > 0 || len(cfg.Redis.SentinelAddrs) > 0 {
+		client, err := newRedis(cfg.Redis)
+		if err != nil {
+			rt.close()
+			return nil, err
+		}
+		rt.redis = client
+		rt.closers = append(rt.closers, client.Close)
+	}
+
+	switch cfg.Issuer.Store {
+	case "redis":
+		if rt.redis == nil {
+			rt.close()
+			return nil, errors.New("config: issuer.store: \"redis\" needs redis.url")
+		}
+		st, err := issuerredis.New(rt.redis, issuerredis.Config{Prefix: cfg.Redis.Prefix + "issuer:", Logger: log})
+		if err != nil {
+			rt.close()
+			return nil, err
+		}
+		rt.istore = st
+	default:
+		st, err := issuerbolt.New(db, issuerbolt.DefaultConfig())
+		if err != nil {
+			rt.close()
+			return nil, err
+		}
+		rt.istore = st
+	}
+	return rt, nil
+}
+
+// newRedis builds a universal client: a single server, Sentinel or Cluster.
+func newRedis(cfg Redis) (goredis.UniversalClient, error) {
+	switch {
+	case len(cfg.ClusterAddrs) > 0:
+		opts := &goredis.ClusterOptions{Addrs: cfg.ClusterAddrs}
+		if cfg.URL != "" {
+			u, err := goredis.ParseURL(cfg.URL)
+			if err != nil {
+				return nil, fmt.Errorf("config: redis.url: %s", err)
+			}
+			opts.Username, opts.Password, opts.TLSConfig = u.Username, u.Password, u.TLSConfig
+		}
+		return goredis.NewClusterClient(opts), nil
+	case len(cfg.SentinelAddrs) > 0:
+		opts := &goredis.FailoverOptions{MasterName: cfg.MasterName, SentinelAddrs: cfg.SentinelAddrs}
+		if cfg.URL != "" {
+			u, err := goredis.ParseURL(cfg.URL)
+			if err != nil {
+				return nil, fmt.Errorf("config: redis.url: %s", err)
+			}
+			opts.Username, opts.Password, opts.TLSConfig, opts.DB = u.Username, u.Password, u.TLSConfig, u.DB
+		}
+		return goredis.NewFailoverClient(opts), nil
+	default:
+		opts, err := goredis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("config: redis.url: %s is not a Redis URL: %v", redactURL(cfg.URL), err)
+		}
+		return goredis.NewClient(opts), nil
+	}
+}
+
+// listener is one fiber app on its address.
+type listener struct {
+	name string
+	app  *fiber.App
+	ln   net.Listener
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
+	f, err := parseFlags("serve", args, nil)
+	if err != nil {
+		return err
+	}
+	cfg, err := configFor(f, env)
+	if err != nil {
+		return err
+	}
+	if err := checkConfig(cfg); err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+	ctx, stop := signalContext()
+	defer stop()
+
+	rt, err := openState(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer rt.close()
+
+	g, gctx := errgroup.WithContext(ctx)
+	var listeners []listener
+	serve := func(name, addr string, app *fiber.App) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s: listening on %s: %w (is the port in use? set %s)", name, addr, err, listenKey(name))
+		}
+		listeners = append(listeners, listener{name, app, ln})
+		g.Go(func() error {
+			if err := app.Listener(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+		return nil
+	}
+	shutdown := func() {
+		// Stop accepting, drain in-flight requests, in reverse start order:
+		// the gateway goes first so it stops sending to the others.
+		for i := len(listeners) - 1; i >= 0; i-- {
+			l := listeners[i]
+			if err := l.app.ShutdownWithTimeout(cfg.ShutdownTimeout.D()); err != nil {
+				log.Warn("shutdown did not drain in time", "listener", l.name, "err", err)
+			}
+		}
+	}
+
+	var clientSecret string
+	if *cfg.Issuer.Enabled {
+		srv, secret, err := buildIssuer(gctx, rt)
+		if err != nil {
+			shutdown()
+			return err
+		}
+		clientSecret = secret
+		g.Go(func() error { return srv.Run(gctx) })
+		if err := serve("issuer", cfg.Issuer.Listen, srv.App()); err != nil {
+			shutdown()
+			return err
+		}
+	}
+	if *cfg.DemoAPI.Enabled {
+		app, err := buildDemoAPI(gctx, rt, clientSecret)
+		if err != nil {
+			shutdown()
+			return err
+		}
+		if err := serve("demo API", cfg.DemoAPI.Listen, app); err != nil {
+			shutdown()
+			return err
+		}
+	}
+	if *cfg.Gateway.Enabled {
+		app, run, err := buildGateway(gctx, rt, clientSecret)
+		if err != nil {
+			shutdown()
+			return err
+		}
+		g.Go(func() error { return run(gctx) })
+		if err := serve("gateway", cfg.Gateway.Listen, app); err != nil {
+			shutdown()
+			return err
+		}
+	}
+	printBanner(stdout, cfg)
+	log.Info("bffgate started", "version", version, "data_dir", cfg.DataDir,
+		"issuer", enabledURL(*cfg.Issuer.Enabled, cfg.Issuer.URL),
+		"gateway", enabledURL(*cfg.Gateway.Enabled, cfg.Gateway.PublicURL))
+
+	<-gctx.Done()
+	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout.D().String())
+	shutdown()
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	if err == nil {
+		log.Info("bffgate stopped")
+	}
+	return err
+}
+
+func listenKey(name string) string {
+	switch name {
+	case "issuer":
+		return "issuer.listen"
+	case "demo API":
+		return "demo_api.listen"
+	default:
+		return "gateway.listen or --listen"
+	}
+}
+
+func enabledURL(on bool, u string) string {
+	if !on {
+		return "off"
+	}
+	return u
+}
+
+// buildIssuer makes the embedded issuer from the configuration. In the
+// zero-config run, and whenever the gateway uses the embedded issuer, it
+// registers the gateway's own client, whose secret is generated once and
+// kept in the store. It returns that secret for the gateway and demo API.
+func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, error) {
+	cfg := rt.cfg
+	is := cfg.Issuer
+	icfg := issuer.Config{
+		Issuer:                 is.URL,
+		Store:                  rt.istore,
+		TokenFormat:            token.Format(is.Tokens.Format),
+		TokenAlg:               is.Tokens.Alg,
+		IDTokenAlg:             is.Tokens.IDTokenAlg,
+		AccessTokenTTL:         is.Tokens.AccessTTL.D(),
+		RefreshTokenTTL:        is.Tokens.RefreshTTL.D(),
+		CodeTTL:                is.Tokens.CodeTTL.D(),
+		IDTokenTTL:             is.Tokens.IDTokenTTL.D(),
+		LoginSessionTTL:        is.LoginSessionTTL.D(),
+		DisableRefreshRotation: !*is.Tokens.RefreshRotation,
+		DenylistCacheSize:      is.Denylist.CacheSize,
+		DenylistPollInterval:   is.Denylist.PollInterval.D(),
+		PurgeDelay:             is.Denylist.PurgeDelay.D(),
+		Logger:                 rt.log.With("component", "issuer"),
+		Registerer:             rt.registry,
+		Gatherer:               rt.registry,
+		AccessLog:              cfg.Log.Access,
+	}
+	if icfg.TokenFormat == token.FormatEncrypted {
+		icfg.Encryption = is.Tokens.Encryption
+	}
+	for _, k := range is.Keys {
+		icfg.KeyFiles = append(icfg.KeyFiles, keys.FileKey{Path: k.Path, Alg: k.Alg, KID: k.KID})
+	}
+	for _, c := range is.Clients {
+		icfg.Clients = append(icfg.Clients, issuer.Client{
+			ID: c.ID, Secret: c.Secret, RedirectURIs: c.RedirectURIs,
+			PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, GrantTypes: c.GrantTypes,
+			Scopes: c.Scopes, BackchannelLogoutURI: c.BackchannelLogoutURI, Audience: c.Audience,
+		})
+	}
+	for _, u := range is.Users {
+		icfg.Users = append(icfg.Users, issuer.User{Username: u.Username, PasswordHash: u.PasswordHash, Subject: u.Subject, Claims: u.Claims})
+	}
+
+	var secret string
+	if cfg.embeddedClient() || *cfg.DemoAPI.Enabled {
+		raw, err := rt.istore.Secret(ctx, "issuer/client/"+embeddedClientID, randomBytes(32))
+		if err != nil {
+			return nil, "", fmt.Errorf("issuer: reading the gateway client's secret: %w", err)
+		}
+		secret = base64.RawURLEncoding.EncodeToString(raw)
+		gw := cfg.Gateway
+		base := gw.PublicURL + gw.BasePath
+		audience := []string{embeddedClientID}
+		if cfg.DemoAPI.Audience != "" && cfg.DemoAPI.Audience != embeddedClientID {
+			audience = append(audience, cfg.DemoAPI.Audience)
+		}
+		icfg.Clients = append(icfg.Clients, issuer.Client{
+			ID:                     embeddedClientID,
+			Secret:                 secret,
+			RedirectURIs:           []string{base + "/callback"},
+			PostLogoutRedirectURIs: []string{gw.PublicURL + gw.PostLogoutRedirect},
+			GrantTypes:             []string{issuer.GrantAuthorizationCode, issuer.GrantRefreshToken, issuer.GrantClientCredentials},
+			BackchannelLogoutURI:   base + "/backchannel-logout",
+			Audience:               audience,
+		})
+	}
+	if cfg.zeroConfig {
+		h, err := issuer.HashPassword(demoPassword)
+		if err != nil {
+			return nil, "", err
+		}
+		icfg.Users = append(icfg.Users, issuer.User{
+			Username: demoUser, PasswordHash: h, Subject: "demo-user-1",
+			Claims: map[string]any{"name": "Demo User", "given_name": "Demo", "family_name": "User",
+				"email": "demo@example.com", "email_verified": true},
+		})
+	}
+	srv, err := issuer.New(ctx, icfg)
+	if err != nil {
+		return nil, "", err
+	}
+	return srv, secret, nil
+}
+
+// printBanner tells the developer, once, where everything is.
+func printBanner(w io.Writer, cfg *Config) {
+	var b strings.Builder
+	b.WriteString("\nbffgate " + version + " is running\n")
+	if *cfg.Gateway.Enabled {
+		fmt.Fprintf(&b, "  open           %s/\n", cfg.Gateway.PublicURL)
+		fmt.Fprintf(&b, "  gateway        %s%s/login, /user, /logout (API routes:", cfg.Gateway.PublicURL, cfg.Gateway.BasePath)
+		for _, r := range cfg.Gateway.Routes {
+			fmt.Fprintf(&b, " %s -> %s", r.Prefix, r.Upstream)
+		}
+		b.WriteString(")\n")
+	}
+	if *cfg.Issuer.Enabled {
+		fmt.Fprintf(&b, "  issuer         %s/.well-known/openid-configuration\n", cfg.Issuer.URL)
+	}
+	if *cfg.DemoAPI.Enabled {
+		fmt.Fprintf(&b, "  demo API       http://%s/api/whoami\n", cfg.DemoAPI.Listen)
+	}
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		abs = cfg.DataDir
+	}
+	fmt.Fprintf(&b, "  data directory %s\n", abs)
+	fmt.Fprintf(&b, "  metrics        /metrics on each listener; health /healthz, /readyz\n")
+	if cfg.zeroConfig {
+		fmt.Fprintf(&b, "  demo login     user %q, password %q\n", demoUser, demoPassword)
+		b.WriteString("\n  WARNING: development mode. The demo user, the generated keys and the generated\n" +
+			"  client secret are for local development only. For anything else, write a\n" +
+			"  configuration file (see bffgate.example.yaml) and run bffgate --config FILE.\n")
+	}
+	b.WriteString("\n")
+	io.WriteString(w, b.String())
+}
+
+func cmdKeysRotate(args []string, stdout, stderr io.Writer, env []string) error {
+	var alg string
+	f, err := parseFlags("keys rotate", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&alg, "alg", "", "the algorithm of the new key (default: issuer.tokens.alg)")
+	})
+	if err != nil {
+		return err
+	}
+	cfg, err := configFor(f, env)
+	if err != nil {
+		return err
+	}
+	if alg == "" {
+		alg = cfg.Issuer.Tokens.Alg
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signalContext()
+	defer stop()
+	rt, err := openState(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer rt.close()
+	kid, err := keys.Rotate(ctx, rt.istore, alg, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "new active %s key %s; older keys keep verifying until their tokens expire.\nRestart running bffgate instances (or wait for their key reload) to sign with it.\n", alg, kid)
+	return nil
+}
