@@ -1,0 +1,345 @@
+package scaleout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/bffgate/bffgate/e2e/stack"
+)
+
+// redisServer is a redis-server the test runs on a spare loopback port,
+// without persistence, so that it can stop it and start it again (empty)
+// on the same port.
+type redisServer struct {
+	t    *testing.T
+	bin  string
+	port int
+	dir  string // --dir: where SHUTDOWN SAVE writes the snapshot
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startRedis(t *testing.T) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server is not installed: the Redis outage test runs a Redis of its own (apt-get install redis-server)")
+	}
+	r := &redisServer{t: t, bin: bin, port: stack.FreePort(t), dir: t.TempDir()}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	r.done = make(chan struct{})
+	go func() { _ = r.cmd.Wait(); close(r.done) }()
+	rdb := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port), MaxRetries: -1})
+	defer rdb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := rdb.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-r.done:
+			r.t.Fatalf("redis-server on port %d exited: %v", r.port, r.cmd.ProcessState)
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("redis-server on port %d did not answer PING: %v", r.port, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for the server to exit (SIGKILL after 10 s).
+// With no save points configured, the data is lost: the next start is
+// empty.
+func (r *redisServer) stop() { r.shutdown(false) }
+
+// shutdown stops the server; with save, by SHUTDOWN SAVE, which writes a
+// snapshot that the next start loads (a Redis with persistence).
+func (r *redisServer) shutdown(save bool) {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-r.done:
+		return
+	default:
+	}
+	if save {
+		rdb := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port), MaxRetries: -1})
+		// The server closes the connection instead of answering.
+		_ = rdb.ShutdownSave(context.Background()).Err()
+		rdb.Close()
+	} else {
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-r.done:
+	case <-time.After(10 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-r.done
+	}
+}
+
+// phases of the outage run.
+const (
+	phaseUp int32 = iota
+	phaseDown
+	phaseBack
+)
+
+// outcome counts what the load saw.
+type outcome struct {
+	mu       sync.Mutex
+	byStatus map[string]int // "phase/target/status"
+}
+
+func (o *outcome) add(phase int32, target string, status int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.byStatus == nil {
+		o.byStatus = map[string]int{}
+	}
+	o.byStatus[fmt.Sprintf("%s/%s/%d", [...]string{"up", "down", "back"}[phase], target, status)]++
+}
+
+func (o *outcome) get(phase int32, target string, status int) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.byStatus[fmt.Sprintf("%s/%s/%d", [...]string{"up", "down", "back"}[phase], target, status)]
+}
+
+// TestRedisOutage runs a gateway and an issuer on a Redis of the test's
+// own, generates load, stops Redis in the middle, and checks the fault
+// behaviour of the scale-out issue: every error is a 503 with a JSON body
+// (never a 500, never a dropped connection), the process stays up and
+// /readyz says why it is not ready; when Redis returns the same process
+// serves again without a restart, and a token revoked before the outage
+// stays revoked.
+//
+//   - kept: Redis returns with its data (persistence: SHUTDOWN SAVE and
+//     the snapshot loaded at start): no session is lost, the old cookie
+//     works again without a new login.
+//   - empty: Redis returns empty (no persistence): the sessions are gone,
+//     the old cookie is a clean 401, and a new login works at once.
+func TestRedisOutage(t *testing.T) {
+	t.Run("kept", func(t *testing.T) { redisOutage(t, true) })
+	t.Run("empty", func(t *testing.T) { redisOutage(t, false) })
+}
+
+func redisOutage(t *testing.T, keep bool) {
+	rs := startRedis(t)
+	s := stack.Start(t, stack.Options{Env: redisEnv(rs.url(), "e2e-outage:")})
+	ctx := context.Background()
+	u := newUser(t)
+	cookie := u.mustLogin(s.GatewayURL)
+	c := newClient(t, s.IssuerURL)
+	live := c.mustGrant()
+	revoked := c.mustGrant()
+	if r, err := c.revoke(ctx, revoked.AccessToken, "access_token"); err != nil || r.status != http.StatusOK {
+		t.Fatalf("revoke: %s (%v), want 200", r, err)
+	}
+
+	var (
+		phase atomic.Int32
+		stop  = make(chan struct{})
+		wg    sync.WaitGroup
+		seen  outcome
+	)
+	// check classifies one answer: a request sent and answered while Redis
+	// was up must succeed; one that overlapped the outage may succeed or
+	// be a 503 with a JSON error; anything else fails the test.
+	check := func(target string, sent int32, status int, jsonErr string, err error) {
+		now := phase.Load()
+		seen.add(now, target, status)
+		switch {
+		case err != nil:
+			t.Errorf("%s (phase %d): transport error: %v: the process dropped the request", target, now, err)
+		case status == http.StatusOK:
+		case sent == phaseUp && now == phaseUp:
+			t.Errorf("%s: HTTP %d while Redis was up, want 200", target, status)
+		case status == http.StatusServiceUnavailable && jsonErr != "":
+		case status == http.StatusUnauthorized && jsonErr != "" && now == phaseBack && target != "introspect" && !keep:
+			// Redis came back empty: the session is gone.
+		default:
+			t.Errorf("%s (phase %d): HTTP %d error %q: want 200 or 503 with a JSON error", target, now, status, jsonErr)
+		}
+	}
+	load := func(target string, send func() (int, string, error)) {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sent := phase.Load()
+			status, jsonErr, err := send()
+			check(target, sent, status, jsonErr, err)
+			if err != nil {
+				return
+			}
+		}
+	}
+	gateway := func(path string) func() (int, string, error) {
+		return func() (int, string, error) {
+			a, err := u.call(ctx, http.MethodGet, s.GatewayURL+path, cookie)
+			return a.status, a.jsonError(), err
+		}
+	}
+	wg.Add(3)
+	go load("gateway /api/whoami", gateway("/api/whoami"))
+	go load("gateway /bff/user", gateway("/bff/user"))
+	go load("introspect", func() (int, string, error) {
+		r, err := c.post(ctx, "/introspect", url.Values{"token": {live.AccessToken}})
+		if errors.Is(err, errNotJSON) {
+			return r.status, "", nil
+		}
+		return r.status, r.code, err
+	})
+	stopLoad := func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			wg.Wait()
+		}
+	}
+	defer stopLoad()
+
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		began := time.Now()
+		defer func() { t.Logf("%s: after %s", what, time.Since(began).Round(time.Millisecond)) }()
+		deadline := began.Add(60 * time.Second)
+		for !cond() {
+			if t.Failed() {
+				t.FailNow()
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 60 s; answers so far: %v", what, seen.byStatus)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("answers with Redis up", func() bool { return seen.get(phaseUp, "gateway /api/whoami", 200) >= 20 })
+
+	phase.Store(phaseDown)
+	rs.shutdown(keep)
+	waitFor("gateway 503s with Redis down", func() bool { return seen.get(phaseDown, "gateway /bff/user", 503) >= 5 })
+	for _, l := range []struct{ name, url string }{{"gateway", s.GatewayURL}, {"issuer", s.IssuerURL}} {
+		a, err := plainGet(ctx, l.url+"/readyz")
+		var body struct {
+			Failed map[string]string `json:"failed"`
+		}
+		if err != nil || a.status != http.StatusServiceUnavailable || json.Unmarshal([]byte(a.body), &body) != nil || len(body.Failed) == 0 {
+			t.Errorf("%s /readyz with Redis down: %v %s, want 503 naming the failed check", l.name, err, a)
+		}
+		for name, why := range body.Failed {
+			if why == "" {
+				t.Errorf("%s /readyz with Redis down: check %q failed without saying why", l.name, name)
+			}
+		}
+		if a, err := plainGet(ctx, l.url+"/healthz"); err != nil || a.status != http.StatusOK {
+			t.Errorf("%s /healthz with Redis down: %v %s, want 200 (the process is up)", l.name, err, a)
+		}
+	}
+
+	// Redis returns: bffgate reconnects by itself.
+	rs.start()
+	phase.Store(phaseBack)
+	waitFor("/readyz after Redis returned", func() bool {
+		for _, base := range []string{s.GatewayURL, s.IssuerURL} {
+			if a, err := plainGet(ctx, base+"/readyz"); err != nil || a.status != http.StatusOK {
+				return false
+			}
+		}
+		return true
+	})
+	stopLoad()
+	t.Logf("answers: %v", seen.byStatus)
+
+	if keep {
+		// Redis kept the session: the old cookie works again, no login.
+		if a, err := u.call(ctx, http.MethodGet, s.GatewayURL+"/bff/user", cookie); err != nil || a.status != http.StatusOK {
+			t.Errorf("GET /bff/user with a session Redis kept through the outage: %v %s, want 200", err, a)
+		}
+		if !c.introspect(ctx, live.AccessToken, "access_token") {
+			t.Errorf("a live access token minted before the outage is inactive after it")
+		}
+	} else {
+		// The sessions were in the Redis that restarted empty: the old
+		// cookie is a clean 401, and a new login works at once.
+		if a, err := u.call(ctx, http.MethodGet, s.GatewayURL+"/bff/user", cookie); err != nil || a.status != http.StatusUnauthorized || a.jsonError() == "" {
+			t.Errorf("GET /bff/user with a session Redis lost: %v %s, want 401 JSON (log in again)", err, a)
+		}
+		cookie = u.mustLogin(s.GatewayURL)
+	}
+	if c.introspect(ctx, revoked.AccessToken, "access_token") {
+		t.Errorf("an access token revoked before the outage is active after it")
+	}
+	// Every request succeeds again, concurrently.
+	var burst sync.WaitGroup
+	for w := range 4 {
+		burst.Add(1)
+		go func() {
+			defer burst.Done()
+			for i := range 20 {
+				if a, err := u.whoami(ctx, s.GatewayURL, cookie); err != nil || a.status != http.StatusOK {
+					t.Errorf("worker %d request %d after Redis returned: %v %s, want 200", w, i, err, a)
+					return
+				}
+			}
+		}()
+	}
+	burst.Wait()
+	if tk := c.mustGrant(); !c.introspect(ctx, tk.AccessToken, "access_token") {
+		t.Errorf("a token minted after Redis returned is inactive")
+	}
+	if lines := s.LogLines("panic"); len(lines) > 0 {
+		t.Errorf("panics in the log: %v", lines)
+	}
+}
+
+// plainGet fetches a health endpoint without cookies.
+func plainGet(ctx context.Context, rawURL string) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return answer{}, err
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return answer{status: resp.StatusCode, header: resp.Header, body: string(body)}, err
+}
