@@ -165,7 +165,7 @@ func newEnv(t testing.TB, kind storeKind, o envOptions) *env {
 		},
 		Now:        e.clock.Now,
 		Logger:     quietLogger(),
-		HTTPClient: &http.Client{Timeout: 5 * time.Second},
+		HTTPClient: &http.Client{Transport: ownTransport(), Timeout: 5 * time.Second},
 		Registerer: e.issuerReg,
 	}
 	if o.issuer != nil {
@@ -203,7 +203,7 @@ func (e *env) gatewayConfig() Config {
 		PublicURL: e.gwURL,
 		Provider: ProviderConfig{
 			IssuerURL: e.issuer, ClientID: testClientID, ClientSecret: testClientSecret,
-			HTTPClient: &http.Client{Timeout: 5 * time.Second},
+			HTTPClient: &http.Client{Transport: ownTransport(), Timeout: 5 * time.Second},
 		},
 		Store:  e.store,
 		Cookie: CookieConfig{FlowKeys: []KeyPair{{Hash: randomKey(32), Block: randomKey(32)}}},
@@ -369,19 +369,26 @@ type browser struct {
 	e      *env
 	jar    *cookiejar.Jar
 	client *http.Client
+	tr     *http.Transport
 }
 
 func (e *env) browser() *browser {
 	jar, _ := cookiejar.New(nil)
 	b := &browser{e: e, jar: jar}
-	b.client = &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	b.tr = ownTransport()
+	b.client = &http.Client{Jar: jar, Transport: b.tr, Timeout: 10 * time.Second}
 	return b
 }
+
+// ownTransport is a transport of the test's own: httptest.Server.Close
+// closes http.DefaultTransport's idle connections, which breaks requests
+// of tests running in parallel that share it.
+func ownTransport() *http.Transport { return http.DefaultTransport.(*http.Transport).Clone() }
 
 // noRedirect returns a client sharing b's cookies that does not follow
 // redirects.
 func (b *browser) noRedirect() *http.Client {
-	return &http.Client{Jar: b.jar, Timeout: 10 * time.Second,
+	return &http.Client{Jar: b.jar, Transport: b.tr, Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 

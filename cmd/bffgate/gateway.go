@@ -11,6 +11,7 @@ import (
 	"github.com/bffgate/bffgate/bff/demoapi"
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/spa"
+	"github.com/bffgate/bffgate/bff/tokens/redistokens"
 	"github.com/bffgate/bffgate/session"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 	sessioncookie "github.com/bffgate/bffgate/session/cookie"
@@ -129,6 +130,16 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 		})
 	}
 	bcfg.Proxy.TrustedProxies = gw.TrustedProxies
+	if rt.redis != nil && (gw.Session.Store == "redis" || gw.Session.Store == "cookie") {
+		// Several instances: one refresh per session across all of them,
+		// and the grace record of a just-rotated refresh token visible to
+		// the instance the next request lands on.
+		prefix := rt.cfg.Redis.Prefix + "tokens:"
+		if gw.Session.Store == "redis" {
+			bcfg.Tokens.Locker = redistokens.NewLocker(rt.redis, prefix, redistokens.WithLogger(rt.log.With("component", "gateway")))
+		}
+		bcfg.Tokens.Grace = redistokens.NewGrace(rt.redis, prefix)
+	}
 	bcfg.Tokens.Skew = gw.Refresh.Skew.D()
 	bcfg.Tokens.GraceWindow = gw.Refresh.GraceWindow.D()
 	bcfg.PostLogoutRedirect = gw.PostLogoutRedirect
