@@ -57,6 +57,8 @@ type Store struct {
 
 	ops   *prometheus.CounterVec
 	swept prometheus.Counter
+	// opened skips decrypting and decoding an unchanged record on Get.
+	opened *codec.OpenCache
 }
 
 var _ session.Store = (*Store)(nil)
@@ -69,7 +71,7 @@ func New(db *bbolt.DB, cfg Config) (*Store, error) {
 	if cfg.SweepBatch < 0 {
 		return nil, fmt.Errorf("session/bolt: Config.SweepBatch is %d; it must be positive (or zero for %d)", cfg.SweepBatch, DefaultSweepBatch)
 	}
-	s := &Store{db: db, now: cfg.Now, log: cfg.Logger, batch: cfg.SweepBatch}
+	s := &Store{db: db, now: cfg.Now, log: cfg.Logger, batch: cfg.SweepBatch, opened: codec.NewOpenCache(0)}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -311,7 +313,7 @@ func (s *Store) get(ctx context.Context, handle string) (*session.Session, error
 	if rec == nil {
 		return nil, notFound("no record under the ticket id")
 	}
-	sess, err := codec.Open(tk, rec)
+	sess, err := s.opened.Open(tk, rec)
 	if err != nil {
 		s.log.Debug("session ticket does not open its record", "ticket", tk, "err", err)
 		return nil, notFound("the ticket does not open its record")

@@ -32,6 +32,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -107,7 +108,19 @@ type Store struct {
 	ended    EndedStore
 	name     string
 	now      func() time.Time
+
+	// decoded remembers handles that authenticated and decoded: a browser
+	// sends the same cookie on every call until it changes, and
+	// authenticating, decrypting and decoding it is most of the gateway's
+	// CPU per proxied request (e2e/bench's profiles). Keyed by the whole
+	// handle, so only a byte-identical cookie hits; expiry and the ended
+	// records are still checked on every Get.
+	mu      sync.Mutex
+	decoded map[string]*session.Session
 }
+
+// decodedMax bounds the decoded-handle cache (handles are a few KB each).
+const decodedMax = 1024
 
 var _ session.Store = (*Store)(nil)
 
@@ -137,7 +150,8 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Store{maxSize: cfg.MaxSize, lifetime: cfg.MaxLifetime, ended: cfg.Ended, name: cfg.Name, now: cfg.Now}
+	s := &Store{maxSize: cfg.MaxSize, lifetime: cfg.MaxLifetime, ended: cfg.Ended, name: cfg.Name, now: cfg.Now,
+		decoded: make(map[string]*session.Session)}
 	for i, k := range cfg.Keys {
 		if len(k.Hash) < MinHashKeySize {
 			return nil, fmt.Errorf("cookie: Config.Keys[%d].Hash is %d bytes; it must be at least %d random bytes", i, len(k.Hash), MinHashKeySize)
@@ -231,16 +245,38 @@ func (s *Store) open(handle string) (*session.Session, error) {
 	if handle == "" || len(handle) > s.maxSize {
 		return nil, notFound("the handle is empty or longer than the maximum size")
 	}
-	var raw []byte
-	if err := securecookie.DecodeMulti(s.name, handle, &raw, s.codecs...); err != nil {
-		return nil, notFound("the handle does not authenticate with any key")
-	}
-	sess, err := codec.Unmarshal(raw)
-	clear(raw)
-	if err != nil || sess.ID == "" {
-		// Authenticated but undecodable: made by a build with another
-		// encoding. Treated as no session.
-		return nil, notFound("the handle does not decode")
+	s.mu.Lock()
+	cached := s.decoded[handle]
+	s.mu.Unlock()
+	var sess *session.Session
+	if cached != nil {
+		cp := *cached
+		cp.Claims = bytes.Clone(cached.Claims)
+		sess = &cp
+	} else {
+		var raw []byte
+		if err := securecookie.DecodeMulti(s.name, handle, &raw, s.codecs...); err != nil {
+			return nil, notFound("the handle does not authenticate with any key")
+		}
+		var err error
+		sess, err = codec.Unmarshal(raw)
+		clear(raw)
+		if err != nil || sess.ID == "" {
+			// Authenticated but undecodable: made by a build with another
+			// encoding. Treated as no session.
+			return nil, notFound("the handle does not decode")
+		}
+		cp := *sess
+		cp.Claims = bytes.Clone(sess.Claims)
+		s.mu.Lock()
+		if len(s.decoded) >= decodedMax {
+			for k := range s.decoded { // map order is random: a random eviction
+				delete(s.decoded, k)
+				break
+			}
+		}
+		s.decoded[handle] = &cp
+		s.mu.Unlock()
 	}
 	if sess.Expired(s.now()) {
 		return nil, notFound("the session has expired")

@@ -48,6 +48,8 @@ type Store struct {
 	log     *slog.Logger
 	retries int
 	ops     *prometheus.CounterVec
+	// opened skips decrypting and decoding an unchanged record on Get.
+	opened *codec.OpenCache
 }
 
 var _ session.Store = (*Store)(nil)
@@ -60,7 +62,7 @@ func New(client goredis.UniversalClient, cfg Config) (*Store, error) {
 	if cfg.MaxRetries < 0 {
 		return nil, fmt.Errorf("session/redis: Config.MaxRetries is %d; it must be positive (or zero for 100)", cfg.MaxRetries)
 	}
-	s := &Store{rdb: client, prefix: cfg.Prefix, now: cfg.Now, log: cfg.Logger, retries: cfg.MaxRetries}
+	s := &Store{rdb: client, prefix: cfg.Prefix, now: cfg.Now, log: cfg.Logger, retries: cfg.MaxRetries, opened: codec.NewOpenCache(0)}
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix
 	}
@@ -291,7 +293,7 @@ func (s *Store) get(ctx context.Context, handle string) (*session.Session, error
 	if err != nil {
 		return nil, wrapErr("get", err)
 	}
-	sess, err := codec.Open(tk, rec)
+	sess, err := s.opened.Open(tk, rec)
 	if err != nil {
 		s.log.Debug("session ticket does not open its record", "ticket", tk, "err", err)
 		return nil, notFound("the ticket does not open its record")
