@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -159,6 +160,14 @@ func (h passwordHash) verify(password string) bool {
 	if len(a.tag) == 0 {
 		return false
 	}
+	// Each argon2id check takes a.memory KiB (64 MiB with our hashes): a
+	// burst of logins must queue, not grow the process by 64 MiB each.
+	argonSlots <- struct{}{}
+	defer func() { <-argonSlots }()
 	got := argon2.IDKey([]byte(password), a.salt, a.time, a.memory, a.threads, uint32(len(a.tag)))
 	return subtle.ConstantTimeCompare(got, a.tag) == 1
 }
+
+// argonSlots bounds concurrent argon2id checks to the core count: more
+// would not finish sooner, only hold more memory at once.
+var argonSlots = make(chan struct{}, max(1, runtime.NumCPU()))

@@ -6,23 +6,28 @@ package session_test
 // RS256 tokens) and from a provider with large tokens.
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	goredis "github.com/redis/go-redis/v9"
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/bffgate/bffgate/session"
 	sbolt "github.com/bffgate/bffgate/session/bolt"
 	"github.com/bffgate/bffgate/session/cookie"
+	sredis "github.com/bffgate/bffgate/session/redis"
 )
 
 // claims like the embedded issuer's (issuer/token).
@@ -220,6 +225,70 @@ func BenchmarkBoltGet(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(len(h)), "handle-bytes")
+		})
+	}
+}
+
+// BenchmarkLookupLatency is issue 8's figure: session lookups on bbolt
+// next to Redis (BFFGATE_TEST_REDIS_URL), one session among 1,000, with
+// the p50 and p99 of single lookups. It reports lookups/s from ns/op.
+func BenchmarkLookupLatency(b *testing.B) {
+	stores := map[string]func(b *testing.B) session.Store{
+		"bbolt": func(b *testing.B) session.Store { return boltStore(b) },
+	}
+	if u := os.Getenv("BFFGATE_TEST_REDIS_URL"); u != "" {
+		stores["redis"] = func(b *testing.B) session.Store {
+			opts, err := goredis.ParseURL(u)
+			if err != nil {
+				b.Fatal(err)
+			}
+			client := goredis.NewClient(opts)
+			b.Cleanup(func() { client.Close() })
+			prefix := "bffgate-bench:" + rnd(b, 6) + ":"
+			st, err := sredis.New(client, sredis.Config{Prefix: prefix})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() {
+				ctx := context.Background()
+				iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+				for iter.Next(ctx) {
+					client.Del(ctx, iter.Val())
+				}
+			})
+			return st
+		}
+	}
+	for _, name := range []string{"bbolt", "redis"} {
+		newStore, ok := stores[name]
+		if !ok {
+			continue
+		}
+		b.Run(name, func(b *testing.B) {
+			st := newStore(b)
+			s := issuerSession(b, "ES256", 0)
+			var handles []string
+			for range 1000 {
+				h, err := st.Create(b.Context(), s)
+				if err != nil {
+					b.Fatal(err)
+				}
+				handles = append(handles, h)
+			}
+			var lat []time.Duration
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := st.Get(b.Context(), handles[i%len(handles)]); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+				i++
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
 	}
 }
