@@ -72,3 +72,11 @@ func TestConfigCheck(t *testing.T) {
 		t.Fatalf("unknown command: exit %d, %q", code, errOut)
 	}
 }
+
+func TestRedisURLErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	_, err := newRedis(Redis{URL: "redis://user:hunter2@[::1:6379/0"})
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "redis.url") {
+		t.Fatalf("err = %v, want a redis.url error without the password", err)
+	}
+}

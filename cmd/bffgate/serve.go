@@ -161,34 +161,27 @@ func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, er
 }
 
 // newRedis builds a universal client: a single server, Sentinel or Cluster.
+// redis.url gives the server (or, with sentinel or cluster addresses, only
+// the credentials, TLS and database).
 func newRedis(cfg Redis) (goredis.UniversalClient, error) {
+	base := &goredis.Options{}
+	if cfg.URL != "" {
+		var err error
+		if base, err = goredis.ParseURL(cfg.URL); err != nil {
+			// Not err itself: a *url.Error repeats the whole URL, password
+			// included.
+			return nil, fmt.Errorf("config: redis.url: %s is not a Redis URL: want redis://[user:password@]host:port/db or rediss:// for TLS", redactURL(cfg.URL))
+		}
+	}
 	switch {
 	case len(cfg.ClusterAddrs) > 0:
-		opts := &goredis.ClusterOptions{Addrs: cfg.ClusterAddrs}
-		if cfg.URL != "" {
-			u, err := goredis.ParseURL(cfg.URL)
-			if err != nil {
-				return nil, fmt.Errorf("config: redis.url: %s", err)
-			}
-			opts.Username, opts.Password, opts.TLSConfig = u.Username, u.Password, u.TLSConfig
-		}
-		return goredis.NewClusterClient(opts), nil
+		return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: cfg.ClusterAddrs,
+			Username: base.Username, Password: base.Password, TLSConfig: base.TLSConfig}), nil
 	case len(cfg.SentinelAddrs) > 0:
-		opts := &goredis.FailoverOptions{MasterName: cfg.MasterName, SentinelAddrs: cfg.SentinelAddrs}
-		if cfg.URL != "" {
-			u, err := goredis.ParseURL(cfg.URL)
-			if err != nil {
-				return nil, fmt.Errorf("config: redis.url: %s", err)
-			}
-			opts.Username, opts.Password, opts.TLSConfig, opts.DB = u.Username, u.Password, u.TLSConfig, u.DB
-		}
-		return goredis.NewFailoverClient(opts), nil
+		return goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: cfg.MasterName, SentinelAddrs: cfg.SentinelAddrs,
+			Username: base.Username, Password: base.Password, TLSConfig: base.TLSConfig, DB: base.DB}), nil
 	default:
-		opts, err := goredis.ParseURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("config: redis.url: %s is not a Redis URL: %v", redactURL(cfg.URL), err)
-		}
-		return goredis.NewClient(opts), nil
+		return goredis.NewClient(base), nil
 	}
 }
 
