@@ -284,7 +284,7 @@ func TestRefreshRace(t *testing.T) {
 // token subject is its own session's.
 func TestNoTokenCrossesSessions(t *testing.T) {
 	t.Parallel()
-	const users, calls = 50, 20
+	const users, calls = 50, 21
 	e := newEnv(t, kindBolt, envOptions{issuer: func(c *issuer.Config) {
 		for i := range users {
 			c.Users = append(c.Users, issuer.User{Username: fmt.Sprintf("u%d", i), PasswordHash: testHash()[alicePassword], Subject: fmt.Sprintf("sub-u%d", i)})
@@ -301,8 +301,8 @@ func TestNoTokenCrossesSessions(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := range calls {
-				if i == 0 && j == calls/2 {
-					e.clock.Advance(6 * time.Minute) // every access token expires mid-run
+				if i == 0 && (j == calls/3 || j == 2*calls/3) {
+					e.clock.Advance(6 * time.Minute) // every access token expires, twice mid-run
 				}
 				r := b.do(b.noRedirect(), http.MethodGet, e.gwURL+"/api/who", nil, map[string]string{"X-CSRF": "1"})
 				var s seenRequest

@@ -16,6 +16,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/oauth2"
 
+	"github.com/bffgate/bffgate/bff/tokens"
 	"github.com/bffgate/bffgate/internal/obs"
 	"github.com/bffgate/bffgate/session"
 )
@@ -278,7 +279,7 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 	s := &session.Session{
 		Subject: idt.Subject, SID: sid, Issuer: idt.Issuer, Claims: claimsJSON,
 		IDToken: rawID, AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, TokenType: tok.TokenType,
-		AccessExpiry: accessExpiry(tok, now), Created: now, LastSeen: now, IdleTimeout: g.cfg.IdleTimeout, AbsoluteExpiry: abs,
+		AccessExpiry: tokens.AccessExpiry(tok, now), Created: now, LastSeen: now, IdleTimeout: g.cfg.IdleTimeout, AbsoluteExpiry: abs,
 	}
 	// No fixation: a session the browser had before is ended, and the new
 	// one gets a fresh identity from the store.
@@ -358,19 +359,6 @@ func refreshExpiry(tok *oauth2.Token, now time.Time) time.Time {
 	}
 	if n, err := c.Exp.Int64(); err == nil && n > 0 {
 		return time.Unix(n, 0)
-	}
-	return time.Time{}
-}
-
-// accessExpiry is when the access token expires on the gateway's clock:
-// x/oauth2 sets Token.Expiry from expires_in on the system clock, which
-// an injected clock (Config.Now) does not follow. Zero means unknown.
-func accessExpiry(tok *oauth2.Token, now time.Time) time.Time {
-	switch {
-	case tok.ExpiresIn > 0:
-		return now.Add(time.Duration(tok.ExpiresIn) * time.Second)
-	case !tok.Expiry.IsZero():
-		return now.Add(time.Until(tok.Expiry))
 	}
 	return time.Time{}
 }

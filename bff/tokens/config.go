@@ -43,10 +43,12 @@ type Config struct {
 	Grace GraceStore
 	// Locker serialises refreshes of one session; nil means an
 	// in-process lock. Several gateway instances on one server-side store
-	// need a shared one.
+	// need a shared one. A FencedLocker is asked before saving whether
+	// the lock was held throughout (see "Fencing" in the package doc).
 	Locker Locker
 	// LockTTL bounds how long a refresh holds the lock
-	// (DefaultLockTTL when zero); keep it above HTTPClient's timeout.
+	// (DefaultLockTTL when zero); keep it above HTTPClient's timeout. A
+	// refresh that outlasts it is counted as result="lock_lost".
 	LockTTL time.Duration
 
 	// ClientScopes are requested with the client-credentials grant.

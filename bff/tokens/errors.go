@@ -23,6 +23,14 @@ var (
 	// backend is down, or the wait outlasted the request). It matches
 	// ErrProviderUnavailable too, so callers answer 503.
 	ErrLockUnavailable error = &lockError{}
+
+	// ErrLockLost is what a FencedLocker's held function returns once
+	// the refresh lock is no longer the caller's: it expired while the
+	// token endpoint was slow, and another instance may have taken it.
+	// The Manager counts it (result "lock_lost") and saves only what does
+	// not overwrite another instance's refresh; callers of Fresh never
+	// see it.
+	ErrLockLost = errors.New("tokens: the refresh lock expired before the refreshed tokens were saved (raise Config.LockTTL above the token endpoint's timeout)")
 )
 
 type lockError struct{}

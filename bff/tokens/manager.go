@@ -106,10 +106,10 @@ func (m *Manager) due(s *session.Session, now time.Time) bool {
 	return !now.Add(m.cfg.Skew).Before(s.AccessExpiry)
 }
 
-// flightKey names the session for single-flight and locking: its ID in a
-// server-side store, a hash of its refresh token in the cookie store
-// (whose sessions have no ID; every request of one session carries the
-// same refresh token until it rotates).
+// flightKey names the session for single-flight and locking: a hash of
+// its ID, or of its refresh token for a session without an ID (every
+// request of one session carries the same refresh token until it
+// rotates).
 func flightKey(s *session.Session) string {
 	if s.ID != "" {
 		return "sid:" + shortHash(s.ID)
@@ -124,8 +124,24 @@ func shortHash(v string) string {
 	return hex.EncodeToString(h[:12])
 }
 
+// tokenPair is what a refresh started from: the session's tokens when it
+// read them. save refuses to write over a session that no longer holds
+// them.
+type tokenPair struct {
+	access, refresh string
+}
+
+// fenceTimeout bounds the fencing check; past it the lock counts as
+// unverified and the refresh saves as carefully as after a lost one.
+const fenceTimeout = 5 * time.Second
+
+// errSuperseded ends save's store.Update without writing: the session
+// moved on while this refresh ran.
+var errSuperseded = errors.New("tokens: the session was refreshed by another request meanwhile")
+
 func (m *Manager) refresh(ctx context.Context, store session.Store, handle string, s *session.Session, force bool) (*refreshResult, error) {
 	oldRT := s.RefreshToken
+	base := tokenPair{access: s.AccessToken, refresh: oldRT}
 	key := flightKey(s)
 	log := m.log.With(slog.String("session", key))
 
@@ -134,10 +150,10 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 	if rec, err := m.graceGet(ctx, oldRT); err != nil {
 		log.Warn("grace record lookup failed; refreshing at the provider", slog.Any("err", err))
 	} else if rec != nil {
-		return m.save(ctx, log, store, handle, rec, "grace")
+		return m.save(ctx, log, store, handle, base, rec, "grace")
 	}
 
-	unlock, err := m.cfg.Locker.Lock(ctx, "bffgate:refresh:"+key, m.cfg.LockTTL)
+	unlock, held, err := m.lock(ctx, "bffgate:refresh:"+key)
 	if err != nil {
 		m.metrics.refresh("lock_unavailable")
 		log.Warn("refresh lock unavailable", slog.Any("err", err))
@@ -150,7 +166,7 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 
 	// Whoever held the lock before us may have refreshed already.
 	if rec, err := m.graceGet(ctx, oldRT); err == nil && rec != nil {
-		return m.save(ctx, log, store, handle, rec, "grace")
+		return m.save(ctx, log, store, handle, base, rec, "grace")
 	}
 	if s.ID != "" {
 		cur, err := store.Get(ctx, handle)
@@ -163,6 +179,7 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 			log.Debug("session already refreshed by another request")
 			return &refreshResult{s: cur, handle: handle}, nil
 		}
+		base.access = cur.AccessToken
 	}
 
 	start := time.Now()
@@ -179,17 +196,13 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 		}
 		return nil, err
 	}
+	stillHeld := m.fence(ctx, log, held)
 
 	rec := &graceRecord{
 		AccessToken:  tok.AccessToken,
 		RefreshToken: tok.RefreshToken,
 		TokenType:    tok.TokenType,
-		AccessExpiry: tok.Expiry,
-	}
-	if tok.ExpiresIn > 0 {
-		// x/oauth2 computes Expiry on the system clock; ours may be
-		// injected (tests), and the two must agree.
-		rec.AccessExpiry = m.cfg.Now().Add(time.Duration(tok.ExpiresIn) * time.Second)
+		AccessExpiry: AccessExpiry(tok, m.cfg.Now()),
 	}
 	if rec.RefreshToken == "" {
 		rec.RefreshToken = oldRT
@@ -198,20 +211,97 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 		rec.IDToken = id
 	}
 	if rec.RefreshToken != oldRT {
+		if !stillHeld {
+			// Another instance may have refreshed with the same old
+			// token while our lock was gone (a provider with a reuse
+			// interval answers both). The rotation published first in
+			// the grace store wins: with the cookie store it is the
+			// only shared record of it, and every holder of the old
+			// cookie must be handed the same tokens. Ours are dropped,
+			// not revoked: with most providers revoking a refresh token
+			// ends the whole grant, the winner's tokens included.
+			if other, err := m.graceGet(ctx, oldRT); err == nil && other != nil {
+				return m.save(ctx, log, store, handle, base, other, "concurrent")
+			}
+		}
 		// Before saving: a request that reads the old session from now on
 		// must find the new tokens, never refresh with the old one.
 		if err := m.gracePut(ctx, oldRT, rec); err != nil {
 			log.Warn("grace record not stored; parallel requests with the old refresh token may fail", slog.Any("err", err))
 		}
 	}
-	return m.save(ctx, log, store, handle, rec, "refreshed")
+	return m.save(ctx, log, store, handle, base, rec, "refreshed")
+}
+
+// lock takes the session's refresh lock, fenced when the Locker offers it.
+// held is nil for a Locker that cannot tell.
+func (m *Manager) lock(ctx context.Context, key string) (unlock func(), held func(context.Context) error, err error) {
+	if fl, ok := m.cfg.Locker.(FencedLocker); ok {
+		return fl.LockFenced(ctx, key, m.cfg.LockTTL)
+	}
+	unlock, err = m.cfg.Locker.Lock(ctx, key, m.cfg.LockTTL)
+	return unlock, nil, err
+}
+
+// fence is the check after the token endpoint answered: it reports
+// whether the refresh lock is known to be still ours. When it is not,
+// another instance may have refreshed the session meanwhile, and the
+// caller takes the careful path (the grace record, then save's compare).
+func (m *Manager) fence(ctx context.Context, log *slog.Logger, held func(context.Context) error) bool {
+	if held == nil {
+		return false
+	}
+	// The refresh's context does not end with the request; a backend that
+	// hangs must not hold the save back longer than this.
+	hctx, cancel := context.WithTimeout(ctx, fenceTimeout)
+	err := held(hctx)
+	cancel()
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, ErrLockLost):
+		m.metrics.refresh("lock_lost")
+		log.Warn("refresh lock lost before the refreshed tokens were saved (the refresh outlasted it); saving only over the tokens it started from",
+			slog.Duration("lock_ttl", m.cfg.LockTTL))
+	default:
+		m.metrics.refresh("lock_unverified")
+		log.Warn("refresh lock could not be checked before saving; saving only over the tokens it started from", slog.Any("err", err))
+	}
+	return false
 }
 
 // save writes rec into the session in one atomic update and returns the
-// session as stored.
-func (m *Manager) save(ctx context.Context, log *slog.Logger, store session.Store, handle string, rec *graceRecord, result string) (*refreshResult, error) {
+// session as stored. It writes only over the tokens the refresh started
+// from (base), or over rec's own (a request holding the same grace record
+// got there first). A session holding other tokens was refreshed by
+// another request or instance meanwhile, whose tokens are at least as new
+// as rec's, so save leaves it alone and returns it (result "concurrent"):
+// a refresh that outlived its lock, or a grace record older than the
+// session's last rotation, never rolls the session back. This compare in
+// the store's own atomic step, not the lock, is what makes a lost lock
+// harmless with a server-side store. With the cookie store the handle
+// decodes to the session the caller sent, which holds base, so save
+// writes as before; there the grace record arbitrates (see refresh).
+func (m *Manager) save(ctx context.Context, log *slog.Logger, store session.Store, handle string, base tokenPair, rec *graceRecord, result string) (*refreshResult, error) {
 	var saved *session.Session
 	newHandle, err := store.Update(ctx, handle, func(cur *session.Session) error {
+		saved = nil
+		switch {
+		case cur.AccessToken == rec.AccessToken && cur.RefreshToken == rec.RefreshToken:
+			// Saved already, by a request holding the same grace
+			// record: writing again changes nothing that matters.
+		case cur.RefreshToken != base.refresh,
+			cur.AccessToken != base.access && rec.RefreshToken == base.refresh:
+			// Rotated by another refresh meanwhile (its refresh token
+			// is the live one now), or refreshed without rotation (the
+			// same refresh token and an access token at least as new
+			// as rec's). When rec rotated but the other refresh did
+			// not, rec is written: after this refresh used the old
+			// refresh token, rec's may be the only one still valid.
+			c := *cur
+			saved = &c
+			return errSuperseded
+		}
 		cur.AccessToken = rec.AccessToken
 		cur.RefreshToken = rec.RefreshToken
 		cur.AccessExpiry = rec.AccessExpiry
@@ -224,6 +314,11 @@ func (m *Manager) save(ctx context.Context, log *slog.Logger, store session.Stor
 		saved = cur
 		return nil
 	})
+	if errors.Is(err, errSuperseded) && saved != nil {
+		m.metrics.refresh("concurrent")
+		log.Info("session refreshed by another request meanwhile; its tokens are kept", slog.String("via", result))
+		return &refreshResult{s: saved, handle: handle}, nil
+	}
 	if err != nil {
 		m.metrics.refresh("store_error")
 		log.Warn("refreshed tokens not saved", slog.String("via", result), slog.Any("err", err))

@@ -41,6 +41,19 @@ type provider struct {
 	down      atomic.Bool
 	delay     chan struct{} // when set, refreshes wait for it to close
 	arrived   chan struct{} // receives once when a refresh arrives
+
+	// jwtNow, when set, makes access tokens unsigned JWTs whose exp is
+	// jwtNow()+expires_in, stamped when the request arrives.
+	jwtNow func() time.Time
+	// noRotate makes refreshes answer without a refresh_token, the old
+	// one staying valid (RFC 6749 §6 allows both).
+	noRotate bool
+}
+
+// testJWT is an unsigned JWT (alg none, RFC 7519 §6.1) with claims.
+func testJWT(claims string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc([]byte(claims)) + "."
 }
 
 const (
@@ -108,6 +121,10 @@ func (p *provider) token(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"access_token":"cc-%d","token_type":"Bearer","expires_in":3600}`, n)
 	case "refresh_token":
 		p.refreshes.Add(1)
+		var exp int64
+		if p.jwtNow != nil {
+			exp = p.jwtNow().Add(300 * time.Second).Unix()
+		}
 		select {
 		case p.arrived <- struct{}{}:
 		default:
@@ -132,13 +149,21 @@ func (p *provider) token(w http.ResponseWriter, r *http.Request) {
 			oauthError(w, 400, "invalid_grant")
 			return
 		}
+		p.n++
+		at := fmt.Sprintf("at-%d", p.n)
+		if p.jwtNow != nil {
+			at = testJWT(fmt.Sprintf(`{"sub":"alice","jti":%q,"exp":%d}`, at, exp))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if p.noRotate {
+			fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":300,"id_token":"id-%d"}`, at, p.n)
+			return
+		}
 		delete(p.live, rt)
 		p.used[rt] = g
-		p.n++
 		next := fmt.Sprintf("rt-%d", p.n)
 		p.live[next] = g
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"at-%d","token_type":"Bearer","expires_in":300,"refresh_token":%q,"id_token":"id-%d"}`, p.n, next, p.n)
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":300,"refresh_token":%q,"id_token":"id-%d"}`, at, next, p.n)
 	default:
 		oauthError(w, 400, "unsupported_grant_type")
 	}

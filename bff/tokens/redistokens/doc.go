@@ -17,9 +17,13 @@
 // Manager re-reads the session and the grace record, and uses the
 // winner's tokens instead of refreshing again.
 //
-// Fencing: Lease.Held, and LockFenced's held function, tell the holder
-// whether it still holds the lock (a compare of its token), so that a
-// holder that stalled beyond its lock can tell before it saves.
+// Fencing: Locker is a tokens.FencedLocker. Lease.Held, and LockFenced's
+// held function, tell the holder whether it still holds the lock (a
+// compare of its token; ErrLockLost matches tokens.ErrLockLost), so that a
+// holder that stalled beyond its lock can tell before it saves. The
+// Manager calls it after the token endpoint answered; what it then saves
+// is described under "Fencing" in package tokens (TestLockLostMidRefresh
+// runs it against Redis).
 //
 // This is a single-instance lock in the sense of the Redis documentation
 // (not Redlock): with Sentinel or Cluster, a failover that loses the key

@@ -59,7 +59,7 @@ type Locker struct {
 	log     *slog.Logger
 }
 
-var _ tokens.Locker = (*Locker)(nil)
+var _ tokens.FencedLocker = (*Locker)(nil)
 
 // Option configures a Locker.
 type Option func(*Locker)
@@ -137,11 +137,11 @@ func (l *Locker) Lock(ctx context.Context, key string, ttl time.Duration) (func(
 	return lease.unlockFunc(ctx), nil
 }
 
-// LockFenced is Lock plus held, the fencing check: held reports nil while
-// this caller still holds the lock, ErrLockLost once it does not, or an
-// error matching tokens.ErrLockUnavailable when Redis cannot say. Its
-// signature uses only func types so that package tokens can declare the
-// interface it checks for without importing this package.
+// LockFenced implements tokens.FencedLocker: Lock plus held, the fencing
+// check. held reports nil while this caller still holds the lock,
+// ErrLockLost (matching tokens.ErrLockLost) once it does not, or an error
+// matching tokens.ErrLockUnavailable when Redis cannot say. The Manager
+// prefers it to Lock.
 func (l *Locker) LockFenced(ctx context.Context, key string, ttl time.Duration) (unlock func(), held func(context.Context) error, err error) {
 	lease, err := l.Acquire(ctx, key, ttl)
 	if err != nil {

@@ -123,6 +123,13 @@ func (s *signalLocker) Lock(ctx context.Context, key string, ttl time.Duration) 
 	return s.Locker.Lock(ctx, key, ttl)
 }
 
+// LockFenced passes through too, so that the Manager takes the fenced
+// path it takes with a bare *Locker.
+func (s *signalLocker) LockFenced(ctx context.Context, key string, ttl time.Duration) (func(), func(context.Context) error, error) {
+	s.once.Do(func() { close(s.called) })
+	return s.Locker.(tokens.FencedLocker).LockFenced(ctx, key, ttl)
+}
+
 // instance is one gateway instance: its own Redis client, lock, grace
 // store, session store and Manager.
 type instance struct {
