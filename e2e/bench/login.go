@@ -16,10 +16,10 @@ import (
 
 // Browser logs in through an authorization-code flow without a browser:
 // it follows redirects itself and keeps cookies per origin (host:port).
-// Go's cookiejar is not used because it drops Secure cookies on plain
-// http, and bffgate's __Host- cookies are always Secure (a browser keeps
-// them on http://127.0.0.1, a secure context). A Browser is used by one
-// goroutine at a time.
+// Browsers and Go's cookiejar keep them per host, so on 127.0.0.1 the
+// gateway would get the issuer's cookies too; per origin, CookieHeader
+// gives the one process's cookies alone, which is what wrk then sends. A
+// Browser is used by one goroutine at a time.
 type Browser struct {
 	client *http.Client
 	jar    map[string]map[string]string // origin host:port -> name -> value

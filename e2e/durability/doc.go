@@ -6,5 +6,5 @@
 // over real HTTP.
 //
 // The package has no API: everything is in its tests, which talk to the
-// issuer only over HTTP, as clients do.
+// issuer only over HTTP, as clients do (through e2e/issuerclient).
 package durability

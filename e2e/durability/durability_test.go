@@ -12,13 +12,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/stack"
 )
+
+// testClient is the confidential client the tests register at the issuer
+// (they sign in as the zero-config demo user).
+var testClient = issuerclient.Config{
+	ClientID:     "e2e-durability",
+	ClientSecret: "e2e-durability-secret-0123456789abcdef",
+	RedirectURI:  "https://client.e2e.test/callback",
+}
 
 // issuerEnv runs the issuer (and the demo API) alone, with the test
 // client, without access log lines (thousands of requests).
 func issuerEnv(extra ...string) stack.Options {
-	return stack.Options{NoGateway: true, Env: append([]string{clientEnv(), "BFFGATE_LOG_ACCESS=false"}, extra...)}
+	return stack.Options{NoGateway: true, Env: append([]string{testClient.Env(), "BFFGATE_LOG_ACCESS=false"}, extra...)}
 }
 
 // op is what a load worker last sent for a grant.
@@ -70,7 +79,7 @@ func (g *tracked) clean() bool { return g.inflight == opNone }
 
 // step sends the grant's next request. It returns a transport error (the
 // process is gone) and records any other surprise on t.
-func (g *tracked) step(ctx context.Context, t *testing.T, c *client) error {
+func (g *tracked) step(ctx context.Context, t *testing.T, c *issuerclient.Client) error {
 	var next op
 	switch {
 	case g.plan == planRevokeAccess && len(g.refresh) > g.after:
@@ -83,11 +92,11 @@ func (g *tracked) step(ctx context.Context, t *testing.T, c *client) error {
 	g.inflight = next
 	switch next {
 	case opRefresh:
-		tk, r, err := c.refresh(ctx, g.current())
-		if err != nil && r.status == 0 {
+		tk, r, err := c.Refresh(ctx, g.current())
+		if err != nil && r.Status == 0 {
 			return err
 		}
-		if err != nil || r.status != http.StatusOK {
+		if err != nil || r.Status != http.StatusOK {
 			t.Errorf("refresh of a live refresh token under load: %s (%v), want 200", r, err)
 			g.done = true
 			break
@@ -96,20 +105,20 @@ func (g *tracked) step(ctx context.Context, t *testing.T, c *client) error {
 		g.refresh = append(g.refresh, tk.RefreshToken)
 	case opRevokeAccess:
 		at := g.access[len(g.access)-1]
-		r, err := c.revoke(ctx, at, "access_token")
-		if err != nil && r.status == 0 {
+		r, err := c.Revoke(ctx, at, "access_token")
+		if err != nil && r.Status == 0 {
 			return err
 		}
-		if err != nil || r.status != http.StatusOK {
+		if err != nil || r.Status != http.StatusOK {
 			t.Errorf("revoke access token under load: %s (%v), want 200", r, err)
 		}
 		g.revokedAccess, g.done = at, true
 	case opRevokeRefresh:
-		r, err := c.revoke(ctx, g.current(), "refresh_token")
-		if err != nil && r.status == 0 {
+		r, err := c.Revoke(ctx, g.current(), "refresh_token")
+		if err != nil && r.Status == 0 {
 			return err
 		}
-		if err != nil || r.status != http.StatusOK {
+		if err != nil || r.Status != http.StatusOK {
 			t.Errorf("revoke refresh token under load: %s (%v), want 200", r, err)
 		}
 		g.revokedRefresh, g.done = true, true
@@ -126,8 +135,8 @@ func (g *tracked) step(ctx context.Context, t *testing.T, c *client) error {
 // survived (tokens minted before the kill still introspect active).
 func TestKillDuringLoad(t *testing.T) {
 	s := stack.Start(t, issuerEnv())
-	c := newClient(t, s.IssuerURL)
-	c.mustGrant() // signs in once; the SSO session mints the rest
+	c := issuerclient.New(t, s.IssuerURL, testClient)
+	c.MustGrant() // signs in once; the SSO session mints the rest
 
 	const (
 		workers   = 6
@@ -137,7 +146,7 @@ func TestKillDuringLoad(t *testing.T) {
 	)
 	grants := make([]*tracked, workers*perWorker)
 	for i := range grants {
-		tk := c.mustGrant()
+		tk := c.MustGrant()
 		grants[i] = &tracked{plan: plan(i % 3), after: 1 + i%5, access: []string{tk.AccessToken}, refresh: []string{tk.RefreshToken}}
 	}
 
@@ -201,7 +210,7 @@ func TestKillDuringLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for !stopped() {
-				tk, err := c.grant(ctx)
+				tk, err := c.Grant(ctx)
 				if err != nil {
 					if !killed.Load() {
 						t.Errorf("mint a grant under load: %v", err)
@@ -239,7 +248,7 @@ func TestKillDuringLoad(t *testing.T) {
 
 	// Restart on the same data directory: the bbolt file must open.
 	s.Restart()
-	c = newClient(t, s.IssuerURL) // fresh connections to the new process
+	c = issuerclient.New(t, s.IssuerURL, testClient) // fresh connections to the new process
 	all := append(grants, churned...)
 	var inflight, rotations, revocations int
 	for _, g := range all {
@@ -267,11 +276,11 @@ func TestKillDuringLoad(t *testing.T) {
 // the kill, by introspection first (which changes nothing), then by
 // refreshing (a refused rotated-away token revokes the grant, so that
 // comes last).
-func checkAfterRestart(ctx context.Context, t *testing.T, c *client, name string, g *tracked) {
+func checkAfterRestart(ctx context.Context, t *testing.T, c *issuerclient.Client, name string, g *tracked) {
 	t.Helper()
 	revokedGrant := g.revokedRefresh // RFC 7009 + lifecycle §5: the grant's access tokens go with it
 	for _, at := range g.access {
-		active := c.introspect(ctx, at, "access_token")
+		active := c.Introspect(ctx, at, "access_token")
 		switch {
 		case at == g.revokedAccess || revokedGrant:
 			if active {
@@ -284,12 +293,12 @@ func checkAfterRestart(ctx context.Context, t *testing.T, c *client, name string
 		}
 	}
 	for _, old := range g.refresh[:len(g.refresh)-1] {
-		if c.introspect(ctx, old, "refresh_token") {
+		if c.Introspect(ctx, old, "refresh_token") {
 			t.Errorf("%s: a refresh token rotated away (rotation acknowledged) is active again after the restart", name)
 		}
 	}
 	cur := g.current()
-	curActive := c.introspect(ctx, cur, "refresh_token")
+	curActive := c.Introspect(ctx, cur, "refresh_token")
 	revoked := g.revokedAccess != "" || g.revokedRefresh // §5: both remove the grant's refresh tokens
 	switch {
 	case revoked && curActive:
@@ -299,22 +308,22 @@ func checkAfterRestart(ctx context.Context, t *testing.T, c *client, name string
 	}
 
 	// Now use it: never a 500, a half-written record shows as one.
-	tk, r, err := c.refresh(ctx, cur)
-	if err != nil && r.status == 0 {
+	tk, r, err := c.Refresh(ctx, cur)
+	if err != nil && r.Status == 0 {
 		t.Fatalf("%s: refresh after restart: %v", name, err)
 	}
 	switch {
 	case err != nil:
 		t.Errorf("%s: refresh after restart: %v", name, err)
 		return
-	case r.status == http.StatusOK:
+	case r.Status == http.StatusOK:
 		if revoked || !curActive {
 			t.Errorf("%s: refresh after restart succeeded with a refresh token that is revoked or was inactive", name)
 		}
-		if !c.introspect(ctx, tk.RefreshToken, "refresh_token") || !c.introspect(ctx, tk.AccessToken, "access_token") {
+		if !c.Introspect(ctx, tk.RefreshToken, "refresh_token") || !c.Introspect(ctx, tk.AccessToken, "access_token") {
 			t.Errorf("%s: the tokens of a refresh after the restart are not active", name)
 		}
-	case r.status == http.StatusBadRequest && r.code == "invalid_grant":
+	case r.Status == http.StatusBadRequest && r.Code == "invalid_grant":
 		if curActive {
 			t.Errorf("%s: refresh after restart refused (%s) a refresh token introspection reported active", name, r)
 		}
@@ -326,11 +335,11 @@ func checkAfterRestart(ctx context.Context, t *testing.T, c *client, name string
 	// The rotated-away tokens are refused cleanly (and, being reused,
 	// revoke the grant: RFC 9700 §4.14.2).
 	if len(g.refresh) > 1 {
-		_, r, err := c.refresh(ctx, g.refresh[len(g.refresh)-2])
-		if err != nil || r.status != http.StatusBadRequest || r.code != "invalid_grant" {
+		_, r, err := c.Refresh(ctx, g.refresh[len(g.refresh)-2])
+		if err != nil || r.Status != http.StatusBadRequest || r.Code != "invalid_grant" {
 			t.Errorf("%s: refresh with a token rotated away before the kill: %s (%v), want 400 invalid_grant", name, r, err)
 		}
-		if c.introspect(ctx, tk.RefreshToken, "refresh_token") {
+		if c.Introspect(ctx, tk.RefreshToken, "refresh_token") {
 			t.Errorf("%s: reuse of a rotated-away refresh token did not revoke its grant", name)
 		}
 	}
@@ -342,24 +351,24 @@ func checkAfterRestart(ctx context.Context, t *testing.T, c *client, name string
 // active, and its refresh token still works.
 func TestRestartKeepsKeys(t *testing.T) {
 	s := stack.Start(t, issuerEnv())
-	c := newClient(t, s.IssuerURL)
-	tk := c.mustGrant()
+	c := issuerclient.New(t, s.IssuerURL, testClient)
+	tk := c.MustGrant()
 	kid := tokenKID(t, tk.AccessToken)
 	if !hasKID(t, c, kid) {
 		t.Fatalf("the access token's kid %q is not in the JWKS before the restart", kid)
 	}
 
 	s.Restart()
-	c = newClient(t, s.IssuerURL)
+	c = issuerclient.New(t, s.IssuerURL, testClient)
 	ctx := context.Background()
 	if !hasKID(t, c, kid) {
 		t.Errorf("the access token's kid %q is not in the JWKS after the restart: the keys were not kept", kid)
 	}
-	if !c.introspect(ctx, tk.AccessToken, "access_token") {
+	if !c.Introspect(ctx, tk.AccessToken, "access_token") {
 		t.Errorf("an access token minted before the restart is inactive after it")
 	}
-	next, r, err := c.refresh(ctx, tk.RefreshToken)
-	if err != nil || r.status != http.StatusOK {
+	next, r, err := c.Refresh(ctx, tk.RefreshToken)
+	if err != nil || r.Status != http.StatusOK {
 		t.Fatalf("refresh with a refresh token minted before the restart: %s (%v), want 200", r, err)
 	}
 	if got := tokenKID(t, next.AccessToken); got != kid {
@@ -387,9 +396,9 @@ func tokenKID(t *testing.T, tok string) string {
 	return h.KID
 }
 
-func hasKID(t *testing.T, c *client, kid string) bool {
+func hasKID(t *testing.T, c *issuerclient.Client, kid string) bool {
 	t.Helper()
-	resp, body, err := c.get(context.Background(), c.base+"/jwks")
+	resp, body, err := c.Get(context.Background(), c.IssuerURL()+"/jwks")
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /jwks: %v %v", err, resp)
 	}
@@ -415,16 +424,16 @@ func hasKID(t *testing.T, c *client, kid string) bool {
 // the winner's new tokens are inactive too.
 func TestRefreshRace(t *testing.T) {
 	s := stack.Start(t, issuerEnv())
-	c := newClient(t, s.IssuerURL)
+	c := issuerclient.New(t, s.IssuerURL, testClient)
 	ctx := context.Background()
 	for round := range 10 {
-		tk := c.mustGrant()
+		tk := c.MustGrant()
 		var (
 			wg      sync.WaitGroup
 			start   = make(chan struct{})
 			results [2]struct {
-				tk  tokens
-				r   reply
+				tk  issuerclient.Tokens
+				r   issuerclient.Reply
 				err error
 			}
 		)
@@ -433,21 +442,21 @@ func TestRefreshRace(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				results[i].tk, results[i].r, results[i].err = c.refresh(ctx, tk.RefreshToken)
+				results[i].tk, results[i].r, results[i].err = c.Refresh(ctx, tk.RefreshToken)
 			}()
 		}
 		close(start)
 		wg.Wait()
 		var won, lost int
-		var winner tokens
+		var winner issuerclient.Tokens
 		for _, res := range results {
 			switch {
 			case res.err != nil:
 				t.Errorf("round %d: refresh: %v", round, res.err)
-			case res.r.status == http.StatusOK:
+			case res.r.Status == http.StatusOK:
 				won++
 				winner = res.tk
-			case res.r.status == http.StatusBadRequest && res.r.code == "invalid_grant":
+			case res.r.Status == http.StatusBadRequest && res.r.Code == "invalid_grant":
 				lost++
 			default:
 				t.Errorf("round %d: refresh: %s, want 200 or 400 invalid_grant", round, res.r)
@@ -456,10 +465,10 @@ func TestRefreshRace(t *testing.T) {
 		if won != 1 || lost != 1 {
 			t.Fatalf("round %d: two racing refreshes of one token: %d won, %d got invalid_grant; want exactly one of each", round, won, lost)
 		}
-		if c.introspect(ctx, winner.RefreshToken, "refresh_token") {
+		if c.Introspect(ctx, winner.RefreshToken, "refresh_token") {
 			t.Errorf("round %d: the losing refresh (a reuse) did not revoke the grant: the winner's refresh token is active", round)
 		}
-		if c.introspect(ctx, winner.AccessToken, "access_token") {
+		if c.Introspect(ctx, winner.AccessToken, "access_token") {
 			t.Errorf("round %d: the losing refresh (a reuse) did not denylist the grant's access tokens", round)
 		}
 	}

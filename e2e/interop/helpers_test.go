@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/html"
+	"github.com/bffgate/bffgate/e2e/issuerclient"
 )
 
 // testTimeout bounds each test's peer calls.
@@ -128,55 +128,6 @@ func (a *agent) postForm(ctx context.Context, rawURL string, form url.Values, he
 	return a.do(ctx, http.MethodPost, rawURL, strings.NewReader(form.Encode()), h)
 }
 
-// htmlForm is the first form of a page with its fields.
-type htmlForm struct {
-	Action string
-	Method string
-	Fields url.Values
-}
-
-// parseForm finds the first <form> of an HTML page and every named input
-// and button in it, with their values.
-func parseForm(body []byte) (htmlForm, error) {
-	doc, err := html.Parse(strings.NewReader(string(body)))
-	if err != nil {
-		return htmlForm{}, err
-	}
-	var f *htmlForm
-	var walk func(n *html.Node)
-	walk = func(n *html.Node) {
-		if n.Type == html.ElementNode {
-			attr := func(k string) string {
-				for _, a := range n.Attr {
-					if a.Key == k {
-						return a.Val
-					}
-				}
-				return ""
-			}
-			switch n.Data {
-			case "form":
-				if f != nil {
-					return
-				}
-				f = &htmlForm{Action: attr("action"), Method: strings.ToUpper(attr("method")), Fields: url.Values{}}
-			case "input", "button":
-				if f != nil && attr("name") != "" {
-					f.Fields.Add(attr("name"), attr("value"))
-				}
-			}
-		}
-		for c := n.FirstChild; c != nil; c = c.NextSibling {
-			walk(c)
-		}
-	}
-	walk(doc)
-	if f == nil {
-		return htmlForm{}, errors.New("no <form> in the page")
-	}
-	return *f, nil
-}
-
 // issuerSignIn opens authURL (an authorization request to bffgate's
 // issuer) and signs in at the issuer's HTML login form with username and
 // password when the form is shown (the issuer's SSO cookie in the agent's
@@ -211,7 +162,7 @@ func (a *agent) issuerSignIn(ctx context.Context, authURL, username, password st
 			}
 			method, target = http.MethodGet, loc.String()
 		case r.Status == http.StatusOK && strings.Contains(string(r.Body), `name="password"`):
-			f, err := parseForm(r.Body)
+			f, err := issuerclient.ParseForm(string(r.Body))
 			if err != nil {
 				return nil, fmt.Errorf("issuer sign-in: login page at %s: %w", r.URL.Path, err)
 			}

@@ -13,5 +13,6 @@
 // each instance's own port. The gateways discover the issuer at the
 // identifier (issuer A), and proxy to their own process's demo API.
 //
-// The package has no API: everything is in its tests.
+// The package has no API: everything is in its tests, which reach the
+// issuers as a client through e2e/issuerclient.
 package scaleout

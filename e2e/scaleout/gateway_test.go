@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bffgate/bffgate/e2e/issuerclient"
 )
 
 // user is a browser of one user: the gateway's and the issuer's cookies
@@ -19,7 +21,7 @@ import (
 type user struct {
 	t    testing.TB
 	http *http.Client
-	jar  jar
+	jar  issuerclient.Jar
 }
 
 func newUser(t testing.TB) *user {
@@ -39,7 +41,13 @@ type answer struct {
 	body   string
 }
 
-func (a answer) String() string { return fmt.Sprintf("HTTP %d %s", a.status, clip(a.body, 300)) }
+func (a answer) String() string {
+	body := a.body
+	if len(body) > 300 {
+		body = body[:300] + "..."
+	}
+	return fmt.Sprintf("HTTP %d %s", a.status, body)
+}
 
 // jsonError returns the error member of a JSON error body, or "" when the
 // body is not JSON with one.
@@ -58,7 +66,7 @@ func (a answer) jsonError() string {
 // for the gateway's API and session endpoints, the anti-CSRF header.
 func (u *user) do(req *http.Request, cookie string) (answer, error) {
 	if cookie == "" {
-		cookie = u.jar.header()
+		cookie = u.jar.Header()
 	}
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
@@ -73,7 +81,7 @@ func (u *user) do(req *http.Request, cookie string) (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
-	u.jar.update(resp.Header)
+	u.jar.Update(resp.Header)
 	return answer{status: resp.StatusCode, header: resp.Header, body: string(body)}, nil
 }
 
@@ -123,17 +131,17 @@ func (u *user) login(ctx context.Context, gatewayURL string) (string, error) {
 			}
 			next, method, form = loc.String(), http.MethodGet, nil
 		case a.status == http.StatusOK && strings.Contains(a.body, `name="password"`):
-			action, fields, err := parseForm(a.body)
+			f, err := issuerclient.ParseForm(a.body)
 			if err != nil {
 				return "", err
 			}
-			target, err := req.URL.Parse(action)
+			target, err := req.URL.Parse(f.Action)
 			if err != nil {
 				return "", err
 			}
-			fields.Set("username", userName)
-			fields.Set("password", userPassword)
-			next, method, form = target.String(), http.MethodPost, fields
+			f.Fields.Set("username", issuerclient.DemoUser)
+			f.Fields.Set("password", issuerclient.DemoPassword)
+			next, method, form = target.String(), http.MethodPost, f.Fields
 		default:
 			return "", fmt.Errorf("login through %s stopped at %s %s: %s", gatewayURL, req.Method, req.URL.Path, a)
 		}
@@ -143,15 +151,9 @@ func (u *user) login(ctx context.Context, gatewayURL string) (string, error) {
 
 // sessionCookie is the Cookie header of the gateway's session cookies.
 func (u *user) sessionCookie() string {
-	u.jar.mu.Lock()
-	defer u.jar.mu.Unlock()
-	var parts []string
-	for k, v := range u.jar.m {
-		if k == "__Host-bff" || strings.HasPrefix(k, "__Host-bff.") {
-			parts = append(parts, k+"="+v)
-		}
-	}
-	return strings.Join(parts, "; ")
+	return u.jar.HeaderWhere(func(name string) bool {
+		return name == "__Host-bff" || strings.HasPrefix(name, "__Host-bff.")
+	})
 }
 
 func (u *user) mustLogin(gatewayURL string) string {

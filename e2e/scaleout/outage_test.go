@@ -18,6 +18,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/stack"
 )
 
@@ -161,10 +162,10 @@ func redisOutage(t *testing.T, keep bool) {
 	ctx := context.Background()
 	u := newUser(t)
 	cookie := u.mustLogin(s.GatewayURL)
-	c := newClient(t, s.IssuerURL)
-	live := c.mustGrant()
-	revoked := c.mustGrant()
-	if r, err := c.revoke(ctx, revoked.AccessToken, "access_token"); err != nil || r.status != http.StatusOK {
+	c := issuerclient.New(t, s.IssuerURL, testClient)
+	live := c.MustGrant()
+	revoked := c.MustGrant()
+	if r, err := c.Revoke(ctx, revoked.AccessToken, "access_token"); err != nil || r.Status != http.StatusOK {
 		t.Fatalf("revoke: %s (%v), want 200", r, err)
 	}
 
@@ -219,11 +220,11 @@ func redisOutage(t *testing.T, keep bool) {
 	go load("gateway /api/whoami", gateway("/api/whoami"))
 	go load("gateway /bff/user", gateway("/bff/user"))
 	go load("introspect", func() (int, string, error) {
-		r, err := c.post(ctx, "/introspect", url.Values{"token": {live.AccessToken}})
-		if errors.Is(err, errNotJSON) {
-			return r.status, "", nil
+		r, err := c.Post(ctx, "/introspect", url.Values{"token": {live.AccessToken}})
+		if errors.Is(err, issuerclient.ErrNotJSON) {
+			return r.Status, "", nil
 		}
-		return r.status, r.code, err
+		return r.Status, r.Code, err
 	})
 	stopLoad := func() {
 		select {
@@ -273,9 +274,12 @@ func redisOutage(t *testing.T, keep bool) {
 		}
 	}
 
-	// Redis returns: bffgate reconnects by itself.
-	rs.start()
+	// Redis returns: bffgate reconnects by itself. The phase changes before
+	// the start, not after: bffgate may reconnect (and, with an empty
+	// Redis, answer 401 for the lost session) before start's own PING loop
+	// sees the server, and those answers belong to the back phase.
 	phase.Store(phaseBack)
+	rs.start()
 	waitFor("/readyz after Redis returned", func() bool {
 		for _, base := range []string{s.GatewayURL, s.IssuerURL} {
 			if a, err := plainGet(ctx, base+"/readyz"); err != nil || a.status != http.StatusOK {
@@ -292,7 +296,7 @@ func redisOutage(t *testing.T, keep bool) {
 		if a, err := u.call(ctx, http.MethodGet, s.GatewayURL+"/bff/user", cookie); err != nil || a.status != http.StatusOK {
 			t.Errorf("GET /bff/user with a session Redis kept through the outage: %v %s, want 200", err, a)
 		}
-		if !c.introspect(ctx, live.AccessToken, "access_token") {
+		if !c.Introspect(ctx, live.AccessToken, "access_token") {
 			t.Errorf("a live access token minted before the outage is inactive after it")
 		}
 	} else {
@@ -303,7 +307,7 @@ func redisOutage(t *testing.T, keep bool) {
 		}
 		cookie = u.mustLogin(s.GatewayURL)
 	}
-	if c.introspect(ctx, revoked.AccessToken, "access_token") {
+	if c.Introspect(ctx, revoked.AccessToken, "access_token") {
 		t.Errorf("an access token revoked before the outage is active after it")
 	}
 	// Every request succeeds again, concurrently.
@@ -321,7 +325,7 @@ func redisOutage(t *testing.T, keep bool) {
 		}()
 	}
 	burst.Wait()
-	if tk := c.mustGrant(); !c.introspect(ctx, tk.AccessToken, "access_token") {
+	if tk := c.MustGrant(); !c.Introspect(ctx, tk.AccessToken, "access_token") {
 		t.Errorf("a token minted after Redis returned is inactive")
 	}
 	if lines := s.LogLines("panic"); len(lines) > 0 {

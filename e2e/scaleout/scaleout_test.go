@@ -2,6 +2,7 @@ package scaleout
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -12,8 +13,17 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/stack"
 )
+
+// testClient is the confidential client the tests register at the issuer
+// (they sign in as the zero-config demo user).
+var testClient = issuerclient.Config{
+	ClientID:     "e2e-scaleout",
+	ClientSecret: "e2e-scaleout-secret-0123456789abcdef",
+	RedirectURI:  "https://client.e2e.test/callback",
+}
 
 // sharedRedis returns the URL of the machine's Redis (BFFGATE_TEST_REDIS_URL)
 // and a key prefix of this test's own; it skips the test when the variable
@@ -36,7 +46,7 @@ func sharedRedis(t *testing.T) (redisURL, prefix string) {
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatalf("BFFGATE_TEST_REDIS_URL is set but Redis does not answer: %v", err)
 	}
-	prefix = "e2e-scaleout:" + randomString() + ":"
+	prefix = "e2e-scaleout:" + rand.Text() + ":"
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -63,7 +73,7 @@ func redisEnv(redisURL, prefix string, extra ...string) []string {
 		"BFFGATE_ISSUER_STORE=redis",
 		"BFFGATE_GATEWAY_SESSION_STORE=redis",
 		"BFFGATE_LOG_ACCESS=false",
-		clientEnv(),
+		testClient.Env(),
 	}, extra...)
 }
 
@@ -125,19 +135,19 @@ func TestSessionAcrossGateways(t *testing.T) {
 func TestRevocationPropagates(t *testing.T) {
 	a, b := pair(t)
 	ctx := context.Background()
-	ca, cb := newClient(t, a.IssuerURL), newClient(t, b.IssuerURL)
+	ca, cb := issuerclient.New(t, a.IssuerURL, testClient), issuerclient.New(t, b.IssuerURL, testClient)
 	for round := range 3 {
-		tk := ca.mustGrant()
+		tk := ca.MustGrant()
 		// B has seen the token live (and so may have cached that).
-		if !cb.introspect(ctx, tk.AccessToken, "access_token") {
+		if !cb.Introspect(ctx, tk.AccessToken, "access_token") {
 			t.Fatalf("round %d: issuer B reports a fresh access token of issuer A inactive", round)
 		}
-		r, err := ca.revoke(ctx, tk.AccessToken, "access_token")
-		if err != nil || r.status != http.StatusOK {
+		r, err := ca.Revoke(ctx, tk.AccessToken, "access_token")
+		if err != nil || r.Status != http.StatusOK {
 			t.Fatalf("round %d: revoke at issuer A: %s (%v), want 200", round, r, err)
 		}
 		deadline := time.Now().Add(time.Second)
-		for cb.introspect(ctx, tk.AccessToken, "access_token") {
+		for cb.Introspect(ctx, tk.AccessToken, "access_token") {
 			if time.Now().After(deadline) {
 				t.Fatalf("round %d: issuer B still reports the access token revoked at issuer A active one second later", round)
 			}
@@ -145,7 +155,7 @@ func TestRevocationPropagates(t *testing.T) {
 		}
 		// The grant's refresh token left the allowlist with it (lifecycle
 		// §5), for both instances.
-		if cb.introspect(ctx, tk.RefreshToken, "refresh_token") {
+		if cb.Introspect(ctx, tk.RefreshToken, "refresh_token") {
 			t.Errorf("round %d: issuer B reports the refresh token of a revoked access token's grant active", round)
 		}
 	}
@@ -156,14 +166,14 @@ func TestRevocationPropagates(t *testing.T) {
 func TestRefreshRaceAcrossIssuers(t *testing.T) {
 	a, b := pair(t)
 	ctx := context.Background()
-	clients := [2]*client{newClient(t, a.IssuerURL), newClient(t, b.IssuerURL)}
+	clients := [2]*issuerclient.Client{issuerclient.New(t, a.IssuerURL, testClient), issuerclient.New(t, b.IssuerURL, testClient)}
 	for round := range 10 {
-		tk := clients[0].mustGrant()
+		tk := clients[0].MustGrant()
 		var (
 			wg      sync.WaitGroup
 			start   = make(chan struct{})
 			results [2]struct {
-				r   reply
+				r   issuerclient.Reply
 				err error
 			}
 		)
@@ -172,7 +182,7 @@ func TestRefreshRaceAcrossIssuers(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, results[i].r, results[i].err = clients[i].refresh(ctx, tk.RefreshToken)
+				_, results[i].r, results[i].err = clients[i].Refresh(ctx, tk.RefreshToken)
 			}()
 		}
 		close(start)
@@ -182,9 +192,9 @@ func TestRefreshRaceAcrossIssuers(t *testing.T) {
 			switch {
 			case res.err != nil:
 				t.Errorf("round %d: refresh at issuer %c: %v", round, "AB"[i], res.err)
-			case res.r.status == http.StatusOK:
+			case res.r.Status == http.StatusOK:
 				won++
-			case res.r.status == http.StatusBadRequest && res.r.code == "invalid_grant":
+			case res.r.Status == http.StatusBadRequest && res.r.Code == "invalid_grant":
 				lost++
 			default:
 				t.Errorf("round %d: refresh at issuer %c: %s, want 200 or 400 invalid_grant", round, "AB"[i], res.r)
