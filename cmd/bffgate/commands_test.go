@@ -80,3 +80,26 @@ func TestRedisURLErrorHidesPassword(t *testing.T) {
 		t.Fatalf("err = %v, want a redis.url error without the password", err)
 	}
 }
+
+// `bffgate config check` neither prints the sentinel password of a valid
+// configuration nor quotes it in the errors of an invalid one.
+func TestConfigCheckHidesSentinelPassword(t *testing.T) {
+	t.Parallel()
+	const redis = "redis:\n  sentinel_addrs: [127.0.0.1:26379]\n  master_name: mymaster\n  sentinel_password: hunter2\n"
+	good := writeFile(t, redis+"gateway:\n  session:\n    store: redis\n")
+	code, out, errOut := runCmd(t, "", "config", "check", "--config", good)
+	if code != 0 || !strings.Contains(out, "configuration is valid") {
+		t.Fatalf("valid Sentinel configuration: exit %d, %q %q", code, out, errOut)
+	}
+	if strings.Contains(out+errOut, "hunter2") {
+		t.Fatalf("config check printed the sentinel password: %q %q", out, errOut)
+	}
+	bad := writeFile(t, redis+"  url: redis://:hunter2@127.0.0.1:6379/db\n  prefix: \"{bff}\"\n")
+	code, out, errOut = runCmd(t, "", "config", "check", "--config", bad)
+	if code != 1 || !strings.Contains(errOut, "redis.url") || !strings.Contains(errOut, "redis.prefix") {
+		t.Fatalf("invalid Sentinel configuration: exit %d, %q", code, errOut)
+	}
+	if strings.Contains(out+errOut, "hunter2") {
+		t.Fatalf("config check quoted a password: %q %q", out, errOut)
+	}
+}

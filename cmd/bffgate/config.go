@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 )
 
@@ -47,7 +48,13 @@ type Redis struct {
 	Prefix        string   `yaml:"prefix"`
 	SentinelAddrs []string `yaml:"sentinel_addrs"`
 	MasterName    string   `yaml:"master_name"`
-	ClusterAddrs  []string `yaml:"cluster_addrs"`
+	// SentinelUsername and SentinelPassword authenticate to the sentinels
+	// themselves (their requirepass, or an ACL user of theirs), which is
+	// separate from the data nodes' credentials in the URL. The password is
+	// a secret: errors and logs never show it.
+	SentinelUsername string   `yaml:"sentinel_username"`
+	SentinelPassword string   `yaml:"sentinel_password"`
+	ClusterAddrs     []string `yaml:"cluster_addrs"`
 }
 
 type Issuer struct {
@@ -509,10 +516,35 @@ func (c *Config) validate() error {
 	if len(c.Redis.SentinelAddrs) > 0 && c.Redis.MasterName == "" {
 		bad("redis.master_name", "", "redis.sentinel_addrs is set: want the sentinel master's name")
 	}
+	// Sentinel credentials without sentinels would be silently unused.
+	if len(c.Redis.SentinelAddrs) == 0 {
+		if c.Redis.SentinelUsername != "" {
+			bad("redis.sentinel_username", c.Redis.SentinelUsername, "redis.sentinel_addrs is not set: the sentinel credentials are used only with sentinels")
+		}
+		if c.Redis.SentinelPassword != "" {
+			bad("redis.sentinel_password", "(hidden)", "redis.sentinel_addrs is not set: the sentinel credentials are used only with sentinels")
+		}
+	} else if c.Redis.SentinelUsername != "" && c.Redis.SentinelPassword == "" {
+		bad("redis.sentinel_password", "", "redis.sentinel_username is set: want that ACL user's password too")
+	}
 	if c.Redis.URL != "" {
 		if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 			bad("redis.url", redactURL(c.Redis.URL), "want redis://, rediss:// (TLS) or unix:// URL")
+		} else if opts, err := goredis.ParseURL(c.Redis.URL); err != nil {
+			// Not err itself: it may repeat the URL, password included.
+			bad("redis.url", redactURL(c.Redis.URL), redisURLWant)
+		} else if len(c.Redis.ClusterAddrs) > 0 && opts.DB != 0 {
+			// go-redis's cluster client has no database option: a /N in the
+			// URL would be dropped without a word.
+			bad("redis.url", redactURL(c.Redis.URL), fmt.Sprintf("redis.cluster_addrs is set, and Redis Cluster has only database 0: drop the database number %d from the URL (or write /0)", opts.DB))
 		}
+	}
+	// Every key bffgate writes starts with the prefix. A { or } in it could
+	// form a hash tag, and Redis Cluster would then hash only the tag: all
+	// sessions in one slot, on one shard. The issuer's store sets its own
+	// tag after the prefix and refuses braces before it.
+	if strings.ContainsAny(c.Redis.Prefix, "{}") {
+		bad("redis.prefix", c.Redis.Prefix, "want a prefix without { or }: a brace could make a Redis Cluster hash tag and put every key in one slot (bffgate adds its own hash tags where it needs them)")
 	}
 
 	if *c.Issuer.Enabled {
@@ -657,6 +689,9 @@ func quote(v any) string {
 		return fmt.Sprintf("%v", v)
 	}
 }
+
+// redisURLWant says what redis.url takes.
+const redisURLWant = "want redis://[user:password@]host:port/db, rediss:// for TLS, or unix:///path?db=N"
 
 // redactURL hides a password in a URL that is about to be shown.
 func redactURL(s string) string {

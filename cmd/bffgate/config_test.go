@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -137,6 +139,19 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown env", "", []string{"BFFGATE_GATEWAY_LISTN=x"}, []string{"BFFGATE_GATEWAY_LISTN", "names no configuration key"}},
 		{"spa both", "gateway:\n  spa: {dir: ./dist, dev_url: 'http://localhost:5173'}\n", nil, []string{"gateway.spa", "at most one"}},
 		{"post logout", "gateway:\n  post_logout_redirect: https://evil.example\n", nil, []string{"gateway.post_logout_redirect", "local path"}},
+		{"cluster database", "redis:\n  url: redis://127.0.0.1:6379/3\n  cluster_addrs: [127.0.0.1:7000]\n", nil,
+			[]string{"redis.url", "redis.cluster_addrs", "only database 0", "3"}},
+		{"cluster database in unix url", "redis:\n  url: unix:///run/redis.sock?db=2\n  cluster_addrs: [127.0.0.1:7000]\n", nil,
+			[]string{"redis.url", "only database 0"}},
+		{"unparsable redis url", "redis:\n  url: redis://127.0.0.1:6379/first\n", nil, []string{"redis.url", "host:port/db"}},
+		{"prefix with a hash tag", "redis:\n  prefix: \"{bff}:\"\n", nil, []string{"redis.prefix", `"{bff}:"`, "{ or }", "one slot"}},
+		{"prefix with a lone brace", "", []string{"BFFGATE_REDIS_PREFIX=app}"}, []string{"redis.prefix", `"app}"`, "{ or }"}},
+		{"sentinel password without sentinels", "redis:\n  url: redis://127.0.0.1:6379/0\n  sentinel_password: s\n", nil,
+			[]string{"redis.sentinel_password", "(hidden)", "redis.sentinel_addrs is not set"}},
+		{"sentinel username without sentinels", "", []string{"BFFGATE_REDIS_SENTINEL_USERNAME=watcher"},
+			[]string{"redis.sentinel_username", `"watcher"`, "redis.sentinel_addrs is not set"}},
+		{"sentinel username without password", "redis:\n  sentinel_addrs: [127.0.0.1:26379]\n  master_name: m\n  sentinel_username: watcher\n", nil,
+			[]string{"redis.sentinel_password", "redis.sentinel_username is set"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,8 +175,84 @@ func TestConfigErrors(t *testing.T) {
 
 func TestSecretsNeverInConfigErrors(t *testing.T) {
 	t.Parallel()
-	_, err := loadConfig(writeFile(t, "redis:\n  url: http://user:hunter2@host\ngateway:\n  session:\n    store: redis\n"), nil)
-	if err == nil || strings.Contains(err.Error(), "hunter2") {
-		t.Fatalf("error %v must reject the URL without showing its password", err)
+	tests := []struct {
+		name, file string
+		env        []string
+	}{
+		{"url scheme", "redis:\n  url: http://user:hunter2@host\ngateway:\n  session:\n    store: redis\n", nil},
+		{"url database", "redis:\n  url: redis://user:hunter2@host:6379/x\n", nil},
+		{"cluster database", "redis:\n  url: redis://user:hunter2@host:6379/5\n  cluster_addrs: [127.0.0.1:7000]\n", nil},
+		{"sentinel password without sentinels", "redis:\n  sentinel_password: hunter2\n", nil},
+		{"sentinel password from the environment", "", []string{"BFFGATE_REDIS_SENTINEL_PASSWORD=hunter2"}},
+		// A valid sentinel password next to another key's error.
+		{"sentinel password beside an error", "redis:\n  sentinel_addrs: [127.0.0.1:26379]\n  sentinel_password: hunter2\n  prefix: \"{x}\"\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.file != "" {
+				path = writeFile(t, tt.file)
+			}
+			_, err := loadConfig(path, tt.env)
+			if err == nil || strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error %v must reject the configuration without showing the password", err)
+			}
+		})
+	}
+}
+
+// A Redis Cluster URL without a database, or with /0, is fine: only
+// another database is refused.
+func TestClusterURLDatabaseZero(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"redis://:pw@127.0.0.1:7000", "redis://127.0.0.1:7000/0", "rediss://user:pw@10.0.0.1:7000/"} {
+		t.Run(u, func(t *testing.T) {
+			t.Parallel()
+			path := writeFile(t, "redis:\n  url: "+u+"\n  cluster_addrs: [127.0.0.1:7000, 127.0.0.1:7001]\n")
+			if _, err := loadConfig(path, nil); err != nil {
+				t.Fatalf("redis.url %s with redis.cluster_addrs: %v", redactURL(u), err)
+			}
+		})
+	}
+}
+
+// The sentinel credentials come from the file or the environment and
+// reach the Sentinel client's options, separate from the master's
+// credentials in redis.url.
+func TestSentinelCredentials(t *testing.T) {
+	t.Parallel()
+	const file = "redis:\n  url: redis://app:master-pw@ignored:1/2\n  sentinel_addrs: [127.0.0.1:26379, 127.0.0.1:26380]\n  master_name: mymaster\n"
+	tests := []struct {
+		name           string
+		file           string
+		env            []string
+		wantUser, want string
+	}{
+		{"file", file + "  sentinel_username: watcher\n  sentinel_password: sentinel-pw\n", nil, "watcher", "sentinel-pw"},
+		{"environment", file, []string{"BFFGATE_REDIS_SENTINEL_USERNAME=watcher", "BFFGATE_REDIS_SENTINEL_PASSWORD=sentinel-pw"}, "watcher", "sentinel-pw"},
+		{"requirepass only", file, []string{"BFFGATE_REDIS_SENTINEL_PASSWORD=sentinel-pw"}, "", "sentinel-pw"},
+		{"none", file, nil, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := loadConfig(writeFile(t, tt.file), tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base, err := goredis.ParseURL(cfg.Redis.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := failoverOptions(cfg.Redis, base)
+			if o.SentinelUsername != tt.wantUser || o.SentinelPassword != tt.want {
+				t.Errorf("sentinel credentials = %q / set %t, want %q / set %t", o.SentinelUsername, o.SentinelPassword != "", tt.wantUser, tt.want != "")
+			}
+			if o.Username != "app" || o.Password != "master-pw" || o.DB != 2 || o.MasterName != "mymaster" || len(o.SentinelAddrs) != 2 {
+				t.Errorf("master options = user %q, password set %t, db %d, master %q, sentinels %v; want app, true, 2, mymaster and both sentinels",
+					o.Username, o.Password != "", o.DB, o.MasterName, o.SentinelAddrs)
+			}
+		})
 	}
 }

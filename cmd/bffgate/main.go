@@ -26,6 +26,8 @@ import (
 	"syscall"
 
 	"github.com/mattn/go-isatty"
+
+	"github.com/bffgate/bffgate/internal/obs"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -188,10 +190,13 @@ func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 			format = "text"
 		}
 	}
+	// The listeners' loggers carry a component attribute, and the pieces
+	// they are handed (obs's access log, the stores) add their own:
+	// ComponentHandler keeps one per line, the innermost.
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(obs.ComponentHandler(slog.NewTextHandler(w, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(obs.ComponentHandler(slog.NewJSONHandler(w, opts)))
 }
 
 // signalContext is cancelled on SIGINT or SIGTERM.

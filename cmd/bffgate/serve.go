@@ -170,18 +170,35 @@ func newRedis(cfg Redis) (goredis.UniversalClient, error) {
 		if base, err = goredis.ParseURL(cfg.URL); err != nil {
 			// Not err itself: a *url.Error repeats the whole URL, password
 			// included.
-			return nil, fmt.Errorf("config: redis.url: %s is not a Redis URL: want redis://[user:password@]host:port/db or rediss:// for TLS", redactURL(cfg.URL))
+			return nil, fmt.Errorf("config: redis.url: %s is not a Redis URL: %s", redactURL(cfg.URL), redisURLWant)
 		}
 	}
 	switch {
 	case len(cfg.ClusterAddrs) > 0:
+		// base.DB is 0 here: validate refuses another database with
+		// cluster_addrs, which the cluster client would ignore.
 		return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: cfg.ClusterAddrs,
 			Username: base.Username, Password: base.Password, TLSConfig: base.TLSConfig}), nil
 	case len(cfg.SentinelAddrs) > 0:
-		return goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: cfg.MasterName, SentinelAddrs: cfg.SentinelAddrs,
-			Username: base.Username, Password: base.Password, TLSConfig: base.TLSConfig, DB: base.DB}), nil
+		return goredis.NewFailoverClient(failoverOptions(cfg, base)), nil
 	default:
 		return goredis.NewClient(base), nil
+	}
+}
+
+// failoverOptions are the Sentinel client's options: the sentinels, their
+// own credentials (redis.sentinel_username, redis.sentinel_password), and
+// the master's credentials, TLS and database from redis.url (base).
+func failoverOptions(cfg Redis, base *goredis.Options) *goredis.FailoverOptions {
+	return &goredis.FailoverOptions{
+		MasterName:       cfg.MasterName,
+		SentinelAddrs:    cfg.SentinelAddrs,
+		SentinelUsername: cfg.SentinelUsername,
+		SentinelPassword: cfg.SentinelPassword,
+		Username:         base.Username,
+		Password:         base.Password,
+		TLSConfig:        base.TLSConfig,
+		DB:               base.DB,
 	}
 }
 

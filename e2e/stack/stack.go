@@ -1,7 +1,8 @@
 // Package stack runs the real bffgate binary for end-to-end tests: built
-// once per test process, started on free loopback ports with the
-// zero-config defaults plus the BFFGATE_* overrides a test gives, and
-// stopped when the test ends.
+// once per version of the sources and kept in the user's cache directory
+// (see Binary), started on free loopback ports with the zero-config
+// defaults plus the BFFGATE_* overrides a test gives, and stopped when the
+// test ends.
 //
 // Tests therefore exercise exactly what `go run ./cmd/bffgate` runs: the
 // issuer, the gateway and the demo API in one process, talking to each
@@ -11,7 +12,11 @@ package stack
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -25,35 +30,180 @@ import (
 	"time"
 )
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
-
-// Binary builds cmd/bffgate once per test process and returns its path.
+// Binary returns the path of a bffgate binary built from this checkout's
+// cmd/bffgate, building it when there is none for the current sources.
+//
+// The binary is kept in the user's cache directory (bffgate-e2e under
+// os.UserCacheDir), keyed by the main package's build ID, so that the
+// test packages that run in parallel processes share one binary and a
+// change to any source builds a new one. Nothing goes to the temporary
+// directory, and binaries unused for an hour are removed.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bffgate-e2e-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildPath = filepath.Join(dir, "bffgate")
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/bffgate")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/bffgate: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	p, err := defaultCache.binary()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return buildPath
+	return p
+}
+
+// defaultCache keeps the binaries under the user's cache directory
+// ($XDG_CACHE_HOME or ~/.cache on Linux), in bffgate-e2e.
+var defaultCache = &binaryCache{}
+
+// unusedFor is how long a cached binary (or an abandoned build directory)
+// stays after its last use. Every Start touches the binary it runs, so a
+// test process never loses one it still uses; a one-hour margin covers a
+// test that runs for long without starting a process.
+const unusedFor = time.Hour
+
+// binaryCache builds cmd/bffgate into root/KEY/bffgate, where KEY is a
+// hash of the main package's build ID (go list -export): Go derives that
+// ID from the contents of every source file, embedded file and dependency
+// of the binary, the toolchain and the build flags, so it changes exactly
+// when the binary would.
+//
+// Test packages run as parallel processes, and each calls Binary. They
+// agree on the path without talking to each other: the first builds into
+// a fresh directory of its own and renames the binary into place (an
+// atomic step, so no process ever runs a half-written file; two that race
+// rename identical files), the others find it there. Nothing is left in
+// the temporary directory, and entries unused for an hour (those of older
+// sources, or builds a killed process abandoned) are removed by the next
+// process that looks.
+type binaryCache struct {
+	root string // "" means under os.UserCacheDir()
+
+	mu   sync.Mutex
+	path string // the binary found or built, "" before the first call
+	err  error  // a failed build, reported to every later caller
+}
+
+// binary returns the cached binary's path, and touches it: the mark of
+// use the pruning goes by. When the binary is gone (another process
+// pruned it after an hour without use), it is found or built again.
+func (c *binaryCache) binary() (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return "", c.err
+	}
+	if c.path != "" && touch(c.path) == nil {
+		return c.path, nil
+	}
+	c.path, c.err = c.resolve()
+	return c.path, c.err
+}
+
+// forget makes the next call look for the binary again.
+func (c *binaryCache) forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.path = ""
+}
+
+func (c *binaryCache) resolve() (string, error) {
+	root := c.root
+	if root == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			// No home directory: the temporary directory, with the same
+			// keying and pruning.
+			dir = os.TempDir()
+		}
+		root = filepath.Join(dir, "bffgate-e2e")
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", fmt.Errorf("stack: the binary cache %s: %w", root, err)
+	}
+	_, file, _, _ := runtime.Caller(0)
+	module := filepath.Join(filepath.Dir(file), "..", "..")
+	list := exec.Command("go", "list", "-export", "-f", "{{.BuildID}}", "./cmd/bffgate")
+	list.Dir = module
+	id, err := list.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("go list -export ./cmd/bffgate: %v\n%s", err, ee.Stderr)
+		}
+		return "", fmt.Errorf("go list -export ./cmd/bffgate: %w", err)
+	}
+	// GOFLAGS may carry link flags, which the package's build ID does not
+	// cover.
+	sum := sha256.Sum256([]byte(strings.TrimSpace(string(id)) + "\x00" + os.Getenv("GOFLAGS")))
+	key := hex.EncodeToString(sum[:16])
+	name := "bffgate"
+	if runtime.GOOS == "windows" {
+		name += ".exe"
+	}
+	final := filepath.Join(root, key, name)
+	defer prune(root, key, time.Now().Add(-unusedFor))
+	if touch(final) == nil {
+		return final, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return "", fmt.Errorf("stack: the binary cache: %w", err)
+	}
+	tmp, err := os.MkdirTemp(root, buildDirPrefix)
+	if err != nil {
+		return "", fmt.Errorf("stack: the binary cache: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	built := filepath.Join(tmp, name)
+	build := exec.Command("go", "build", "-o", built, "./cmd/bffgate")
+	build.Dir = module
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/bffgate: %v\n%s", err, out)
+	}
+	if err := os.Rename(built, final); err != nil {
+		// Where a running binary cannot be replaced (Windows), another
+		// process's identical one may already be in place.
+		if touch(final) == nil {
+			return final, nil
+		}
+		return "", fmt.Errorf("stack: placing the built binary: %w", err)
+	}
+	return final, nil
+}
+
+// buildDirPrefix names the directories builds run in, inside the cache.
+const buildDirPrefix = ".build-"
+
+// touch marks path as used now; it fails when path does not exist.
+func touch(path string) error {
+	now := time.Now()
+	return os.Chtimes(path, now, now)
+}
+
+// prune removes, best effort, the cache entries other than keep whose
+// binary was last used before cutoff, and build directories older than
+// cutoff (those of processes killed mid-build).
+func prune(root, keep string, cutoff time.Time) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Name() == keep || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(root, e.Name())
+		// An entry's age is its newest file's: the binary, touched on
+		// every use, or a build in progress.
+		newest := time.Time{}
+		if info, err := e.Info(); err == nil {
+			newest = info.ModTime()
+		}
+		files, _ := os.ReadDir(dir)
+		for _, f := range files {
+			if info, err := f.Info(); err == nil && info.ModTime().After(newest) {
+				newest = info.ModTime()
+			}
+		}
+		if newest.Before(cutoff) {
+			_ = os.RemoveAll(dir)
+		}
+	}
 }
 
 // Stack is one running bffgate process.
@@ -138,11 +288,15 @@ func Start(t testing.TB, opts Options) *Stack {
 func (s *Stack) start() {
 	s.t.Helper()
 	s.logs = &syncBuffer{}
-	s.cmd = exec.Command(Binary(s.t))
-	s.cmd.Env = s.env
-	s.cmd.Stdout = s.logs
-	s.cmd.Stderr = s.logs
-	if err := s.cmd.Start(); err != nil {
+	err := s.exec()
+	if errors.Is(err, fs.ErrNotExist) {
+		// Another process pruned the binary between Binary's check and
+		// the exec (only possible after an hour without use): find or
+		// build it again.
+		defaultCache.forget()
+		err = s.exec()
+	}
+	if err != nil {
 		s.t.Fatalf("start bffgate: %v", err)
 	}
 	s.done = make(chan struct{})
@@ -150,6 +304,15 @@ func (s *Stack) start() {
 	if err := s.waitReady(30 * time.Second); err != nil {
 		s.t.Fatalf("bffgate did not become ready: %v\nlogs:\n%s", err, s.logs.String())
 	}
+}
+
+// exec starts the process.
+func (s *Stack) exec() error {
+	s.cmd = exec.Command(Binary(s.t))
+	s.cmd.Env = s.env
+	s.cmd.Stdout = s.logs
+	s.cmd.Stderr = s.logs
+	return s.cmd.Start()
 }
 
 func (s *Stack) waitReady(limit time.Duration) error {

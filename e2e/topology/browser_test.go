@@ -8,15 +8,16 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/net/html"
+	"github.com/bffgate/bffgate/e2e/issuerclient"
 )
 
 // The user the gateway tests sign in as (configured with its argon2id
-// hash in the issuer's users list).
+// hash in the issuer's users list). Not issuerclient.DemoUser: the demo
+// user exists only in the zero-config run, and these tests give bffgate a
+// configuration file, whose redis section is what they test.
 const (
 	userName     = "topology"
 	userPassword = "topology-password-0123456789"
@@ -24,22 +25,19 @@ const (
 )
 
 // browser is one user's browser against one bffgate process: the
-// gateway's and the issuer's cookies in one jar (a browser keeps cookies
-// per host, not per port). Go's cookiejar drops Secure cookies on plain
-// http, and the issuer's and gateway's cookies are __Host- (Secure), so the
-// jar is kept by hand, as a browser on http://127.0.0.1 keeps it.
+// gateway's and the issuer's cookies in one issuerclient.Jar (a browser
+// keeps cookies per host, not per port, and the jar keeps the __Host-
+// cookies that Go's cookiejar would drop on plain http).
 type browser struct {
 	t    testing.TB
 	http *http.Client
-
-	mu  sync.Mutex
-	jar map[string]string
+	jar  issuerclient.Jar
 }
 
 func newBrowser(t testing.TB) *browser {
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &browser{t: t, jar: map[string]string{}, http: &http.Client{
+	return &browser{t: t, http: &http.Client{
 		Transport:     tr,
 		Timeout:       30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -55,36 +53,11 @@ type answer struct {
 
 func (a answer) String() string { return fmt.Sprintf("HTTP %d %s", a.status, clip(a.body, 300)) }
 
-func (b *browser) keep(h http.Header) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, c := range (&http.Response{Header: h}).Cookies() {
-		if c.MaxAge < 0 || c.Value == "" || (!c.Expires.IsZero() && c.Expires.Before(time.Now())) {
-			delete(b.jar, c.Name)
-			continue
-		}
-		b.jar[c.Name] = c.Value
-	}
-}
-
-// cookies is the Cookie header of the jar's cookies whose name passes keep.
-func (b *browser) cookies(keep func(name string) bool) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var parts []string
-	for k, v := range b.jar {
-		if keep(k) {
-			parts = append(parts, k+"="+v)
-		}
-	}
-	return strings.Join(parts, "; ")
-}
-
 // do sends req with cookie (the whole jar when empty) and the gateway's
 // anti-CSRF header, and keeps what the answer sets.
 func (b *browser) do(req *http.Request, cookie string) (answer, error) {
 	if cookie == "" {
-		cookie = b.cookies(func(string) bool { return true })
+		cookie = b.jar.Header()
 	}
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
@@ -99,7 +72,7 @@ func (b *browser) do(req *http.Request, cookie string) (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
-	b.keep(resp.Header)
+	b.jar.Update(resp.Header)
 	return answer{status: resp.StatusCode, header: resp.Header, body: string(body)}, nil
 }
 
@@ -138,7 +111,7 @@ func (b *browser) login(ctx context.Context, gatewayURL string) (string, error) 
 			if a.status/100 != 3 {
 				return "", fmt.Errorf("the gateway's callback answered %s, want a redirect to the returnUrl", a)
 			}
-			c := b.cookies(func(k string) bool { return k == "__Host-bff" || strings.HasPrefix(k, "__Host-bff.") })
+			c := b.jar.HeaderWhere(func(k string) bool { return k == "__Host-bff" || strings.HasPrefix(k, "__Host-bff.") })
 			if c == "" {
 				return "", fmt.Errorf("the gateway's callback set no __Host-bff cookie")
 			}
@@ -152,17 +125,17 @@ func (b *browser) login(ctx context.Context, gatewayURL string) (string, error) 
 			}
 			next, method, form = loc.String(), http.MethodGet, nil
 		case a.status == http.StatusOK && strings.Contains(a.body, `name="password"`):
-			action, fields, err := parseForm(a.body)
+			f, err := issuerclient.ParseForm(a.body)
 			if err != nil {
 				return "", err
 			}
-			target, err := req.URL.Parse(action)
+			target, err := req.URL.Parse(f.Action)
 			if err != nil {
 				return "", err
 			}
-			fields.Set("username", userName)
-			fields.Set("password", userPassword)
-			next, method, form = target.String(), http.MethodPost, fields
+			f.Fields.Set("username", userName)
+			f.Fields.Set("password", userPassword)
+			next, method, form = target.String(), http.MethodPost, f.Fields
 		default:
 			return "", fmt.Errorf("login through %s stopped at %s %s: %s", gatewayURL, req.Method, req.URL.Path, a)
 		}
@@ -170,46 +143,7 @@ func (b *browser) login(ctx context.Context, gatewayURL string) (string, error) 
 	return "", fmt.Errorf("login through %s: too many redirects", gatewayURL)
 }
 
-// parseForm returns the action and the fields of the first form of a page.
-func parseForm(page string) (string, url.Values, error) {
-	doc, err := html.Parse(strings.NewReader(page))
-	if err != nil {
-		return "", nil, err
-	}
-	var (
-		action string
-		found  bool
-		fields = url.Values{}
-	)
-	var walk func(n *html.Node)
-	walk = func(n *html.Node) {
-		if n.Type == html.ElementNode {
-			attr := func(k string) string {
-				for _, a := range n.Attr {
-					if a.Key == k {
-						return a.Val
-					}
-				}
-				return ""
-			}
-			switch {
-			case n.Data == "form" && !found:
-				found, action = true, attr("action")
-			case n.Data == "input" && found && attr("name") != "":
-				fields.Set(attr("name"), attr("value"))
-			}
-		}
-		for ch := n.FirstChild; ch != nil; ch = ch.NextSibling {
-			walk(ch)
-		}
-	}
-	walk(doc)
-	if !found {
-		return "", nil, fmt.Errorf("no form in the page:\n%s", clip(page, 1000))
-	}
-	return action, fields, nil
-}
-
+// clip shortens s for a failure message.
 func clip(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "..."

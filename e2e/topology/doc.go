@@ -25,10 +25,13 @@
 //
 // # Sentinel
 //
-// One master, one replica and one sentinel monitoring them (quorum 1),
-// reached through a go-redis FailoverClient built as bffgate builds it from
-// redis.sentinel_addrs and redis.master_name. The same contract suites and
-// the same gateway run pass on it. Then SENTINEL FAILOVER promotes the
+// One master, one replica and one sentinel monitoring them (quorum 1).
+// The sentinel requires a password (requirepass in its sentinel.conf; it
+// refuses a client without one), the data nodes none. The tests reach it
+// through a go-redis FailoverClient built as bffgate builds it from
+// redis.sentinel_addrs, redis.master_name and redis.sentinel_password.
+// The same contract suites and the same gateway run pass on it, and the
+// bffgate process never prints the sentinel password. Then SENTINEL FAILOVER promotes the
 // replica while a bffgate process runs: the sessions, the refresh token,
 // the revocation and the gateway login made before the failover are still
 // there afterwards, the clients move to the new master, new logins work, a

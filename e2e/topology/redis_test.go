@@ -64,14 +64,15 @@ func binaries(t *testing.T) (server, cli string) {
 // proc is one redis-server process (a data node or a sentinel) on a
 // loopback port, stopped by the test's cleanup.
 type proc struct {
-	t    *testing.T
-	name string
-	addr string // 127.0.0.1:port
-	port int
-	dir  string
-	log  string // its stdout and stderr
-	cmd  *exec.Cmd
-	done chan struct{}
+	t        *testing.T
+	name     string
+	addr     string // 127.0.0.1:port
+	port     int
+	password string // its requirepass, "" for none
+	dir      string
+	log      string // its stdout and stderr
+	cmd      *exec.Cmd
+	done     chan struct{}
 }
 
 // errPortTaken means the process could not bind a port that was free a
@@ -80,15 +81,16 @@ var errPortTaken = errors.New("port taken")
 
 // startProc runs redis-server with the arguments args returns for a free
 // port (and a second free port, for a cluster bus) and waits until it
-// answers. A port taken between its choice and the bind is retried on
-// new ports.
-func startProc(t *testing.T, name, bin string, args func(dir string, port, port2 int) []string) *proc {
+// answers. password is the requirepass args configure ("" for none): the
+// readiness check and client authenticate with it. A port taken between
+// its choice and the bind is retried on new ports.
+func startProc(t *testing.T, name, bin, password string, args func(dir string, port, port2 int) []string) *proc {
 	t.Helper()
 	var last error
 	for range 5 {
 		// A fresh directory per attempt: a failed start may leave files.
 		dir := t.TempDir()
-		p := &proc{t: t, name: name, dir: dir, port: stack.FreePort(t), log: filepath.Join(dir, "redis.log")}
+		p := &proc{t: t, name: name, dir: dir, port: stack.FreePort(t), password: password, log: filepath.Join(dir, "redis.log")}
 		p.addr = "127.0.0.1:" + strconv.Itoa(p.port)
 		err := p.run(bin, args(dir, p.port, stack.FreePort(t)))
 		if err == nil {
@@ -119,7 +121,7 @@ func (p *proc) run(bin string, args []string) error {
 	}
 	p.done = make(chan struct{})
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	rdb := goredis.NewClient(&goredis.Options{Addr: p.addr, MaxRetries: -1, DialTimeout: time.Second})
+	rdb := goredis.NewClient(&goredis.Options{Addr: p.addr, Password: p.password, MaxRetries: -1, DialTimeout: time.Second})
 	defer rdb.Close()
 	deadline := time.Now().Add(readyWait)
 	for {
@@ -182,7 +184,7 @@ func (p *proc) stop() {
 
 // client returns a plain client on this one process.
 func (p *proc) client(t *testing.T) *goredis.Client {
-	c := goredis.NewClient(&goredis.Options{Addr: p.addr})
+	c := goredis.NewClient(&goredis.Options{Addr: p.addr, Password: p.password})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -235,7 +237,7 @@ func startCluster(t *testing.T) *cluster {
 	server, cli := binaries(t)
 	c := &cluster{}
 	for i := range 3 {
-		n := startProc(t, fmt.Sprintf("cluster node %d", i+1), server, func(dir string, port, bus int) []string {
+		n := startProc(t, fmt.Sprintf("cluster node %d", i+1), server, "", func(dir string, port, bus int) []string {
 			return append(dataNodeArgs(dir, port),
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
@@ -303,6 +305,8 @@ const masterName = "bffgate-topology"
 
 // sentinelSetup is a master, a replica of it, and one sentinel monitoring
 // them with quorum 1 (so that SENTINEL FAILOVER needs no other sentinel).
+// The sentinel requires a password of its own (requirepass), which
+// bffgate gives with redis.sentinel_password; the data nodes require none.
 type sentinelSetup struct {
 	master, replica, sentinel *proc
 }
@@ -314,10 +318,10 @@ func startSentinel(t *testing.T) *sentinelSetup {
 	t.Helper()
 	server, _ := binaries(t)
 	s := &sentinelSetup{}
-	s.master = startProc(t, "sentinel's master", server, func(dir string, port, _ int) []string {
+	s.master = startProc(t, "sentinel's master", server, "", func(dir string, port, _ int) []string {
 		return dataNodeArgs(dir, port)
 	})
-	s.replica = startProc(t, "sentinel's replica", server, func(dir string, port, _ int) []string {
+	s.replica = startProc(t, "sentinel's replica", server, "", func(dir string, port, _ int) []string {
 		return append(dataNodeArgs(dir, port), "--replicaof", "127.0.0.1", strconv.Itoa(s.master.port))
 	})
 	master := s.master.client(t)
@@ -326,18 +330,22 @@ func startSentinel(t *testing.T) *sentinelSetup {
 		want := fmt.Sprintf("port=%d,state=online", s.replica.port)
 		return err == nil && strings.Contains(info, want), fmt.Errorf("INFO replication: %v %q", err, info)
 	})
-	s.sentinel = startProc(t, "sentinel", server, func(dir string, port, _ int) []string {
+	password := "topology-sentinel-" + rand.Text()
+	s.sentinel = startProc(t, "sentinel", server, password, func(dir string, port, _ int) []string {
 		// The sentinel rewrites its configuration file (it must be
 		// writable). down-after-milliseconds stays long so that a busy
 		// machine never triggers a failover of its own; the test's
-		// failover is requested, which needs no agreement.
+		// failover is requested, which needs no agreement. requirepass
+		// is for the sentinel's clients; the sentinel itself reaches the
+		// master and replica without one.
 		conf := fmt.Sprintf(`port %d
 bind 127.0.0.1
 dir %s
+requirepass %s
 sentinel monitor %s 127.0.0.1 %d 1
 sentinel down-after-milliseconds %s 60000
 sentinel failover-timeout %s 60000
-`, port, dir, masterName, s.master.port, masterName, masterName)
+`, port, dir, password, masterName, s.master.port, masterName, masterName)
 		path := filepath.Join(dir, "sentinel.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
@@ -362,28 +370,38 @@ sentinel failover-timeout %s 60000
 		}
 		return false, fmt.Errorf("SENTINEL REPLICAS: %v", replicas)
 	})
+	// Without its password the sentinel must refuse: else a client that
+	// ignored redis.sentinel_password would pass unnoticed.
+	anon := goredis.NewSentinelClient(&goredis.Options{Addr: s.sentinel.addr, MaxRetries: -1})
+	defer anon.Close()
+	if _, err := anon.GetMasterAddrByName(context.Background(), masterName).Result(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Fatalf("SENTINEL GET-MASTER-ADDR-BY-NAME without the password: %v; want a NOAUTH error (requirepass in sentinel.conf)", err)
+	}
 	return s
 }
 
+// sentinelClient returns a client of the sentinel itself, authenticated.
 func (s *sentinelSetup) sentinelClient(t *testing.T) *goredis.SentinelClient {
-	sc := goredis.NewSentinelClient(&goredis.Options{Addr: s.sentinel.addr})
+	sc := goredis.NewSentinelClient(&goredis.Options{Addr: s.sentinel.addr, Password: s.sentinel.password})
 	t.Cleanup(func() { sc.Close() })
 	return sc
 }
 
 // client returns a FailoverClient as bffgate's newRedis builds it from
-// redis.sentinel_addrs and redis.master_name, closed at the end of the
-// test.
+// redis.sentinel_addrs, redis.master_name and redis.sentinel_password,
+// closed at the end of the test.
 func (s *sentinelSetup) client(t *testing.T) *goredis.Client {
 	t.Helper()
-	rdb := goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: masterName, SentinelAddrs: []string{s.sentinel.addr}})
+	rdb := goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: masterName, SentinelAddrs: []string{s.sentinel.addr},
+		SentinelPassword: s.sentinel.password})
 	t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
 
 // yaml is the redis section of a bffgate configuration for this setup.
 func (s *sentinelSetup) yaml(prefix string) string {
-	return fmt.Sprintf("redis:\n  prefix: %q\n  sentinel_addrs: [%q]\n  master_name: %q\n", prefix, s.sentinel.addr, masterName)
+	return fmt.Sprintf("redis:\n  prefix: %q\n  sentinel_addrs: [%q]\n  master_name: %q\n  sentinel_password: %q\n",
+		prefix, s.sentinel.addr, masterName, s.sentinel.password)
 }
 
 // waitReplicated waits until the replica has every write the master took

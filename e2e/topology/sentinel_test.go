@@ -32,8 +32,9 @@ func TestSentinel(t *testing.T) {
 	gwPrefix := randomPrefix("gateway")
 	gw := startGateway(t, sn.yaml(gwPrefix))
 
-	// The bffgate binary with redis.sentinel_addrs, redis.master_name and
-	// both stores on redis: login, /bff/user, the API through the
+	// The bffgate binary with redis.sentinel_addrs, redis.master_name,
+	// redis.sentinel_password (the sentinel refuses clients without it)
+	// and both stores on redis: login, /bff/user, the API through the
 	// gateway (refreshing the access token each time), /readyz, and
 	// logout; the session is on the master.
 	t.Run("Gateway", func(t *testing.T) {
@@ -157,4 +158,10 @@ func TestSentinel(t *testing.T) {
 		t.Run("IssuerStore", func(t *testing.T) { runIssuerSuite(t, rdb) })
 		t.Run("DenylistPush", func(t *testing.T) { testDenylistPush(t, rdb, sn.client(t)) })
 	})
+
+	// Through startup, the requests and the failover (go-redis logs its
+	// reconnections), bffgate never printed the sentinel password.
+	if strings.Contains(gw.Logs(), sn.sentinel.password) {
+		t.Errorf("bffgate's output shows the sentinel password")
+	}
 }
