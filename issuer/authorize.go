@@ -283,9 +283,9 @@ func checkSameOrigin(c *fiber.Ctx) error {
 }
 
 // handleLogin checks the login form (POST /login): the CSRF token, the
-// sealed authorization request, then the username and password. Success
-// starts (or renews) the issuer login session and answers the
-// authorization request with a code.
+// sealed authorization request, the login throttle (LoginThrottle), then
+// the username and password. Success starts (or renews) the issuer login
+// session and answers the authorization request with a code.
 func (s *Server) handleLogin(c *fiber.Ctx) error {
 	formError := func(pe *protocol.Error, msg string) error {
 		return s.errorPage(c, epLogin, fiber.StatusForbidden, pe, web.Error{Title: "Sign-in could not continue", Message: msg})
@@ -318,26 +318,69 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	}
 
 	username, password := p.Get("username"), p.Get("password")
+	ctx := c.UserContext()
+	// The login throttle is asked first: a locked username or address is
+	// refused before any hash is computed, so guessing costs the issuer
+	// nothing while it lasts.
+	tnow := s.now()
+	throttle := s.throttleKeys(c, username)
+	refused := func(l *loginLock, checked bool) error {
+		s.metrics.logins.WithLabelValues("locked").Inc()
+		s.metrics.refused.WithLabelValues(l.scope).Inc()
+		s.log.LogAttrs(ctx, slog.LevelInfo, "login refused: locked",
+			slog.String("scope", l.scope), slog.String("username", clip(username, 64)), slog.String("client_ip", clientIP(c)),
+			slog.String("client_id", cl.ID), slog.Bool("password_checked", checked), slog.Time("locked_until", l.until),
+			slog.String("request_id", obs.RequestID(c)))
+		return s.refuseLocked(c, req, username, l, tnow)
+	}
+	if lock, err := s.throttleCheck(ctx, throttle, tnow); err != nil {
+		return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
+	} else if lock != nil {
+		return refused(lock, false)
+	}
+
 	u := s.users[username]
 	ok := false
 	switch {
-	case u != nil && password != "":
+	case password == "":
+		// Nothing was guessed: no hash to compute (for a known username
+		// and an unknown one alike), nothing to count.
+	case u != nil:
+		s.metrics.passwordChecks.Inc()
 		ok = u.hash.verify(password)
 	case s.dummyHash != nil:
+		s.metrics.passwordChecks.Inc()
 		s.dummyHash.verify(password + "\x00not-a-user") // same cost as a real check
 	}
 	if !ok {
 		s.metrics.logins.WithLabelValues("failure").Inc()
 		reason := "wrong password"
-		if u == nil {
+		switch {
+		case u == nil:
 			reason = "unknown username"
+		case password == "":
+			reason = "empty password"
 		}
-		s.log.LogAttrs(c.UserContext(), slog.LevelInfo, "login failed",
-			slog.String("username", clip(username, 64)), slog.String("client_id", cl.ID), slog.String("reason", reason), slog.String("request_id", obs.RequestID(c)))
-		return s.renderLogin(c, req, clip(username, 256), "Wrong username or password.", fiber.StatusUnauthorized)
+		s.log.LogAttrs(ctx, slog.LevelInfo, "login failed",
+			slog.String("username", clip(username, 64)), slog.String("client_id", cl.ID), slog.String("reason", reason),
+			slog.String("client_ip", clientIP(c)), slog.String("request_id", obs.RequestID(c)))
+		if password != "" {
+			lock, err := s.throttleFailure(c, throttle, username, tnow)
+			if err != nil {
+				return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
+			}
+			if lock != nil {
+				return s.refuseLocked(c, req, username, lock, tnow)
+			}
+		}
+		return s.renderLogin(c, req, clip(username, 256), msgWrongPassword, fiber.StatusUnauthorized)
+	}
+	if lock, err := s.throttleSuccess(ctx, throttle, tnow); err != nil {
+		return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
+	} else if lock != nil {
+		return refused(lock, true)
 	}
 
-	ctx := c.UserContext()
 	now := s.now().Truncate(time.Second)
 	old, _, err := s.currentSession(c)
 	if err != nil {

@@ -112,6 +112,9 @@ type Config struct {
 	// 60s (RFC 6749 §4.1.2: at most 10 minutes), ID token 5m, issuer login
 	// session 8h.
 	AccessTokenTTL, RefreshTokenTTL, CodeTTL, IDTokenTTL, LoginSessionTTL time.Duration
+	// LoginThrottle is the login form's brute-force protection; the zero
+	// value is on with its defaults (see LoginThrottle).
+	LoginThrottle LoginThrottle
 	// DisableRefreshRotation keeps a refresh token valid across refreshes.
 	// The zero value rotates: every refresh returns a new refresh token and
 	// invalidates the old one, and a reuse of the old one revokes the grant
@@ -248,6 +251,11 @@ func withDefaults(cfg Config) (Config, map[string]*client, map[string]*user, err
 	if cfg.DenylistCacheSize < 0 {
 		return fail("denylist_cache_size", "is negative (%d)", cfg.DenylistCacheSize)
 	}
+	lt, fe := cfg.LoginThrottle.withDefaults()
+	if fe != nil {
+		return fail(fe.field, "%s", fe.msg)
+	}
+	cfg.LoginThrottle = lt
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second}
 	}

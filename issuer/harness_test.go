@@ -26,6 +26,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/bffgate/bffgate/issuer"
+	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 	"github.com/bffgate/bffgate/issuer/token"
 )
@@ -117,6 +118,8 @@ type envOptions struct {
 	// reopens a file (a restart).
 	db   *bbolt.DB
 	path string
+	// store replaces the bbolt store (a Redis store shared by instances).
+	store storage.Store
 }
 
 func baseConfig() issuer.Config {
@@ -161,6 +164,7 @@ func start(t testing.TB, o envOptions) *env {
 	}
 	ownDB := false
 	switch {
+	case o.store != nil:
 	case o.db != nil:
 		e.db, e.path = o.db, o.path
 	default:
@@ -173,12 +177,16 @@ func start(t testing.TB, o envOptions) *env {
 		}
 		ownDB = true
 	}
-	if e.store, err = bolt.New(e.db, bolt.Config{}); err != nil {
-		t.Fatal(err)
-	}
 	cfg := baseConfig()
 	cfg.Issuer = e.url
-	cfg.Store = e.store
+	if o.store != nil {
+		cfg.Store = o.store
+	} else {
+		if e.store, err = bolt.New(e.db, bolt.Config{}); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Store = e.store
+	}
 	cfg.Now = e.clock.Now
 	cfg.Registerer = e.reg
 	cfg.Gatherer = e.reg

@@ -12,6 +12,9 @@ type metrics struct {
 	reuse          prometheus.Counter
 	backchannel    *prometheus.CounterVec
 	introspections *prometheus.CounterVec
+	passwordChecks prometheus.Counter
+	lockouts       *prometheus.CounterVec
+	refused        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"endpoint", "code"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_issuer_logins_total",
-			Help: "Issuer logins by result: success (password), failure (wrong username or password), sso (an existing login session was used).",
+			Help: "Issuer logins by result: success (password), failure (wrong username or password), locked (refused by the login throttle), sso (an existing login session was used).",
 		}, []string{"result"}),
 		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_issuer_revocations_total",
@@ -44,9 +47,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bffgate_issuer_introspections_total",
 			Help: "Token introspections (RFC 7662) by result (active, inactive).",
 		}, []string{"result"}),
+		passwordChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bffgate_issuer_password_checks_total",
+			Help: "Password hashes (argon2id or bcrypt) computed by the login form, the decoy check for an unknown username included. Attempts the login throttle refuses compute none.",
+		}),
+		lockouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_issuer_login_lockouts_total",
+			Help: "Lockouts started by the login throttle, by scope: username (too many failed logins for one username) or address (too many from one client address).",
+		}, []string{"scope"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_issuer_login_refused_total",
+			Help: "Login attempts refused because the username or the client address was locked, by the scope of the lock (username, address).",
+		}, []string{"scope"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.minted, m.errors, m.logins, m.revocations, m.reuse, m.backchannel, m.introspections} {
+		for _, c := range []prometheus.Collector{m.minted, m.errors, m.logins, m.revocations, m.reuse, m.backchannel, m.introspections, m.passwordChecks, m.lockouts, m.refused} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

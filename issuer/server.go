@@ -20,6 +20,21 @@
 // log line or an error description. The login form is protected against
 // cross-site request forgery by a double-submit token bound into the sealed
 // authorization request and by a Sec-Fetch-Site/Origin check.
+//
+// Password guessing is throttled (LoginThrottle): failed logins are counted
+// per username and per client address in the store, shared by every
+// instance, and a locked username or address is refused before any
+// password hash is computed. Unknown usernames are counted and locked like
+// known ones, and the answers for the two cannot be told apart.
+//
+// # Caveats
+//
+// A lockout is also a lever: anyone can lock a username for a while by
+// failing to log in as it (bounded by LoginThrottle.MaxLockout), as with
+// Keycloak's temporary lockout. Counters of unknown usernames take store
+// space until their window ends; the per-address limit bounds how fast one
+// client can add them. The client address is the TCP peer's: behind a
+// reverse proxy set LoginThrottle.DisableIPLimit.
 package issuer
 
 import (

@@ -17,6 +17,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
+
+	"github.com/bffgate/bffgate/issuer"
 )
 
 // Config is the bffgate configuration file. Every key can be overridden by
@@ -66,6 +68,7 @@ type Issuer struct {
 	Tokens          IssuerTokens   `yaml:"tokens"`
 	Keys            []IssuerKey    `yaml:"keys"`
 	Denylist        Denylist       `yaml:"denylist"`
+	LoginThrottle   LoginThrottle  `yaml:"login_throttle"`
 	Clients         []IssuerClient `yaml:"clients"`
 	Users           []IssuerUser   `yaml:"users"`
 }
@@ -92,6 +95,18 @@ type Denylist struct {
 	CacheSize    int      `yaml:"cache_size"`
 	PollInterval Duration `yaml:"poll_interval"`
 	PurgeDelay   Duration `yaml:"purge_delay"`
+}
+
+// LoginThrottle is issuer.LoginThrottle: brute-force protection of the
+// login form.
+type LoginThrottle struct {
+	Disable        bool     `yaml:"disable"`
+	MaxFailures    int      `yaml:"max_failures"`
+	Window         Duration `yaml:"window"`
+	Lockout        Duration `yaml:"lockout"`
+	MaxLockout     Duration `yaml:"max_lockout"`
+	MaxIPFailures  int      `yaml:"max_ip_failures"`
+	DisableIPLimit bool     `yaml:"disable_ip_limit"`
 }
 
 type IssuerClient struct {
@@ -237,6 +252,11 @@ func defaultConfig() Config {
 				RefreshRotation: &yes,
 			},
 			Denylist: Denylist{CacheSize: 10000, PollInterval: Duration(60 * time.Second), PurgeDelay: Duration(time.Minute)},
+			LoginThrottle: LoginThrottle{
+				MaxFailures: issuer.DefaultLoginMaxFailures, Window: Duration(issuer.DefaultLoginWindow),
+				Lockout: Duration(issuer.DefaultLoginLockout), MaxLockout: Duration(issuer.DefaultLoginMaxLockout),
+				MaxIPFailures: issuer.DefaultLoginMaxIPFailures,
+			},
 		},
 		Gateway: Gateway{
 			Listen:   "127.0.0.1:8080",
@@ -570,6 +590,25 @@ func (c *Config) validate() error {
 		positive("issuer.denylist.poll_interval", is.Denylist.PollInterval)
 		if is.Denylist.PurgeDelay < 0 {
 			bad("issuer.denylist.purge_delay", is.Denylist.PurgeDelay.D().String(), "want zero or a positive duration")
+		}
+		if lt := is.LoginThrottle; !lt.Disable {
+			if lt.MaxFailures < 1 {
+				bad("issuer.login_throttle.max_failures", lt.MaxFailures, "want a positive number of failed logins (or disable: true)")
+			}
+			if lt.MaxIPFailures < 1 && !lt.DisableIPLimit {
+				bad("issuer.login_throttle.max_ip_failures", lt.MaxIPFailures, "want a positive number of failed logins (or disable_ip_limit: true)")
+			}
+			for _, d := range []struct {
+				key string
+				v   Duration
+			}{{"window", lt.Window}, {"lockout", lt.Lockout}, {"max_lockout", lt.MaxLockout}} {
+				if d.v < Duration(time.Second) {
+					bad("issuer.login_throttle."+d.key, d.v.D().String(), "want a duration of at least 1s")
+				}
+			}
+			if lt.MaxLockout < lt.Lockout {
+				bad("issuer.login_throttle.max_lockout", lt.MaxLockout.D().String(), "want at least issuer.login_throttle.lockout")
+			}
 		}
 		for i, k := range is.Keys {
 			key := fmt.Sprintf("issuer.keys[%d]", i)

@@ -150,6 +150,9 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"redis.sentinel_password", "(hidden)", "redis.sentinel_addrs is not set"}},
 		{"sentinel username without sentinels", "", []string{"BFFGATE_REDIS_SENTINEL_USERNAME=watcher"},
 			[]string{"redis.sentinel_username", `"watcher"`, "redis.sentinel_addrs is not set"}},
+		{"login throttle zero failures", "issuer:\n  login_throttle: {max_failures: 0}\n", nil, []string{"issuer.login_throttle.max_failures", "disable: true"}},
+		{"login throttle short lockout", "", []string{"BFFGATE_ISSUER_LOGIN_THROTTLE_LOCKOUT=10ms"}, []string{"issuer.login_throttle.lockout", "at least 1s"}},
+		{"login throttle max below first", "issuer:\n  login_throttle: {lockout: 10m, max_lockout: 5m}\n", nil, []string{"issuer.login_throttle.max_lockout", "at least issuer.login_throttle.lockout"}},
 		{"sentinel username without password", "redis:\n  sentinel_addrs: [127.0.0.1:26379]\n  master_name: m\n  sentinel_username: watcher\n", nil,
 			[]string{"redis.sentinel_password", "redis.sentinel_username is set"}},
 	}

@@ -354,10 +354,15 @@ func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, erro
 		DenylistCacheSize:      is.Denylist.CacheSize,
 		DenylistPollInterval:   is.Denylist.PollInterval.D(),
 		PurgeDelay:             is.Denylist.PurgeDelay.D(),
-		Logger:                 rt.log.With("component", "issuer"),
-		Registerer:             rt.registry,
-		Gatherer:               rt.registry,
-		AccessLog:              cfg.Log.Access,
+		LoginThrottle: issuer.LoginThrottle{
+			Disable: is.LoginThrottle.Disable, MaxFailures: is.LoginThrottle.MaxFailures,
+			Window: is.LoginThrottle.Window.D(), Lockout: is.LoginThrottle.Lockout.D(), MaxLockout: is.LoginThrottle.MaxLockout.D(),
+			MaxIPFailures: is.LoginThrottle.MaxIPFailures, DisableIPLimit: is.LoginThrottle.DisableIPLimit,
+		},
+		Logger:     rt.log.With("component", "issuer"),
+		Registerer: rt.registry,
+		Gatherer:   rt.registry,
+		AccessLog:  cfg.Log.Access,
 	}
 	if icfg.TokenFormat == token.FormatEncrypted {
 		icfg.Encryption = is.Tokens.Encryption

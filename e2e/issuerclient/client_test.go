@@ -132,3 +132,30 @@ func TestPostNotJSON(t *testing.T) {
 		t.Fatalf("reply = %s code %q, want the 502 with its body and no code", r, r.Code)
 	}
 }
+
+// TestLoginThrottleFromConfig runs the binary with
+// issuer.login_throttle.max_failures set through the environment: the
+// third wrong password locks the user, and then the right one is refused
+// too, with 429 and the wait in the page.
+func TestLoginThrottleFromConfig(t *testing.T) {
+	s := stack.Start(t, stack.Options{NoGateway: true, Env: []string{testClient.Env(), "BFFGATE_LOG_ACCESS=false",
+		"BFFGATE_ISSUER_LOGIN_THROTTLE_MAX_FAILURES=2", "BFFGATE_ISSUER_LOGIN_THROTTLE_LOCKOUT=5m", "BFFGATE_ISSUER_LOGIN_THROTTLE_MAX_LOCKOUT=10m"}})
+	ctx := context.Background()
+	wrong := testClient
+	wrong.Username, wrong.Password = DemoUser, "not-the-password"
+	_, err := New(t, s.IssuerURL, wrong).Grant(ctx)
+	if err == nil || !strings.Contains(err.Error(), "Wrong username or password") || strings.Contains(err.Error(), "HTTP 429") {
+		t.Fatalf("first wrong password: %v, want the login form again with the error, not yet 429", err)
+	}
+	_, err = New(t, s.IssuerURL, wrong).Grant(ctx)
+	if err == nil || !strings.Contains(err.Error(), "HTTP 429") || !strings.Contains(err.Error(), "try again in 5 minutes") {
+		t.Fatalf("second wrong password with max_failures 2: %v, want HTTP 429 and the 5-minute wait", err)
+	}
+	_, err = New(t, s.IssuerURL, testClient).Grant(ctx)
+	if err == nil || !strings.Contains(err.Error(), "HTTP 429") {
+		t.Fatalf("the right password while locked: %v, want HTTP 429", err)
+	}
+	if strings.Contains(s.Logs(), wrong.Password) {
+		t.Errorf("the issuer logged a password")
+	}
+}

@@ -1,6 +1,7 @@
 // Package storage is the embedded issuer's persistent state: signing keys,
 // named secrets, authorization codes, grants, the refresh-token allowlist,
-// the access-token denylist and the issuer's own login sessions.
+// the access-token denylist, the issuer's own login sessions and the
+// counters of its login throttle.
 //
 // It follows ForgeRock AM's client-side token design: tokens are
 // self-contained JWTs, so the store never holds a token. It holds what
@@ -20,6 +21,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -83,8 +85,10 @@ type Store interface {
 
 	// Purge deletes denylist entries whose Until is before now, codes
 	// past their expiry, allowlist records past their expiry, grants with
-	// no live refresh token past their expiry, and expired login sessions.
-	// It reports how many records it removed.
+	// no live refresh token past their expiry, expired login sessions and
+	// expired login-throttle state (a backend whose records expire by
+	// themselves may leave that to them). It reports how many records it
+	// removed.
 	Purge(ctx context.Context, now time.Time) (int, error)
 
 	// CreateLoginSession, LoginSession and DeleteLoginSession keep the
@@ -93,9 +97,107 @@ type Store interface {
 	LoginSession(ctx context.Context, id string) (LoginSession, error)
 	DeleteLoginSession(ctx context.Context, id string) error
 
+	// LoginFailures, RecordLoginFailure and ResetLoginFailures keep the
+	// counters of the login throttle (brute-force protection of the login
+	// form), shared by every issuer instance on the store. A key names
+	// what is counted; the issuer passes a SHA-256 of a username or of a
+	// client address, never the raw value. A key's state expires by itself
+	// (no Purge needed for correctness) once LoginPolicy.Window has passed
+	// since its count started and since its last lockout ended.
+	//
+	// LoginFailures returns the state of key at now: the zero value for an
+	// unknown or expired key.
+	LoginFailures(ctx context.Context, key string, now time.Time) (LoginFailures, error)
+	// RecordLoginFailure atomically counts one failed login against key
+	// under p and returns the new state. A failure that finds key locked
+	// is not counted (the state is returned unchanged, Started false). The
+	// MaxFailures-th failure of a window starts a lockout (Started true)
+	// and clears the count; see LoginPolicy for its length.
+	RecordLoginFailure(ctx context.Context, key string, now time.Time, p LoginPolicy) (LoginFailures, error)
+	// ResetLoginFailures forgets key's state after a successful login,
+	// unless key is locked at now: then it changes nothing and returns the
+	// lock, which the caller honours by refusing the login (a correct
+	// password that raced with the failures that locked the key does not
+	// unlock it). Otherwise it returns the zero value; an unknown key is
+	// no error.
+	ResetLoginFailures(ctx context.Context, key string, now time.Time) (LoginFailures, error)
+
 	// Ping reports whether the backend is reachable (/readyz).
 	Ping(ctx context.Context) error
 }
+
+// LoginPolicy is how RecordLoginFailure counts failures and locks a key.
+type LoginPolicy struct {
+	// MaxFailures failures within Window of the first lock the key.
+	MaxFailures int
+	// Window is how long a count lasts from its first failure, and how
+	// long a key remembers its lockouts after the last one ended (so that
+	// a guesser who waits out a lockout meets a longer one next).
+	Window time.Duration
+	// Lockout is the length of the first lockout; each further lockout
+	// of the key doubles the previous one, up to MaxLockout.
+	Lockout    time.Duration
+	MaxLockout time.Duration
+}
+
+// Validate reports what is wrong with p, naming the field.
+func (p LoginPolicy) Validate() error {
+	switch {
+	case p.MaxFailures < 1:
+		return fmt.Errorf("storage: LoginPolicy.MaxFailures is %d; it must be at least 1", p.MaxFailures)
+	case p.Window < time.Millisecond:
+		return fmt.Errorf("storage: LoginPolicy.Window is %v; it must be at least 1ms", p.Window)
+	case p.Lockout < time.Millisecond:
+		return fmt.Errorf("storage: LoginPolicy.Lockout is %v; it must be at least 1ms", p.Lockout)
+	case p.MaxLockout < p.Lockout:
+		return fmt.Errorf("storage: LoginPolicy.MaxLockout (%v) is shorter than Lockout (%v)", p.MaxLockout, p.Lockout)
+	}
+	return nil
+}
+
+// LockoutAfter returns the length of the lockout that follows n earlier
+// lockouts of a key: Lockout doubled n times, at most MaxLockout.
+func (p LoginPolicy) LockoutAfter(n int) time.Duration {
+	d := p.Lockout
+	for range n {
+		if d >= p.MaxLockout/2 {
+			return p.MaxLockout
+		}
+		d *= 2
+	}
+	return min(d, p.MaxLockout)
+}
+
+// LoginFailures is the state of one login-throttle key.
+type LoginFailures struct {
+	// Count is the failures counted in the current window; a lockout
+	// starts the next window at zero.
+	Count int
+	// Lockouts is how many lockouts the key has had since its state
+	// began; it sets the length of the next one.
+	Lockouts int
+	// LockedUntil is the end of the key's latest lockout (zero: none).
+	// The key is locked while now is before it.
+	LockedUntil time.Time
+	// Started is set by RecordLoginFailure when this failure started a
+	// lockout.
+	Started bool
+}
+
+// MaxLoginKeyLen bounds a login-throttle key.
+const MaxLoginKeyLen = 256
+
+// CheckLoginKey reports a login-throttle key the stores refuse: empty or
+// longer than MaxLoginKeyLen bytes.
+func CheckLoginKey(key string) error {
+	if key == "" || len(key) > MaxLoginKeyLen {
+		return fmt.Errorf("storage: login-throttle key is %d bytes; it must be 1 to %d (pass a hash, not the raw value)", len(key), MaxLoginKeyLen)
+	}
+	return nil
+}
+
+// Locked reports whether the key is locked at now.
+func (f LoginFailures) Locked(now time.Time) bool { return now.Before(f.LockedUntil) }
 
 // Key is one stored key. Private holds the private (or symmetric) key as a
 // JSON Web Key; it never leaves the store except to the keys package.

@@ -72,7 +72,7 @@ type Store struct {
 var _ storage.Store = (*Store)(nil)
 
 type bucketNames struct {
-	keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry []byte
+	keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures []byte
 }
 
 // New returns a Store on db, creating its buckets when missing.
@@ -103,6 +103,9 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 		denylog:      []byte(p + "denylog"),
 		login:        []byte(p + "login_sessions"),
 		expiry:       []byte(p + "expiry"),
+		// Added after the first release: CreateBucketIfNotExists below
+		// adds it to existing files.
+		loginFailures: []byte(p + "login_failures"),
 	}}
 	err := db.Update(func(tx *bolt.Tx) error {
 		for _, name := range s.names.all() {
@@ -119,7 +122,7 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 }
 
 func (n bucketNames) all() [][]byte {
-	return [][]byte{n.keys, n.secrets, n.codes, n.grants, n.refresh, n.grantRefresh, n.sidGrants, n.deny, n.denylog, n.login, n.expiry}
+	return [][]byte{n.keys, n.secrets, n.codes, n.grants, n.refresh, n.grantRefresh, n.sidGrants, n.deny, n.denylog, n.login, n.expiry, n.loginFailures}
 }
 
 // wrapErr adds context to an error from a transaction. Errors that are

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -429,4 +430,59 @@ func FuzzDecodeLogEntry(f *testing.F) {
 			t.Fatalf("round trip of %+v = %+v, %v", e, got, err)
 		}
 	})
+}
+
+// TestLoginFailuresPurge: bbolt has no TTLs, so Purge removes expired
+// login-throttle records and their expiry-index entries, counting them, and
+// keeps the index in step when a record's expiry moves.
+func TestLoginFailuresPurge(t *testing.T) {
+	t.Parallel()
+	s, db, _ := newTestStore(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	p := storage.LoginPolicy{MaxFailures: 2, Window: 10 * time.Minute, Lockout: time.Minute, MaxLockout: time.Hour}
+	for range 2 { // the second locks: the expiry moves to the lock's end plus Window
+		if _, err := s.RecordLoginFailure(ctx, "u:k", now, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(bucket []byte) int {
+		n := 0
+		if err := db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucket).ForEach(func(k, v []byte) error { n++; return nil })
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if r, x := count(s.names.loginFailures), count(s.names.expiry); r != 1 || x != 1 {
+		t.Fatalf("after two failures: %d records, %d expiry entries; want 1 and 1", r, x)
+	}
+	if n, err := s.Purge(ctx, now.Add(10*time.Minute)); err != nil || n != 0 {
+		t.Fatalf("Purge before the expiry = %d, %v; want 0 (the lock ends at +1m, the state at +11m)", n, err)
+	}
+	if n, err := s.Purge(ctx, now.Add(11*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("Purge at the expiry = %d, %v; want 1", n, err)
+	}
+	if r, x := count(s.names.loginFailures), count(s.names.expiry); r != 0 || x != 0 {
+		t.Fatalf("after Purge: %d records, %d expiry entries; want none", r, x)
+	}
+}
+
+// TestNanosLimit: times up to the int64 limit (2262-04-11) round-trip
+// exactly, later ones clamp to it. FuzzDecodeLogEntry draws random times
+// and failed on one early in 2262 when the clamp started at the year.
+func TestNanosLimit(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int64{0, 1, 1e18, 9214646400000000000 /* 2262-01-01 */, math.MaxInt64 - 1, math.MaxInt64} {
+		tm := time.Unix(0, n).UTC()
+		if got := fromNanos(nanos(tm)); !got.Equal(tm) {
+			t.Errorf("round trip of %v = %v", tm, got)
+		}
+	}
+	for _, tm := range []time.Time{time.Unix(0, math.MaxInt64).Add(time.Nanosecond), time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		if got := nanos(tm); got != math.MaxInt64 {
+			t.Errorf("nanos(%v) = %d, want the clamp %d", tm, got, int64(math.MaxInt64))
+		}
+	}
 }

@@ -5,10 +5,11 @@
 // gateway's session store share; each owns its own buckets, and this
 // package's names all start with Config.BucketPrefix ("issuer." by
 // default). There is one bucket per kind of record (keys, secrets, codes,
-// grants, refresh tokens, the denylist, its change log, login sessions)
-// plus three indexes: grant -> refresh tokens, login session -> grants and
-// expiry time -> record, the last of which lets Purge visit only what has
-// expired instead of scanning every bucket.
+// grants, refresh tokens, the denylist, its change log, login sessions,
+// the login throttle's counters) plus three indexes: grant -> refresh
+// tokens, login session -> grants and expiry time -> record, the last of
+// which lets Purge visit only what has expired instead of scanning every
+// bucket.
 //
 // # Atomicity and durability
 //

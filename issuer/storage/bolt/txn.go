@@ -22,6 +22,9 @@ const (
 	kindDeny    = 'd'
 	kindLog     = 'l'
 	kindLogin   = 's'
+	// kindLoginFailures entries name login-throttle records, indexed at
+	// their expiry (loginRecord.Expires).
+	kindLoginFailures = 'f'
 )
 
 // txn is one transaction with the Store's buckets at hand. Its helpers keep
@@ -29,7 +32,7 @@ const (
 type txn struct {
 	tx *bolt.Tx
 	b  struct {
-		keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry *bolt.Bucket
+		keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures *bolt.Bucket
 	}
 }
 
@@ -47,6 +50,7 @@ func (s *Store) wrap(tx *bolt.Tx) *txn {
 	t.b.denylog = tx.Bucket(n.denylog)
 	t.b.login = tx.Bucket(n.login)
 	t.b.expiry = tx.Bucket(n.expiry)
+	t.b.loginFailures = tx.Bucket(n.loginFailures)
 	if tx.Writable() {
 		// The change log only grows at its end and the expiry index
 		// mostly does (keys start with a time): pack their pages full
@@ -380,6 +384,13 @@ func (t *txn) purge(now time.Time, batch int) (removed int, more bool, err error
 			if ok {
 				n = 1
 			}
+		case kindLoginFailures:
+			// The index entry is moved whenever the record's expiry
+			// changes, so an entry due now names an expired record.
+			if t.b.loginFailures.Get([]byte(id)) != nil {
+				n = 1
+				err = t.b.loginFailures.Delete([]byte(id))
+			}
 		default:
 			err = fmt.Errorf("expiry index entry of unknown kind %q", k[8])
 		}
@@ -460,12 +471,14 @@ func decodeLogEntry(v []byte) (storage.DenyEntry, error) {
 }
 
 // nanos maps t onto an unsigned, order-preserving number: Unix
-// nanoseconds, clamped to [1970, 2262].
+// nanoseconds, clamped to [1970, 2262-04-11] (what an int64 holds).
 func nanos(t time.Time) uint64 {
 	if t.Before(time.Unix(0, 0)) {
 		return 0
 	}
-	if t.Year() >= 2262 {
+	// Clamp at the exact limit, not at the year 2262: a time early in
+	// 2262 still fits and must round-trip unchanged.
+	if t.After(time.Unix(0, math.MaxInt64)) {
 		return math.MaxInt64
 	}
 	return uint64(t.UnixNano())

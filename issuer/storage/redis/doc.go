@@ -21,6 +21,7 @@
 //	<prefix>{issuer}:denyseq               the change log's sequence counter
 //	<prefix>{issuer}:expiry                sorted set: kind+key scored by expiry (ms), for Purge
 //	<prefix>{issuer}:login:<id>            JSON storage.LoginSession
+//	<prefix>{issuer}:login-failures:<key>  hash: the login throttle's state of one key
 //	<prefix>{issuer}:denylist              pub/sub channel of denylist additions
 //
 // One slot is a deliberate choice. Code redemption, refresh rotation and
@@ -49,12 +50,19 @@
 // a small Lua script (INCR), so sequence order is commit order and a poller
 // never skips an entry committed behind its cursor.
 //
+// The login throttle's counters change one key at a time, by a Lua script
+// per call: a guessing attack sends many requests for one key at once, and
+// WATCH would make them retry each other until they give up.
+//
 // # Expiry
 //
 // Every record carries a Redis TTL at its expiry plus Config.TTLGrace, so
 // Redis never grows without bound even if no instance runs Purge; Purge
 // (driven by the expiry index, exact to the caller's clock) is the primary
-// means. The index sets shrink as Purge removes their members and carry
+// means. The login throttle's state is the exception: it is not in the
+// expiry index, and its TTL (its expiry plus Config.TTLGrace) alone removes
+// it; until then its stored expiry, checked against the caller's clock,
+// makes an expired state read as absent. The index sets shrink as Purge removes their members and carry
 // the same TTL (PEXPIREAT ... GT, which needs Redis 7.0 or later).
 //
 // # Caveats

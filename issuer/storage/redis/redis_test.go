@@ -144,6 +144,18 @@ func TestUnavailable(t *testing.T) {
 			return err
 		}(),
 		"Subscribe": s.Subscribe(ctx, func(storage.DenyEntry) {}),
+		"RecordLoginFailure": func() error {
+			_, err := s.RecordLoginFailure(ctx, "u:k", now, storage.LoginPolicy{MaxFailures: 1, Window: time.Minute, Lockout: time.Minute, MaxLockout: time.Minute})
+			return err
+		}(),
+		"LoginFailures": func() error {
+			_, err := s.LoginFailures(ctx, "u:k", now)
+			return err
+		}(),
+		"ResetLoginFailures": func() error {
+			_, err := s.ResetLoginFailures(ctx, "u:k", now)
+			return err
+		}(),
 	}
 	for name, err := range checks {
 		if !errors.Is(err, storage.ErrUnavailable) {
@@ -292,7 +304,11 @@ func TestTTLs(t *testing.T) {
 	if err := s.CreateLoginSession(ctx, storage.LoginSession{ID: "ls", ExpiresAt: exp}); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{s.k.code("h"), s.k.grant("g"), s.k.refresh("r"), s.k.grantRefresh("g"), s.k.sidGrants("sid"), s.k.deny(storage.DenyJTI, "at"), s.k.login("ls")} {
+	// A login-throttle key lives Window past its count's start, here 1h.
+	if _, err := s.RecordLoginFailure(ctx, "u:k", now, storage.LoginPolicy{MaxFailures: 5, Window: time.Hour, Lockout: time.Minute, MaxLockout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{s.k.code("h"), s.k.grant("g"), s.k.refresh("r"), s.k.grantRefresh("g"), s.k.sidGrants("sid"), s.k.deny(storage.DenyJTI, "at"), s.k.login("ls"), s.k.loginFailures("u:k")} {
 		ttl, err := c.PTTL(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)

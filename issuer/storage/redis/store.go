@@ -120,6 +120,9 @@ func (k keys) denyseq() string        { return k.base + "denyseq" }
 func (k keys) expiry() string         { return k.base + "expiry" }
 func (k keys) login(id string) string { return k.base + "login:" + id }
 func (k keys) channel() string        { return k.base + "denylist" }
+func (k keys) loginFailures(key string) string {
+	return k.base + "login-failures:" + key
+}
 
 // wrapErr adds the operation to err and classifies it: anything that is
 // not an answer from Redis about the command itself (a refused or broken

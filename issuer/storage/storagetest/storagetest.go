@@ -47,6 +47,11 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"DenylistChanges", testDenylistChanges},
 		{"Purge", testPurge},
 		{"LoginSessions", testLoginSessions},
+		{"LoginLockout", testLoginLockout},
+		{"LoginWindow", testLoginWindow},
+		{"LoginReset", testLoginReset},
+		{"LoginConcurrent", testLoginConcurrent},
+		{"LoginInvalid", testLoginInvalid},
 		{"Ping", testPing},
 	}
 	for _, tc := range tests {
