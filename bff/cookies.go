@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/bffgate/bffgate/bff/proxy"
 )
 
 // chunkSize is the most bytes of handle one cookie carries. Browsers keep
@@ -76,22 +78,66 @@ func (j cookieJar) clear(c *fiber.Ctx, name string) {
 
 // readHandle reassembles the session handle from the base cookie and its
 // numbered chunks, in order, stopping at the first missing one. It returns
-// "" when there is no session cookie.
+// "" when there is no session cookie. Of cookies sent twice under one
+// name, the first counts (as fiber's Cookies has it). It scans the raw
+// Cookie headers (proxy.EachCookie) rather than asking fiber for each
+// name, which would parse and copy every cookie first: this runs on every
+// API call, with a 5 KB header for cookie sessions.
 func (j cookieJar) readHandle(c *fiber.Ctx) string {
-	first := c.Cookies(j.name)
-	if first == "" {
+	var parts [maxChunks][]byte
+	var seen [maxChunks]bool
+	for _, h := range c.Request().Header.PeekAll(fiber.HeaderCookie) {
+		proxy.EachCookie(h, func(name, value []byte) bool {
+			if i, ok := j.chunkIndex(name); ok && !seen[i] {
+				parts[i], seen[i] = value, true
+			}
+			return true
+		})
+	}
+	n := 0
+	for i := range parts {
+		if len(parts[i]) == 0 {
+			break
+		}
+		n += len(parts[i])
+	}
+	if n == 0 {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString(first)
-	for i := 1; i < maxChunks; i++ {
-		part := c.Cookies(j.chunkName(i))
-		if part == "" {
+	b.Grow(n)
+	for i := range parts {
+		if len(parts[i]) == 0 {
 			break
 		}
-		b.WriteString(part)
+		b.Write(parts[i])
 	}
 	return b.String() // a fresh string: safe beyond the handler
+}
+
+// chunkIndex reports which of the session's cookies name is: 0 for the
+// base cookie, i for chunkName(i).
+func (j cookieJar) chunkIndex(name []byte) (int, bool) {
+	if len(name) < len(j.name) || string(name[:len(j.name)]) != j.name {
+		return 0, false
+	}
+	rest := name[len(j.name):]
+	if len(rest) == 0 {
+		return 0, true
+	}
+	if rest[0] != '.' || len(rest) < 2 || rest[1] == '0' {
+		return 0, false
+	}
+	i := 0
+	for _, d := range rest[1:] {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		if i = i*10 + int(d-'0'); i >= maxChunks {
+			return 0, false
+		}
+	}
+	return i, true
 }
 
 // hasSessionCookie reports whether the request carries any session cookie

@@ -1,6 +1,7 @@
 package bff
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -113,6 +114,39 @@ func TestCookieChunks(t *testing.T) {
 			}
 		})
 	}
+	t.Run("read from raw headers", func(t *testing.T) {
+		app := fiber.New()
+		app.Get("/r", func(c *fiber.Ctx) error { return c.SendString(jar.readHandle(c)) })
+		for _, tc := range []struct {
+			name    string
+			cookies []string // Cookie header lines
+			want    string
+		}{
+			{"none", nil, ""},
+			{"others only", []string{"theme=dark; __Host-bffx=1"}, ""},
+			{"base", []string{"a=1; __Host-bff=AA=="}, "AA=="},
+			{"chunks out of order", []string{"__Host-bff.2=C; __Host-bff=A; x=y; __Host-bff.1=B"}, "ABC"},
+			{"chunks over two headers", []string{"__Host-bff=A", "__Host-bff.1=B"}, "AB"},
+			{"gap stops", []string{"__Host-bff=A; __Host-bff.2=C"}, "A"},
+			{"chunk without base", []string{"__Host-bff.1=B"}, ""},
+			{"first of a repeated name", []string{"__Host-bff=A; __Host-bff=Z"}, "A"},
+			{"not a chunk name", []string{"__Host-bff=A; __Host-bff.01=B; __Host-bff.1x=B; __Host-bff.16=B"}, "A"},
+			{"spaces", []string{"  __Host-bff = A ;__Host-bff.1=B  "}, "AB"},
+		} {
+			req := httptest.NewRequest("GET", "/r", nil)
+			for _, h := range tc.cookies {
+				req.Header.Add("Cookie", h)
+			}
+			resp, err := app.Test(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			if string(got) != tc.want {
+				t.Errorf("%s: readHandle = %q, want %q", tc.name, got, tc.want)
+			}
+		}
+	})
 	t.Run("too large", func(t *testing.T) {
 		app := fiber.New(fiber.Config{ErrorHandler: errorHandler})
 		app.Get("/w", func(c *fiber.Ctx) error {

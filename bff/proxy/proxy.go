@@ -27,6 +27,8 @@ type Proxy struct {
 	log     *slog.Logger
 	now     func() time.Time
 	scratch sync.Pool // *[]byte
+	// cookieScratch holds the upstream's Cookie header while it is built.
+	cookieScratch sync.Pool // *[]byte
 }
 
 // New validates cfg and returns a Proxy. Upstream connections are opened
@@ -48,6 +50,7 @@ func New(cfg Config) (*Proxy, error) {
 		now:     cfg.Now,
 	}
 	p.scratch.New = func() any { b := make([]byte, 0, 512); return &b }
+	p.cookieScratch.New = func() any { b := make([]byte, 0, 256); return &b }
 	for _, n := range cfg.GatewayCookies {
 		p.gwCook = append(p.gwCook, []byte(n))
 	}
@@ -301,11 +304,28 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 	var connBuf [8][]byte
 	conn := connectionTokens(src.Header.Peek(fiber.HeaderConnection), connBuf[:0])
 	trusted := p.peerTrusted(c)
-	src.Header.VisitAll(func(k, v []byte) {
+	// The headers as received (RawHeaders), not VisitAll: VisitAll parses
+	// every cookie into fasthttp's list and rebuilds the Cookie header from
+	// it, a 5 KB header with cookie sessions, only for this loop to filter
+	// it (see EachCookie). Nothing changes the browser's request headers
+	// before the proxy, so the raw block holds what VisitAll would show; a
+	// request that was built rather than parsed has none, and takes
+	// VisitAll.
+	visit := src.Header.VisitAllInOrder
+	if len(src.Header.RawHeaders()) == 0 {
+		visit = src.Header.VisitAll
+	}
+	cookies := p.cookieScratch.Get().(*[]byte)
+	defer p.cookieScratch.Put(cookies)
+	kept := (*cookies)[:0]
+	visit(func(k, v []byte) {
 		switch {
+		case bytes.EqualFold(k, hCookie):
+			kept = p.keepCookies(kept, rt, v)
+			return
 		case isHopByHop(k), containsFold(conn, k),
 			bytes.EqualFold(k, hHost), bytes.EqualFold(k, hAuthorization),
-			bytes.EqualFold(k, hCookie), bytes.EqualFold(k, hContentLength),
+			bytes.EqualFold(k, hContentLength),
 			bytes.EqualFold(k, hXForwardedFor),
 			containsFold(rt.dropHeaders, k):
 			return
@@ -317,12 +337,10 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 		}
 		req.Header.AddBytesKV(k, v)
 	})
-	src.Header.VisitAllCookie(func(k, v []byte) {
-		if p.gatewayCookie(k) || containsFold(rt.dropCookies, k) {
-			return
-		}
-		req.Header.SetCookieBytesKV(k, v)
-	})
+	if len(kept) > 0 {
+		req.Header.SetBytesKV(hCookie, kept)
+	}
+	*cookies = kept
 	for _, kv := range rt.addHeaders {
 		req.Header.SetBytesKV(kv[0], kv[1])
 	}
@@ -425,6 +443,26 @@ func scheme(c *fiber.Ctx) []byte {
 		return schemeHTTPS
 	}
 	return schemeHTTP
+}
+
+// keepCookies appends to dst the cookies of a raw Cookie header that the
+// upstream may see: not the gateway's own, not the route's DropCookies.
+func (p *Proxy) keepCookies(dst []byte, rt *route, header []byte) []byte {
+	EachCookie(header, func(name, value []byte) bool {
+		if p.gatewayCookie(name) || containsFold(rt.dropCookies, name) {
+			return true
+		}
+		if len(dst) > 0 {
+			dst = append(dst, "; "...)
+		}
+		if len(name) > 0 {
+			dst = append(dst, name...)
+			dst = append(dst, '=')
+		}
+		dst = append(dst, value...)
+		return true
+	})
+	return dst
 }
 
 func (p *Proxy) gatewayCookie(name []byte) bool {
