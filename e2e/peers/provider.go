@@ -167,8 +167,6 @@ type Stats struct {
 		Errors  []string `json:"errors"`
 	} `json:"backchannel"`
 	EndSession        int `json:"endSession"`
-	Revocations       int `json:"revocations"`
-	Introspections    int `json:"introspections"`
 	LiveSessions      int `json:"liveSessions"`
 	LiveRefreshTokens int `json:"liveRefreshTokens"`
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -21,12 +23,33 @@ import (
 // Records live in the buckets sessions/ended_sid and sessions/ended_sub of
 // the shared data file, created on the first write. Ended is safe for
 // concurrent use; it does not own the *bbolt.DB.
+//
+// The cookie store asks on every request, and the answer is nearly always
+// "not ended", so Ended remembers those answers until its next write: a
+// bbolt file is open in one process only, and its ended records are
+// written through this value, so nothing else can make a remembered
+// answer stale. Use one Ended per data file.
 type Ended struct {
 	db *bbolt.DB
+
+	// gen counts writes; a remembered answer holds while gen is what it
+	// was before the answer's read.
+	gen  atomic.Uint64
+	mu   sync.Mutex
+	live map[endedKey]uint64 // not ended, as of that gen
 }
 
+type endedKey struct {
+	sid, sub string
+	created  int64
+}
+
+// endedCacheMax bounds the remembered answers (one per live cookie
+// session asking); past it the memory starts over.
+const endedCacheMax = 16384
+
 // NewEnded returns an Ended on db.
-func NewEnded(db *bbolt.DB) *Ended { return &Ended{db: db} }
+func NewEnded(db *bbolt.DB) *Ended { return &Ended{db: db, live: map[endedKey]uint64{}} }
 
 // Ended reports whether a session with the given sid and subject, created
 // at created, has been ended: its sid was ended, or its subject was ended
@@ -39,6 +62,17 @@ func (e *Ended) Ended(ctx context.Context, sid, sub string, created time.Time) (
 	}
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("session/bolt: ended: %w", err)
+	}
+	key := endedKey{sid: sid, sub: sub, created: created.UnixNano()}
+	// Loaded before the read: a write that commits after it bumps gen
+	// (writes bump it after their commit), so an answer the read gives
+	// without that write is not remembered past it.
+	gen := e.gen.Load()
+	e.mu.Lock()
+	g, ok := e.live[key]
+	e.mu.Unlock()
+	if ok && g == gen {
+		return false, nil
 	}
 	ended := false
 	err := e.db.View(func(tx *bbolt.Tx) error {
@@ -57,8 +91,28 @@ func (e *Ended) Ended(ctx context.Context, sid, sub string, created time.Time) (
 	if err != nil {
 		return false, wrapErr("ended", err)
 	}
+	if !ended {
+		e.mu.Lock()
+		if len(e.live) >= endedCacheMax {
+			clear(e.live)
+		}
+		e.live[key] = gen
+		e.mu.Unlock()
+	}
 	return ended, nil
 }
+
+// Ping reads the data file, past the remembered answers: readiness must
+// notice a file that can no longer be read.
+func (e *Ended) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("session/bolt: ping: %w", err)
+	}
+	return wrapErr("ping", e.db.View(func(*bbolt.Tx) error { return nil }))
+}
+
+// wrote forgets every remembered answer; called after each committed write.
+func (e *Ended) wrote() { e.gen.Add(1) }
 
 // EndSID records that sessions carrying sid are ended, until until (the
 // latest absolute expiry any of them can have).
@@ -69,6 +123,7 @@ func (e *Ended) EndSID(ctx context.Context, sid string, until time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("session/bolt: end sid: %w", err)
 	}
+	defer e.wrote()
 	return wrapErr("end sid", e.db.Update(func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketEndedSID)
 		if err != nil {
@@ -92,6 +147,7 @@ func (e *Ended) EndSubject(ctx context.Context, sub string, since, until time.Ti
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("session/bolt: end subject: %w", err)
 	}
+	defer e.wrote()
 	return wrapErr("end subject", e.db.Update(func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketEndedSub)
 		if err != nil {
