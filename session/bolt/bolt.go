@@ -59,6 +59,9 @@ type Store struct {
 	swept prometheus.Counter
 	// opened skips decrypting and decoding an unchanged record on Get.
 	opened *codec.OpenCache
+	// recs skips the read transaction for a record unchanged since it was
+	// last read.
+	recs *recCache
 }
 
 var _ session.Store = (*Store)(nil)
@@ -71,7 +74,7 @@ func New(db *bbolt.DB, cfg Config) (*Store, error) {
 	if cfg.SweepBatch < 0 {
 		return nil, fmt.Errorf("session/bolt: Config.SweepBatch is %d; it must be positive (or zero for %d)", cfg.SweepBatch, DefaultSweepBatch)
 	}
-	s := &Store{db: db, now: cfg.Now, log: cfg.Logger, batch: cfg.SweepBatch, opened: codec.NewOpenCache(0)}
+	s := &Store{db: db, now: cfg.Now, log: cfg.Logger, batch: cfg.SweepBatch, opened: codec.NewOpenCache(0), recs: newRecCache(recCacheMax)}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -146,7 +149,25 @@ func (s *Store) count(op string, err error) {
 	}
 }
 
-type buckets struct{ records, bySID, bySub, expiry *bbolt.Bucket }
+type buckets struct {
+	records, bySID, bySub, expiry *bbolt.Bucket
+	// wrote is told the id of each record put or removed (nil in a
+	// read-only transaction).
+	wrote func(id []byte)
+}
+
+// open is the package's open with the record cache told of every record a
+// write transaction changes, once it commits.
+func (s *Store) open(tx *bbolt.Tx) (buckets, error) {
+	b, err := open(tx)
+	if tx.Writable() {
+		b.wrote = func(id []byte) {
+			id = bytes.Clone(id)
+			tx.OnCommit(func() { s.recs.forget(id) })
+		}
+	}
+	return b, err
+}
 
 func open(tx *bbolt.Tx) (buckets, error) {
 	b := buckets{
@@ -198,6 +219,9 @@ func (b buckets) put(id, rec []byte, m codec.Meta) error {
 	if err := b.records.Put(id, rec); err != nil {
 		return err
 	}
+	if b.wrote != nil {
+		b.wrote(id)
+	}
 	if m.SID != "" {
 		if err := b.bySID.Put(indexKey(m.SID, id), empty); err != nil {
 			return err
@@ -218,6 +242,9 @@ func (b buckets) put(id, rec []byte, m codec.Meta) error {
 func (b buckets) remove(id []byte, m codec.Meta) error {
 	if err := b.records.Delete(id); err != nil {
 		return err
+	}
+	if b.wrote != nil {
+		b.wrote(id)
 	}
 	if m.SID != "" {
 		if err := b.bySID.Delete(indexKey(m.SID, id)); err != nil {
@@ -264,7 +291,7 @@ func (s *Store) create(ctx context.Context, sess *session.Session) (string, erro
 	}
 	id := tk.IDBytes()
 	err = s.db.Update(func(tx *bbolt.Tx) error {
-		b, err := open(tx)
+		b, err := s.open(tx)
 		if err != nil {
 			return err
 		}
@@ -296,22 +323,25 @@ func (s *Store) get(ctx context.Context, handle string) (*session.Session, error
 		return nil, fmt.Errorf("session/bolt: get: %w", err)
 	}
 	id := tk.IDBytes()
-	var rec []byte
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		b, err := open(tx)
-		if err != nil {
-			return err
-		}
-		if v := b.records.Get(id); v != nil {
-			rec = bytes.Clone(v) // v lives in the memory map only during the transaction
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, wrapErr("get", err)
-	}
+	rec, gen := s.recs.get(id)
 	if rec == nil {
-		return nil, notFound("no record under the ticket id")
+		err = s.db.View(func(tx *bbolt.Tx) error {
+			b, err := s.open(tx)
+			if err != nil {
+				return err
+			}
+			if v := b.records.Get(id); v != nil {
+				rec = bytes.Clone(v) // v lives in the memory map only during the transaction
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, wrapErr("get", err)
+		}
+		if rec == nil {
+			return nil, notFound("no record under the ticket id")
+		}
+		s.recs.put(id, rec, gen)
 	}
 	sess, err := s.opened.Open(tk, rec)
 	if err != nil {
@@ -346,7 +376,7 @@ func (s *Store) update(ctx context.Context, handle string, fn func(*session.Sess
 	id := tk.IDBytes()
 	var why string
 	err = s.db.Update(func(tx *bbolt.Tx) error {
-		b, err := open(tx)
+		b, err := s.open(tx)
 		if err != nil {
 			return err
 		}
@@ -422,7 +452,7 @@ func (s *Store) delete(ctx context.Context, handle string) error {
 	}
 	id := tk.IDBytes()
 	return wrapErr("delete", s.db.Update(func(tx *bbolt.Tx) error {
-		b, err := open(tx)
+		b, err := s.open(tx)
 		if err != nil {
 			return err
 		}
@@ -469,7 +499,7 @@ func (s *Store) endBy(ctx context.Context, op string, index []byte, v string) (i
 	now := s.now()
 	n := 0
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		b, err := open(tx)
+		b, err := s.open(tx)
 		if err != nil {
 			return err
 		}
@@ -535,7 +565,7 @@ func (s *Store) Sweep(now time.Time) (int, error) {
 	// empty write transaction still syncs the file.
 	due := false
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		b, err := open(tx)
+		b, err := s.open(tx)
 		if err != nil {
 			return err
 		}
@@ -561,7 +591,7 @@ func (s *Store) Sweep(now time.Time) (int, error) {
 
 func (s *Store) sweepBatch(limit []byte) (n int, more bool, err error) {
 	err = s.db.Update(func(tx *bbolt.Tx) error {
-		b, err := open(tx)
+		b, err := s.open(tx)
 		if err != nil {
 			return err
 		}
@@ -597,6 +627,7 @@ func (s *Store) sweepBatch(limit []byte) (n int, more bool, err error) {
 				if err := b.records.Delete(id); err != nil {
 					return err
 				}
+				b.wrote(id)
 				if err := b.expiry.Delete(k); err != nil {
 					return err
 				}
