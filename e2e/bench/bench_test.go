@@ -74,6 +74,9 @@ func TestLoadBenchmark(t *testing.T) {
 			t.Fatalf("BFFGATE_BENCH_DURATION=%q: want a Go duration of at least 1s, such as 10s", s)
 		}
 	}
+	if dur >= time.Minute {
+		t.Logf("runs of %s: the gateways slide a session's idle timeout once a minute, so within a run wrk replays a stale cookie and the cookie-store row includes re-issuing it (see loadMode)", dur)
+	}
 	redisURL := os.Getenv("BFFGATE_TEST_REDIS_URL")
 	started := time.Now()
 	load0 := loadAvg()
@@ -124,6 +127,11 @@ func TestLoadBenchmark(t *testing.T) {
 	_, tc := gw("c", "cookie")
 	tc.key, tc.name = "c", "bffgate, cookie store"
 	targets["c"] = tc
+	// The same gateway and session, driven by a client that ignores
+	// Set-Cookie: the gateway's worst case (see wrkScript).
+	tc0 := tc
+	tc0.key, tc0.name = "c0", "bffgate, cookie store, client ignores Set-Cookie"
+	targets["c0"] = tc0
 	sBolt, td := gw("d", "bbolt")
 	td.key, td.name = "d", "bffgate, bbolt store"
 	targets["d"] = td
@@ -149,6 +157,11 @@ func TestLoadBenchmark(t *testing.T) {
 		tg := targets[key]
 		tg.pids = []int{restartGateway(t, gwBin, s, tg.cookies[0])}
 		targets[key] = tg
+		if key == "c" {
+			c0 := targets["c0"]
+			c0.pids = tg.pids
+			targets["c0"] = c0
+		}
 	}
 
 	// Two rounds, the second in reverse order, so drift shows.
@@ -159,16 +172,12 @@ func TestLoadBenchmark(t *testing.T) {
 	rounds := [][]string{order, reversed(order)}
 	for i, ro := range rounds {
 		for _, k := range ro {
-			m := r.measure(targets[k], conns, dur, false)
+			m := r.measure(targets[k], conns, dur, browserLike)
 			t.Logf("round %d %s. %s: %.0f req/s p50 %s p99 %s p99.9 %s cpu %.2fs rss %.1fMB (upstream saw %d, %d with a bearer)",
 				i+1, k, targets[k].name, m.RPS, m.P50, m.P99, m.P999, m.CPU.Seconds(), float64(m.PeakRSS)/(1<<20), m.UpstreamTotal, m.UpstreamBearer)
 			checkMeasurement(t, k, m)
 			rows[k].Runs = append(rows[k].Runs, m)
 		}
-	}
-	var table []Row
-	for _, k := range order {
-		table = append(table, *rows[k])
 	}
 
 	// Optional CPU profiles of the gateways under the same load, outside
@@ -192,6 +201,25 @@ func TestLoadBenchmark(t *testing.T) {
 		scale = r.scaleOut(gwBin, up, hash, redisURL, prefix, targets["d"])
 	}
 
+	// c0: the cookie-store gateway and its session again, driven by a
+	// client that ignores Set-Cookie, with the login's cookie once its
+	// idle deadline is due for a slide: the gateway re-issues the cookie
+	// on every request. One run, after the scenarios above (by then the
+	// slide is due; waitSlideDue makes sure).
+	c0 := targets["c0"]
+	waitSlideDue(t, c0.urls[0], c0.cookies[0])
+	m0 := r.measure(c0, conns, dur, fixedCookie)
+	checkMeasurement(t, "c0", m0)
+	t.Logf("c0. %s: %.0f req/s p99 %s cpu %.2fs", c0.name, m0.RPS, m0.P99, m0.CPU.Seconds())
+	rows["c0"] = &Row{Key: "c0", Name: c0.name, Runs: []Measurement{m0}}
+	var table []Row
+	for _, k := range order {
+		table = append(table, *rows[k])
+		if k == "c" {
+			table = append(table, *rows["c0"])
+		}
+	}
+
 	// The login rate through the gateway and the embedded issuer, last:
 	// its password hashing leaves the process hundreds of MiB larger.
 	login := r.loginRate(gwBin, up, hash, min(dur, 10*time.Second))
@@ -199,6 +227,7 @@ func TestLoadBenchmark(t *testing.T) {
 	res := report{
 		Started: started, Duration: dur, RefreshDuration: refreshDur, Table: table, Refresh: refresh, Login: login,
 		Scale: scale, Redis: redisURL != "", Profiles: profiles, LoadBefore: load0, LoadAfter: loadAvg(),
+		History: string(must(os.ReadFile("HISTORY.md"))(t)),
 		Versions: map[string]string{
 			"go":           firstLine("go", "version"),
 			"bffgate":      firstLine(gwBin, "version"),
@@ -213,10 +242,34 @@ func TestLoadBenchmark(t *testing.T) {
 	t.Logf("wrote e2e/bench/RESULTS.md:\n%s", b.String())
 }
 
+// loadMode is how wrk's script drives a run (see wrkScript).
+type loadMode struct {
+	// countStatus counts non-2xx responses (the refresh scenario's figure).
+	countStatus bool
+	// jar starts the run from the cookies a browser would hold: one
+	// request with the target's cookies first, whose Set-Cookie answers
+	// (a gateway sliding its idle timeout re-issues a stale cookie)
+	// replace them, as a browser's cookie jar does. wrk itself cannot
+	// keep cookies: its Lua API hands response() only the last of
+	// repeated headers, and a cookie session spans two Set-Cookie
+	// chunks. The gateways slide at most once a minute, so within a run
+	// of under a minute the fresh cookies stay what a browser would send.
+	jar bool
+}
+
+var (
+	// browserLike is the throughput runs' mode, for every target alike.
+	browserLike = loadMode{jar: true}
+	// fixedCookie replays the login's cookies whatever the responses set.
+	fixedCookie = loadMode{}
+	// countingFixed is the refresh scenario's mode.
+	countingFixed = loadMode{countStatus: true}
+)
+
 // measure runs wrk against tg (one wrk per URL, the connections and
 // threads split between them) and reads the target's processes' CPU and
 // peak memory around it.
-func (r *runner) measure(tg target, c int, dur time.Duration, countStatus bool) Measurement {
+func (r *runner) measure(tg target, c int, dur time.Duration, mode loadMode) Measurement {
 	t := r.t
 	t.Helper()
 	for _, pid := range tg.pids {
@@ -227,6 +280,12 @@ func (r *runner) measure(tg target, c int, dur time.Duration, countStatus bool) 
 	cpu0 := r.cpu(tg.pids)
 	st0 := r.upstreamStats()
 	n := len(tg.urls)
+	cookies := slices.Clone(tg.cookies)
+	if mode.jar {
+		for i := range cookies {
+			cookies[i] = browserCookies(t, tg.urls[i], cookies[i])
+		}
+	}
 	outs := make([]string, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -238,8 +297,8 @@ func (r *runner) measure(tg target, c int, dur time.Duration, countStatus bool) 
 			args := []string{"-t", fmt.Sprint(threads), "-c", fmt.Sprint(c / n), "-d", fmt.Sprintf("%.0fs", dur.Seconds()),
 				"--latency", "--timeout", "10s", "-s", r.script, tg.urls[i]}
 			cmd := exec.Command(r.wrkBin, args...)
-			cmd.Env = append(os.Environ(), "BENCH_COOKIE="+tg.cookies[i])
-			if countStatus {
+			cmd.Env = append(os.Environ(), "BENCH_COOKIE="+cookies[i])
+			if mode.countStatus {
 				cmd.Env = append(cmd.Env, "BENCH_COUNT_STATUS=1")
 			}
 			out, err := cmd.CombinedOutput()
@@ -426,6 +485,62 @@ func checkAPI(t testing.TB, name, u, cookie string) {
 	}
 }
 
+// browserCookies sends one API request with the cookie header and returns
+// the header a browser would send next: the cookies the response set
+// replace (or, expired, remove) those of the request.
+func browserCookies(t testing.TB, u, header string) string {
+	t.Helper()
+	if header == "" {
+		return ""
+	}
+	req := must(http.NewRequest(http.MethodGet, u, nil))(t)
+	req.Header.Set("Cookie", header)
+	req.Header.Set("X-CSRF", "1")
+	req.Header.Set("Accept", "application/json")
+	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp := must(c.Do(req))(t)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s with the session answered %d, want 200 from the upstream", u, resp.StatusCode)
+	}
+	jar := must(http.ParseCookie(header))(t)
+	for _, sc := range resp.Cookies() {
+		i := slices.IndexFunc(jar, func(c *http.Cookie) bool { return c.Name == sc.Name })
+		gone := sc.Value == "" || sc.MaxAge < 0 || (!sc.Expires.IsZero() && sc.Expires.Before(time.Now()))
+		switch {
+		case gone && i >= 0:
+			jar = slices.Delete(jar, i, i+1)
+		case gone:
+		case i >= 0:
+			jar[i].Value = sc.Value
+		default:
+			jar = append(jar, &http.Cookie{Name: sc.Name, Value: sc.Value})
+		}
+	}
+	parts := make([]string, len(jar))
+	for i, c := range jar {
+		parts[i] = c.Name + "=" + c.Value
+	}
+	return strings.Join(parts, "; ")
+}
+
+// waitSlideDue waits until a request with cookie is answered with a new
+// cookie (the session's idle deadline is due for extension), at most a
+// little over the gateways' slide interval of one minute.
+func waitSlideDue(t testing.TB, u, cookie string) {
+	t.Helper()
+	deadline := time.Now().Add(75 * time.Second)
+	for {
+		if browserCookies(t, u, cookie) != cookie {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cookie-store gateway never re-issued the login's cookie: its idle-timeout slide did not come due")
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
 func gatewayPid(t testing.TB, bin string, s *stack.Stack) int {
 	t.Helper()
 	u := must(url.Parse(s.GatewayURL))(t)
@@ -447,7 +562,7 @@ func (r *runner) profile(tg target, c int, dur time.Duration) string {
 	if err := rec.Start(); err != nil {
 		return "perf record: " + err.Error()
 	}
-	r.measure(tg, c, dur, false)
+	r.measure(tg, c, dur, browserLike)
 	if err := rec.Wait(); err != nil {
 		return fmt.Sprintf("perf record: %v: %s", err, recOut.String())
 	}
@@ -495,7 +610,7 @@ func (r *runner) refreshScenario(gwBin, opBin string, up *Proc, hash string, dur
 		cookie := loginGateway(t, s)
 		tg := target{name: "bffgate, " + store + " store", urls: []string{s.GatewayURL + apiPath},
 			cookies: []string{cookie}, pids: []int{restartGateway(t, gwBin, s, cookie)}}
-		m := r.measure(tg, refreshConns, dur, true)
+		m := r.measure(tg, refreshConns, dur, countingFixed)
 		t.Logf("refresh %s: %.0f req/s, %d non-2xx, %d socket errors, rss %.1fMB", tg.name, m.RPS, m.Non2xx, m.SocketErrors, float64(m.PeakRSS)/(1<<20))
 		if m.Non2xx != 0 {
 			t.Errorf("refresh scenario, %s: %d non-2xx responses, want 0", tg.name, m.Non2xx)
@@ -508,7 +623,7 @@ func (r *runner) refreshScenario(gwBin, opBin string, up *Proc, hash string, dur
 	})
 	tg := target{name: "oauth2-proxy " + OAuth2ProxyVersion, urls: []string{op.URL + apiPath},
 		cookies: []string{loginOAuth2Proxy(t, op)}, pids: []int{op.Pid()}}
-	m := r.measure(tg, refreshConns, dur, true)
+	m := r.measure(tg, refreshConns, dur, countingFixed)
 	t.Logf("refresh %s: %.0f req/s, %d non-2xx, %d socket errors", tg.name, m.RPS, m.Non2xx, m.SocketErrors)
 	out = append(out, refreshResult{Name: tg.name, M: m})
 	op.Stop()
@@ -643,7 +758,7 @@ func (r *runner) scaleOut(gwBin string, up *Proc, hash, redisURL, prefix string,
 	one.name = "1 × bffgate on bbolt"
 	rows := []Row{{Key: "1", Name: one.name}, {Key: "2", Name: two.name}}
 	for i, tg := range []target{one, two} {
-		m := r.measure(tg, conns, r.dur, false)
+		m := r.measure(tg, conns, r.dur, browserLike)
 		checkMeasurement(t, "scale-out", m)
 		t.Logf("scale-out %s: %.0f req/s p99 %s cpu %.2fs", tg.name, m.RPS, m.P99, m.CPU.Seconds())
 		rows[i].Runs = append(rows[i].Runs, m)
@@ -705,6 +820,9 @@ type report struct {
 	Profiles                  map[string]string
 	LoadBefore, LoadAfter     string
 	Versions                  map[string]string
+	// History is HISTORY.md, the hand-kept record of profile-driven fixes
+	// and their before-and-after figures, appended to every RESULTS.md.
+	History string
 }
 
 func (rep report) write(b *strings.Builder) {
@@ -714,6 +832,7 @@ func (rep report) write(b *strings.Builder) {
 	b.WriteString("add `BFFGATE_TEST_REDIS_URL=redis://127.0.0.1:6379/0` for the Redis rows). How it measures: see e2e/bench/doc.go.\n\n")
 	fmt.Fprintf(b, "Machine: %d cores (%s), shared by the load generator, the upstream and the target. ", runtime.NumCPU(), cpuModel())
 	fmt.Fprintf(b, "Load: wrk, 2 threads, %d connections, %s per run, keep-alive, `GET %s` with the session cookie and `X-CSRF: 1`; ", conns, rep.Duration, apiPath)
+	b.WriteString("each run starts from the cookies a browser would hold, after one request whose Set-Cookie answers replace the login's (row c0, one run after the others: a client that ignores Set-Cookie and replays the login's cookies, whose slide is due, so the gateway re-issues them on every request); ")
 	b.WriteString("the upstream answers a 93-byte JSON body. Two rounds, the second in reverse order.\n\n")
 	fmt.Fprintf(b, "Load average (1, 5, 15 min) before the run: %s; after: %s. Above the core count, other work shared the machine: read the ratios and CPU per request rather than the absolute rates.\n\n", rep.LoadBefore, rep.LoadAfter)
 	b.WriteString("Versions: ")
@@ -724,11 +843,11 @@ func (rep report) write(b *strings.Builder) {
 		fmt.Fprintf(b, "%s: `%s`", k, rep.Versions[k])
 	}
 	b.WriteString(".\n\n## Throughput and latency\n\n")
-	measured := map[string]bool{"a": true, "b": true, "c": true, "d": true, "e": true, "f": true}
+	measured := map[string]bool{"a": true, "b": true, "c": true, "c0": true, "d": true, "e": true, "f": true}
 	WriteTable(b, rep.Table, measured)
 	b.WriteString("\nLatencies and peak RSS are the worse of the two rounds. CPU and peak RSS are the target process's own (for a, the upstream's; bffgate's include its idle embedded issuer); peak RSS is reset before each run, and bffgate is restarted after its login (its session kept) so that the issuer's argon2id check is not counted as gateway memory.\n\n")
 	b.WriteString("Ratios of mean requests per second:\n\n| ratio | value |\n|---|---:|\n")
-	for _, p := range [][2]string{{"b", "a"}, {"c", "b"}, {"d", "b"}, {"e", "b"}, {"c", "f"}, {"d", "f"}, {"e", "f"}, {"f", "a"}} {
+	for _, p := range [][2]string{{"b", "a"}, {"c", "b"}, {"c0", "b"}, {"d", "b"}, {"e", "b"}, {"c", "f"}, {"d", "f"}, {"e", "f"}, {"f", "a"}} {
 		if v := Ratio(rep.Table, p[0], p[1]); v > 0 {
 			fmt.Fprintf(b, "| %s/%s | %.2f |\n", p[0], p[1], v)
 		}
@@ -793,4 +912,9 @@ func (rep report) write(b *strings.Builder) {
 		}
 	}
 	WriteTargets(b, ts)
+	if rep.History != "" {
+		b.WriteString("\n")
+		b.WriteString(strings.TrimSpace(rep.History))
+		b.WriteString("\n")
+	}
 }

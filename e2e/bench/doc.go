@@ -43,18 +43,27 @@
 // goes (issue 9: profile where a target is missed).
 //
 // Logins are driven without a browser: an HTTP client that follows
-// redirects by hand, keeps cookies per origin (Go's cookiejar would drop
-// the Secure __Host- cookies on plain-http loopback), reads the issuer's
+// redirects by hand, keeps cookies per host and port, reads the issuer's
 // login form (hidden fields and CSRF token) and posts it.
+//
+// Cookies under load: wrk replays one Cookie header and cannot keep the
+// cookies responses set (its Lua API sees only the last of repeated
+// headers, and a cookie session spans two). Each throughput run therefore
+// starts from the cookies a browser would hold: one request with the
+// target's cookies first, whose Set-Cookie answers replace them. The
+// gateways extend a session's idle deadline (and, for cookie sessions,
+// re-issue the cookie) at most once a minute, so within a run of under a
+// minute the cookies stay current. Row c0 shows the other extreme, a
+// client that never stores a cookie: the login's cookie, due for a slide,
+// replayed, so the cookie-store gateway re-seals it on every request.
 //
 // # Caveats
 //
 // Everything shares the machine: the ratios are the figures that hold,
 // the absolute numbers move with the machine. bffgate runs its issuer in
 // the same process as its gateway, so its CPU seconds include the issuer
-// (idle under API load, busy in the refresh scenario). wrk does not keep
-// the cookies a response sets, so in the refresh scenario every request
-// carries the cookie from the login: harmless for the server-side stores
+// (idle under API load, busy in the refresh scenario). In the refresh
+// scenario every request carries the cookie from the login: harmless for the server-side stores
 // (the cookie holds only the session id), a worst case for cookie
 // sessions (bffgate's grace window and oauth2-proxy's refresh see the
 // rotated-away refresh token again and again).
