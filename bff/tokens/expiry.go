@@ -23,7 +23,7 @@ const maxExpiresIn = int64(math.MaxInt64 / int64(time.Second))
 
 // AccessExpiry is when tok's access token expires on the gateway's clock
 // now: the earlier of now+expires_in (RFC 6749 §5.1) and, when the access
-// token is a JWT, its exp claim (RFC 7519 §4.1.4). Zero means unknown:
+// token is a JWT, its exp claim (RFC 7519 §4.1.4) when that is after now. Zero means unknown:
 // the token is used until an upstream refuses it.
 //
 // now+expires_in alone comes out late whenever the clock moved between
@@ -45,7 +45,11 @@ func AccessExpiry(tok *oauth2.Token, now time.Time) time.Time {
 	case !tok.Expiry.IsZero():
 		exp = now.Add(time.Until(tok.Expiry))
 	}
-	if claim, ok := jwtExpiry(tok.AccessToken); ok && (exp.IsZero() || claim.Before(exp)) {
+	// A claim at or before now is not believed: the provider's clock is
+	// behind ours, or it wrote a lifetime where a date belongs. Using it
+	// would make every request refresh (and rotate) at the provider;
+	// expires_in, counted on our clock, is the safer reading then.
+	if claim, ok := jwtExpiry(tok.AccessToken); ok && claim.After(now) && (exp.IsZero() || claim.Before(exp)) {
 		exp = claim
 	}
 	return exp

@@ -34,6 +34,11 @@ func TestAccessExpiry(t *testing.T) {
 		{"jwt alg none", b64(`{"alg":"none"}`) + "." + b64(`{"exp":1700000120}`) + ".", 300, time.Time{}, early},
 		{"jwt padded base64", hdr + "." + base64.URLEncoding.EncodeToString([]byte(`{"exp":1700000120}`)) + "." + sig, 300, time.Time{}, early},
 		{"jwt without exp", jws(`{"sub":"a","iat":1700000000}`), 300, time.Time{}, now.Add(300 * time.Second)},
+		// A provider clock behind ours (or a lifetime written as exp):
+		// a claim at or before now would make every call refresh.
+		{"jwt exp in the past", jws(`{"exp":1699999990}`), 300, time.Time{}, now.Add(300 * time.Second)},
+		{"jwt exp now", jws(`{"exp":1700000000}`), 300, time.Time{}, now.Add(300 * time.Second)},
+		{"jwt exp a lifetime", jws(`{"exp":3600}`), 300, time.Time{}, now.Add(300 * time.Second)},
 		{"jwt without exp or expires_in", jws(`{"sub":"a"}`), 0, time.Time{}, time.Time{}},
 		{"jwt exp as string", jws(`{"exp":"1700000120"}`), 300, time.Time{}, now.Add(300 * time.Second)},
 		{"jwt exp null", jws(`{"exp":null}`), 300, time.Time{}, now.Add(300 * time.Second)},

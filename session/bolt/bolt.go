@@ -393,11 +393,10 @@ func (s *Store) update(ctx context.Context, handle string, fn func(*session.Sess
 		oldMeta := codec.MetaOf(sess)
 		now := s.now()
 		if sess.Expired(now) {
+			// Removed, and the removal committed: returning an error here
+			// would roll it back. update reports why afterwards.
 			why = "the session has expired"
-			if err := b.remove(id, oldMeta); err != nil {
-				return err
-			}
-			return errNoSession
+			return b.remove(id, oldMeta)
 		}
 		version := sess.Version
 		if err := fn(sess); err != nil {
@@ -408,10 +407,7 @@ func (s *Store) update(ctx context.Context, handle string, fn func(*session.Sess
 			// fn ended the session (e.g. moved AbsoluteExpiry back): it
 			// is gone, as any expired session.
 			why = "the update left the session expired"
-			if err := b.remove(id, oldMeta); err != nil {
-				return err
-			}
-			return errNoSession
+			return b.remove(id, oldMeta)
 		}
 		rec, err := codec.Seal(tk, sess)
 		if err != nil {
@@ -424,6 +420,8 @@ func (s *Store) update(ctx context.Context, handle string, fn func(*session.Sess
 	})
 	var cb callbackError
 	switch {
+	case err == nil && why != "":
+		return notFound(why) // the session was removed, as expired
 	case err == nil:
 		return nil
 	case errors.As(err, &cb):

@@ -3,7 +3,7 @@ package bolt
 import "sync"
 
 // recCacheMax bounds the records recCache holds (records are one to a few
-// KB: a few MB at most).
+// KB each: tens of MB at most).
 const recCacheMax = 4096
 
 // recCache remembers session records as last read from the data file, so

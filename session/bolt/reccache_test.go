@@ -119,3 +119,25 @@ func TestRecordCacheRace(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 }
+
+// An Update that leaves the session expired removes it for good: Get
+// agrees with what Update reported.
+func TestUpdateThatExpiresRemoves(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	st, _, _ := newStore(t, func() time.Time { return now })
+	h, err := st.Create(ctx, &session.Session{Subject: "s", SID: "sid", Created: now, LastSeen: now, IdleTimeout: time.Hour, AbsoluteExpiry: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Update(ctx, h, func(s *session.Session) error { s.AbsoluteExpiry = now.Add(-time.Second); return nil })
+	if !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("Update that expires the session = %v, want ErrNotFound", err)
+	}
+	if _, err := st.Get(ctx, h); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("Get after that Update = %v, want ErrNotFound (the record must be gone)", err)
+	}
+	if n, err := st.EndBySID(ctx, "sid"); err != nil || n != 0 {
+		t.Fatalf("EndBySID after removal = %d, %v; want 0: the index entry must be gone too", n, err)
+	}
+}
