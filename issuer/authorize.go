@@ -339,6 +339,15 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		return refused(lock, false)
 	}
 
+	// Asked again by a check that queued for a hashing slot: guesses of
+	// one burst all pass the check above before any of them fails.
+	var lateLock *loginLock
+	var lateErr error
+	stillAllowed := func() bool {
+		lateLock, lateErr = s.throttleCheck(ctx, throttle, s.now())
+		return lateErr == nil && lateLock == nil
+	}
+
 	u := s.users[username]
 	ok := false
 	switch {
@@ -346,11 +355,20 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		// Nothing was guessed: no hash to compute (for a known username
 		// and an unknown one alike), nothing to count.
 	case u != nil:
-		s.metrics.passwordChecks.Inc()
-		ok = u.hash.verify(password)
+		var checked bool
+		if ok, checked = u.hash.verifyAfterWait(password, stillAllowed); checked {
+			s.metrics.passwordChecks.Inc()
+		}
 	case s.dummyHash != nil:
-		s.metrics.passwordChecks.Inc()
-		s.dummyHash.verify(password + "\x00not-a-user") // same cost as a real check
+		if _, checked := s.dummyHash.verifyAfterWait(password+"\x00not-a-user", stillAllowed); checked { // same cost as a real check
+			s.metrics.passwordChecks.Inc()
+		}
+	}
+	switch {
+	case lateErr != nil:
+		return s.redirectError(c, req.RedirectURI, req.State, cl.ID, lateErr)
+	case lateLock != nil:
+		return refused(lateLock, false)
 	}
 	if !ok {
 		s.metrics.logins.WithLabelValues("failure").Inc()

@@ -153,19 +153,38 @@ func parseArgon2id(s string) (argonParams, error) {
 // the two differ (bcrypt compares in constant time; the argon2id tag is
 // compared with crypto/subtle).
 func (h passwordHash) verify(password string) bool {
+	ok, _ := h.verifyAfterWait(password, nil)
+	return ok
+}
+
+// verifyAfterWait is verify, except that when the check had to queue for
+// an argon2id slot, stillAllowed (if not nil) is asked once the slot is
+// taken: false skips the hash (checked false). A burst of guesses that all
+// passed the login throttle before queueing is asked again after, so the
+// ones queued behind the guess that locked the account hash nothing.
+func (h passwordHash) verifyAfterWait(password string, stillAllowed func() bool) (ok, checked bool) {
 	if h.bcrypt != nil {
-		return bcrypt.CompareHashAndPassword(h.bcrypt, []byte(password)) == nil
+		return bcrypt.CompareHashAndPassword(h.bcrypt, []byte(password)) == nil, true
 	}
 	a := h.argon
 	if len(a.tag) == 0 {
-		return false
+		return false, true
 	}
 	// Each argon2id check takes a.memory KiB (64 MiB with our hashes): a
 	// burst of logins must queue, not grow the process by 64 MiB each.
-	argonSlots <- struct{}{}
+	waited := false
+	select {
+	case argonSlots <- struct{}{}:
+	default:
+		argonSlots <- struct{}{}
+		waited = true
+	}
 	defer func() { <-argonSlots }()
+	if waited && stillAllowed != nil && !stillAllowed() {
+		return false, false
+	}
 	got := argon2.IDKey([]byte(password), a.salt, a.time, a.memory, a.threads, uint32(len(a.tag)))
-	return subtle.ConstantTimeCompare(got, a.tag) == 1
+	return subtle.ConstantTimeCompare(got, a.tag) == 1, true
 }
 
 // argonSlots bounds concurrent argon2id checks to the core count: more

@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -444,5 +446,66 @@ func TestLoginThrottleConfig(t *testing.T) {
 				t.Fatalf("New = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestLockoutStopsAQueuedBurst: a burst of wrong guesses all pass the
+// throttle before any fails; those queued for an argon2id slot are asked
+// again once they get one, so after the lockout starts the rest hash
+// nothing. At most MaxFailures checks plus those already running (one per
+// slot, and one per slot handed on before its failure is counted) hash.
+func TestLockoutStopsAQueuedBurst(t *testing.T) {
+	t.Parallel()
+	slots := runtime.NumCPU()
+	if slots > 8 {
+		t.Skipf("%d cores: a burst large enough to queue would hold %d argon2id hashes of 64 MiB at once", slots, slots)
+	}
+	h, err := issuer.HashPassword("argon password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const maxFailures = 2
+	e := start(t, envOptions{cfg: func(c *issuer.Config) {
+		c.Users = append(c.Users, issuer.User{Username: "bob", PasswordHash: h})
+		c.LoginThrottle = issuer.LoginThrottle{MaxFailures: maxFailures, Window: 10 * time.Minute, Lockout: time.Minute, MaxLockout: 4 * time.Minute, MaxIPFailures: 1000}
+	}})
+	fl := newFlow(e.oauth2Config(e.provider(), webID))
+	burst := maxFailures + 2*slots + 4
+	type attempt struct {
+		b *browser
+		p page
+	}
+	attempts := make([]attempt, burst)
+	for i := range attempts {
+		b := e.browser()
+		attempts[i] = attempt{b, loginPage(t, b, fl)}
+	}
+	checks := e.passwordChecks()
+	statuses := make([]int, burst)
+	var wg sync.WaitGroup
+	for i, a := range attempts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = try(a.b, a.p, "bob", fmt.Sprintf("wrong guess %d", i)).status
+		}()
+	}
+	wg.Wait()
+	hashed := e.passwordChecks() - checks
+	if limit := float64(maxFailures + 2*slots); hashed > limit {
+		t.Errorf("%v of %d queued guesses were hashed, want at most %v", hashed, burst, limit)
+	}
+	locked := 0
+	for _, s := range statuses {
+		switch s {
+		case http.StatusTooManyRequests:
+			locked++
+		case http.StatusUnauthorized:
+		default:
+			t.Errorf("a guess answered %d, want 401 or 429", s)
+		}
+	}
+	if locked < burst-int(hashed) {
+		t.Errorf("%d guesses answered 429, want at least the %d that were not hashed", locked, burst-int(hashed))
 	}
 }
