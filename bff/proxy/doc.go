@@ -24,8 +24,10 @@
 //     the route's prefix, then joined to the upstream's base path. The
 //     upstream's address comes only from the configuration.
 //   - The browser's headers minus hop-by-hop fields (RFC 9110 §7.6.1:
-//     Connection, the fields it names, Keep-Alive, Proxy-Connection, TE,
-//     Trailer, Transfer-Encoding, Upgrade) and Proxy-Authorization; minus
+//     Connection, the fields any Connection line names, Keep-Alive,
+//     Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade) and
+//     Proxy-Authorization; minus names with an underscore (CGI-style
+//     upstreams read X_Forwarded_For as X-Forwarded-For); minus
 //     the browser's Authorization (replaced by the caller's bearer token)
 //     and the gateway's own cookies; minus the route's DropHeaders and
 //     DropCookies; plus the route's AddHeaders.

@@ -318,10 +318,22 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 	cookies := p.cookieScratch.Get().(*[]byte)
 	defer p.cookieScratch.Put(cookies)
 	kept := (*cookies)[:0]
+	nconn := len(conn)
 	visit(func(k, v []byte) {
 		switch {
 		case bytes.EqualFold(k, hCookie):
 			kept = p.keepCookies(kept, rt, v)
+			return
+		case bytes.EqualFold(k, hConnection):
+			// Every Connection line names hop-by-hop fields, not only
+			// the first that Peek returns; fields named by a later line
+			// but already copied are deleted after the loop.
+			conn = connectionTokens(v, conn)
+			return
+		case bytes.IndexByte(k, '_') >= 0:
+			// Underscores: CGI-style upstreams read X_Forwarded_For as
+			// X-Forwarded-For, which a browser must not be able to set
+			// (nginx drops these names by default too).
 			return
 		case isHopByHop(k), containsFold(conn, k),
 			bytes.EqualFold(k, hHost), bytes.EqualFold(k, hAuthorization),
@@ -337,6 +349,9 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 		}
 		req.Header.AddBytesKV(k, v)
 	})
+	for _, name := range conn[nconn:] {
+		req.Header.DelBytes(name)
+	}
 	if len(kept) > 0 {
 		req.Header.SetBytesKV(hCookie, kept)
 	}

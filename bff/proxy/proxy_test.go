@@ -135,6 +135,11 @@ func TestHeaderHygiene(t *testing.T) {
 	req.Header.Add("Cookie", "__Host-bff.2=chunk2; theme=dark")
 	req.Header.Set("Connection", "X-Hop")
 	req.Header.Set("X-Hop", "1")
+	// A second Connection line names a field too.
+	req.Header.Add("Connection", "A-Hop2") // sent before the Connection lines (Go sorts names)
+	req.Header.Set("A-Hop2", "2")
+	// An underscore name that CGI-style upstreams read as X-Forwarded-For.
+	req.Header["X_Forwarded_For"] = []string{"6.6.6.6"}
 	req.Header.Set("Keep-Alive", "timeout=5")
 	req.Header.Set("Proxy-Authorization", "Basic eA==")
 	req.Header.Set("Te", "trailers")
@@ -163,6 +168,8 @@ func TestHeaderHygiene(t *testing.T) {
 		{"Authorization", strings.Join(h.Values("Authorization"), ","), "Bearer access-123"},
 		{"Cookie", strings.Join(h.Values("Cookie"), "|"), "other=1; theme=dark"},
 		{"X-Hop", h.Get("X-Hop"), ""},
+		{"A-Hop2 (named by a second Connection line, after it)", h.Get("A-Hop2"), ""},
+		{"underscore names", underscoreNames(h), ""},
 		{"Keep-Alive", h.Get("Keep-Alive"), ""},
 		{"Proxy-Authorization", h.Get("Proxy-Authorization"), ""},
 		{"Te", h.Get("Te"), ""},
@@ -189,6 +196,16 @@ func TestHeaderHygiene(t *testing.T) {
 			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
 		}
 	}
+}
+
+func underscoreNames(h http.Header) string {
+	var names []string
+	for k := range h {
+		if strings.Contains(k, "_") {
+			names = append(names, k)
+		}
+	}
+	return strings.Join(names, ",")
 }
 
 func TestPathsStayInRoute(t *testing.T) {
