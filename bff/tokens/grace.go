@@ -19,8 +19,11 @@ import (
 // are hashes and values ciphertext: a backend never sees a token.
 // Implementations are safe for concurrent use.
 type GraceStore interface {
-	// Put stores val under key for ttl, replacing any earlier value.
-	Put(ctx context.Context, key string, val []byte, ttl time.Duration) error
+	// Put stores val under key for ttl unless a live value is already
+	// there: then stored is false and nothing changes. The first rotation
+	// of a refresh token published wins, so every holder of the old token
+	// is handed the same new tokens.
+	Put(ctx context.Context, key string, val []byte, ttl time.Duration) (stored bool, err error)
 	// Get returns the value stored under key; ok is false when there is
 	// none or it has expired.
 	Get(ctx context.Context, key string) (val []byte, ok bool, err error)
@@ -58,7 +61,7 @@ func (g *MemoryGrace) now() time.Time {
 
 // Put implements GraceStore. Expired records are swept as new ones come
 // in, so the map holds about one grace window of rotations.
-func (g *MemoryGrace) Put(_ context.Context, key string, val []byte, ttl time.Duration) error {
+func (g *MemoryGrace) Put(_ context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -74,8 +77,11 @@ func (g *MemoryGrace) Put(_ context.Context, key string, val []byte, ttl time.Du
 			}
 		}
 	}
+	if e, ok := g.m[key]; ok && now.Before(e.exp) {
+		return false, nil
+	}
 	g.m[key] = graceEntry{val: append([]byte(nil), val...), exp: now.Add(ttl)}
-	return nil
+	return true, nil
 }
 
 // Get implements GraceStore.

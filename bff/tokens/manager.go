@@ -196,7 +196,7 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 		}
 		return nil, err
 	}
-	stillHeld := m.fence(ctx, log, held)
+	m.fence(ctx, log, held)
 
 	rec := &graceRecord{
 		AccessToken:  tok.AccessToken,
@@ -211,23 +211,24 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 		rec.IDToken = id
 	}
 	if rec.RefreshToken != oldRT {
-		if !stillHeld {
-			// Another instance may have refreshed with the same old
-			// token while our lock was gone (a provider with a reuse
-			// interval answers both). The rotation published first in
-			// the grace store wins: with the cookie store it is the
-			// only shared record of it, and every holder of the old
-			// cookie must be handed the same tokens. Ours are dropped,
-			// not revoked: with most providers revoking a refresh token
-			// ends the whole grant, the winner's tokens included.
+		// Before saving: a request that reads the old session from now on
+		// must find the new tokens, never refresh with the old one. The
+		// rotation published first wins (Put stores only where none is):
+		// another instance may have refreshed with the same old token
+		// while our lock was gone (a provider with a reuse interval
+		// answers both), and with the cookie store the grace record is the
+		// only shared record of it, so every holder of the old cookie must
+		// be handed the same tokens. Ours are then dropped, not revoked:
+		// with most providers revoking a refresh token ends the whole
+		// grant, the winner's tokens included.
+		stored, err := m.gracePut(ctx, oldRT, rec)
+		switch {
+		case err != nil:
+			log.Warn("grace record not stored; parallel requests with the old refresh token may fail", slog.Any("err", err))
+		case !stored:
 			if other, err := m.graceGet(ctx, oldRT); err == nil && other != nil {
 				return m.save(ctx, log, store, handle, base, other, "concurrent")
 			}
-		}
-		// Before saving: a request that reads the old session from now on
-		// must find the new tokens, never refresh with the old one.
-		if err := m.gracePut(ctx, oldRT, rec); err != nil {
-			log.Warn("grace record not stored; parallel requests with the old refresh token may fail", slog.Any("err", err))
 		}
 	}
 	return m.save(ctx, log, store, handle, base, rec, "refreshed")
@@ -243,13 +244,14 @@ func (m *Manager) lock(ctx context.Context, key string) (unlock func(), held fun
 	return unlock, nil, err
 }
 
-// fence is the check after the token endpoint answered: it reports
-// whether the refresh lock is known to be still ours. When it is not,
-// another instance may have refreshed the session meanwhile, and the
-// caller takes the careful path (the grace record, then save's compare).
-func (m *Manager) fence(ctx context.Context, log *slog.Logger, held func(context.Context) error) bool {
+// fence is the check after the token endpoint answered: it counts and
+// logs a refresh lock that is no longer known to be ours. Nothing else
+// depends on it: the grace store's first-write-wins Put and save's
+// compare are what keep a late refresh from overwriting newer tokens;
+// fence tells the operator that the lock TTL was too short.
+func (m *Manager) fence(ctx context.Context, log *slog.Logger, held func(context.Context) error) {
 	if held == nil {
-		return false
+		return
 	}
 	// The refresh's context does not end with the request; a backend that
 	// hangs must not hold the save back longer than this.
@@ -258,7 +260,6 @@ func (m *Manager) fence(ctx context.Context, log *slog.Logger, held func(context
 	cancel()
 	switch {
 	case err == nil:
-		return true
 	case errors.Is(err, ErrLockLost):
 		m.metrics.refresh("lock_lost")
 		log.Warn("refresh lock lost before the refreshed tokens were saved (the refresh outlasted it); saving only over the tokens it started from",
@@ -267,7 +268,6 @@ func (m *Manager) fence(ctx context.Context, log *slog.Logger, held func(context
 		m.metrics.refresh("lock_unverified")
 		log.Warn("refresh lock could not be checked before saving; saving only over the tokens it started from", slog.Any("err", err))
 	}
-	return false
 }
 
 // save writes rec into the session in one atomic update and returns the
@@ -338,10 +338,10 @@ func (m *Manager) graceGet(ctx context.Context, oldRT string) (*graceRecord, err
 	return openGrace(oldRT, val)
 }
 
-func (m *Manager) gracePut(ctx context.Context, oldRT string, rec *graceRecord) error {
+func (m *Manager) gracePut(ctx context.Context, oldRT string, rec *graceRecord) (bool, error) {
 	val, err := sealGrace(oldRT, rec)
 	if err != nil {
-		return err
+		return false, err
 	}
 	return m.cfg.Grace.Put(ctx, graceKey(oldRT), val, m.cfg.GraceWindow)
 }

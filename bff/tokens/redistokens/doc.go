@@ -33,7 +33,8 @@
 //
 // # Grace records
 //
-// Grace is a tokens.GraceStore: SET key value PX ttl and GET. Package
+// Grace is a tokens.GraceStore: SET key value NX PX ttl (the first
+// rotation published wins) and GET. Package
 // tokens seals every value (AES-256-GCM under a key derived from the old
 // refresh token) and names it by a hash, so Redis never holds a token in
 // the clear (TestTwoInstances checks every key and value that lands in

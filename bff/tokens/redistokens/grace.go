@@ -31,22 +31,23 @@ func NewGrace(client goredis.UniversalClient, prefix string) *Grace {
 	return &Grace{rdb: client, prefix: prefix}
 }
 
-// Put implements tokens.GraceStore with SET PX: Redis drops the record
-// when ttl (at least a millisecond) runs out. val is stored as given: the
-// Manager has sealed it.
-func (g *Grace) Put(ctx context.Context, key string, val []byte, ttl time.Duration) error {
+// Put implements tokens.GraceStore with SET NX PX: the first record for a
+// key wins across instances, and Redis drops it when ttl (at least a
+// millisecond) runs out. val is stored as given: the Manager has sealed it.
+func (g *Grace) Put(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
 	if g.rdb == nil {
-		return errNoClient
+		return false, errNoClient
 	}
 	if ttl <= 0 {
 		// go-redis reads 0 as "no expiry": a grace record must expire.
-		return fmt.Errorf("redistokens: grace record ttl %v must be positive (tokens.Config.GraceWindow)", ttl)
+		return false, fmt.Errorf("redistokens: grace record ttl %v must be positive (tokens.Config.GraceWindow)", ttl)
 	}
 	ttl = max(ttl, time.Millisecond)
-	if err := g.rdb.Set(ctx, g.prefix+key, val, ttl).Err(); err != nil {
-		return fmt.Errorf("%w: redistokens: storing a grace record: %w", tokens.ErrProviderUnavailable, err)
+	stored, err := g.rdb.SetNX(ctx, g.prefix+key, val, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("%w: redistokens: storing a grace record: %w", tokens.ErrProviderUnavailable, err)
 	}
-	return nil
+	return stored, nil
 }
 
 // Get implements tokens.GraceStore.

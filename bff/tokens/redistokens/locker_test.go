@@ -253,8 +253,13 @@ func TestGrace(t *testing.T) {
 		t.Fatalf("missing record: ok %v, %v", ok, err)
 	}
 	val := []byte{0, 1, 2, 0xff, 'x'}
-	if err := g.Put(ctx, "grace:a", val, 1500*time.Millisecond); err != nil {
+	if stored, err := g.Put(ctx, "grace:a", val, 1500*time.Millisecond); err != nil || !stored {
 		t.Fatal(err)
+	}
+	// The first record wins: a second rotation of the same old token is
+	// not stored over it.
+	if stored, err := g.Put(ctx, "grace:a", []byte("second"), time.Second); err != nil || stored {
+		t.Fatalf("second Put on a live key: stored %v, %v; want false", stored, err)
 	}
 	got, ok, err := g.Get(ctx, "grace:a")
 	if !ok || err != nil || string(got) != string(val) {
@@ -265,7 +270,7 @@ func TestGrace(t *testing.T) {
 		t.Errorf("record ttl %v, want (0, 1.5s]", pttl)
 	}
 	for _, ttl := range []time.Duration{0, -time.Second} {
-		if err := g.Put(ctx, "grace:b", val, ttl); err == nil {
+		if _, err := g.Put(ctx, "grace:b", val, ttl); err == nil {
 			t.Errorf("Put with ttl %v stored a record that would never expire", ttl)
 		}
 	}
@@ -294,7 +299,7 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("zero ttl: %v", err)
 	}
 	for name, g := range map[string]*Grace{"down": NewGrace(down, ""), "nil client": NewGrace(nil, "")} {
-		if err := g.Put(ctx, "grace:x", []byte("v"), time.Second); !errors.Is(err, tokens.ErrProviderUnavailable) {
+		if _, err := g.Put(ctx, "grace:x", []byte("v"), time.Second); !errors.Is(err, tokens.ErrProviderUnavailable) {
 			t.Errorf("%s: Put: %v", name, err)
 		}
 		if _, _, err := g.Get(ctx, "grace:x"); !errors.Is(err, tokens.ErrProviderUnavailable) {
