@@ -11,6 +11,13 @@
 // Grant or MustGrant: the first grant of a Client posts the login form,
 // later ones ride the issuer's SSO session in the Client's Jar.
 //
+// For the tests that drive a gateway (e2e/topology, e2e/scaleout, and
+// this package's own), Browser is the user's browser without a real one:
+// GatewayLogin walks /bff/login, the issuer's login form and the gateway's
+// callback, and returns the session's Cookie header, which Do, Call and
+// Get then send with the gateway's anti-CSRF header, each answer read in
+// full as an Answer.
+//
 // Unlike a production client, it reports what the issuer answered instead
 // of hiding it: Post returns a transport error only when no answer came
 // (the process may have died with the request in flight), and every
@@ -27,6 +34,7 @@
 // # Security
 //
 // Error messages name statuses, error bodies (clipped), the member names
-// of 200 bodies and the visible text of pages: never a token, a code, a
-// cookie or the login form's CSRF token and sealed request.
+// of 200 bodies and the visible text of pages, and URLs without their
+// query values: never a token, a code, a cookie or the login form's CSRF
+// token and sealed request.
 package issuerclient

@@ -14,5 +14,6 @@
 // identifier (issuer A), and proxy to their own process's demo API.
 //
 // The package has no API: everything is in its tests, which reach the
-// issuers as a client through e2e/issuerclient.
+// issuers as a client through e2e/issuerclient, and the gateways as the
+// user's browser through its Browser.
 package scaleout

@@ -212,8 +212,8 @@ func redisOutage(t *testing.T, keep bool) {
 	}
 	gateway := func(path string) func() (int, string, error) {
 		return func() (int, string, error) {
-			a, err := u.call(ctx, http.MethodGet, s.GatewayURL+path, cookie)
-			return a.status, a.jsonError(), err
+			a, err := u.Call(ctx, http.MethodGet, s.GatewayURL+path, cookie)
+			return a.Status, a.JSONError(), err
 		}
 	}
 	wg.Add(3)
@@ -261,7 +261,7 @@ func redisOutage(t *testing.T, keep bool) {
 		var body struct {
 			Failed map[string]string `json:"failed"`
 		}
-		if err != nil || a.status != http.StatusServiceUnavailable || json.Unmarshal([]byte(a.body), &body) != nil || len(body.Failed) == 0 {
+		if err != nil || a.Status != http.StatusServiceUnavailable || json.Unmarshal([]byte(a.Body), &body) != nil || len(body.Failed) == 0 {
 			t.Errorf("%s /readyz with Redis down: %v %s, want 503 naming the failed check", l.name, err, a)
 		}
 		for name, why := range body.Failed {
@@ -269,7 +269,7 @@ func redisOutage(t *testing.T, keep bool) {
 				t.Errorf("%s /readyz with Redis down: check %q failed without saying why", l.name, name)
 			}
 		}
-		if a, err := plainGet(ctx, l.url+"/healthz"); err != nil || a.status != http.StatusOK {
+		if a, err := plainGet(ctx, l.url+"/healthz"); err != nil || a.Status != http.StatusOK {
 			t.Errorf("%s /healthz with Redis down: %v %s, want 200 (the process is up)", l.name, err, a)
 		}
 	}
@@ -282,7 +282,7 @@ func redisOutage(t *testing.T, keep bool) {
 	rs.start()
 	waitFor("/readyz after Redis returned", func() bool {
 		for _, base := range []string{s.GatewayURL, s.IssuerURL} {
-			if a, err := plainGet(ctx, base+"/readyz"); err != nil || a.status != http.StatusOK {
+			if a, err := plainGet(ctx, base+"/readyz"); err != nil || a.Status != http.StatusOK {
 				return false
 			}
 		}
@@ -293,7 +293,7 @@ func redisOutage(t *testing.T, keep bool) {
 
 	if keep {
 		// Redis kept the session: the old cookie works again, no login.
-		if a, err := u.call(ctx, http.MethodGet, s.GatewayURL+"/bff/user", cookie); err != nil || a.status != http.StatusOK {
+		if a, err := u.Call(ctx, http.MethodGet, s.GatewayURL+"/bff/user", cookie); err != nil || a.Status != http.StatusOK {
 			t.Errorf("GET /bff/user with a session Redis kept through the outage: %v %s, want 200", err, a)
 		}
 		if !c.Introspect(ctx, live.AccessToken, "access_token") {
@@ -302,7 +302,7 @@ func redisOutage(t *testing.T, keep bool) {
 	} else {
 		// The sessions were in the Redis that restarted empty: the old
 		// cookie is a clean 401, and a new login works at once.
-		if a, err := u.call(ctx, http.MethodGet, s.GatewayURL+"/bff/user", cookie); err != nil || a.status != http.StatusUnauthorized || a.jsonError() == "" {
+		if a, err := u.Call(ctx, http.MethodGet, s.GatewayURL+"/bff/user", cookie); err != nil || a.Status != http.StatusUnauthorized || a.JSONError() == "" {
 			t.Errorf("GET /bff/user with a session Redis lost: %v %s, want 401 JSON (log in again)", err, a)
 		}
 		cookie = u.mustLogin(s.GatewayURL)
@@ -317,7 +317,7 @@ func redisOutage(t *testing.T, keep bool) {
 		go func() {
 			defer burst.Done()
 			for i := range 20 {
-				if a, err := u.whoami(ctx, s.GatewayURL, cookie); err != nil || a.status != http.StatusOK {
+				if a, err := u.whoami(ctx, s.GatewayURL, cookie); err != nil || a.Status != http.StatusOK {
 					t.Errorf("worker %d request %d after Redis returned: %v %s, want 200", w, i, err, a)
 					return
 				}
@@ -334,16 +334,16 @@ func redisOutage(t *testing.T, keep bool) {
 }
 
 // plainGet fetches a health endpoint without cookies.
-func plainGet(ctx context.Context, rawURL string) (answer, error) {
+func plainGet(ctx context.Context, rawURL string) (issuerclient.Answer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return answer{}, err
+		return issuerclient.Answer{}, err
 	}
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
-		return answer{}, err
+		return issuerclient.Answer{}, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return answer{status: resp.StatusCode, header: resp.Header, body: string(body)}, err
+	return issuerclient.Answer{Status: resp.StatusCode, Header: resp.Header, Body: string(body)}, err
 }

@@ -98,32 +98,32 @@ func TestSessionAcrossGateways(t *testing.T) {
 
 	for _, gw := range []struct{ name, url string }{{"A", a.GatewayURL}, {"B", b.GatewayURL}} {
 		r, err := u.whoami(ctx, gw.url, cookie)
-		if err != nil || r.status != http.StatusOK {
+		if err != nil || r.Status != http.StatusOK {
 			t.Fatalf("GET /api/whoami through gateway %s with the session of gateway A: %v %s, want 200", gw.name, err, r)
 		}
 		var who struct {
 			Subject string `json:"subject"`
 		}
-		if err := json.Unmarshal([]byte(r.body), &who); err != nil || who.Subject == "" {
+		if err := json.Unmarshal([]byte(r.Body), &who); err != nil || who.Subject == "" {
 			t.Fatalf("GET /api/whoami through gateway %s: %s: no subject", gw.name, r)
 		}
-		r, err = u.call(ctx, http.MethodGet, gw.url+"/bff/user", cookie)
-		if err != nil || r.status != http.StatusOK || !strings.Contains(r.body, who.Subject) {
+		r, err = u.Call(ctx, http.MethodGet, gw.url+"/bff/user", cookie)
+		if err != nil || r.Status != http.StatusOK || !strings.Contains(r.Body, who.Subject) {
 			t.Fatalf("GET /bff/user through gateway %s: %v %s, want 200 with sub %q", gw.name, err, r, who.Subject)
 		}
 	}
 
-	r, err := u.call(ctx, http.MethodPost, b.GatewayURL+"/bff/logout", cookie)
-	if err != nil || r.status/100 != 3 {
+	r, err := u.Call(ctx, http.MethodPost, b.GatewayURL+"/bff/logout", cookie)
+	if err != nil || r.Status/100 != 3 {
 		t.Fatalf("POST /bff/logout through gateway B: %v %s, want a redirect", err, r)
 	}
 	for _, gw := range []struct{ name, url string }{{"A", a.GatewayURL}, {"B", b.GatewayURL}} {
-		r, err := u.call(ctx, http.MethodGet, gw.url+"/bff/user", cookie)
-		if err != nil || r.status != http.StatusUnauthorized || r.jsonError() == "" {
+		r, err := u.Call(ctx, http.MethodGet, gw.url+"/bff/user", cookie)
+		if err != nil || r.Status != http.StatusUnauthorized || r.JSONError() == "" {
 			t.Errorf("GET /bff/user through gateway %s with the cookie logged out through B: %v %s, want 401 JSON", gw.name, err, r)
 		}
 		r, err = u.whoami(ctx, gw.url, cookie)
-		if err != nil || r.status != http.StatusUnauthorized {
+		if err != nil || r.Status != http.StatusUnauthorized {
 			t.Errorf("GET /api/whoami through gateway %s with the cookie logged out through B: %v %s, want 401", gw.name, err, r)
 		}
 	}

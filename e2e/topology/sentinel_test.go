@@ -98,8 +98,8 @@ func TestSentinel(t *testing.T) {
 		// The gateway's client moves the same way: the session made before
 		// the failover is served, and sliding it (a write) succeeds.
 		waitFor(t, "the gateway serves the session made before the failover", func() (bool, error) {
-			a, err := b.get(ctx, gw.GatewayURL+"/bff/user", cookie)
-			return err == nil && a.status == http.StatusOK, fmt.Errorf("GET /bff/user: %v %s", err, a)
+			a, err := b.Get(ctx, gw.GatewayURL+"/bff/user", cookie)
+			return err == nil && a.Status == http.StatusOK, fmt.Errorf("GET /bff/user: %v %s", err, a)
 		})
 		checkSession(t, gw, b, cookie)
 		b2, cookie2 := login(t, gw)

@@ -13,6 +13,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/stack"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/storage"
@@ -237,25 +238,24 @@ func startGateway(t *testing.T, redisSection string) *stack.Stack {
 // checkSession wants the session of cookie served: /bff/user with the
 // user's sub, the demo API through the gateway with the user's subject,
 // and both listeners ready.
-func checkSession(t *testing.T, s *stack.Stack, b *browser, cookie string) {
+func checkSession(t *testing.T, s *stack.Stack, b *issuerclient.Browser, cookie string) {
 	t.Helper()
 	ctx := t.Context()
-	a, err := b.get(ctx, s.GatewayURL+"/bff/user", cookie)
-	if err != nil || a.status != http.StatusOK || userSub(a.body) != userSubject {
+	a, err := b.Get(ctx, s.GatewayURL+"/bff/user", cookie)
+	if err != nil || a.Status != http.StatusOK || userSub(a.Body) != userSubject {
 		t.Fatalf("GET /bff/user: %v %s; want 200 with sub %q", err, a, userSubject)
 	}
-	a, err = b.get(ctx, s.GatewayURL+"/api/whoami", cookie)
-	if err != nil || a.status != http.StatusOK || whoamiSubject(a.body) != userSubject {
+	a, err = b.Get(ctx, s.GatewayURL+"/api/whoami", cookie)
+	if err != nil || a.Status != http.StatusOK || whoamiSubject(a.Body) != userSubject {
 		t.Fatalf("GET /api/whoami through the gateway: %v %s; want 200 with subject %q", err, a, userSubject)
 	}
 	for _, u := range []string{s.GatewayURL + "/readyz", s.IssuerURL + "/readyz"} {
-		resp, err := b.http.Get(u)
+		a, err := b.Get(ctx, u, "")
 		if err != nil {
 			t.Fatalf("GET %s: %v", u, err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s: HTTP %d; want 200", u, resp.StatusCode)
+		if a.Status != http.StatusOK {
+			t.Fatalf("GET %s: %s; want 200", u, a)
 		}
 	}
 }
@@ -265,12 +265,12 @@ func checkSession(t *testing.T, s *stack.Stack, b *browser, cookie string) {
 // as much, with no refresh failed: the refresh lock and grace records
 // (bff/tokens/redistokens) and the issuer's refresh rotation work on the
 // topology.
-func wantRefreshes(t *testing.T, s *stack.Stack, b *browser, cookie string) {
+func wantRefreshes(t *testing.T, s *stack.Stack, b *issuerclient.Browser, cookie string) {
 	t.Helper()
 	before := refreshCounts(t, s)
 	for range 2 {
-		a, err := b.get(t.Context(), s.GatewayURL+"/api/whoami", cookie)
-		if err != nil || a.status != http.StatusOK {
+		a, err := b.Get(t.Context(), s.GatewayURL+"/api/whoami", cookie)
+		if err != nil || a.Status != http.StatusOK {
 			t.Fatalf("GET /api/whoami through the gateway: %v %s; want 200", err, a)
 		}
 	}
@@ -318,10 +318,10 @@ func refreshCounts(t *testing.T, s *stack.Stack) map[string]float64 {
 }
 
 // login signs the user in through the gateway and checks the session.
-func login(t *testing.T, s *stack.Stack) (*browser, string) {
+func login(t *testing.T, s *stack.Stack) (*issuerclient.Browser, string) {
 	t.Helper()
-	b := newBrowser(t)
-	cookie, err := b.login(t.Context(), s.GatewayURL)
+	b := issuerclient.NewBrowser(t)
+	cookie, err := b.GatewayLogin(t.Context(), s.GatewayURL, userName, userPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,19 +342,19 @@ func wantQuietLogs(t *testing.T, s *stack.Stack) {
 }
 
 // logout ends the session through the gateway and wants it gone.
-func logout(t *testing.T, s *stack.Stack, b *browser, cookie string) {
+func logout(t *testing.T, s *stack.Stack, b *issuerclient.Browser, cookie string) {
 	t.Helper()
 	ctx := t.Context()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.GatewayURL+"/bff/logout", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := b.do(req, cookie)
-	if err != nil || a.status/100 != 3 {
+	a, err := b.Do(req, cookie)
+	if err != nil || a.Status/100 != 3 {
 		t.Fatalf("POST /bff/logout: %v %s; want a redirect", err, a)
 	}
-	a, err = b.get(ctx, s.GatewayURL+"/bff/user", cookie)
-	if err != nil || a.status != http.StatusUnauthorized {
+	a, err = b.Get(ctx, s.GatewayURL+"/bff/user", cookie)
+	if err != nil || a.Status != http.StatusUnauthorized {
 		t.Fatalf("GET /bff/user after logout: %v %s; want 401", err, a)
 	}
 }
