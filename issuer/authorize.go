@@ -328,7 +328,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		s.metrics.logins.WithLabelValues("locked").Inc()
 		s.metrics.refused.WithLabelValues(l.scope).Inc()
 		s.log.LogAttrs(ctx, slog.LevelInfo, "login refused: locked",
-			slog.String("scope", l.scope), slog.String("username", clip(username, 64)), slog.String("client_ip", clientIP(c)),
+			slog.String("scope", l.scope), slog.String("username", clip(username, 64)), slog.String("client_ip", s.clientIP(c)),
 			slog.String("client_id", cl.ID), slog.Bool("password_checked", checked), slog.Time("locked_until", l.until),
 			slog.String("request_id", obs.RequestID(c)))
 		return s.refuseLocked(c, req, username, l, tnow)
@@ -381,7 +381,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		}
 		s.log.LogAttrs(ctx, slog.LevelInfo, "login failed",
 			slog.String("username", clip(username, 64)), slog.String("client_id", cl.ID), slog.String("reason", reason),
-			slog.String("client_ip", clientIP(c)), slog.String("request_id", obs.RequestID(c)))
+			slog.String("client_ip", s.clientIP(c)), slog.String("request_id", obs.RequestID(c)))
 		if password != "" {
 			lock, err := s.throttleFailure(c, throttle, username, tnow)
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -115,6 +116,18 @@ type Config struct {
 	// LoginThrottle is the login form's brute-force protection; the zero
 	// value is on with its defaults (see LoginThrottle).
 	LoginThrottle LoginThrottle
+	// TrustedProxies lists the reverse proxies and load balancers in front
+	// of the issuer, as IPs (192.0.2.7) or CIDRs (10.0.0.0/8), the syntax
+	// of the gateway's trusted_proxies. From a peer in the list the client
+	// address (counted by LoginThrottle.MaxIPFailures and logged as
+	// client_ip) is the right-most X-Forwarded-For entry that is not
+	// itself a trusted proxy; from any other peer X-Forwarded-For is
+	// ignored and the client is the peer. Each listed proxy must append
+	// the address it received the request from to X-Forwarded-For (nginx's
+	// $proxy_add_x_forwarded_for, HAProxy's option forwardfor, cloud load
+	// balancers do), or the issuer counts what its client wrote there.
+	// None by default: the client is always the TCP peer. A /0 is refused.
+	TrustedProxies []string
 	// DisableRefreshRotation keeps a refresh token valid across refreshes.
 	// The zero value rotates: every refresh returns a new refresh token and
 	// invalidates the old one, and a reuse of the old one revokes the grant
@@ -144,6 +157,9 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// AccessLog logs one line per request.
 	AccessLog bool
+
+	// trustedProxies is TrustedProxies parsed, filled by withDefaults.
+	trustedProxies []netip.Prefix
 }
 
 // Defaults filled in by New.
@@ -256,6 +272,11 @@ func withDefaults(cfg Config) (Config, map[string]*client, map[string]*user, err
 		return fail(fe.field, "%s", fe.msg)
 	}
 	cfg.LoginThrottle = lt
+	trusted, fe := parseTrustedProxies(cfg.TrustedProxies)
+	if fe != nil {
+		return fail(fe.field, "%s", fe.msg)
+	}
+	cfg.TrustedProxies, cfg.trustedProxies = slices.Clone(cfg.TrustedProxies), trusted
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second}
 	}

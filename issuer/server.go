@@ -33,8 +33,11 @@
 // failing to log in as it (bounded by LoginThrottle.MaxLockout), as with
 // Keycloak's temporary lockout. Counters of unknown usernames take store
 // space until their window ends; the per-address limit bounds how fast one
-// client can add them. The client address is the TCP peer's: behind a
-// reverse proxy set LoginThrottle.DisableIPLimit.
+// client can add them. The client address is the TCP peer's unless the
+// peer is listed in Config.TrustedProxies, then the right-most address in
+// X-Forwarded-For that is not a trusted proxy: behind a reverse proxy,
+// list it there (or set LoginThrottle.DisableIPLimit), or every client
+// shares the proxy's address and its limit.
 package issuer
 
 import (

@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -55,10 +56,12 @@ type LoginThrottle struct {
 	Lockout    time.Duration
 	MaxLockout time.Duration
 	// MaxIPFailures (default 50) failures from one client address lock
-	// the address. The address is the TCP peer's (IPv6: its /64, which
-	// one client usually holds whole); X-Forwarded-For is not read. Behind
-	// a reverse proxy every client has the proxy's address, so the limit
-	// would lock everyone at once: set DisableIPLimit there.
+	// the address. The address is the TCP peer's, or, when the peer is one
+	// of Config.TrustedProxies, the client X-Forwarded-For names (IPv6:
+	// its /64, which one client usually holds whole). Behind a reverse
+	// proxy that is not listed there every client has the proxy's
+	// address, so the limit would lock everyone at once: list the proxy
+	// in Config.TrustedProxies, or set DisableIPLimit.
 	MaxIPFailures int
 	// DisableIPLimit turns off the per-address limit only.
 	DisableIPLimit bool
@@ -141,15 +144,20 @@ type loginLock struct {
 
 // throttleKeys returns the counters of an attempt to log in as username
 // from c's client: the username's, then the address's (when that limit is
-// on and the peer has an IP address). None when the throttle is off.
+// on and the client has an IP address). None when the throttle is off.
+//
+// It resolves the client address first, whether or not the throttle is on,
+// so that the log lines of the login (clientIP) name the client rather
+// than a proxy.
 func (s *Server) throttleKeys(c *fiber.Ctx, username string) []throttleKey {
+	ip := s.clientAddr(c)
 	lt := s.cfg.LoginThrottle
 	if lt.Disable {
 		return nil
 	}
 	p := storage.LoginPolicy{MaxFailures: lt.MaxFailures, Window: lt.Window, Lockout: lt.Lockout, MaxLockout: lt.MaxLockout}
 	keys := []throttleKey{{scope: scopeUsername, key: usernameKey(username), policy: p}}
-	if addr, ok := clientAddr(c); ok && !lt.DisableIPLimit {
+	if addr, ok := addressPrefix(ip); ok && !lt.DisableIPLimit {
 		p.MaxFailures = lt.MaxIPFailures
 		keys = append(keys, throttleKey{scope: scopeAddress, key: addressKey(addr), policy: p})
 	}
@@ -182,19 +190,14 @@ func throttleDigest(kind, v string) string {
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
 }
 
-// clientAddr is the TCP peer's address as the prefix that is counted: the
+// addressPrefix is the prefix of a client address that is counted: the
 // address itself for IPv4, its /64 for IPv6 (a client that holds a /64
-// could otherwise step through its addresses to dodge the limit).
-func clientAddr(c *fiber.Ctx) (netip.Prefix, bool) {
-	ta, ok := c.Context().RemoteAddr().(*net.TCPAddr)
-	if !ok {
+// could otherwise step through its addresses to dodge the limit). None for
+// a missing or unspecified address.
+func addressPrefix(ip netip.Addr) (netip.Prefix, bool) {
+	if !ip.IsValid() || ip.IsUnspecified() {
 		return netip.Prefix{}, false
 	}
-	ip, ok := netip.AddrFromSlice(ta.IP)
-	if !ok || ip.IsUnspecified() {
-		return netip.Prefix{}, false
-	}
-	ip = ip.Unmap()
 	bits := 32
 	if ip.Is6() {
 		bits = 64
@@ -203,14 +206,168 @@ func clientAddr(c *fiber.Ctx) (netip.Prefix, bool) {
 	return p, err == nil
 }
 
-// clientIP is the peer's address for log lines ("" when it has none).
-func clientIP(c *fiber.Ctx) string {
+// clientAddrLocal is the c.Locals key of the client address clientAddr
+// resolved for the request.
+type clientAddrLocal struct{}
+
+// clientAddr is the address of the client that sent c's request (the zero
+// Addr when the connection has none): the TCP peer's, unless the peer is
+// one of Config.TrustedProxies, then the one its X-Forwarded-For names
+// (forwardedClient). It is resolved once per request and kept in c.Locals,
+// where clientIP finds it for log lines.
+func (s *Server) clientAddr(c *fiber.Ctx) netip.Addr {
+	if ip, ok := c.Locals(clientAddrLocal{}).(netip.Addr); ok {
+		return ip
+	}
+	ip := peerAddr(c)
+	if ip.IsValid() && s.trustedProxy(ip) {
+		ip = s.forwardedClient(c.Request().Header.PeekAll(fiber.HeaderXForwardedFor), ip)
+	}
+	c.Locals(clientAddrLocal{}, ip)
+	return ip
+}
+
+// peerAddr is the TCP peer's address (IPv4-mapped IPv6 unmapped), or the
+// zero Addr.
+func peerAddr(c *fiber.Ctx) netip.Addr {
 	if ta, ok := c.Context().RemoteAddr().(*net.TCPAddr); ok {
 		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
-			return ip.Unmap().String()
+			return ip.Unmap()
 		}
 	}
-	return ""
+	return netip.Addr{}
+}
+
+// trustedProxy reports whether ip is one of Config.TrustedProxies.
+func (s *Server) trustedProxy(ip netip.Addr) bool {
+	for _, p := range s.cfg.trustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedClient is the client a trusted peer's X-Forwarded-For names:
+// walking the list from the right (the entry the peer appended) to the
+// left, the first address that is not itself a trusted proxy; when every
+// entry is a trusted proxy, the left-most; when there are none, the peer.
+// lines are the header's field lines in the order received, one list
+// (RFC 9110 §5.3): HAProxy, for one, adds its own line rather than append
+// to the client's, so reading only the first line would read the client's.
+//
+// Only the right end is believed because every hop appends the address it
+// received the request from, so each entry is as good as the hop to its
+// right: the entries a trusted proxy wrote name who connected to it, those
+// further left are whatever the client sent. The walk stops at the first
+// untrusted address because that party could have written everything to
+// its left.
+//
+// A malformed entry stops the walk too, and the client is the last good
+// hop, the trusted proxy to its right (the peer when it is the right-most
+// entry). Skipping it instead would hand the choice to whoever wrote it:
+// "X-Forwarded-For: 192.0.2.1, junk" would count against an address of the
+// sender's choosing, a fresh one per attempt. Counted against the proxy,
+// such requests share one counter (and lock only each other, not the
+// clients whose address resolves). A proxy that writes "unknown" for a
+// client it cannot name puts that client in this shared counter too.
+//
+// Forwarded (RFC 7239) and X-Real-Ip are not read: a proxy that maintains
+// only X-Forwarded-For passes them on as the client wrote them, and which
+// header a given proxy maintains is not something the issuer can tell.
+func (s *Server) forwardedClient(lines [][]byte, peer netip.Addr) netip.Addr {
+	client := peer
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := lines[i]
+		for len(line) > 0 {
+			var hop []byte
+			if j := bytes.LastIndexByte(line, ','); j >= 0 {
+				hop, line = line[j+1:], line[:j]
+			} else {
+				hop, line = line, nil
+			}
+			hop = bytes.Trim(hop, " \t")
+			if len(hop) == 0 {
+				continue // empty list elements are ignored (RFC 9110 §5.6.1)
+			}
+			ip, ok := parseHop(hop)
+			if !ok {
+				return client
+			}
+			client = ip
+			if !s.trustedProxy(ip) {
+				return ip
+			}
+		}
+	}
+	return client
+}
+
+// parseHop parses one X-Forwarded-For entry: an IP address, or one with a
+// port as some load balancers write it (192.0.2.1:4711,
+// [2001:db8::1]:4711). The unspecified address is not a client's.
+func parseHop(b []byte) (netip.Addr, bool) {
+	s := string(b)
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		ip = ap.Addr()
+	}
+	// No zone: it would let one address be written many ways.
+	ip = ip.Unmap().WithZone("")
+	if ip.IsUnspecified() {
+		return netip.Addr{}, false
+	}
+	return ip, true
+}
+
+// parseTrustedProxies parses Config.TrustedProxies: CIDRs or IPs, as the
+// gateway's proxy.Config.TrustedProxies takes them. A /0 is refused:
+// trusting every address would let any client choose, in X-Forwarded-For,
+// the address its failures count against.
+func parseTrustedProxies(list []string) ([]netip.Prefix, *fieldError) {
+	out := make([]netip.Prefix, 0, len(list))
+	for i, s := range list {
+		field := fmt.Sprintf("trusted_proxies[%d]", i)
+		var p netip.Prefix
+		if strings.Contains(s, "/") {
+			pp, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, &fieldError{field: field, msg: fmt.Sprintf("%q is not a CIDR (want an IP or a CIDR such as 10.0.0.0/8 or 2001:db8::/32)", s)}
+			}
+			p = pp.Masked()
+			// Peers are compared unmapped: an IPv4-mapped prefix would
+			// match none of them.
+			if p.Addr().Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+		} else {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, &fieldError{field: field, msg: fmt.Sprintf("%q is neither an IP nor a CIDR (want e.g. 192.0.2.7 or 10.0.0.0/8)", s)}
+			}
+			ip = ip.Unmap().WithZone("")
+			p = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		if p.Bits() == 0 {
+			return nil, &fieldError{field: field, msg: fmt.Sprintf("%q trusts every address, so any client could choose in X-Forwarded-For the address its failed logins count against; list your proxies' addresses, or set login_throttle.disable_ip_limit", s)}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// clientIP is the request's client address for log lines ("" when it has
+// none), as the throttle counts it (clientAddr).
+func (s *Server) clientIP(c *fiber.Ctx) string {
+	ip := s.clientAddr(c)
+	if !ip.IsValid() {
+		return ""
+	}
+	return ip.String()
 }
 
 // throttleCheck reports the lock, if any, that refuses an attempt against
@@ -244,7 +401,7 @@ func (s *Server) throttleFailure(c *fiber.Ctx, keys []throttleKey, username stri
 			// Warn: a lockout is what an operator looks for first when
 			// a user cannot log in, or when someone is guessing.
 			s.log.LogAttrs(ctx, slog.LevelWarn, "login locked: too many failed logins",
-				slog.String("scope", k.scope), slog.String("username", clip(username, 64)), slog.String("client_ip", clientIP(c)),
+				slog.String("scope", k.scope), slog.String("username", clip(username, 64)), slog.String("client_ip", s.clientIP(c)),
 				slog.Int("lockouts", f.Lockouts), slog.Duration("lockout", f.LockedUntil.Sub(now)),
 				slog.Time("locked_until", f.LockedUntil), slog.String("request_id", obs.RequestID(c)))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -507,5 +508,237 @@ func TestLockoutStopsAQueuedBurst(t *testing.T) {
 	}
 	if locked < burst-int(hashed) {
 		t.Errorf("%d guesses answered 429, want at least the %d that were not hashed", locked, burst-int(hashed))
+	}
+}
+
+// behindProxy returns a browser whose requests carry X-Forwarded-For, one
+// field line per element of xff, as a reverse proxy on 127.0.0.1 (the
+// peer of every test request) would send them.
+func behindProxy(e *env, xff ...string) *browser {
+	b := e.browser()
+	b.client.Transport = forwardedFor{base: b.client.Transport, xff: xff}
+	return b
+}
+
+type forwardedFor struct {
+	base http.RoundTripper
+	xff  []string
+}
+
+func (f forwardedFor) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	if len(f.xff) > 0 {
+		req.Header["X-Forwarded-For"] = f.xff
+	}
+	return f.base.RoundTrip(req)
+}
+
+// logRecords parses the JSON log lines with message msg.
+func logRecords(t *testing.T, out, msg string) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for line := range strings.Lines(out) {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("log line is not JSON: %v\n%s", err, line)
+		}
+		if r["msg"] == msg {
+			recs = append(recs, r)
+		}
+	}
+	return recs
+}
+
+// TestTrustedProxyCountsEachClient: behind a trusted proxy the address
+// limit counts each client X-Forwarded-For names, not the proxy: one
+// client's failures lock that client (whatever it writes to the left of
+// what the proxy appended), and another behind the same proxy logs in.
+// IPv6 clients are counted by /64, as direct ones are.
+func TestTrustedProxyCountsEachClient(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	e := start(t, envOptions{cfg: func(c *issuer.Config) {
+		c.LoginThrottle = issuer.LoginThrottle{MaxFailures: 100, MaxIPFailures: 3, Lockout: time.Minute}
+		c.TrustedProxies = []string{"127.0.0.1/32"}
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}})
+	fl := newFlow(e.oauth2Config(e.provider(), webID))
+	wantCode := func(what string, p page) {
+		t.Helper()
+		if p.location == nil || p.location.Query().Get("code") == "" {
+			t.Fatalf("%s: status %d location %v, want a code", what, p.status, p.location)
+		}
+	}
+
+	a := behindProxy(e, "198.51.100.7")
+	p := loginPage(t, a, fl)
+	for i := range 2 {
+		p = try(a, p, fmt.Sprintf("user-%d", i), "Winter2025!")
+		wantWrong(t, fmt.Sprintf("client A, spray %d", i), p)
+	}
+	p = try(a, p, "user-2", "Winter2025!")
+	wantLocked(t, "client A, third failure", p, time.Minute)
+
+	// Client B, behind the same proxy: its own address, not locked.
+	wantCode("client B behind the same proxy", behindProxy(e, "203.0.113.9").authorize(fl.authURL(), aliceUser, alicePassword))
+	// The proxy's own requests (no X-Forwarded-For) count against the
+	// proxy's address, which A's failures did not touch.
+	wantCode("the proxy itself", e.browser().authorize(fl.authURL(), aliceUser, alicePassword))
+
+	// A, with the right password and a made-up address in front of the
+	// one the proxy appended: still A, still locked.
+	checks := e.passwordChecks()
+	a2 := behindProxy(e, "192.0.2.200, 198.51.100.7")
+	p = try(a2, loginPage(t, a2, fl), aliceUser, alicePassword)
+	wantLocked(t, "client A with a spoofed entry", p, time.Minute)
+	if got := e.passwordChecks(); got != checks {
+		t.Fatalf("%v password checks while A is locked, want none", got-checks)
+	}
+
+	// IPv6: two addresses of one /64 share a counter, another /64 not.
+	v6 := behindProxy(e, "2001:db8:1:2::1")
+	p = loginPage(t, v6, fl)
+	for i := range 2 {
+		p = try(v6, p, fmt.Sprintf("v6-user-%d", i), "Winter2025!")
+		wantWrong(t, fmt.Sprintf("2001:db8:1:2::1, failure %d", i), p)
+	}
+	v6b := behindProxy(e, "2001:db8:1:2::ffff")
+	p = try(v6b, loginPage(t, v6b, fl), "v6-user-2", "Winter2025!")
+	wantLocked(t, "2001:db8:1:2::ffff, the /64's third failure", p, time.Minute)
+	wantCode("2001:db8:1:3::1, another /64", behindProxy(e, "2001:db8:1:3::1").authorize(fl.authURL(), aliceUser, alicePassword))
+
+	// The lockout line names the client, not the proxy.
+	var locked []string
+	for _, r := range logRecords(t, logs.String(), "login locked: too many failed logins") {
+		if r["scope"] == "address" {
+			locked = append(locked, fmt.Sprint(r["client_ip"]))
+		}
+	}
+	if want := []string{"198.51.100.7", "2001:db8:1:2::ffff"}; !slices.Equal(locked, want) {
+		t.Errorf("address lockouts logged for %q, want %q", locked, want)
+	}
+}
+
+// TestUntrustedPeerForwardedFor: from a peer not in TrustedProxies,
+// X-Forwarded-For is ignored: a client that writes a new address into it
+// on every attempt is still counted, and locked, by its own.
+func TestUntrustedPeerForwardedFor(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	e := start(t, envOptions{cfg: func(c *issuer.Config) {
+		c.LoginThrottle = issuer.LoginThrottle{MaxFailures: 100, MaxIPFailures: 3, Lockout: time.Minute}
+		c.TrustedProxies = []string{"10.0.0.0/8", "::1"} // not 127.0.0.1
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}})
+	fl := newFlow(e.oauth2Config(e.provider(), webID))
+	for i := range 2 {
+		b := behindProxy(e, fmt.Sprintf("198.51.100.%d", i+1))
+		wantWrong(t, fmt.Sprintf("failure %d", i), try(b, loginPage(t, b, fl), fmt.Sprintf("user-%d", i), "Winter2025!"))
+	}
+	b := behindProxy(e, "198.51.100.3")
+	wantLocked(t, "third failure", try(b, loginPage(t, b, fl), "user-2", "Winter2025!"), time.Minute)
+	b = behindProxy(e, "203.0.113.9")
+	wantLocked(t, "right password, yet another X-Forwarded-For", try(b, loginPage(t, b, fl), aliceUser, alicePassword), time.Minute)
+
+	recs := logRecords(t, logs.String(), "login failed")
+	if len(recs) != 3 {
+		t.Fatalf("%d login failed lines, want 3", len(recs))
+	}
+	for _, r := range recs {
+		if r["client_ip"] != "127.0.0.1" {
+			t.Errorf("login failed for %v logged client_ip %v, want the peer 127.0.0.1", r["username"], r["client_ip"])
+		}
+	}
+}
+
+// TestForwardedClientAddress: the client address a trusted peer's
+// X-Forwarded-For resolves to, read from the client_ip of the failed
+// login's log line: the right-most entry that is not a trusted proxy,
+// across several proxies and field lines; the left-most when all are
+// trusted; at a malformed entry, the trusted hop to its right.
+func TestForwardedClientAddress(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	e := start(t, envOptions{cfg: func(c *issuer.Config) {
+		c.LoginThrottle = issuer.LoginThrottle{MaxFailures: 100, MaxIPFailures: 1000}
+		// An IP, an IPv4-mapped CIDR (it means 10.0.0.0/8) and an IPv6
+		// CIDR.
+		c.TrustedProxies = []string{"127.0.0.1", "::ffff:10.0.0.0/104", "2001:db8:ffff::/48"}
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}})
+	fl := newFlow(e.oauth2Config(e.provider(), webID))
+	for i, tc := range []struct {
+		name string
+		xff  []string // field lines
+		want string
+	}{
+		{"no header: the proxy", nil, "127.0.0.1"},
+		{"one client", []string{"198.51.100.7"}, "198.51.100.7"},
+		{"spoofed entry left of the client", []string{"192.0.2.1, 198.51.100.7"}, "198.51.100.7"},
+		{"spoofed trusted address left of the client", []string{"10.0.0.9, 198.51.100.7"}, "198.51.100.7"},
+		{"two more proxies", []string{"192.0.2.1, 198.51.100.7, 10.1.2.3, 10.0.0.2"}, "198.51.100.7"},
+		{"all trusted: the left-most", []string{"10.0.0.5, 10.0.0.2"}, "10.0.0.5"},
+		{"a proxy's own line after the client's", []string{"192.0.2.1", "198.51.100.7"}, "198.51.100.7"},
+		{"lines and lists", []string{"192.0.2.1, 198.51.100.7", "10.0.0.3", "10.0.0.2"}, "198.51.100.7"},
+		{"empty elements and spaces", []string{" ,198.51.100.7 , ,\t"}, "198.51.100.7"},
+		{"malformed right-most: the peer", []string{"198.51.100.7, not-an-ip"}, "127.0.0.1"},
+		{"malformed behind a proxy: that proxy", []string{"198.51.100.7, unknown, 10.0.0.2"}, "10.0.0.2"},
+		{"unspecified address is malformed", []string{"198.51.100.7, 0.0.0.0"}, "127.0.0.1"},
+		{"IPv4 with a port", []string{"198.51.100.7:4711"}, "198.51.100.7"},
+		{"IPv4-mapped IPv6", []string{"::ffff:198.51.100.7"}, "198.51.100.7"},
+		{"IPv6", []string{"2001:db8:1::7"}, "2001:db8:1::7"},
+		{"IPv6 with a port", []string{"[2001:db8:1::7]:4711"}, "2001:db8:1::7"},
+		{"IPv6 behind an IPv6 proxy", []string{"2001:db8:1::7, 2001:db8:ffff::1"}, "2001:db8:1::7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			username := fmt.Sprintf("case-%d", i)
+			b := behindProxy(e, tc.xff...)
+			wantWrong(t, tc.name, try(b, loginPage(t, b, fl), username, "wrong password"))
+			var got []any
+			for _, r := range logRecords(t, logs.String(), "login failed") {
+				if r["username"] == username {
+					got = append(got, r["client_ip"])
+				}
+			}
+			if len(got) != 1 || got[0] != tc.want {
+				t.Errorf("X-Forwarded-For %q: client_ip %v, want %q", tc.xff, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTrustedProxiesConfig: New names the trusted_proxies entry at fault.
+func TestTrustedProxiesConfig(t *testing.T) {
+	t.Parallel()
+	db, err := bolt.OpenDB(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store, err := bolt.New(db, bolt.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		proxies []string
+		want    string
+	}{
+		{[]string{"10.0.0.0/8", "10.0.0.300"}, `issuer.trusted_proxies[1]: "10.0.0.300" is neither an IP nor a CIDR`},
+		{[]string{"10.0.0.0/33"}, `issuer.trusted_proxies[0]: "10.0.0.0/33" is not a CIDR`},
+		{[]string{"proxy.internal"}, `issuer.trusted_proxies[0]: "proxy.internal" is neither an IP nor a CIDR`},
+		{[]string{""}, `issuer.trusted_proxies[0]: "" is neither an IP nor a CIDR`},
+		{[]string{"0.0.0.0/0"}, `issuer.trusted_proxies[0]: "0.0.0.0/0" trusts every address`},
+		{[]string{"127.0.0.1", "::/0"}, `issuer.trusted_proxies[1]: "::/0" trusts every address`},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			cfg := baseConfig()
+			cfg.Issuer = "http://127.0.0.1:9"
+			cfg.Store = store
+			cfg.TrustedProxies = tc.proxies
+			_, err := issuer.New(context.Background(), cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want an error containing %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -69,6 +70,7 @@ type Issuer struct {
 	Keys            []IssuerKey    `yaml:"keys"`
 	Denylist        Denylist       `yaml:"denylist"`
 	LoginThrottle   LoginThrottle  `yaml:"login_throttle"`
+	TrustedProxies  []string       `yaml:"trusted_proxies"`
 	Clients         []IssuerClient `yaml:"clients"`
 	Users           []IssuerUser   `yaml:"users"`
 }
@@ -515,6 +517,26 @@ func (c *Config) validate() error {
 			bad(key, addr, "want host:port, such as 127.0.0.1:8080")
 		}
 	}
+	// trustedProxies checks a trusted_proxies list the way issuer and
+	// bff/proxy parse it: IPs or CIDRs. With allowAll false a /0 is
+	// refused (issuer.trusted_proxies: trusting every address would let
+	// any client choose the address the login throttle counts).
+	trustedProxies := func(key string, list []string, allowAll bool) {
+		for i, s := range list {
+			k := fmt.Sprintf("%s[%d]", key, i)
+			if strings.Contains(s, "/") {
+				p, err := netip.ParsePrefix(s)
+				switch {
+				case err != nil:
+					bad(k, s, "want a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or an IP")
+				case p.Bits() == 0 && !allowAll:
+					bad(k, s, "it trusts every address, so any client could choose in X-Forwarded-For the address its failed logins count against: list your proxies' addresses (or set issuer.login_throttle.disable_ip_limit)")
+				}
+			} else if _, err := netip.ParseAddr(s); err != nil {
+				bad(k, s, "want an IP such as 192.0.2.7 or a CIDR such as 10.0.0.0/8")
+			}
+		}
+	}
 	absURL := func(key, s string) {
 		u, err := url.Parse(s)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -610,6 +632,7 @@ func (c *Config) validate() error {
 				bad("issuer.login_throttle.max_lockout", lt.MaxLockout.D().String(), "want at least issuer.login_throttle.lockout")
 			}
 		}
+		trustedProxies("issuer.trusted_proxies", is.TrustedProxies, false)
 		for i, k := range is.Keys {
 			key := fmt.Sprintf("issuer.keys[%d]", i)
 			if k.Path == "" {
@@ -675,6 +698,7 @@ func (c *Config) validate() error {
 				bad(fmt.Sprintf("gateway.session.cookie_keys[%d].block", i), "(hidden)", "want 16, 24 or 32 random bytes, base64 encoded: "+err.Error())
 			}
 		}
+		trustedProxies("gateway.trusted_proxies", g.TrustedProxies, true)
 		if g.CSRF.Header == "" || g.CSRF.Value == "" {
 			bad("gateway.csrf", g.CSRF.Header+": "+g.CSRF.Value, "want a header name and value, such as X-CSRF: 1")
 		}

@@ -1,6 +1,13 @@
 package main
 
 import (
+	"encoding/json"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,6 +17,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"golang.org/x/oauth2"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -153,6 +161,14 @@ func TestConfigErrors(t *testing.T) {
 		{"login throttle zero failures", "issuer:\n  login_throttle: {max_failures: 0}\n", nil, []string{"issuer.login_throttle.max_failures", "disable: true"}},
 		{"login throttle short lockout", "", []string{"BFFGATE_ISSUER_LOGIN_THROTTLE_LOCKOUT=10ms"}, []string{"issuer.login_throttle.lockout", "at least 1s"}},
 		{"login throttle max below first", "issuer:\n  login_throttle: {lockout: 10m, max_lockout: 5m}\n", nil, []string{"issuer.login_throttle.max_lockout", "at least issuer.login_throttle.lockout"}},
+		{"issuer trusted proxy not an IP", "issuer:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.300]\n", nil,
+			[]string{"issuer.trusted_proxies[1]", `"10.0.0.300"`, "want an IP"}},
+		{"issuer trusted proxy bad CIDR", "", []string{"BFFGATE_ISSUER_TRUSTED_PROXIES=[10.0.0.0/33]"},
+			[]string{"issuer.trusted_proxies[0]", `"10.0.0.0/33"`, "want a CIDR"}},
+		{"issuer trusts every address", "issuer:\n  trusted_proxies: ['::/0']\n", nil,
+			[]string{"issuer.trusted_proxies[0]", `"::/0"`, "every address", "disable_ip_limit"}},
+		{"gateway trusted proxy bad CIDR", "gateway:\n  trusted_proxies: [proxy.internal]\n", nil,
+			[]string{"gateway.trusted_proxies[0]", `"proxy.internal"`, "want an IP"}},
 		{"sentinel username without password", "redis:\n  sentinel_addrs: [127.0.0.1:26379]\n  master_name: m\n  sentinel_username: watcher\n", nil,
 			[]string{"redis.sentinel_password", "redis.sentinel_username is set"}},
 	}
@@ -255,6 +271,111 @@ func TestSentinelCredentials(t *testing.T) {
 			if o.Username != "app" || o.Password != "master-pw" || o.DB != 2 || o.MasterName != "mymaster" || len(o.SentinelAddrs) != 2 {
 				t.Errorf("master options = user %q, password set %t, db %d, master %q, sentinels %v; want app, true, 2, mymaster and both sentinels",
 					o.Username, o.Password != "", o.DB, o.MasterName, o.SentinelAddrs)
+			}
+		})
+	}
+}
+
+// issuer.trusted_proxies reaches the issuer serve builds: with 127.0.0.1
+// (the test's peer) listed, a failed login is logged, and counted, as the
+// client X-Forwarded-For names; without it, as the peer.
+func TestIssuerTrustedProxiesWired(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"trusted", []string{"BFFGATE_ISSUER_TRUSTED_PROXIES=[127.0.0.1/32]"}, "198.51.100.7"},
+		{"not listed", nil, "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := loadConfig("", append([]string{"BFFGATE_DATA_DIR=" + t.TempDir(), "BFFGATE_LOG_FORMAT=json"}, tc.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out lockedBuffer
+			rt, err := openState(t.Context(), cfg, newLogger(cfg.Log, &out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rt.close()
+			srv, _, err := buildIssuer(t.Context(), rt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- srv.App().Listener(ln) }()
+			defer func() {
+				if err := srv.App().Shutdown(); err != nil {
+					t.Errorf("shutdown: %v", err)
+				}
+				if err := <-served; err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			}()
+			base := "http://" + ln.Addr().String()
+			jar, err := cookiejar.New(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			do := func(req *http.Request) (int, string) {
+				t.Helper()
+				req.Header.Set("X-Forwarded-For", "198.51.100.7")
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				var b strings.Builder
+				if _, err := io.Copy(&b, resp.Body); err != nil {
+					t.Fatal(err)
+				}
+				return resp.StatusCode, b.String()
+			}
+
+			q := url.Values{
+				"response_type": {"code"}, "client_id": {embeddedClientID}, "scope": {"openid"}, "state": {"s"},
+				"redirect_uri":          {cfg.Gateway.PublicURL + cfg.Gateway.BasePath + "/callback"},
+				"code_challenge":        {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())},
+				"code_challenge_method": {"S256"},
+			}
+			req, _ := http.NewRequest(http.MethodGet, base+"/authorize?"+q.Encode(), nil)
+			status, body := do(req)
+			action := regexp.MustCompile(`<form method="post" action="([^"]*)"`).FindStringSubmatch(body)
+			if status != http.StatusOK || action == nil {
+				t.Fatalf("GET /authorize: status %d, want the login form:\n%s", status, body)
+			}
+			form := url.Values{"username": {demoUser}, "password": {"not the password"}}
+			for _, f := range regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`).FindAllStringSubmatch(body, -1) {
+				form.Set(html.UnescapeString(f[1]), html.UnescapeString(f[2]))
+			}
+			// The action is under issuer.url; this issuer listens elsewhere.
+			target, err := url.Parse(html.UnescapeString(action[1]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ = http.NewRequest(http.MethodPost, base+target.Path, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if status, body = do(req); status != http.StatusUnauthorized {
+				t.Fatalf("POST %s with a wrong password: status %d, want 401:\n%s", target.Path, status, body)
+			}
+
+			var got []any
+			for _, line := range out.lines() {
+				var r map[string]any
+				if json.Unmarshal([]byte(line), &r) == nil && r["msg"] == "login failed" {
+					got = append(got, r["client_ip"])
+				}
+			}
+			if len(got) != 1 || got[0] != tc.want {
+				t.Errorf("login failed logged client_ip %v, want %q", got, tc.want)
 			}
 		})
 	}

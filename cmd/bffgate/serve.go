@@ -354,6 +354,7 @@ func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, erro
 		DenylistCacheSize:      is.Denylist.CacheSize,
 		DenylistPollInterval:   is.Denylist.PollInterval.D(),
 		PurgeDelay:             is.Denylist.PurgeDelay.D(),
+		TrustedProxies:         is.TrustedProxies,
 		LoginThrottle: issuer.LoginThrottle{
 			Disable: is.LoginThrottle.Disable, MaxFailures: is.LoginThrottle.MaxFailures,
 			Window: is.LoginThrottle.Window.D(), Lockout: is.LoginThrottle.Lockout.D(), MaxLockout: is.LoginThrottle.MaxLockout.D(),
