@@ -21,6 +21,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -292,4 +293,44 @@ type LoginSession struct {
 	Subject   string
 	AuthTime  time.Time
 	ExpiresAt time.Time
+}
+
+// Argument checks the implementations share, so that every store refuses
+// the same calls with the same words.
+
+// CheckRevoke reports a revocation (op: "revoke grant", "revoke access
+// token", "revoke sid") whose id (named what) is empty or whose
+// deniedUntil is zero; hint says what deniedUntil should be.
+func CheckRevoke(op, what, id string, deniedUntil time.Time, hint string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("storage: %s: %s is empty", op, what)
+	case deniedUntil.IsZero():
+		return fmt.Errorf("storage: %s: deniedUntil is zero; pass %s", op, hint)
+	}
+	return nil
+}
+
+// CheckNewCode reports an authorization code CreateCode refuses.
+func CheckNewCode(c AuthCode) error {
+	switch {
+	case c.Hash == "":
+		return errors.New("storage: create code: Hash is empty")
+	case c.ExpiresAt.IsZero():
+		return errors.New("storage: create code: ExpiresAt is zero")
+	case c.RedeemedGrant != "":
+		return errors.New("storage: create code: RedeemedGrant is set on a new code")
+	}
+	return nil
+}
+
+// CheckNewLoginSession reports a login session CreateLoginSession refuses.
+func CheckNewLoginSession(ls LoginSession) error {
+	switch {
+	case ls.ID == "":
+		return errors.New("storage: create login session: ID is empty")
+	case ls.ExpiresAt.IsZero():
+		return errors.New("storage: create login session: ExpiresAt is zero")
+	}
+	return nil
 }

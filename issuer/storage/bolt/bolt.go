@@ -253,7 +253,7 @@ func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, err
 // CreateCode stores c; a code already stored under c.Hash is
 // storage.ErrAlreadyExists.
 func (s *Store) CreateCode(ctx context.Context, c storage.AuthCode) error {
-	if err := validateCode(c); err != nil {
+	if err := storage.CheckNewCode(c); err != nil {
 		return err
 	}
 	return s.update(ctx, "create code", func(t *txn) error {
@@ -346,11 +346,8 @@ func (s *Store) RefreshToken(ctx context.Context, jti string) (storage.RefreshTo
 // RevokeGrant removes the grant, its refresh tokens and its index entries
 // and denylists its id until deniedUntil.
 func (s *Store) RevokeGrant(ctx context.Context, grantID string, deniedUntil, now time.Time) error {
-	if grantID == "" {
-		return errors.New("bolt: revoke grant: grant id is empty")
-	}
-	if deniedUntil.IsZero() {
-		return errors.New("bolt: revoke grant: deniedUntil is zero; pass the latest expiry of the grant's tokens plus the purge delay")
+	if err := storage.CheckRevoke("revoke grant", "grant id", grantID, deniedUntil, "the latest expiry of the grant's tokens plus the purge delay"); err != nil {
+		return err
 	}
 	return s.update(ctx, "revoke grant", func(t *txn) error {
 		return t.revokeGrant(grantID, deniedUntil)
@@ -362,11 +359,8 @@ func (s *Store) RevokeGrant(ctx context.Context, grantID string, deniedUntil, no
 // record stays (other access tokens of it remain valid until they expire)
 // and is purged with its expiry.
 func (s *Store) RevokeAccessToken(ctx context.Context, jti, grantID string, deniedUntil, now time.Time) error {
-	if jti == "" {
-		return errors.New("bolt: revoke access token: jti is empty")
-	}
-	if deniedUntil.IsZero() {
-		return errors.New("bolt: revoke access token: deniedUntil is zero; pass the token's exp plus the purge delay")
+	if err := storage.CheckRevoke("revoke access token", "jti", jti, deniedUntil, "the token's exp plus the purge delay"); err != nil {
+		return err
 	}
 	return s.update(ctx, "revoke access token", func(t *txn) error {
 		if err := t.deny(storage.DenyEntry{Kind: storage.DenyJTI, ID: jti, Until: deniedUntil}); err != nil {
@@ -382,11 +376,8 @@ func (s *Store) RevokeAccessToken(ctx context.Context, jti, grantID string, deni
 // RevokeSID revokes every grant indexed under the login session sid and
 // returns their ids, sorted.
 func (s *Store) RevokeSID(ctx context.Context, sid string, deniedUntil, now time.Time) ([]string, error) {
-	if sid == "" {
-		return nil, errors.New("bolt: revoke sid: sid is empty")
-	}
-	if deniedUntil.IsZero() {
-		return nil, errors.New("bolt: revoke sid: deniedUntil is zero; pass the latest token expiry plus the purge delay")
+	if err := storage.CheckRevoke("revoke sid", "sid", sid, deniedUntil, "the latest token expiry plus the purge delay"); err != nil {
+		return nil, err
 	}
 	var ids []string
 	err := s.update(ctx, "revoke sid", func(t *txn) error {
@@ -470,11 +461,8 @@ func (s *Store) Purge(ctx context.Context, now time.Time) (int, error) {
 // CreateLoginSession stores ls; an existing session with its ID is
 // storage.ErrAlreadyExists.
 func (s *Store) CreateLoginSession(ctx context.Context, ls storage.LoginSession) error {
-	if ls.ID == "" {
-		return errors.New("bolt: create login session: ID is empty")
-	}
-	if ls.ExpiresAt.IsZero() {
-		return errors.New("bolt: create login session: ExpiresAt is zero")
+	if err := storage.CheckNewLoginSession(ls); err != nil {
+		return err
 	}
 	return s.update(ctx, "create login session", func(t *txn) error {
 		if t.b.login.Get([]byte(ls.ID)) != nil {
@@ -520,16 +508,4 @@ func (s *Store) Ping(ctx context.Context) error {
 // record is dead at and after its expiry instant (RFC 7519 §4.1.4).
 func expired(exp, now time.Time) bool {
 	return !exp.IsZero() && !now.Before(exp)
-}
-
-func validateCode(c storage.AuthCode) error {
-	switch {
-	case c.Hash == "":
-		return errors.New("bolt: create code: Hash is empty")
-	case c.ExpiresAt.IsZero():
-		return errors.New("bolt: create code: ExpiresAt is zero")
-	case c.RedeemedGrant != "":
-		return errors.New("bolt: create code: RedeemedGrant is set on a new code")
-	}
-	return nil
 }

@@ -130,13 +130,8 @@ func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, err
 // CreateCode stores c; a code already stored under c.Hash is
 // storage.ErrAlreadyExists.
 func (s *Store) CreateCode(ctx context.Context, c storage.AuthCode) error {
-	switch {
-	case c.Hash == "":
-		return errors.New("redis: create code: Hash is empty")
-	case c.ExpiresAt.IsZero():
-		return errors.New("redis: create code: ExpiresAt is zero")
-	case c.RedeemedGrant != "":
-		return errors.New("redis: create code: RedeemedGrant is set on a new code")
+	if err := storage.CheckNewCode(c); err != nil {
+		return err
 	}
 	return s.update(ctx, "create code", func(t *txn) error {
 		v, err := t.get1(s.k.code(c.Hash))
@@ -231,11 +226,8 @@ func (s *Store) RefreshToken(ctx context.Context, jti string) (storage.RefreshTo
 // RevokeGrant removes the grant, its refresh tokens and its index entries
 // and denylists its id until deniedUntil.
 func (s *Store) RevokeGrant(ctx context.Context, grantID string, deniedUntil, now time.Time) error {
-	if grantID == "" {
-		return errors.New("redis: revoke grant: grant id is empty")
-	}
-	if deniedUntil.IsZero() {
-		return errors.New("redis: revoke grant: deniedUntil is zero; pass the latest expiry of the grant's tokens plus the purge delay")
+	if err := storage.CheckRevoke("revoke grant", "grant id", grantID, deniedUntil, "the latest expiry of the grant's tokens plus the purge delay"); err != nil {
+		return err
 	}
 	return s.update(ctx, "revoke grant", func(t *txn) error {
 		return t.revokeGrant(grantID, deniedUntil)
@@ -246,11 +238,8 @@ func (s *Store) RevokeGrant(ctx context.Context, grantID string, deniedUntil, no
 // refresh tokens of grantID (when not empty) from the allowlist. The grant
 // record stays and is purged with its expiry.
 func (s *Store) RevokeAccessToken(ctx context.Context, jti, grantID string, deniedUntil, now time.Time) error {
-	if jti == "" {
-		return errors.New("redis: revoke access token: jti is empty")
-	}
-	if deniedUntil.IsZero() {
-		return errors.New("redis: revoke access token: deniedUntil is zero; pass the token's exp plus the purge delay")
+	if err := storage.CheckRevoke("revoke access token", "jti", jti, deniedUntil, "the token's exp plus the purge delay"); err != nil {
+		return err
 	}
 	return s.update(ctx, "revoke access token", func(t *txn) error {
 		if err := t.deny(storage.DenyEntry{Kind: storage.DenyJTI, ID: jti, Until: deniedUntil}); err != nil {
@@ -267,11 +256,8 @@ func (s *Store) RevokeAccessToken(ctx context.Context, jti, grantID string, deni
 // RevokeSID revokes every grant indexed under the login session sid and
 // returns their ids, sorted.
 func (s *Store) RevokeSID(ctx context.Context, sid string, deniedUntil, now time.Time) ([]string, error) {
-	if sid == "" {
-		return nil, errors.New("redis: revoke sid: sid is empty")
-	}
-	if deniedUntil.IsZero() {
-		return nil, errors.New("redis: revoke sid: deniedUntil is zero; pass the latest token expiry plus the purge delay")
+	if err := storage.CheckRevoke("revoke sid", "sid", sid, deniedUntil, "the latest token expiry plus the purge delay"); err != nil {
+		return nil, err
 	}
 	var ids []string
 	err := s.update(ctx, "revoke sid", func(t *txn) error {
@@ -397,11 +383,8 @@ func (s *Store) Purge(ctx context.Context, now time.Time) (int, error) {
 // CreateLoginSession stores ls; an existing session with its ID is
 // storage.ErrAlreadyExists.
 func (s *Store) CreateLoginSession(ctx context.Context, ls storage.LoginSession) error {
-	if ls.ID == "" {
-		return errors.New("redis: create login session: ID is empty")
-	}
-	if ls.ExpiresAt.IsZero() {
-		return errors.New("redis: create login session: ExpiresAt is zero")
+	if err := storage.CheckNewLoginSession(ls); err != nil {
+		return err
 	}
 	return s.update(ctx, "create login session", func(t *txn) error {
 		key := s.k.login(ls.ID)
