@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -239,4 +240,25 @@ func (t Ticket) additionalData(header []byte) []byte {
 	ad := make([]byte, 0, TicketIDSize+len(header))
 	ad = append(ad, t.id[:]...)
 	return append(ad, header...)
+}
+
+// SealNew is what a server-side store's Create does before it writes: it
+// refuses a nil session or one already expired at now, and seals sess
+// under a fresh ticket.
+func SealNew(sess *session.Session, now time.Time) (Ticket, []byte, error) {
+	if sess == nil {
+		return Ticket{}, nil, errors.New("nil session")
+	}
+	if sess.Expired(now) {
+		return Ticket{}, nil, fmt.Errorf("the session expired at %s, before it was stored; check the idle timeout and absolute lifetime", sess.ExpiresAt().Format(time.RFC3339))
+	}
+	tk, err := NewTicket()
+	if err != nil {
+		return Ticket{}, nil, err
+	}
+	rec, err := Seal(tk, sess)
+	if err != nil {
+		return Ticket{}, nil, err
+	}
+	return tk, rec, nil
 }

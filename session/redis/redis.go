@@ -236,21 +236,11 @@ func (s *Store) Create(ctx context.Context, sess *session.Session) (string, erro
 }
 
 func (s *Store) create(ctx context.Context, sess *session.Session) (string, error) {
-	if sess == nil {
-		return "", errors.New("session/redis: create: nil session")
-	}
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("session/redis: create: %w", err)
 	}
 	now := s.now()
-	if sess.Expired(now) {
-		return "", fmt.Errorf("session/redis: create: the session expired at %s, before it was stored; check the idle timeout and absolute lifetime", sess.ExpiresAt().Format(time.RFC3339))
-	}
-	tk, err := codec.NewTicket()
-	if err != nil {
-		return "", fmt.Errorf("session/redis: create: %w", err)
-	}
-	rec, err := codec.Seal(tk, sess)
+	tk, rec, err := codec.SealNew(sess, now)
 	if err != nil {
 		return "", fmt.Errorf("session/redis: create: %w", err)
 	}
