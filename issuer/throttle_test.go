@@ -2,14 +2,11 @@ package issuer_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -19,8 +16,7 @@ import (
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-
+	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 	"github.com/bffgate/bffgate/issuer/storage/redis"
@@ -344,33 +340,8 @@ func TestEmptyPassword(t *testing.T) {
 // login on the other.
 func TestThrottleSharedRedis(t *testing.T) {
 	t.Parallel()
-	rawURL := os.Getenv("BFFGATE_TEST_REDIS_URL")
-	if rawURL == "" {
-		t.Skip("BFFGATE_TEST_REDIS_URL is unset; set it (e.g. redis://127.0.0.1:6379/0) to run the shared-Redis test")
-	}
-	opt, err := goredis.ParseURL(rawURL)
-	if err != nil {
-		t.Fatalf("BFFGATE_TEST_REDIS_URL: %v", err)
-	}
-	client := goredis.NewClient(opt)
-	t.Cleanup(func() { client.Close() })
-	ctx := context.Background()
-	if err := client.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at BFFGATE_TEST_REDIS_URL does not answer: %v", err)
-	}
-	rb := make([]byte, 8)
-	rand.Read(rb)
-	prefix := "bffgate-test:" + hex.EncodeToString(rb) + ":"
-	t.Cleanup(func() {
-		var keys []string
-		iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			client.Del(ctx, keys...)
-		}
-	})
+	client := redistest.Client(t)
+	prefix := redistest.Prefix(t, client, "")
 	newStore := func() *redis.Store {
 		s, err := redis.New(client, redis.Config{Prefix: prefix})
 		if err != nil {

@@ -6,7 +6,6 @@ package session_test
 // RS256 tokens) and from a provider with large tokens.
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,9 +20,9 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	goredis "github.com/redis/go-redis/v9"
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/session"
 	sbolt "github.com/bffgate/bffgate/session/bolt"
 	"github.com/bffgate/bffgate/session/cookie"
@@ -238,24 +237,11 @@ func BenchmarkLookupLatency(b *testing.B) {
 	}
 	if u := os.Getenv("BFFGATE_TEST_REDIS_URL"); u != "" {
 		stores["redis"] = func(b *testing.B) session.Store {
-			opts, err := goredis.ParseURL(u)
+			client := redistest.Client(b)
+			st, err := sredis.New(client, sredis.Config{Prefix: redistest.Prefix(b, client, "")})
 			if err != nil {
 				b.Fatal(err)
 			}
-			client := goredis.NewClient(opts)
-			b.Cleanup(func() { client.Close() })
-			prefix := "bffgate-bench:" + rnd(b, 6) + ":"
-			st, err := sredis.New(client, sredis.Config{Prefix: prefix})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() {
-				ctx := context.Background()
-				iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-				for iter.Next(ctx) {
-					client.Del(ctx, iter.Val())
-				}
-			})
 			return st
 		}
 	}

@@ -3,65 +3,22 @@ package redis
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/session"
 	"github.com/bffgate/bffgate/session/codec"
 	"github.com/bffgate/bffgate/session/sessiontest"
 )
 
-// testClient returns a client on BFFGATE_TEST_REDIS_URL, skipping when it
-// is unset and failing when Redis does not answer.
-func testClient(tb testing.TB) goredis.UniversalClient {
-	tb.Helper()
-	url := os.Getenv("BFFGATE_TEST_REDIS_URL")
-	if url == "" {
-		tb.Skip("BFFGATE_TEST_REDIS_URL is unset; set it (e.g. redis://127.0.0.1:6379/0) to run the Redis session store tests")
-	}
-	opt, err := goredis.ParseURL(url)
-	if err != nil {
-		tb.Fatalf("BFFGATE_TEST_REDIS_URL: %v", err)
-	}
-	c := goredis.NewClient(opt)
-	tb.Cleanup(func() { c.Close() })
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		tb.Fatalf("Redis at BFFGATE_TEST_REDIS_URL (%s) does not answer: %v", url, err)
-	}
-	return c
-}
-
-// randomPrefix keeps each test's keys apart in the shared Redis and
-// removes them afterwards.
-func randomPrefix(tb testing.TB, c goredis.UniversalClient) string {
-	tb.Helper()
-	b := make([]byte, 8)
-	rand.Read(b)
-	p := "bffgate-test:" + hex.EncodeToString(b) + ":session:"
-	tb.Cleanup(func() {
-		ctx := context.Background()
-		iter := c.Scan(ctx, 0, p+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	})
-	return p
-}
-
 func newTestStore(tb testing.TB, now func() time.Time) (*Store, goredis.UniversalClient) {
 	tb.Helper()
-	c := testClient(tb)
-	s, err := New(c, Config{Prefix: randomPrefix(tb, c), Now: now})
+	c := redistest.Client(tb)
+	s, err := New(c, Config{Prefix: redistest.Prefix(tb, c, "session:"), Now: now})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
@@ -143,7 +100,7 @@ func TestTwoInstances(t *testing.T) {
 	t.Parallel()
 	clock := sessiontest.NewClock(sessiontest.Start())
 	a, _ := newTestStore(t, clock.Now)
-	b, err := New(testClient(t), Config{Prefix: a.prefix, Now: clock.Now})
+	b, err := New(redistest.Client(t), Config{Prefix: a.prefix, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,8 +203,8 @@ func TestNewConfig(t *testing.T) {
 
 func TestEnded(t *testing.T) {
 	t.Parallel()
-	c := testClient(t)
-	e := NewEnded(c, randomPrefix(t, c))
+	c := redistest.Client(t)
+	e := NewEnded(c, redistest.Prefix(t, c, "session:"))
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second).Add(123456789)
 	until := now.Add(time.Hour)

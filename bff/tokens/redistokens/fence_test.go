@@ -16,6 +16,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/bffgate/bffgate/bff/tokens"
+	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/session"
 	"github.com/bffgate/bffgate/session/cookie"
 	sessionredis "github.com/bffgate/bffgate/session/redis"
@@ -137,7 +138,7 @@ func TestLockLostMidRefresh(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			p := newSlowProvider(t)
-			prefix := randomPrefix(t, newClient(t))
+			prefix := redistest.Prefix(t, redistest.Client(t), "")
 			keys := []cookie.KeyPair{{Hash: bytes.Repeat([]byte("h"), 32), Block: bytes.Repeat([]byte("b"), 32)}}
 			type inst struct {
 				store session.Store
@@ -146,7 +147,7 @@ func TestLockLostMidRefresh(t *testing.T) {
 				log   *syncBuffer
 			}
 			newInst := func(lockTTL time.Duration, opts ...Option) *inst {
-				c := newClient(t)
+				c := redistest.Client(t)
 				in := &inst{reg: prometheus.NewRegistry(), log: &syncBuffer{}}
 				var err error
 				if tc.cookie {
@@ -280,8 +281,8 @@ func TestLockLostMidRefresh(t *testing.T) {
 func TestLockUnverified(t *testing.T) {
 	t.Parallel()
 	p := newProvider(t)
-	lockClient, c := newClient(t), newClient(t)
-	prefix := randomPrefix(t, c)
+	lockClient, c := redistest.Client(t), redistest.Client(t)
+	prefix := redistest.Prefix(t, c, "")
 	store, err := sessionredis.New(c, sessionredis.Config{Prefix: prefix + "session:"})
 	if err != nil {
 		t.Fatal(err)

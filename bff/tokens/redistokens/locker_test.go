@@ -2,11 +2,8 @@ package redistokens
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,55 +12,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/bffgate/bffgate/bff/tokens"
+	"github.com/bffgate/bffgate/internal/redistest"
 )
-
-// testURL returns BFFGATE_TEST_REDIS_URL, skipping when it is unset.
-func testURL(tb testing.TB) string {
-	tb.Helper()
-	url := os.Getenv("BFFGATE_TEST_REDIS_URL")
-	if url == "" {
-		tb.Skip("BFFGATE_TEST_REDIS_URL is unset; set it (e.g. redis://127.0.0.1:6379/0) to run the Redis lock and grace tests")
-	}
-	return url
-}
-
-// newClient returns a client of its own on BFFGATE_TEST_REDIS_URL (one per
-// simulated gateway instance), failing when Redis does not answer.
-func newClient(tb testing.TB) *goredis.Client {
-	tb.Helper()
-	url := testURL(tb)
-	opt, err := goredis.ParseURL(url)
-	if err != nil {
-		tb.Fatalf("BFFGATE_TEST_REDIS_URL: %v", err)
-	}
-	c := goredis.NewClient(opt)
-	tb.Cleanup(func() { c.Close() })
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		tb.Fatalf("Redis at BFFGATE_TEST_REDIS_URL (%s) does not answer: %v", url, err)
-	}
-	return c
-}
-
-// randomPrefix keeps each test's keys apart in the shared Redis and
-// removes them afterwards (never FLUSHDB: other tests share the Redis).
-func randomPrefix(tb testing.TB, c goredis.UniversalClient) string {
-	tb.Helper()
-	b := make([]byte, 8)
-	rand.Read(b)
-	p := "bffgate-test:" + hex.EncodeToString(b) + ":"
-	tb.Cleanup(func() {
-		ctx := context.Background()
-		var keys []string
-		iter := c.Scan(ctx, 0, p+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	})
-	return p
-}
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -73,8 +23,8 @@ func ctxT(t *testing.T) context.Context {
 
 func TestLockExclusive(t *testing.T) {
 	t.Parallel()
-	c1, c2 := newClient(t), newClient(t)
-	prefix := randomPrefix(t, c1)
+	c1, c2 := redistest.Client(t), redistest.Client(t)
+	prefix := redistest.Prefix(t, c1, "")
 	l1, l2 := NewLocker(c1, prefix), NewLocker(c2, prefix)
 	ctx := ctxT(t)
 
@@ -140,9 +90,9 @@ func TestLockExclusive(t *testing.T) {
 // blocks the session only until its ttl runs out.
 func TestCrashedHolderExpires(t *testing.T) {
 	t.Parallel()
-	survivor := newClient(t)
-	prefix := randomPrefix(t, survivor)
-	crashed := newClient(t)
+	survivor := redistest.Client(t)
+	prefix := redistest.Prefix(t, survivor, "")
+	crashed := redistest.Client(t)
 	ctx := ctxT(t)
 
 	lease, err := NewLocker(crashed, prefix).Acquire(ctx, "k", 200*time.Millisecond)
@@ -166,8 +116,8 @@ func TestCrashedHolderExpires(t *testing.T) {
 // and its fencing check says it lost the lock.
 func TestForeignUnlockRefused(t *testing.T) {
 	t.Parallel()
-	c1, c2 := newClient(t), newClient(t)
-	prefix := randomPrefix(t, c1)
+	c1, c2 := redistest.Client(t), redistest.Client(t)
+	prefix := redistest.Prefix(t, c1, "")
 	ctx := ctxT(t)
 	key := prefix + "lock:k"
 
@@ -218,8 +168,8 @@ func TestForeignUnlockRefused(t *testing.T) {
 
 func TestKeepAliveExtends(t *testing.T) {
 	t.Parallel()
-	c := newClient(t)
-	prefix := randomPrefix(t, c)
+	c := redistest.Client(t)
+	prefix := redistest.Prefix(t, c, "")
 	ctx := ctxT(t)
 	// maxHold < 0: no background extension, so the test drives it.
 	x, err := NewLocker(c, prefix, WithMaxHold(-1)).Acquire(ctx, "k", time.Minute)
@@ -244,8 +194,8 @@ func TestKeepAliveExtends(t *testing.T) {
 
 func TestGrace(t *testing.T) {
 	t.Parallel()
-	c := newClient(t)
-	prefix := randomPrefix(t, c)
+	c := redistest.Client(t)
+	prefix := redistest.Prefix(t, c, "")
 	g := NewGrace(c, prefix)
 	ctx := ctxT(t)
 
@@ -309,8 +259,8 @@ func TestUnavailable(t *testing.T) {
 }
 
 func BenchmarkLockUnlock(b *testing.B) {
-	c := newClient(b)
-	prefix := randomPrefix(b, c)
+	c := redistest.Client(b)
+	prefix := redistest.Prefix(b, c, "")
 	l := NewLocker(c, prefix)
 	ctx := context.Background()
 	b.ReportAllocs()

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/bffgate/bffgate/bff/tokens"
+	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/session"
 	"github.com/bffgate/bffgate/session/cookie"
 	sessionredis "github.com/bffgate/bffgate/session/redis"
@@ -140,7 +141,7 @@ type instance struct {
 
 func newInstance(t *testing.T, p *provider, prefix string, cookieKeys []cookie.KeyPair) *instance {
 	t.Helper()
-	c := newClient(t)
+	c := redistest.Client(t)
 	in := &instance{locker: &signalLocker{Locker: NewLocker(c, prefix+"tokens:"), called: make(chan struct{})}}
 	var err error
 	if cookieKeys == nil {
@@ -178,7 +179,7 @@ func TestTwoInstances(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			p := newProvider(t)
-			prefix := randomPrefix(t, newClient(t))
+			prefix := redistest.Prefix(t, redistest.Client(t), "")
 			var keys []cookie.KeyPair
 			if kind == "cookie-store" {
 				keys = []cookie.KeyPair{{Hash: bytes.Repeat([]byte("h"), 32), Block: bytes.Repeat([]byte("b"), 32)}}
@@ -257,7 +258,7 @@ func TestTwoInstances(t *testing.T) {
 			if !p.isLive(res[0].s.RefreshToken) || p.isLive(oldRT) {
 				t.Errorf("the grant was revoked or not rotated")
 			}
-			assertNoTokenInRedis(t, newClient(t), prefix+"tokens:", oldRT, res[0].s.AccessToken, res[0].s.RefreshToken)
+			assertNoTokenInRedis(t, redistest.Client(t), prefix+"tokens:", oldRT, res[0].s.AccessToken, res[0].s.RefreshToken)
 		})
 	}
 }
@@ -292,8 +293,8 @@ func assertNoTokenInRedis(t *testing.T, c goredis.UniversalClient, prefix string
 // two instances could both use the refresh token.
 func TestManagerRedisDown(t *testing.T) {
 	t.Parallel()
-	live := newClient(t)
-	prefix := randomPrefix(t, live)
+	live := redistest.Client(t)
+	prefix := redistest.Prefix(t, live, "")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

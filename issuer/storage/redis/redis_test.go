@@ -2,8 +2,6 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"strconv"
@@ -14,55 +12,15 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/storage/storagetest"
 )
 
-// testClient returns a client on BFFGATE_TEST_REDIS_URL, skipping when it
-// is unset and failing when Redis does not answer.
-func testClient(tb testing.TB) goredis.UniversalClient {
-	tb.Helper()
-	url := os.Getenv("BFFGATE_TEST_REDIS_URL")
-	if url == "" {
-		tb.Skip("BFFGATE_TEST_REDIS_URL is unset; set it (e.g. redis://127.0.0.1:6379/0) to run the Redis store tests")
-	}
-	opt, err := goredis.ParseURL(url)
-	if err != nil {
-		tb.Fatalf("BFFGATE_TEST_REDIS_URL: %v", err)
-	}
-	c := goredis.NewClient(opt)
-	tb.Cleanup(func() { c.Close() })
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		tb.Fatalf("Redis at BFFGATE_TEST_REDIS_URL (%s) does not answer: %v", url, err)
-	}
-	return c
-}
-
-// randomPrefix keeps each test's keys apart in the shared Redis, and
-// removes them afterwards.
-func randomPrefix(tb testing.TB, c goredis.UniversalClient) string {
-	tb.Helper()
-	b := make([]byte, 8)
-	rand.Read(b)
-	p := "bffgate-test:" + hex.EncodeToString(b) + ":"
-	tb.Cleanup(func() {
-		ctx := context.Background()
-		iter := c.Scan(ctx, 0, p+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	})
-	return p
-}
-
 func newTestStore(tb testing.TB) (*Store, goredis.UniversalClient) {
 	tb.Helper()
-	c := testClient(tb)
-	s, err := New(c, Config{Prefix: randomPrefix(tb, c)})
+	c := redistest.Client(tb)
+	s, err := New(c, Config{Prefix: redistest.Prefix(tb, c, "")})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
@@ -163,8 +121,8 @@ func TestUnavailable(t *testing.T) {
 		}
 	}
 	// A closed client is unavailable too.
-	c2 := testClient(t)
-	s2, _ := New(c2, Config{Prefix: randomPrefix(t, c2)})
+	c2 := redistest.Client(t)
+	s2, _ := New(c2, Config{Prefix: redistest.Prefix(t, c2, "")})
 	c3, _ := goredis.ParseURL(os.Getenv("BFFGATE_TEST_REDIS_URL"))
 	closed := goredis.NewClient(c3)
 	closed.Close()
@@ -229,7 +187,7 @@ func TestSubscribe(t *testing.T) {
 func TestRotationRaceAcrossClients(t *testing.T) {
 	t.Parallel()
 	a, _ := newTestStore(t)
-	c2 := testClient(t)
+	c2 := redistest.Client(t)
 	b, err := New(c2, Config{Prefix: a.cfg.Prefix})
 	if err != nil {
 		t.Fatal(err)
@@ -324,9 +282,9 @@ func TestTTLs(t *testing.T) {
 // cursors that instances hold.
 func TestSequenceFloor(t *testing.T) {
 	t.Parallel()
-	c := testClient(t)
+	c := redistest.Client(t)
 	clock := time.Now()
-	s, err := New(c, Config{Prefix: randomPrefix(t, c), Now: func() time.Time { return clock }})
+	s, err := New(c, Config{Prefix: redistest.Prefix(t, c, ""), Now: func() time.Time { return clock }})
 	if err != nil {
 		t.Fatal(err)
 	}
