@@ -403,6 +403,7 @@ type noEnded struct{}
 func (noEnded) Ended(context.Context, string, string, time.Time) (bool, error) { return false, nil }
 func (noEnded) EndSID(context.Context, string, time.Time) error                { return nil }
 func (noEnded) EndSubject(context.Context, string, time.Time, time.Time) error { return nil }
+func (noEnded) Ping(context.Context) error                                     { return nil }
 
 // readSession decodes the cookie session the browser holds, with the keys
 // the test gave the gateway, to learn the tokens a test must ask the

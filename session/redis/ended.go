@@ -38,6 +38,14 @@ func NewEnded(client goredis.UniversalClient, prefix string) *Ended {
 	return &Ended{rdb: client, prefix: prefix}
 }
 
+// Ping implements cookie.EndedStore: Redis answers PING.
+func (e *Ended) Ping(ctx context.Context) error {
+	if err := e.rdb.Ping(ctx).Err(); err != nil {
+		return wrapErr("ping", err)
+	}
+	return nil
+}
+
 func (e *Ended) sidKey(sid string) string { return e.prefix + "ended-sid:" + sid }
 func (e *Ended) subKey(sub string) string { return e.prefix + "ended-sub:" + sub }
 
