@@ -25,10 +25,10 @@
 //                       kid the issuer never published
 //       tampered_payload  claims changed (sub), original signature kept
 //       tampered_jwe    a compact JWE with one ciphertext byte flipped
-import * as readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
 
 import * as jose from 'jose';
+import { serveLines } from './lines.mjs';
 
 const jwksCache = new Map();
 function remoteJWKS(uri, fresh) {
@@ -170,23 +170,4 @@ const ops = {
 
 process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
 
-const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
-rl.on('line', async (line) => {
-  if (!line.trim()) return;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (err) {
-    process.stdout.write(`${JSON.stringify({ id: null, ok: false, error: errorJSON(err) })}\n`);
-    return;
-  }
-  const op = ops[cmd.op];
-  try {
-    if (!op) throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
-    const result = await op(cmd);
-    process.stdout.write(`${JSON.stringify({ id: cmd.id, ok: true, result })}\n`);
-  } catch (err) {
-    process.stdout.write(`${JSON.stringify({ id: cmd.id, ok: false, error: errorJSON(err) })}\n`);
-  }
-});
-rl.on('close', () => process.exit(0));
+serveLines(ops, errorJSON);

@@ -26,9 +26,9 @@
 //   introspect {token, token_type_hint?}      -> introspection response
 //   revoke {token, token_type_hint?}          -> {}
 //   end_session_url {id_token_hint?, post_logout_redirect_uri?, state?} -> {url}
-import * as readline from 'node:readline';
 
 import * as client from 'openid-client';
+import { serveLines } from './lines.mjs';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}');
 
@@ -143,23 +143,4 @@ const ops = {
   },
 };
 
-const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
-rl.on('line', async (line) => {
-  if (!line.trim()) return;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (err) {
-    process.stdout.write(`${JSON.stringify({ id: null, ok: false, error: errorJSON(err) })}\n`);
-    return;
-  }
-  const op = ops[cmd.op];
-  try {
-    if (!op) throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
-    const result = await op(cmd);
-    process.stdout.write(`${JSON.stringify({ id: cmd.id, ok: true, result })}\n`);
-  } catch (err) {
-    process.stdout.write(`${JSON.stringify({ id: cmd.id, ok: false, error: errorJSON(err) })}\n`);
-  }
-});
-rl.on('close', () => process.exit(0));
+serveLines(ops, errorJSON);
