@@ -26,8 +26,6 @@ import (
 	"syscall"
 
 	"github.com/mattn/go-isatty"
-
-	"github.com/bffgate/bffgate/internal/obs"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -190,13 +188,13 @@ func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 			format = "text"
 		}
 	}
-	// The listeners' loggers carry a component attribute, and the pieces
-	// they are handed (obs's access log, the stores) add their own:
-	// ComponentHandler keeps one per line, the innermost.
+	// Each piece serve builds gets this logger With its component
+	// (issuer, gateway, session, demoapi); what they hand on adds a
+	// subsystem, never a second component.
 	if format == "text" {
-		return slog.New(obs.ComponentHandler(slog.NewTextHandler(w, opts)))
+		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	return slog.New(obs.ComponentHandler(slog.NewJSONHandler(w, opts)))
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 // signalContext is cancelled on SIGINT or SIGTERM.

@@ -7,9 +7,6 @@
 // paths, so label cardinality stays bounded whatever clients send. The
 // access log records the path without its query string: queries carry
 // authorization codes and states, which never reach a log line.
-//
-// ComponentHandler is the process logger's root handler: it keeps the
-// component attribute on each line once, however many layers name it.
 package obs
 
 import (
@@ -36,9 +33,9 @@ type Config struct {
 	// Component names the listener ("issuer", "gateway", "demoapi"); it
 	// becomes the component label of every metric and log line.
 	Component string
-	// Logger receives the access log; nil means slog.Default(). Obs adds
-	// the component attribute to it. When the logger may already carry
-	// one, build it on ComponentHandler, or the lines carry the key twice.
+	// Logger receives the access log; nil means slog.Default(). It should
+	// already name the component (cmd/bffgate passes each piece a logger
+	// With "component"); obs does not add it again.
 	Logger *slog.Logger
 	// Registerer receives the request metrics; nil means none are kept.
 	Registerer prometheus.Registerer
@@ -62,7 +59,7 @@ func New(cfg Config) (*Obs, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	o := &Obs{cfg: cfg, log: cfg.Logger.With(ComponentKey, cfg.Component)}
+	o := &Obs{cfg: cfg, log: cfg.Logger}
 	o.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bffgate_http_requests_total",
 		Help: "HTTP requests served, by route pattern, method and status code.",

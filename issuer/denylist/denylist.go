@@ -133,7 +133,7 @@ func New(cfg Config) (*List, error) {
 	}
 	l := &List{
 		cfg:   cfg,
-		log:   cfg.Logger.With("component", "issuer.denylist"),
+		log:   cfg.Logger.With("subsystem", "denylist"),
 		cache: newLRU(cfg.CacheSize),
 		entries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bffgate_issuer_denylist_cache_entries",

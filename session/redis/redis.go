@@ -72,7 +72,7 @@ func New(client goredis.UniversalClient, cfg Config) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.With("component", "session.redis")
+	s.log = s.log.With("subsystem", "session.redis")
 	if s.retries == 0 {
 		s.retries = 100
 	}

@@ -122,7 +122,7 @@ func NewLocker(client goredis.UniversalClient, prefix string, opts ...Option) *L
 	if l.pollMax < l.pollMin {
 		l.pollMax = l.pollMin
 	}
-	l.log = l.log.With("component", "tokens.redis")
+	l.log = l.log.With("subsystem", "tokens.redis")
 	return l
 }
 

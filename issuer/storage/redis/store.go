@@ -97,7 +97,7 @@ func New(client goredis.UniversalClient, cfg Config) (*Store, error) {
 	return &Store{
 		rdb: client,
 		cfg: cfg,
-		log: cfg.Logger.With("component", "issuer.storage.redis"),
+		log: cfg.Logger.With("subsystem", "storage.redis"),
 		k:   keys{base: cfg.Prefix + "{issuer}:"},
 	}, nil
 }
