@@ -23,7 +23,7 @@ type returnURLError struct{ reason string }
 func errReturnURL(reason string) error { return &returnURLError{reason: reason} }
 
 func (e *returnURLError) Error() string {
-	return fmt.Sprintf("returnUrl must be a local path on this site: %s", e.reason)
+	return fmt.Sprintf("the returnUrl was refused because %s; it must be a local path on this site, such as /orders", e.reason)
 }
 
 func (e *returnURLError) Is(target error) bool { return target == ErrInvalidReturnURL }

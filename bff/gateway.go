@@ -19,6 +19,7 @@ import (
 	"github.com/bffgate/bffgate/bff/tokens"
 	"github.com/bffgate/bffgate/internal/obs"
 	"github.com/bffgate/bffgate/session"
+	"github.com/bffgate/bffgate/web"
 )
 
 // tokenSource is what the gateway needs from the refresh manager
@@ -64,6 +65,7 @@ type Gateway struct {
 	proxy    *proxy.Proxy
 	routes   map[string]Policy // proxy route prefix -> policy
 	replay   *replayCache
+	pages    *web.Pages
 	app      *fiber.App
 }
 
@@ -76,6 +78,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, pub: pub, log: cfg.Logger, now: cfg.Now, store: cfg.Store}
+	if g.pages, err = web.New(web.Config{}); err != nil {
+		return nil, err
+	}
 
 	secure := true
 	name := cfg.Cookie.Name

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/session"
+	"github.com/bffgate/bffgate/web"
 )
 
 // userBody is /bff/user's answer.
@@ -311,6 +312,93 @@ func TestCallbackState(t *testing.T) {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
 	})
+	t.Run("missing issuer", func(t *testing.T) {
+		// The embedded issuer promises iss (RFC 9207): a response without
+		// it is refused, and the page does not claim another issuer sent it.
+		b := e.browser()
+		c := b.noRedirect()
+		r := b.do(c, http.MethodGet, e.gwURL+"/bff/login", nil, nil)
+		loc, _ := url.Parse(r.header.Get("Location"))
+		state := loc.Query().Get("state")
+		r = b.do(c, http.MethodGet, e.gwURL+"/bff/callback?code=x&state="+url.QueryEscape(state), nil, nil)
+		if r.status != 400 || !strings.Contains(r.body, "issuer_missing") || strings.Contains(r.body, "another issuer") ||
+			!strings.Contains(r.body, "does not say which issuer sent it") {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+	})
+}
+
+// TestErrorPageLooksLikeTheIssuers checks that the gateway's error page is
+// the issuer's page (package web): same stylesheet and policy, sentences
+// with a capital letter and a full stop, the way on as a button.
+func TestErrorPageLooksLikeTheIssuers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, kindBolt, envOptions{})
+	b := e.browser()
+	r := b.do(b.noRedirect(), http.MethodGet, e.gwURL+"/bff/login?returnUrl=//evil.example", nil, nil)
+	if r.status != 400 {
+		t.Fatalf("status %d", r.status)
+	}
+	pages, err := web.New(web.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.header.Get("Content-Security-Policy"); got != pages.ContentSecurityPolicy() {
+		t.Errorf("CSP %q, want the issuer pages' %q", got, pages.ContentSecurityPolicy())
+	}
+	for _, want := range []string{
+		"<h1>This sign-in link is not valid</h1>",
+		"<p>The returnUrl was refused because it starts with // (another host); it must be a local path on this site, such as /orders.</p>",
+		`<code id="error-code">invalid_return_url</code>`,
+		`<a class="button" id="next" href="/bff/login">Sign in</a>`,
+		"--accent", // the issuer's stylesheet
+	} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("page lacks %q:\n%s", want, r.body)
+		}
+	}
+	if strings.Count(r.body, "local path") != 1 {
+		t.Errorf("the page repeats itself:\n%s", r.body)
+	}
+}
+
+// TestCallbackWhenIssuerUnavailable: the provider's token endpoint cannot
+// serve (its store is gone) when the browser comes back with a good code.
+// The page says the sign-in service is unavailable and to retry, not that
+// the code may have expired.
+func TestCallbackWhenIssuerUnavailable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, kindCookie, envOptions{})
+	b := e.browser()
+	p := b.get("/bff/login?returnUrl=/back", nil)
+	if p.status != 200 || !strings.Contains(p.body, `name="password"`) {
+		t.Fatalf("no login form: %d %s", p.status, clip(p.body))
+	}
+	action, fields := parseForm(t, p.body)
+	au, err := p.url.Parse(action)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields.Set("username", "alice")
+	fields.Set("password", alicePassword)
+	c := b.noRedirect()
+	r := b.do(c, http.MethodPost, au.String(), strings.NewReader(fields.Encode()),
+		map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
+	callback := r.header.Get("Location")
+	if r.status/100 != 3 || !strings.Contains(callback, "/bff/callback?") {
+		t.Fatalf("login form answered %d to %q", r.status, callback)
+	}
+	if err := e.db.Close(); err != nil { // the issuer's store fails
+		t.Fatal(err)
+	}
+	r = b.do(c, http.MethodGet, callback, nil, nil)
+	if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "The sign-in service is unavailable right now") ||
+		!strings.Contains(r.body, "try again") || strings.Contains(r.body, "expired") || !strings.Contains(r.body, `href="/bff/login?returnUrl=%2Fback"`) {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	if r.header.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
 }
 
 func TestLogout(t *testing.T) {

@@ -67,7 +67,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	ret, err := validReturnURL(c.Query("returnUrl"), g.cfg.BasePath)
 	if err != nil {
 		g.loginFailed(c, "invalid_return_url", err)
-		return failPage(c, newError(fiber.StatusBadRequest, "invalid_return_url", err.Error()),
+		return g.failPage(c, newError(fiber.StatusBadRequest, "invalid_return_url", err.Error()),
 			"This sign-in link is not valid", loginURL, "Sign in")
 	}
 	opts := []oauth2.AuthCodeOption{}
@@ -78,7 +78,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 		}
 		if err := checkAuthParam(p, v); err != nil {
 			g.loginFailed(c, "invalid_request", err)
-			return failPage(c, newError(fiber.StatusBadRequest, "invalid_request", err.Error()),
+			return g.failPage(c, newError(fiber.StatusBadRequest, "invalid_request", err.Error()),
 				"This sign-in link is not valid", loginURL, "Sign in")
 		}
 		opts = append(opts, oauth2.SetAuthURLParam(p, v))
@@ -98,7 +98,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 	}
 	if err := g.flows.start(c, st); err != nil {
 		g.loginFailed(c, "flow_cookie", err)
-		return failPage(c, newError(fiber.StatusInternalServerError, "server_error", "the gateway could not start the login; the error is in its log"),
+		return g.failPage(c, newError(fiber.StatusInternalServerError, "server_error", "the gateway could not start the login; the error is in its log"),
 			"Sign-in failed", loginURL, "Try again")
 	}
 	opts = append(opts, oauth2.S256ChallengeOption(st.Verifier), oidc.Nonce(st.Nonce))
@@ -141,7 +141,7 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 	state := c.Query("state")
 	if state == "" {
 		g.loginFailed(c, "state_missing", nil)
-		return failPage(c, newError(fiber.StatusBadRequest, "state_missing",
+		return g.failPage(c, newError(fiber.StatusBadRequest, "state_missing",
 			"the sign-in response carries no state, so it cannot be matched to a sign-in started here; start again"),
 			"Sign-in failed", loginURL, "Sign in again")
 	}
@@ -155,13 +155,13 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 			// Other logins are in progress in this browser, but none
 			// with this state: a forged or crossed response.
 			g.loginFailed(c, "state_mismatch", nil)
-			return failPage(c, newError(fiber.StatusBadRequest, "state_mismatch",
+			return g.failPage(c, newError(fiber.StatusBadRequest, "state_mismatch",
 				"the sign-in response does not match any sign-in started in this browser; start again"),
 				"Sign-in failed", loginURL, "Sign in again")
 		}
 		if strings.HasPrefix(state, restartMarker) {
 			g.loginFailed(c, "flow_missing", errors.New("the flow cookie of a restarted login is missing too: the browser drops the gateway's cookies"))
-			return failPage(c, newError(fiber.StatusBadRequest, "cookies_blocked",
+			return g.failPage(c, newError(fiber.StatusBadRequest, "cookies_blocked",
 				"the sign-in could not finish because this browser did not keep the gateway's cookies; allow cookies for this site and sign in again"),
 				"Sign-in failed", loginURL, "Sign in again")
 		}
@@ -184,21 +184,25 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 		case "login_required", "interaction_required", "consent_required", "account_selection_required":
 			msg = "the provider needs you to sign in interactively"
 		}
-		return failPage(c, newError(fiber.StatusBadRequest, code, msg+"; you can try again"), "Sign-in failed", again, "Try again")
+		return g.failPage(c, newError(fiber.StatusBadRequest, code, msg+"; you can try again"), "Sign-in failed", again, "Try again")
 	}
 	// RFC 9207: when the response names its issuer, it must be ours (mix-up
 	// defence); a provider that promises the parameter must send it.
-	if iss := c.Query("iss"); iss != "" || g.meta.IssParameter {
-		if subtle.ConstantTimeCompare([]byte(iss), []byte(g.cfg.Provider.IssuerURL)) != 1 {
-			g.loginFailed(c, "issuer_mismatch", errors.New("iss parameter does not name the configured issuer"))
-			return failPage(c, newError(fiber.StatusBadRequest, "issuer_mismatch",
-				"the sign-in response comes from another issuer than this site's provider"), "Sign-in failed", again, "Try again")
-		}
+	iss := c.Query("iss")
+	if iss == "" && g.meta.IssParameter {
+		g.loginFailed(c, "issuer_missing", errors.New("the provider promises the iss parameter (RFC 9207) but the response has none"))
+		return g.failPage(c, newError(fiber.StatusBadRequest, "issuer_missing",
+			"the sign-in response does not say which issuer sent it, although this site's provider always does; start the sign-in again"), "Sign-in failed", again, "Try again")
+	}
+	if iss != "" && subtle.ConstantTimeCompare([]byte(iss), []byte(g.cfg.Provider.IssuerURL)) != 1 {
+		g.loginFailed(c, "issuer_mismatch", errors.New("iss parameter does not name the configured issuer"))
+		return g.failPage(c, newError(fiber.StatusBadRequest, "issuer_mismatch",
+			"the sign-in response comes from another issuer than this site's provider"), "Sign-in failed", again, "Try again")
 	}
 	code := c.Query("code")
 	if code == "" {
 		g.loginFailed(c, "invalid_request", errors.New("callback without code"))
-		return failPage(c, newError(fiber.StatusBadRequest, "invalid_request",
+		return g.failPage(c, newError(fiber.StatusBadRequest, "invalid_request",
 			"the sign-in response carries no authorization code"), "Sign-in failed", again, "Try again")
 	}
 
@@ -206,20 +210,27 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 	tok, err := g.oauth.Exchange(hctx, code, oauth2.VerifierOption(st.Verifier))
 	if err != nil {
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) {
+		if errors.As(err, &re) && providerUnavailable(re) {
+			g.loginFailed(c, "provider_unavailable", errors.New("token endpoint answered "+strconv.Itoa(re.Response.StatusCode)+" "+safeCode(re.ErrorCode)+": "+safeText(re.ErrorDescription)))
+			c.Set(fiber.HeaderRetryAfter, "5")
+			return g.failPage(c, newError(fiber.StatusServiceUnavailable, "provider_unavailable",
+				"the sign-in service is unavailable right now, so the sign-in could not finish; try again in a moment"),
+				"Sign-in service unavailable", again, "Try again")
+		}
+		if re != nil {
 			g.loginFailed(c, "exchange_failed", errors.New("token endpoint answered "+strconv.Itoa(re.Response.StatusCode)+" "+safeCode(re.ErrorCode)+": "+safeText(re.ErrorDescription)))
-			return failPage(c, newError(fiber.StatusBadRequest, "exchange_failed",
+			return g.failPage(c, newError(fiber.StatusBadRequest, "exchange_failed",
 				"the provider did not accept the sign-in's authorization code (it may have expired or been used already)"),
 				"Sign-in failed", again, "Try again")
 		}
 		g.loginFailed(c, "provider_unavailable", err)
-		return failPage(c, newError(fiber.StatusBadGateway, "provider_unavailable",
+		return g.failPage(c, newError(fiber.StatusBadGateway, "provider_unavailable",
 			"the sign-in provider could not be reached to finish the sign-in; try again shortly"), "Sign-in failed", again, "Try again")
 	}
 	rawID, _ := tok.Extra("id_token").(string)
 	if rawID == "" {
 		g.loginFailed(c, "id_token_invalid", errors.New("the token response has no id_token (is openid among the scopes?)"))
-		return failPage(c, newError(fiber.StatusBadGateway, "id_token_missing",
+		return g.failPage(c, newError(fiber.StatusBadGateway, "id_token_missing",
 			"the provider answered without an ID token"), "Sign-in failed", again, "Try again")
 	}
 	octx := oidc.ClientContext(ctx, g.cfg.Provider.HTTPClient)
@@ -232,13 +243,13 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 	}
 	if err != nil {
 		g.loginFailed(c, "id_token_invalid", err)
-		return failPage(c, newError(fiber.StatusBadRequest, "id_token_invalid",
+		return g.failPage(c, newError(fiber.StatusBadRequest, "id_token_invalid",
 			"the provider's ID token did not pass verification"), "Sign-in failed", again, "Try again")
 	}
 	var claims map[string]json.RawMessage
 	if err := idt.Claims(&claims); err != nil {
 		g.loginFailed(c, "id_token_invalid", err)
-		return failPage(c, newError(fiber.StatusBadRequest, "id_token_invalid",
+		return g.failPage(c, newError(fiber.StatusBadRequest, "id_token_invalid",
 			"the provider's ID token claims are not a JSON object"), "Sign-in failed", again, "Try again")
 	}
 	if g.cfg.Provider.UseUserinfo && g.provider.UserInfoEndpoint() != "" {
@@ -252,7 +263,7 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 		}
 		if err != nil {
 			g.loginFailed(c, "userinfo_failed", err)
-			return failPage(c, newError(fiber.StatusBadGateway, "userinfo_failed",
+			return g.failPage(c, newError(fiber.StatusBadGateway, "userinfo_failed",
 				"the provider's userinfo endpoint did not answer as expected"), "Sign-in failed", again, "Try again")
 		}
 		for k, v := range uc {
@@ -291,19 +302,19 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 		switch {
 		case errors.Is(err, session.ErrTooLarge):
 			g.loginFailed(c, "session_too_large", err)
-			return failPage(c, newError(fiber.StatusInternalServerError, "session_too_large",
+			return g.failPage(c, newError(fiber.StatusInternalServerError, "session_too_large",
 				"the session is too large for the cookie session store (large tokens); the operator should use the bbolt or redis session store"),
 				"Sign-in failed", again, "Try again")
 		default:
 			g.loginFailed(c, "session_store", err)
-			return failPage(c, newError(fiber.StatusServiceUnavailable, "session_store_unavailable",
+			return g.failPage(c, newError(fiber.StatusServiceUnavailable, "session_store_unavailable",
 				"the session could not be saved; try again shortly"), "Sign-in failed", again, "Try again")
 		}
 	}
 	if err := g.writeSession(c, handle, s); err != nil {
 		_ = g.store.Delete(ctx, handle)
 		g.loginFailed(c, "session_too_large", err)
-		return failPage(c, asError(err), "Sign-in failed", again, "Try again")
+		return g.failPage(c, asError(err), "Sign-in failed", again, "Try again")
 	}
 	g.met.loginsCompleted.Inc()
 	g.met.sessionsCreated.Inc()
@@ -312,6 +323,17 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 		slog.Time("absolute_expiry", abs), slog.Int("cookie_bytes", len(handle)))
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Redirect(st.ReturnURL, fiber.StatusFound)
+}
+
+// providerUnavailable reports whether a token endpoint's error answer
+// means the provider cannot serve now (RFC 6749 §5.2 has no such code, but
+// providers answer 5xx, or 503 temporarily_unavailable as the embedded
+// issuer does on a storage fault), rather than that the code was refused.
+func providerUnavailable(re *oauth2.RetrieveError) bool {
+	if re.Response != nil && re.Response.StatusCode >= 500 {
+		return true
+	}
+	return re.ErrorCode == "temporarily_unavailable" || re.ErrorCode == "server_error"
 }
 
 // safeText keeps printable ASCII of s, at most 200 bytes, for a log line.

@@ -41,7 +41,7 @@ func (g *Gateway) logout(c *fiber.Ctx) error {
 		if sid == "" || subtle.ConstantTimeCompare([]byte(sid), []byte(logoutSID(s))) != 1 {
 			g.log.LogAttrs(ctx, slog.LevelWarn, "logout refused: the sid parameter does not match the session",
 				slog.String("request_id", obs.RequestID(c)), slog.Bool("sid_present", sid != ""))
-			return failPage(c, newError(fiber.StatusBadRequest, "invalid_sid",
+			return g.failPage(c, newError(fiber.StatusBadRequest, "invalid_sid",
 				"log out with the bff:logout_url that /bff/user gives (it carries the session's sid), or POST with the anti-CSRF header"),
 				"Sign-out failed", "/", "Back to the application")
 		}

@@ -60,7 +60,7 @@ func validReturnURL(raw, basePath string) (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
-		return "", errReturnURL("it is not a local path")
+		return "", errReturnURL("it names a scheme or a host (another site)")
 	}
 	return raw, nil
 }
@@ -73,7 +73,7 @@ func checkLocalPath(s string) error { return checkPath(s, true) }
 // legitimately become spaces and non-ASCII bytes).
 func checkPath(s string, raw bool) error {
 	if !strings.HasPrefix(s, "/") {
-		return errReturnURL("it must be a local path starting with /")
+		return errReturnURL("it does not start with /")
 	}
 	if strings.HasPrefix(s, "//") {
 		return errReturnURL("it starts with // (another host)")

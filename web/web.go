@@ -1,7 +1,9 @@
-// Package web renders the embedded issuer's server-side pages: the login
-// form, the logout confirmation and logged-out page, and the error page
-// shown when a redirect back to the client is not allowed (an unknown
-// client or an unregistered redirect_uri, RFC 6749 §4.1.2.1).
+// Package web renders bffgate's server-side pages: the embedded issuer's
+// login form, logout confirmation and logged-out page, the error page shown
+// when a redirect back to the client is not allowed (an unknown client or
+// an unregistered redirect_uri, RFC 6749 §4.1.2.1), and the gateway's error
+// page (a sign-in that cannot finish). Both servers use the same templates
+// and stylesheet, so a user moving between them sees one product.
 //
 // The pages are html/template files embedded in the binary, behind a small
 // API (as dex's web package): the issuer passes typed data, the package
@@ -92,6 +94,12 @@ type Error struct {
 	Mismatch *RedirectMismatch
 	// RequestID is shown so that a user can quote it to an operator.
 	RequestID string
+	// Code, when set, is the machine-readable error code shown under the
+	// message (the gateway's "error" field).
+	Code string
+	// Link, when set, is a local URL offered as the way on ("Sign in
+	// again"), labelled LinkText.
+	Link, LinkText string
 }
 
 // RedirectMismatch explains why a redirect_uri was refused.

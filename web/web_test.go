@@ -46,6 +46,23 @@ func TestPages(t *testing.T) {
 			absent: []string{"<b>"},
 		},
 		{
+			name: "gateway error with code and link",
+			render: func(b *bytes.Buffer) error {
+				return p.Error(b, Error{Title: "Sign-in failed", Message: "The sign-in took too long.", Code: "state_missing",
+					Link: "/bff/login?returnUrl=%2Fa%3Cb", LinkText: "Sign in again", RequestID: "rid"})
+			},
+			want: []string{"<h1>Sign-in failed</h1>", "The sign-in took too long.", `<code id="error-code">state_missing</code>`,
+				`<a class="button" id="next" href="/bff/login?returnUrl=%2Fa%3Cb">Sign in again</a>`, "rid"},
+			absent: []string{"<b>", "<script"},
+		},
+		{
+			name: "error without code or link",
+			render: func(b *bytes.Buffer) error {
+				return p.Error(b, Error{Title: "Unknown application", Message: "m"})
+			},
+			absent: []string{"error-code", `id="next"`},
+		},
+		{
 			name: "logout confirm",
 			render: func(b *bytes.Buffer) error {
 				return p.Logout(b, Logout{Confirm: true, Action: "/logout", Fields: []Field{{"state", "s"}}})

@@ -264,7 +264,13 @@ function fail(action, err) {
   setStatus(`${action}: ${msg}`, 'error');
 }
 
-async function loadUser() {
+// The gateway's post-logout redirect lands here with ?signed_out=1 (the
+// zero-config default of gateway.post_logout_redirect): say so once, then
+// drop the parameter so that a reload or a bookmark does not say it again.
+const justSignedOut = new URLSearchParams(location.search).has('signed_out');
+if (justSignedOut) history.replaceState(null, '', location.pathname + location.hash);
+
+async function loadUser(afterLogout = false) {
   setStatus('Checking your session…');
   let body;
   try {
@@ -272,7 +278,8 @@ async function loadUser() {
   } catch (err) {
     if (err instanceof GatewayError && err.status === 401) {
       showSignedOut();
-      setStatus(err.code === 'session_expired' ? describe(401, err.body) : 'You are not logged in.');
+      if (err.code === 'session_expired') setStatus(describe(401, err.body));
+      else setStatus(afterLogout ? 'You have been signed out.' : 'You are not logged in.', afterLogout ? 'ok' : '');
       return;
     }
     showSignedOut();
@@ -428,4 +435,4 @@ window.addEventListener('pageshow', (event) => {
   if (event.persisted) loadUser();
 });
 
-loadUser();
+loadUser(justSignedOut);
