@@ -251,6 +251,30 @@ func Start(t testing.TB, opts Options) *Stack {
 	if host == "" {
 		host = "127.0.0.1"
 	}
+	// FreePort's ports are free when it returns, not when bffgate binds
+	// them: another process of the parallel test run (a redis-server, a
+	// second stack) can take one in between. A start that fails on a port
+	// in use is tried again on fresh ports.
+	for attempt := 1; ; attempt++ {
+		s, err := startOn(t, opts, dataDir, host)
+		if err == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+		if !errors.Is(err, errPortInUse) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("bffgate found a port taken (attempt %d); starting again on other ports", attempt)
+	}
+}
+
+// errPortInUse marks a start that failed because a listen address was
+// taken.
+var errPortInUse = errors.New("a listen port is in use")
+
+// startOn starts bffgate on fresh free ports.
+func startOn(t testing.TB, opts Options, dataDir, host string) (*Stack, error) {
+	t.Helper()
 	gw, is, api := FreePort(t), FreePort(t), FreePort(t)
 	s := &Stack{
 		GatewayURL: fmt.Sprintf("http://%s:%d", host, gw),
@@ -280,12 +304,24 @@ func Start(t testing.TB, opts Options) *Stack {
 		}
 		s.env = append(s.env, "BFFGATE_CONFIG="+p)
 	}
-	s.start()
-	t.Cleanup(s.Stop)
-	return s
+	if err := s.launch(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
 }
 
+// start runs the process again on the stack's ports (a restart).
 func (s *Stack) start() {
+	s.t.Helper()
+	if err := s.launch(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// launch runs the process and waits until it is ready; a process that
+// exits because a port is taken gives an error matching errPortInUse.
+func (s *Stack) launch() error {
 	s.t.Helper()
 	s.logs = &syncBuffer{}
 	err := s.exec()
@@ -297,13 +333,18 @@ func (s *Stack) start() {
 		err = s.exec()
 	}
 	if err != nil {
-		s.t.Fatalf("start bffgate: %v", err)
+		return fmt.Errorf("start bffgate: %w", err)
 	}
 	s.done = make(chan struct{})
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	if err := s.waitReady(30 * time.Second); err != nil {
-		s.t.Fatalf("bffgate did not become ready: %v\nlogs:\n%s", err, s.logs.String())
+		logs := s.logs.String()
+		if strings.Contains(logs, "address already in use") {
+			err = fmt.Errorf("%w: %w", errPortInUse, err)
+		}
+		return fmt.Errorf("bffgate did not become ready: %w\nlogs:\n%s", err, logs)
 	}
+	return nil
 }
 
 // exec starts the process.
