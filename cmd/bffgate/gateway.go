@@ -130,14 +130,15 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 		})
 	}
 	bcfg.Proxy.TrustedProxies = gw.TrustedProxies
-	if rt.redis != nil && (gw.Session.Store == "redis" || gw.Session.Store == "cookie") {
-		// Several instances: one refresh per session across all of them,
-		// and the grace record of a just-rotated refresh token visible to
-		// the instance the next request lands on.
+	if rt.redis != nil {
+		// Several instances, whatever the session store: one refresh per
+		// session across all of them (the lock), and the rotated tokens
+		// handed to whoever waited or still holds the old refresh token
+		// (the grace record). With cookie sessions the grace record is
+		// the only shared copy: the instance that waited cannot read the
+		// cookie the winner set.
 		prefix := rt.cfg.Redis.Prefix + "tokens:"
-		if gw.Session.Store == "redis" {
-			bcfg.Tokens.Locker = redistokens.NewLocker(rt.redis, prefix, redistokens.WithLogger(rt.log.With("component", "gateway")))
-		}
+		bcfg.Tokens.Locker = redistokens.NewLocker(rt.redis, prefix, redistokens.WithLogger(rt.log.With("component", "gateway")))
 		bcfg.Tokens.Grace = redistokens.NewGrace(rt.redis, prefix)
 	}
 	bcfg.Tokens.Skew = gw.Refresh.Skew.D()
