@@ -45,6 +45,18 @@
 // {"error":"upstream_unavailable"}; when it does not answer within the
 // route's Timeout, 504 {"error":"upstream_timeout"}.
 //
+// # Token renewal
+//
+// The proxy owns the retry after an upstream refuses the access token:
+// ForwardWith takes a TokenSource (the current token and a Renew call),
+// and on a 401 with a Bearer invalid_token challenge (RFC 6750 §3.1) it
+// renews once and replays the request, dropping the first answer whole.
+// When Renew fails, nothing of the upstream's answer has been written and
+// the caller answers with its own error (its headers only). Replay sends
+// the request body twice, so it happens only when the body is empty or
+// held in memory (Config.MaxRequestBodySize); a streamed body's request
+// gets the upstream's 401.
+//
 // # Caveats
 //
 // Route.Timeout bounds the time to the upstream's response headers only:
