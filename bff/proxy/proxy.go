@@ -14,6 +14,8 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+
+	"github.com/bffgate/bffgate/internal/upstream"
 )
 
 // Proxy forwards requests to the configured upstreams. It is safe for
@@ -59,17 +61,22 @@ func New(cfg Config) (*Proxy, error) {
 	}
 
 	// One pool per upstream scheme and host, sized for the longest
-	// timeout of the routes that share it.
+	// timeout of the routes that share it, and keeping idle connections
+	// for the shortest idle timeout among them (one server behind them).
 	clients := map[string]*upstreamClient{}
 	longest := map[string]time.Duration{}
+	idle := map[string]time.Duration{}
 	for _, rt := range routes {
 		k := rt.scheme + "://" + rt.host
 		longest[k] = max(longest[k], rt.Timeout)
+		if d, ok := idle[k]; !ok || rt.IdleTimeout < d {
+			idle[k] = rt.IdleTimeout
+		}
 	}
 	for _, rt := range routes {
 		k := rt.scheme + "://" + rt.host
 		if clients[k] == nil {
-			clients[k] = newUpstreamClient(&p.cfg, rt.scheme, rt.host, longest[k])
+			clients[k] = newUpstreamClient(&p.cfg, rt.scheme, rt.host, longest[k], idle[k])
 		}
 		rt.client = clients[k]
 		rt.owner = p
@@ -603,14 +610,15 @@ func invalidTokenChallenge(values [][]byte) bool {
 	return false
 }
 
-// upstreamFailed answers 502 or 504 JSON for a failed upstream call.
+// upstreamFailed answers 502 or 504 JSON for a failed upstream call,
+// naming what went wrong.
 func (p *Proxy) upstreamFailed(c *fiber.Ctx, rt *route, err error, start time.Time) {
 	kind := errorKind(err)
 	status := fiber.StatusBadGateway
-	code, desc := "upstream_unavailable", "the API behind "+rt.Prefix+" could not be reached; try again later"
+	code, desc := "upstream_unavailable", failureText(rt.Prefix, c.Method(), kind, err)
 	if kind == "timeout" {
 		status = fiber.StatusGatewayTimeout
-		code, desc = "upstream_timeout", "the API behind "+rt.Prefix+" did not answer in time; try again later"
+		code = "upstream_timeout"
 	}
 	p.metrics.upstreamError(rt.label, kind)
 	p.metrics.observe(rt.label, status, p.now().Sub(start))
@@ -618,6 +626,29 @@ func (p *Proxy) upstreamFailed(c *fiber.Ctx, rt *route, err error, start time.Ti
 		slog.String("route", rt.Prefix), slog.String("upstream", rt.scheme+"://"+rt.host),
 		slog.String("method", c.Method()), slog.String("kind", kind), slog.Any("err", err))
 	writeJSONError(c, status, code, desc)
+}
+
+// failureText is the error_description of a failed upstream call: what
+// happened, in the words of someone debugging the SPA.
+func failureText(prefix, method, kind string, err error) string {
+	api := "the API behind " + prefix
+	var ce *upstream.ClosedError
+	switch {
+	case kind == "timeout":
+		return api + " did not answer in time; try again later"
+	case errors.As(err, &ce) && ce.Reused && !upstream.Idempotent([]byte(method)):
+		return api + " closed an idle kept-alive connection as the gateway reused it, and a " + method +
+			" is not sent twice (it is not idempotent); retry it. If this recurs, the API keeps idle connections for less than gateway.routes[].idle_timeout"
+	case errors.As(err, &ce) && ce.Reused:
+		return api + " closed an idle kept-alive connection as the gateway reused it, and a new connection failed too; try again later"
+	case kind == "closed":
+		return api + " closed the connection without answering; try again later"
+	case kind == "connect":
+		return api + " refused the connection or cannot be reached (is it running?); try again later"
+	case kind == "pool_exhausted":
+		return "every connection to " + api + " is busy; try again later"
+	}
+	return api + " sent an answer the gateway cannot read; try again later"
 }
 
 func errorKind(err error) string {
@@ -629,6 +660,10 @@ func errorKind(err error) string {
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return "pool_exhausted"
 	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "closed"
+	}
+	var ce *upstream.ClosedError
+	if errors.As(err, &ce) {
 		return "closed"
 	}
 	var oe *net.OpError

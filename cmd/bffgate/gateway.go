@@ -123,7 +123,7 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 	for _, r := range gw.Routes {
 		bcfg.Routes = append(bcfg.Routes, bff.Route{
 			Route: proxy.Route{
-				Prefix: r.Prefix, Upstream: r.Upstream, StripPrefix: r.StripPrefix, Timeout: r.Timeout.D(),
+				Prefix: r.Prefix, Upstream: r.Upstream, StripPrefix: r.StripPrefix, Timeout: r.Timeout.D(), IdleTimeout: r.IdleTimeout.D(),
 				AddHeaders: r.AddHeaders, DropHeaders: r.DropHeaders, DropCookies: r.DropCookies,
 			},
 			Policy: bff.Policy(r.Policy),
@@ -149,7 +149,7 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 	bcfg.Gatherer = rt.registry
 	bcfg.AccessLog = rt.cfg.Log.Access
 
-	spaCfg := spa.Config{Dir: gw.SPA.Dir, DevURL: gw.SPA.DevURL, Logger: bcfg.Logger}
+	spaCfg := spa.Config{Dir: gw.SPA.Dir, DevURL: gw.SPA.DevURL, DevIdleTimeout: gw.SPA.DevIdleTimeout.D(), Logger: bcfg.Logger}
 	if spaCfg.Dir == "" && spaCfg.DevURL == "" {
 		spaCfg.FS = static.FS()
 	}
