@@ -23,7 +23,7 @@ type upstreamClient struct {
 	isTLS  bool
 }
 
-func newUpstreamClient(cfg *Config, scheme, host string, timeout, idle time.Duration) *upstreamClient {
+func newUpstreamClient(cfg *Config, m *metrics, scheme, host string, timeout, idle time.Duration) *upstreamClient {
 	addr := host
 	if _, _, err := net.SplitHostPort(host); err != nil {
 		if scheme == "https" {
@@ -63,7 +63,8 @@ func newUpstreamClient(cfg *Config, scheme, host string, timeout, idle time.Dura
 	// An idempotent request whose body is in memory is sent once more,
 	// on a new connection, when a reused one turns out to be closed
 	// before the answer began (see internal/upstream).
-	upstream.Configure(uc.hc)
+	label := scheme + "://" + host
+	upstream.Configure(uc.hc, func([]byte) { m.retried(label) })
 	return uc
 }
 

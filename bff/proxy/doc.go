@@ -57,6 +57,19 @@
 // held in memory (Config.MaxRequestBodySize); a streamed body's request
 // gets the upstream's 401.
 //
+// # Connections
+//
+// Each upstream (scheme and host) has one keep-alive pool. Idle
+// connections are closed after Route.IdleTimeout (Config.IdleConnTimeout,
+// 4 s, by default), under the 5 s after which Node's http server closes
+// them, so that a request is not sent into a connection the upstream is
+// closing. One that still is (a shorter upstream timeout, a restart) and
+// fails before the first byte of the answer is sent once more on a new
+// connection when its method is idempotent (RFC 9110 §9.2.2) and its body
+// is in memory, counted in bffgate_proxy_upstream_retries_total; any
+// other request gets 502 JSON whose description names the cause. See
+// internal/upstream.
+//
 // # Caveats
 //
 // Route.Timeout bounds the time to the upstream's response headers only:

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/bffgate/bffgate/internal/upstream/upstreamtest"
 )
 
@@ -53,7 +55,7 @@ func parallelGets(t *testing.T, hc *http.Client, gw string, n int) {
 func TestUpstreamClosedKeptAliveConnection(t *testing.T) {
 	t.Parallel()
 	node := upstreamtest.StartNode(t, 200*time.Millisecond)
-	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: node.URL, IdleTimeout: time.Minute}}})
+	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: node.URL, IdleTimeout: time.Minute}}, Registerer: prometheus.NewRegistry()})
 	gw := startGateway(t, p, false, "tok", "")
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
@@ -76,6 +78,10 @@ func TestUpstreamClosedKeptAliveConnection(t *testing.T) {
 		if res.StatusCode != http.StatusOK {
 			t.Fatalf("round %d: GET after the upstream closed the pooled connections: HTTP %d %s, want 200 (%s)", round, res.StatusCode, body, node)
 		}
+	}
+
+	if n := counterValue(t, p.metrics.retries.WithLabelValues(node.URL)); n < 3 {
+		t.Errorf("bffgate_proxy_upstream_retries_total{upstream=%q} = %v after three GETs sent again, want at least 3", node.URL, n)
 	}
 
 	idle()

@@ -76,7 +76,7 @@ func New(cfg Config) (*Proxy, error) {
 	for _, rt := range routes {
 		k := rt.scheme + "://" + rt.host
 		if clients[k] == nil {
-			clients[k] = newUpstreamClient(&p.cfg, rt.scheme, rt.host, longest[k], idle[k])
+			clients[k] = newUpstreamClient(&p.cfg, p.metrics, rt.scheme, rt.host, longest[k], idle[k])
 		}
 		rt.client = clients[k]
 		rt.owner = p

@@ -68,7 +68,10 @@ func newDevProxy(base *url.URL, idle time.Duration, log *slog.Logger) *devProxy 
 	}
 	// A GET that finds its reused connection closed is sent once more on
 	// a new one (see internal/upstream).
-	upstream.Configure(d.client)
+	upstream.Configure(d.client, func(method []byte) {
+		d.log.Debug("SPA dev server closed a kept-alive connection before answering; the request is sent again on a new one",
+			"method", string(method), "dev_idle_timeout", idle)
+	})
 	return d
 }
 

@@ -6,7 +6,10 @@
 //   - Config.Dir: a built SPA on disk (Vite's or webpack's dist/).
 //   - Config.DevURL: a dev server (Vite's http://localhost:5173), proxied
 //     with WebSocket upgrades, so hot module reload works through the
-//     gateway.
+//     gateway. Idle connections to it are closed after
+//     Config.DevIdleTimeout (4 s), before Node's http server closes them
+//     (5 s); a GET that still finds its reused connection closed is sent
+//     again on a new one (internal/upstream), and a 502 names the cause.
 //
 // Mount the handler last, after the BFF and API routes: it answers every
 // path they do not.

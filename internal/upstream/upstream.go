@@ -114,8 +114,10 @@ func (e *ClosedError) Unwrap() error { return e.Err }
 // Dial must return *Conn (see Dial), which Configure arranges when
 // hc.Dial is nil by wrapping fasthttp's dialer (DialDualStack as hc
 // asks). It replaces hc's Transport, RetryIfErr and
-// MaxIdemponentCallAttempts.
-func Configure(hc *fasthttp.HostClient) {
+// MaxIdemponentCallAttempts. onRetry, when not nil, is called each time a
+// request is sent again (for a metric or a log line: frequent retries say
+// the idle timeout is longer than the upstream's).
+func Configure(hc *fasthttp.HostClient, onRetry func(method []byte)) {
 	if hc.Dial == nil {
 		dial := fasthttp.Dial
 		if hc.DialDualStack {
@@ -130,7 +132,11 @@ func Configure(hc *fasthttp.HostClient) {
 	hc.MaxIdemponentCallAttempts = 2
 	hc.RetryIfErr = func(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
 		var ce *ClosedError
-		return false, errors.As(err, &ce) && ce.Reused && Idempotent(req.Header.Method())
+		retry = errors.As(err, &ce) && ce.Reused && Idempotent(req.Header.Method())
+		if retry && onRetry != nil {
+			onRetry(req.Header.Method())
+		}
+		return false, retry
 	}
 }
 

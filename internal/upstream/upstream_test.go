@@ -38,7 +38,7 @@ func TestFreshConnectionClosedIsNotRetried(t *testing.T) {
 		}
 	}()
 	hc := &fasthttp.HostClient{Addr: ln.Addr().String()}
-	Configure(hc)
+	Configure(hc, func([]byte) { t.Error("a request was retried") })
 	for i := range 3 {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		req.SetRequestURI("http://" + ln.Addr().String() + "/x")
