@@ -1,6 +1,7 @@
 package bff
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 
@@ -36,68 +37,104 @@ func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
 		return g.csrf.reject(c, reason)
 	}
 	policy := g.routes[normPrefix(r.Prefix)]
+	var src proxy.TokenSource
 	switch policy {
 	case PolicyNone:
-		return g.proxy.Forward(c, r, "")
+		src = proxy.Bearer("")
 	case PolicyClient:
-		tok, err := g.tokens.ClientToken(c.UserContext())
+		src = &clientTokens{g: g, c: c, route: r.Prefix}
+	default:
+		handle, s, err := g.current(c)
 		if err != nil {
-			g.log.LogAttrs(c.UserContext(), slog.LevelError, "client credentials token unavailable",
-				slog.String("request_id", obs.RequestID(c)), slog.String("route", r.Prefix), slog.Any("err", err))
-			return writeError(c, newError(fiber.StatusServiceUnavailable, "provider_unavailable",
-				"the gateway could not obtain its client token from the provider; retry shortly"))
-		}
-		err = g.proxy.Forward(c, r, tok)
-		if !errors.Is(err, proxy.ErrInvalidToken) {
-			return err
-		}
-		// The upstream refused the cached client token (revoked, keys
-		// rotated): fetch a new one and replay once. If none comes, the
-		// upstream's 401 stands.
-		g.tokens.ForgetClientToken(tok)
-		next, err := g.tokens.ClientToken(c.UserContext())
-		if err != nil || next == tok {
-			return nil
-		}
-		return g.proxy.Forward(c, r, next)
-	}
-
-	handle, s, err := g.current(c)
-	if err != nil {
-		return writeError(c, asError(err))
-	}
-	if s != nil {
-		if handle, s, err = g.slide(c, handle, s); err != nil {
 			return writeError(c, asError(err))
 		}
-	}
-	if s == nil {
-		if policy == PolicyUserOptional {
-			err := g.proxy.Forward(c, r, "")
-			if errors.Is(err, proxy.ErrInvalidToken) {
-				return nil
+		if s != nil {
+			if handle, s, err = g.slide(c, handle, s); err != nil {
+				return writeError(c, asError(err))
 			}
-			return err
 		}
-		return writeError(c, g.loginRequired())
+		switch {
+		case s != nil:
+			src = &sessionTokens{g: g, c: c, handle: handle, s: s}
+		case policy == PolicyUserOptional:
+			// Anonymous: the upstream's 401, if any, is its answer.
+			src = proxy.Bearer("")
+		default:
+			return writeError(c, g.loginRequired())
+		}
 	}
-	handle, s, err = g.fresh(c, handle, s, false)
-	if err != nil {
+	if err := g.proxy.ForwardWith(c, r, src); err != nil {
+		// Nothing was written: the token source failed (the session
+		// ended, the provider is down), and its error is the answer.
 		return writeError(c, asError(err))
 	}
-	err = g.proxy.Forward(c, r, s.AccessToken)
-	if !errors.Is(err, proxy.ErrInvalidToken) {
-		return err
-	}
-	// The upstream refused a token that looked fresh (revoked, or keys
-	// rotated): refresh once and replay the request.
-	_, s, err = g.fresh(c, handle, s, true)
+	return nil
+}
+
+// sessionTokens is the proxy's TokenSource for a route with a user
+// session: the session's access token, refreshed first when it expires
+// within the skew, and refreshed again (forced) when the upstream refuses
+// it. Errors are the gateway's *Error answers (401 session_expired, 503),
+// written by forward.
+type sessionTokens struct {
+	g      *Gateway
+	c      *fiber.Ctx
+	handle string
+	s      *session.Session
+}
+
+func (t *sessionTokens) Token(context.Context) (string, error) {
+	handle, s, err := t.g.fresh(t.c, t.handle, t.s, false)
 	if err != nil {
-		c.Response().ResetBody()
-		c.Response().Header.Del(fiber.HeaderWWWAuthenticate)
-		return writeError(c, asError(err))
+		return "", err
 	}
-	return g.proxy.Forward(c, r, s.AccessToken)
+	t.handle, t.s = handle, s
+	return s.AccessToken, nil
+}
+
+// Renew refreshes a token that looked fresh but was refused (revoked,
+// keys rotated): once per request, as the proxy calls it.
+func (t *sessionTokens) Renew(context.Context, string) (string, error) {
+	handle, s, err := t.g.fresh(t.c, t.handle, t.s, true)
+	if err != nil {
+		return "", err
+	}
+	t.handle, t.s = handle, s
+	return s.AccessToken, nil
+}
+
+// clientTokens is the proxy's TokenSource for a route with the client
+// policy: the gateway's cached client-credentials token (RFC 6749 §4.4),
+// fetched again when the upstream refuses it.
+type clientTokens struct {
+	g     *Gateway
+	c     *fiber.Ctx
+	route string
+}
+
+func (t *clientTokens) Token(ctx context.Context) (string, error) {
+	tok, err := t.g.tokens.ClientToken(ctx)
+	if err != nil {
+		t.g.log.LogAttrs(ctx, slog.LevelError, "client credentials token unavailable",
+			slog.String("request_id", obs.RequestID(t.c)), slog.String("route", t.route), slog.Any("err", err))
+		return "", newError(fiber.StatusServiceUnavailable, "provider_unavailable",
+			"the gateway could not obtain its client token from the provider; retry shortly")
+	}
+	return tok, nil
+}
+
+// Renew drops the refused token (revoked, keys rotated) and fetches a
+// new one. When none comes, the upstream's 401 stands: the gateway's
+// client is not the user's session, so there is nothing to end.
+func (t *clientTokens) Renew(ctx context.Context, refused string) (string, error) {
+	t.g.tokens.ForgetClientToken(refused)
+	next, err := t.g.tokens.ClientToken(ctx)
+	if err != nil {
+		t.g.log.LogAttrs(ctx, slog.LevelWarn, "client credentials token not renewed after the upstream refused it",
+			slog.String("request_id", obs.RequestID(t.c)), slog.String("route", t.route), slog.Any("err", err))
+		return "", nil
+	}
+	return next, nil
 }
 
 // fresh returns the session with an access token that does not expire

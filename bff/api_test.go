@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -170,6 +171,75 @@ func TestUpstreamInvalidTokenRetry(t *testing.T) {
 	if r := b.api(http.MethodGet, "/api/x"); r.status != 401 || !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_token") {
 		t.Fatalf("double refusal: %d %s", r.status, r.body)
 	}
+}
+
+// TestUpstreamRefusalThenRefreshRefused: the upstream refuses a token
+// that looked fresh (401 invalid_token, with headers of its own), and the
+// forced refresh is refused too (the grant was revoked). The gateway's
+// 401 session_expired must carry the gateway's own headers only: the
+// same header names, and the same cookies, as that answer when the
+// refresh is refused before any upstream is called.
+func TestUpstreamRefusalThenRefreshRefused(t *testing.T) {
+	t.Parallel()
+	forKinds(t, func(t *testing.T, kind storeKind) {
+		e := newEnv(t, kind, envOptions{})
+
+		after := e.browser()
+		after.mustLogin("alice", alicePassword)
+		e.revoke(after.session().RefreshToken)
+		e.upstream.rejectNext(1)
+		got := after.api(http.MethodGet, "/api/x")
+		if got.status != 401 || !strings.Contains(got.body, `"error":"session_expired"`) {
+			t.Fatalf("upstream refusal, then a refused refresh: %d %s, want 401 session_expired", got.status, got.body)
+		}
+
+		before := e.browser()
+		before.mustLogin("alice", alicePassword)
+		e.revoke(before.session().RefreshToken)
+		e.clock.Advance(6 * time.Minute) // due: the refresh runs before the upstream is called
+		want := before.api(http.MethodGet, "/api/x")
+		if want.status != 401 || !strings.Contains(want.body, `"error":"session_expired"`) {
+			t.Fatalf("refused refresh of an expired token: %d %s, want 401 session_expired", want.status, want.body)
+		}
+
+		if g, w := headerNames(got.header), headerNames(want.header); g != w {
+			t.Errorf("header names of session_expired after an upstream 401:\n  %s\nwant those of the gateway's own answer:\n  %s", g, w)
+		}
+		if g, w := cookieNames(got.header), cookieNames(want.header); g != w {
+			t.Errorf("cookies set by session_expired after an upstream 401: %s, want %s", g, w)
+		}
+		for _, h := range []string{"X-Upstream-Trace", "WWW-Authenticate"} {
+			if v := got.header.Get(h); v != "" {
+				t.Errorf("the upstream's %s: %q reached the gateway's answer", h, v)
+			}
+		}
+		if g, w := got.header.Get("Cache-Control"), want.header.Get("Cache-Control"); g != w {
+			t.Errorf("Cache-Control %q, want the gateway's %q", g, w)
+		}
+		if g, w := got.header.Values("Vary"), want.header.Values("Vary"); strings.Join(g, ",") != strings.Join(w, ",") {
+			t.Errorf("Vary %q, want the gateway's %q", g, w)
+		}
+	})
+}
+
+// headerNames lists h's names, sorted.
+func headerNames(h http.Header) string {
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return strings.Join(names, " ")
+}
+
+// cookieNames lists the names of the cookies h sets, sorted.
+func cookieNames(h http.Header) string {
+	var names []string
+	for _, c := range (&http.Response{Header: h}).Cookies() {
+		names = append(names, c.Name)
+	}
+	slices.Sort(names)
+	return strings.Join(names, " ")
 }
 
 func TestProviderDown(t *testing.T) {

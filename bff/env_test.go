@@ -296,6 +296,12 @@ func newUpstream(t testing.TB, issuerURL string, clk *clock) *upstream {
 		}
 		u.mu.Unlock()
 		if reject {
+			// Headers of the upstream's own, none of which may reach a
+			// gateway answer that replaces this one.
+			w.Header().Set("X-Upstream-Trace", "trace-1")
+			w.Header().Set("Cache-Control", "public, max-age=600")
+			w.Header().Set("Vary", "X-Upstream")
+			w.Header().Add("Set-Cookie", "upstream_pref=1; Path=/")
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			http.Error(w, `{"error":"invalid_token"}`, http.StatusUnauthorized)
 			return

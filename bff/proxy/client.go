@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/bffgate/bffgate/internal/upstream"
 )
 
 // maxBufferedBody is the largest response body of known length read
@@ -21,7 +23,7 @@ type upstreamClient struct {
 	isTLS  bool
 }
 
-func newUpstreamClient(cfg *Config, scheme, host string, timeout time.Duration) *upstreamClient {
+func newUpstreamClient(cfg *Config, m *metrics, scheme, host string, timeout, idle time.Duration) *upstreamClient {
 	addr := host
 	if _, _, err := net.SplitHostPort(host); err != nil {
 		if scheme == "https" {
@@ -40,13 +42,15 @@ func newUpstreamClient(cfg *Config, scheme, host string, timeout time.Duration) 
 		uc.tls = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	uc.hc = &fasthttp.HostClient{
-		Addr:                addr,
-		IsTLS:               uc.isTLS,
-		TLSConfig:           uc.tls,
-		Dial:                uc.dial,
-		MaxConns:            cfg.MaxConnsPerHost,
-		MaxConnWaitTimeout:  timeout,
-		MaxIdleConnDuration: cfg.IdleConnTimeout,
+		Addr:               addr,
+		IsTLS:              uc.isTLS,
+		TLSConfig:          uc.tls,
+		Dial:               upstream.Dial(uc.dial),
+		MaxConns:           cfg.MaxConnsPerHost,
+		MaxConnWaitTimeout: timeout,
+		// Under the upstream's own keep-alive timeout, so that the pool
+		// drops a connection before the upstream closes it.
+		MaxIdleConnDuration: idle,
 		StreamResponseBody:  true,
 		// Bodies up to this size are read whole (the fast path for API
 		// answers); larger ones, and all chunked ones, are streamed.
@@ -55,10 +59,12 @@ func newUpstreamClient(cfg *Config, scheme, host string, timeout time.Duration) 
 		MaxResponseBodySize:      maxBufferedBody,
 		DisablePathNormalizing:   true,
 		NoDefaultUserAgentHeader: true,
-		// Retries only idempotent requests whose body is in memory, and
-		// only when a pooled connection turned out to be closed.
-		MaxIdemponentCallAttempts: 2,
 	}
+	// An idempotent request whose body is in memory is sent once more,
+	// on a new connection, when a reused one turns out to be closed
+	// before the answer began (see internal/upstream).
+	label := scheme + "://" + host
+	upstream.Configure(uc.hc, func([]byte) { m.retried(label) })
 	return uc
 }
 
@@ -69,44 +75,24 @@ func trimBrackets(h string) string {
 	return h
 }
 
-// dial connects to the upstream and wraps the connection so that
-// Forward can find it again from the response (see trackedConn).
+// dial connects to the upstream; upstream.Dial wraps the connection so
+// that Forward can find it again from the response (clearReadDeadline)
+// and a failure can tell a reused connection from a fresh one.
 func (uc *upstreamClient) dial(addr string) (net.Conn, error) {
-	c, err := uc.dialer.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c}
-	tc.addr = &connAddr{Addr: c.LocalAddr(), conn: tc}
-	return tc, nil
-}
-
-// trackedConn lets Forward lift the read deadline fasthttp sets for the
-// whole response once the response headers are in.
-//
-// HostClient applies a request's timeout as a connection read deadline
-// that stays in force while a streamed body is read, which would cut
-// every event stream and long download at Route.Timeout. fasthttp gives
-// no handle on the connection behind a response except its addresses, so
-// LocalAddr answers a connAddr that points back to the connection; after
-// DoTimeout returns, Forward clears the deadline through it. (A TLS
-// connection reports the LocalAddr of the connection it wraps, this one.)
-type trackedConn struct {
-	net.Conn
-	addr *connAddr
-}
-
-func (c *trackedConn) LocalAddr() net.Addr { return c.addr }
-
-type connAddr struct {
-	net.Addr
-	conn *trackedConn
+	return uc.dialer.Dial("tcp", addr)
 }
 
 // clearReadDeadline removes the read deadline of the connection resp was
 // read from, if it is one of ours.
+//
+// HostClient applies a request's timeout as a connection read deadline
+// that stays in force while a streamed body is read, which would cut
+// every event stream and long download at Route.Timeout. fasthttp gives
+// no handle on the connection behind a response except its addresses,
+// which upstream.Conn makes lead back to it; after DoTimeout returns,
+// Forward clears the deadline through it.
 func clearReadDeadline(resp *fasthttp.Response) {
-	if a, ok := resp.LocalAddr().(*connAddr); ok {
-		_ = a.conn.Conn.SetReadDeadline(time.Time{})
+	if c, ok := upstream.ConnOf(resp); ok {
+		_ = c.Conn.SetReadDeadline(time.Time{})
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bffgate/bffgate/internal/upstream"
 )
 
 // Defaults filled in by New for zero Config and Route fields.
@@ -17,7 +19,7 @@ const (
 	DefaultTimeout            = 30 * time.Second
 	DefaultMaxConnsPerHost    = 512
 	DefaultDialTimeout        = 5 * time.Second
-	DefaultIdleConnTimeout    = 4 * time.Second
+	DefaultIdleConnTimeout    = upstream.DefaultIdleTimeout
 	DefaultMaxRequestBodySize = 1 << 20
 )
 
@@ -45,6 +47,11 @@ type Route struct {
 	AddHeaders map[string]string
 	// DropHeaders are removed from every upstream request.
 	DropHeaders []string
+	// IdleTimeout closes this upstream's pooled connections once idle
+	// this long; zero means Config.IdleConnTimeout. Keep it below the
+	// upstream's own keep-alive timeout (Node's is 5 s). Routes to one
+	// upstream share a pool, which takes the shortest of theirs.
+	IdleTimeout time.Duration
 	// DropCookies names request cookies not forwarded to this upstream,
 	// besides the gateway's own (Config.GatewayCookies), which never are.
 	DropCookies []string
@@ -79,9 +86,11 @@ type Config struct {
 	// DialTimeout bounds connecting to an upstream (DefaultDialTimeout).
 	DialTimeout time.Duration
 	// IdleConnTimeout closes pooled connections idle this long
-	// (DefaultIdleConnTimeout). Keep it below the upstreams' own
-	// keep-alive timeout (Node's is 5s), or a request may race an
-	// upstream closing the connection it was about to reuse.
+	// (DefaultIdleConnTimeout), for routes without an IdleTimeout of
+	// their own. Keep it below the upstreams' own keep-alive timeout
+	// (Node's is 5s), or a request may race an upstream closing the
+	// connection it was about to reuse; an idempotent request that loses
+	// that race is sent once more on a new connection.
 	IdleConnTimeout time.Duration
 	// TLSClientConfig is used for https upstreams and wss tunnels; nil
 	// means the system roots. The proxy clones it.
@@ -204,6 +213,12 @@ func (c *Config) validate() ([]*route, []netip.Prefix, error) {
 		}
 		if r.Timeout == 0 {
 			r.Timeout = DefaultTimeout
+		}
+		if r.IdleTimeout < 0 {
+			return nil, nil, fmt.Errorf("%w: %s: must not be negative", ErrInvalidConfig, field("idle_timeout"))
+		}
+		if r.IdleTimeout == 0 {
+			r.IdleTimeout = c.IdleConnTimeout
 		}
 		r.compiled = nil
 		cr := &route{

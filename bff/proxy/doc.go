@@ -45,6 +45,31 @@
 // {"error":"upstream_unavailable"}; when it does not answer within the
 // route's Timeout, 504 {"error":"upstream_timeout"}.
 //
+// # Token renewal
+//
+// The proxy owns the retry after an upstream refuses the access token:
+// ForwardWith takes a TokenSource (the current token and a Renew call),
+// and on a 401 with a Bearer invalid_token challenge (RFC 6750 §3.1) it
+// renews once and replays the request, dropping the first answer whole.
+// When Renew fails, nothing of the upstream's answer has been written and
+// the caller answers with its own error (its headers only). Replay sends
+// the request body twice, so it happens only when the body is empty or
+// held in memory (Config.MaxRequestBodySize); a streamed body's request
+// gets the upstream's 401.
+//
+// # Connections
+//
+// Each upstream (scheme and host) has one keep-alive pool. Idle
+// connections are closed after Route.IdleTimeout (Config.IdleConnTimeout,
+// 4 s, by default), under the 5 s after which Node's http server closes
+// them, so that a request is not sent into a connection the upstream is
+// closing. One that still is (a shorter upstream timeout, a restart) and
+// fails before the first byte of the answer is sent once more on a new
+// connection when its method is idempotent (RFC 9110 §9.2.2) and its body
+// is in memory, counted in bffgate_proxy_upstream_retries_total; any
+// other request gets 502 JSON whose description names the cause. See
+// internal/upstream.
+//
 // # Caveats
 //
 // Route.Timeout bounds the time to the upstream's response headers only:

@@ -1,15 +1,32 @@
 package proxy_test
 
 import (
-	"errors"
+	"context"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/bffgate/bffgate/bff/proxy"
 )
 
-// A gateway handler: match the route, forward with the session's token,
-// and on an upstream invalid_token refresh once and forward again.
+// sessionTokens is a TokenSource over one request's session: the access
+// token it holds, and a refresh when the upstream refuses it.
+type sessionTokens struct {
+	c *fiber.Ctx
+}
+
+func (s sessionTokens) Token(ctx context.Context) (string, error) {
+	return "token-from-the-session", nil
+}
+
+func (s sessionTokens) Renew(ctx context.Context, refused string) (string, error) {
+	// Refresh the session's tokens here. An error leaves the response
+	// untouched, for the handler to answer (401 session_expired).
+	return "refreshed-token", nil
+}
+
+// A gateway handler: match the route and forward with the session's
+// token; the proxy refreshes once and replays the request when the
+// upstream answers invalid_token.
 func Example() {
 	p, err := proxy.New(proxy.Config{
 		Routes:         []proxy.Route{{Prefix: "/api/", Upstream: "http://orders.internal:8080/v1", StripPrefix: true}},
@@ -18,7 +35,6 @@ func Example() {
 	if err != nil {
 		panic(err) // in a real program: report the misconfiguration and exit
 	}
-	accessToken := func(c *fiber.Ctx, forceRefresh bool) (string, error) { return "token-from-the-session", nil }
 
 	app := fiber.New()
 	app.All("/api/*", func(c *fiber.Ctx) error {
@@ -26,18 +42,10 @@ func Example() {
 		if !ok {
 			return fiber.ErrNotFound
 		}
-		tok, err := accessToken(c, false)
-		if err != nil {
-			return err
+		if err := p.ForwardWith(c, r, sessionTokens{c}); err != nil {
+			return c.Status(fiber.StatusUnauthorized).JSON(fiber.Map{"error": "session_expired"})
 		}
-		err = p.Forward(c, r, tok)
-		if errors.Is(err, proxy.ErrInvalidToken) {
-			if tok, err = accessToken(c, true); err != nil {
-				return err
-			}
-			err = p.Forward(c, r, tok)
-		}
-		return err
+		return nil
 	})
 	_ = app
 }

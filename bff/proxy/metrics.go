@@ -14,6 +14,7 @@ import (
 type metrics struct {
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
+	retries  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,6 +31,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bffgate_proxy_upstream_errors_total",
 			Help: "Upstream calls that got no response, by route prefix and kind (connect, timeout, closed, pool_exhausted, protocol, websocket).",
 		}, []string{"route", "kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_proxy_upstream_retries_total",
+			Help: "Idempotent requests sent again on a new connection because the upstream had closed the kept-alive connection they were sent on before answering, by upstream (scheme://host). A steady rate says the upstream keeps idle connections for less than gateway.routes[].idle_timeout.",
+		}, []string{"upstream"}),
 	}
 	// A second Proxy on the same registry (tests, a reload) shares the
 	// series already registered.
@@ -47,7 +52,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		m.errors = are.ExistingCollector.(*prometheus.CounterVec)
 	}
+	if err := reg.Register(m.retries); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+		}
+		m.retries = are.ExistingCollector.(*prometheus.CounterVec)
+	}
 	return m, nil
+}
+
+func (m *metrics) retried(upstream string) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(upstream).Inc()
 }
 
 func (m *metrics) observe(route string, status int, d time.Duration) {

@@ -14,6 +14,8 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+
+	"github.com/bffgate/bffgate/internal/upstream"
 )
 
 // Proxy forwards requests to the configured upstreams. It is safe for
@@ -59,17 +61,22 @@ func New(cfg Config) (*Proxy, error) {
 	}
 
 	// One pool per upstream scheme and host, sized for the longest
-	// timeout of the routes that share it.
+	// timeout of the routes that share it, and keeping idle connections
+	// for the shortest idle timeout among them (one server behind them).
 	clients := map[string]*upstreamClient{}
 	longest := map[string]time.Duration{}
+	idle := map[string]time.Duration{}
 	for _, rt := range routes {
 		k := rt.scheme + "://" + rt.host
 		longest[k] = max(longest[k], rt.Timeout)
+		if d, ok := idle[k]; !ok || rt.IdleTimeout < d {
+			idle[k] = rt.IdleTimeout
+		}
 	}
 	for _, rt := range routes {
 		k := rt.scheme + "://" + rt.host
 		if clients[k] == nil {
-			clients[k] = newUpstreamClient(&p.cfg, rt.scheme, rt.host, longest[k])
+			clients[k] = newUpstreamClient(&p.cfg, p.metrics, rt.scheme, rt.host, longest[k], idle[k])
 		}
 		rt.client = clients[k]
 		rt.owner = p
@@ -184,40 +191,49 @@ func containsFold(list [][]byte, name []byte) bool {
 	return false
 }
 
-// retryState remembers, between the two Forward calls of one request,
-// that the first one answered ErrInvalidToken and what the response
-// headers were before it wrote the upstream's 401.
-type retryState struct {
-	header fasthttp.ResponseHeader
+// Forward is ForwardWith with a fixed access token ("" sends none) that
+// is never renewed: an upstream's 401 passes through to the browser.
+func (p *Proxy) Forward(c *fiber.Ctx, r *Route, bearer string) error {
+	return p.ForwardWith(c, r, Bearer(bearer))
 }
 
-const retryKey = "bffgate.proxy.retry"
-
-// Forward sends the request in c to r's upstream with bearer as its
-// access token ("" sends none) and writes the upstream's answer to c. r
-// must come from this Proxy's Match.
+// ForwardWith sends the request in c to r's upstream with src's access
+// token and writes the upstream's answer to c. r must come from this
+// Proxy's Match.
 //
-// It returns nil once a response is written: the upstream's, or 502/504
-// JSON when the upstream failed (logged and counted here; the session
-// is no concern of the proxy's). It returns ErrInvalidToken, with the
-// upstream's 401 written, when the caller may refresh the token and call
-// Forward again (see ErrInvalidToken). Any other error means nothing
-// was written.
+// When the upstream answers 401 with a Bearer invalid_token challenge
+// (RFC 6750 §3.1), ForwardWith asks src.Renew for a new token and sends
+// the request once more with it, discarding the first answer: the
+// browser sees the second answer only, or, when Renew has none better,
+// the upstream's 401. Replay needs the request body a second time, so it
+// happens only when the body is empty or was held in memory (a body of
+// known length up to Config.MaxRequestBodySize); a request whose body
+// streamed upstream is answered with the upstream's 401 as it came.
 //
-// A WebSocket upgrade request is proxied as a WebSocket: the connection is
-// handed over to a tunnel once Forward returns.
-func (p *Proxy) Forward(c *fiber.Ctx, r *Route, bearer string) error {
+// It returns nil once a response is written: the upstream's, 400 JSON
+// for a path the route refuses, or 502/504 JSON when the upstream failed
+// (logged and counted here; the session is no concern of the proxy's).
+// An error from src (its Token, or its Renew) is returned with nothing
+// written, not even the upstream's headers: the caller writes its own
+// answer. ErrUnknownRoute likewise.
+//
+// A WebSocket upgrade request is proxied as a WebSocket, with src's
+// token and no renewal: the connection is handed over to a tunnel once
+// ForwardWith returns.
+func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 	if r == nil || r.compiled == nil || r.compiled.owner != p {
 		return ErrUnknownRoute
 	}
 	rt := r.compiled
+	ctx := c.UserContext()
+	bearer, err := src.Token(ctx)
+	if err != nil {
+		return err
+	}
 	if websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
 		return p.forwardWebSocket(c, rt, bearer)
 	}
 	start := p.now()
-
-	// On the second attempt, undo what the first wrote.
-	retry := p.discard(c)
 
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
@@ -230,46 +246,66 @@ func (p *Proxy) Forward(c *fiber.Ctx, r *Route, bearer string) error {
 		return nil
 	}
 
-	resp := fasthttp.AcquireResponse()
-	err := rt.client.hc.DoTimeout(req, resp, rt.Timeout)
-	if err != nil {
-		fasthttp.ReleaseResponse(resp)
-		p.upstreamFailed(c, rt, err, start)
-		return nil
-	}
-	clearReadDeadline(resp)
-
-	status := resp.StatusCode()
-	signal := status == fiber.StatusUnauthorized && replayable && retry == nil &&
-		invalidTokenChallenge(resp.Header.PeekAll(fiber.HeaderWWWAuthenticate))
-	if signal {
-		st := &retryState{}
-		c.Response().Header.CopyTo(&st.header)
-		c.Locals(retryKey, st)
-	}
-	p.writeResponse(c, rt, resp)
-	p.metrics.observe(rt.label, status, p.now().Sub(start))
-	if signal {
-		return ErrInvalidToken
-	}
-	return nil
-}
-
-// DiscardResponse restores c's response to what it was before the
-// Forward that returned ErrInvalidToken (status, headers, no body), for a
-// caller that answers with its own error instead of retrying, such as 401
-// session_expired after a refused refresh. Without such a Forward it does
-// nothing.
-func (p *Proxy) DiscardResponse(c *fiber.Ctx) { p.discard(c) }
-
-func (p *Proxy) discard(c *fiber.Ctx) *retryState {
-	st, ok := c.Locals(retryKey).(*retryState)
+	resp, ok := p.send(c, rt, req, start)
 	if !ok {
 		return nil
 	}
-	st.header.CopyTo(&c.Response().Header)
-	c.Response().ResetBody()
-	return st
+	if replayable && resp.StatusCode() == fiber.StatusUnauthorized &&
+		invalidTokenChallenge(resp.Header.PeekAll(fiber.HeaderWWWAuthenticate)) {
+		p.metrics.observe(rt.label, fiber.StatusUnauthorized, p.now().Sub(start))
+		next, err := src.Renew(ctx, bearer)
+		if err != nil || next == "" || next == bearer {
+			if err != nil {
+				releaseResponse(resp)
+				return err
+			}
+			// No better token: the upstream's 401 stands.
+			p.writeResponse(c, rt, resp)
+			return nil
+		}
+		// Replay with the renewed token. The first answer is dropped
+		// whole; nothing of it was written to c.
+		releaseResponse(resp)
+		p.setBearer(req, next, bp)
+		start = p.now()
+		if resp, ok = p.send(c, rt, req, start); !ok {
+			return nil
+		}
+	}
+	status := resp.StatusCode()
+	p.writeResponse(c, rt, resp)
+	p.metrics.observe(rt.label, status, p.now().Sub(start))
+	return nil
+}
+
+// send runs req against rt's upstream. On failure it writes the 502 or
+// 504 answer and reports false; on success the caller owns resp.
+func (p *Proxy) send(c *fiber.Ctx, rt *route, req *fasthttp.Request, start time.Time) (*fasthttp.Response, bool) {
+	resp := fasthttp.AcquireResponse()
+	if err := rt.client.hc.DoTimeout(req, resp, rt.Timeout); err != nil {
+		fasthttp.ReleaseResponse(resp)
+		p.upstreamFailed(c, rt, err, start)
+		return nil, false
+	}
+	clearReadDeadline(resp)
+	return resp, true
+}
+
+// releaseResponse drops an upstream answer that is not passed on: its
+// body stream, if any, is closed (which gives the connection back or
+// closes it) before the response returns to the pool.
+func releaseResponse(resp *fasthttp.Response) {
+	_ = resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(resp)
+}
+
+// setBearer sets the upstream request's Authorization to the bearer
+// token tok, building the value in scratch.
+func (p *Proxy) setBearer(req *fasthttp.Request, tok string, scratch *[]byte) {
+	b := append((*scratch)[:0], bearerPrefix...)
+	b = append(b, tok...)
+	req.Header.SetBytesKV(hAuthorization, b)
+	*scratch = b
 }
 
 // buildRequest fills req from the browser's request. It reports false
@@ -360,10 +396,7 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 		req.Header.SetBytesKV(kv[0], kv[1])
 	}
 	if bearer != "" {
-		b := append((*ub)[:0], bearerPrefix...)
-		b = append(b, bearer...)
-		req.Header.SetBytesKV(hAuthorization, b)
-		*ub = b
+		p.setBearer(req, bearer, ub)
 	}
 	p.setForwarded(c, req, trusted)
 
@@ -577,14 +610,15 @@ func invalidTokenChallenge(values [][]byte) bool {
 	return false
 }
 
-// upstreamFailed answers 502 or 504 JSON for a failed upstream call.
+// upstreamFailed answers 502 or 504 JSON for a failed upstream call,
+// naming what went wrong.
 func (p *Proxy) upstreamFailed(c *fiber.Ctx, rt *route, err error, start time.Time) {
 	kind := errorKind(err)
 	status := fiber.StatusBadGateway
-	code, desc := "upstream_unavailable", "the API behind "+rt.Prefix+" could not be reached; try again later"
+	code, desc := "upstream_unavailable", failureText(rt.Prefix, c.Method(), kind, err)
 	if kind == "timeout" {
 		status = fiber.StatusGatewayTimeout
-		code, desc = "upstream_timeout", "the API behind "+rt.Prefix+" did not answer in time; try again later"
+		code = "upstream_timeout"
 	}
 	p.metrics.upstreamError(rt.label, kind)
 	p.metrics.observe(rt.label, status, p.now().Sub(start))
@@ -592,6 +626,29 @@ func (p *Proxy) upstreamFailed(c *fiber.Ctx, rt *route, err error, start time.Ti
 		slog.String("route", rt.Prefix), slog.String("upstream", rt.scheme+"://"+rt.host),
 		slog.String("method", c.Method()), slog.String("kind", kind), slog.Any("err", err))
 	writeJSONError(c, status, code, desc)
+}
+
+// failureText is the error_description of a failed upstream call: what
+// happened, in the words of someone debugging the SPA.
+func failureText(prefix, method, kind string, err error) string {
+	api := "the API behind " + prefix
+	var ce *upstream.ClosedError
+	switch {
+	case kind == "timeout":
+		return api + " did not answer in time; try again later"
+	case errors.As(err, &ce) && ce.Reused && !upstream.Idempotent([]byte(method)):
+		return api + " closed an idle kept-alive connection as the gateway reused it, and a " + method +
+			" is not sent twice (it is not idempotent); retry it. If this recurs, the API keeps idle connections for less than gateway.routes[].idle_timeout"
+	case errors.As(err, &ce) && ce.Reused:
+		return api + " closed an idle kept-alive connection as the gateway reused it, and a new connection failed too; try again later"
+	case kind == "closed":
+		return api + " closed the connection without answering; try again later"
+	case kind == "connect":
+		return api + " refused the connection or cannot be reached (is it running?); try again later"
+	case kind == "pool_exhausted":
+		return "every connection to " + api + " is busy; try again later"
+	}
+	return api + " sent an answer the gateway cannot read; try again later"
 }
 
 func errorKind(err error) string {
@@ -603,6 +660,10 @@ func errorKind(err error) string {
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return "pool_exhausted"
 	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "closed"
+	}
+	var ce *upstream.ClosedError
+	if errors.As(err, &ce) {
 		return "closed"
 	}
 	var oe *net.OpError

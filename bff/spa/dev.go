@@ -15,6 +15,8 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+
+	"github.com/bffgate/bffgate/internal/upstream"
 )
 
 // devProxy forwards requests to a dev server. It uses its own fasthttp
@@ -23,12 +25,13 @@ import (
 // in the process.
 type devProxy struct {
 	base   *url.URL
+	idle   time.Duration
 	client *fasthttp.HostClient
 	dialer *websocket.Dialer
 	log    *slog.Logger
 }
 
-func newDevProxy(base *url.URL, log *slog.Logger) *devProxy {
+func newDevProxy(base *url.URL, idle time.Duration, log *slog.Logger) *devProxy {
 	host := base.Host
 	if base.Port() == "" {
 		if base.Scheme == "https" {
@@ -37,17 +40,24 @@ func newDevProxy(base *url.URL, log *slog.Logger) *devProxy {
 			host = net.JoinHostPort(base.Hostname(), "80")
 		}
 	}
-	return &devProxy{
+	if idle <= 0 {
+		idle = upstream.DefaultIdleTimeout
+	}
+	d := &devProxy{
 		base: base,
+		idle: idle,
 		client: &fasthttp.HostClient{
 			Addr:  host,
 			IsTLS: base.Scheme == "https",
 			// Vite on Node 18+ listens on "localhost", which is often ::1
 			// only; fasthttp dials IPv4 alone unless told otherwise.
-			DialDualStack:                 true,
-			MaxConns:                      256,
-			MaxIdleConnDuration:           30 * time.Second,
-			ReadTimeout:                   60 * time.Second, // a cold dev server compiles on first request
+			DialDualStack: true,
+			MaxConns:      256,
+			// Under the dev server's keep-alive timeout (Node's is 5 s):
+			// a connection kept longer is one Node may be closing just
+			// as the next request goes out on it.
+			MaxIdleConnDuration:           idle,
+			ReadTimeout:                   devReadTimeout,
 			WriteTimeout:                  30 * time.Second,
 			NoDefaultUserAgentHeader:      true,
 			DisableHeaderNamesNormalizing: true,
@@ -56,7 +66,18 @@ func newDevProxy(base *url.URL, log *slog.Logger) *devProxy {
 		dialer: &websocket.Dialer{HandshakeTimeout: 10 * time.Second},
 		log:    log.With("spa_dev_url", base.String()),
 	}
+	// A GET that finds its reused connection closed is sent once more on
+	// a new one (see internal/upstream).
+	upstream.Configure(d.client, func(method []byte) {
+		d.log.Debug("SPA dev server closed a kept-alive connection before answering; the request is sent again on a new one",
+			"method", string(method), "dev_idle_timeout", idle)
+	})
+	return d
 }
+
+// devReadTimeout bounds the wait for the dev server's answer: a cold dev
+// server compiles on the first request.
+const devReadTimeout = 60 * time.Second
 
 // hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1, never
 // forwarded.
@@ -69,6 +90,11 @@ func (d *devProxy) handle(c *fiber.Ctx) error {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	c.Request().CopyTo(req)
+	if c.Request().IsBodyStream() {
+		// CopyTo leaves a streamed body behind; such a request is
+		// never sent twice.
+		req.SetBodyStream(borrowedStream{c.Context().RequestBodyStream()}, c.Request().Header.ContentLength())
+	}
 	stripHop(&req.Header)
 	// The dev server serves modules; it has no use for the user's cookies
 	// or credentials, and the session cookie should reach nothing but the
@@ -99,14 +125,42 @@ func (d *devProxy) handle(c *fiber.Ctx) error {
 		if errors.Is(err, fasthttp.ErrTimeout) {
 			status = fiber.StatusGatewayTimeout
 		}
-		d.log.Warn("SPA dev server request failed", "path", c.Path(), "err", err)
+		d.log.Warn("SPA dev server request failed", "path", c.Path(), "method", c.Method(), "err", err)
 		c.Set(fiber.HeaderCacheControl, "no-store")
 		c.Set(fiber.HeaderContentType, fiber.MIMETextPlainCharsetUTF8)
-		return c.Status(status).SendString(fmt.Sprintf("The SPA dev server at %s did not answer (%v). Is it running (npm run dev)?\n", d.base, err))
+		return c.Status(status).SendString(d.failureText(c.Method(), err))
 	}
 	stripHopResponse(&resp.Header)
 	return nil
 }
+
+// failureText says why the dev server gave no answer, for the developer
+// looking at the browser.
+func (d *devProxy) failureText(method string, err error) string {
+	var (
+		ce *upstream.ClosedError
+		oe *net.OpError
+	)
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout):
+		return fmt.Sprintf("The SPA dev server at %s did not answer within %s (a cold dev server compiles on the first request; is it stuck?).\n", d.base, devReadTimeout)
+	case errors.As(err, &ce) && ce.Reused && !upstream.Idempotent([]byte(method)):
+		return fmt.Sprintf("The SPA dev server at %s closed an idle kept-alive connection as the gateway reused it, and a %s is not sent twice; retry it. "+
+			"If this recurs, set gateway.spa.dev_idle_timeout (now %s) below the dev server's keep-alive timeout.\n", d.base, method, d.idle)
+	case errors.As(err, &ce) && ce.Reused:
+		return fmt.Sprintf("The SPA dev server at %s closed an idle kept-alive connection as the gateway reused it, and closed a new connection without answering too (%v). Did it restart?\n", d.base, ce.Err)
+	case errors.As(err, &ce):
+		return fmt.Sprintf("The SPA dev server at %s closed the connection without answering (%v). Did it crash or restart?\n", d.base, ce.Err)
+	case errors.As(err, &oe) && oe.Op == "dial", errors.Is(err, fasthttp.ErrDialTimeout):
+		return fmt.Sprintf("The SPA dev server at %s cannot be reached (%v). Is it running (npm run dev)?\n", d.base, err)
+	}
+	return fmt.Sprintf("The SPA dev server at %s did not answer (%v). Is it running (npm run dev)?\n", d.base, err)
+}
+
+// borrowedStream hides the concrete type of a reader the upstream request
+// reads but does not own (fasthttp would return its own stream type to a
+// pool when it closes it, and the server's request releases this one).
+type borrowedStream struct{ io.Reader }
 
 // isHopOrFraming reports whether a header describes the message rather
 // than the resource, and so must come from the upstream's answer alone.

@@ -6,7 +6,10 @@
 //   - Config.Dir: a built SPA on disk (Vite's or webpack's dist/).
 //   - Config.DevURL: a dev server (Vite's http://localhost:5173), proxied
 //     with WebSocket upgrades, so hot module reload works through the
-//     gateway.
+//     gateway. Idle connections to it are closed after
+//     Config.DevIdleTimeout (4 s), before Node's http server closes them
+//     (5 s); a GET that still finds its reused connection closed is sent
+//     again on a new one (internal/upstream), and a 502 names the cause.
 //
 // Mount the handler last, after the BFF and API routes: it answers every
 // path they do not.
@@ -45,6 +48,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -62,6 +66,11 @@ type Config struct {
 	// proxy every request to, WebSocket upgrades included; it overrides Dir
 	// and FS.
 	DevURL string
+	// DevIdleTimeout closes pooled connections to the dev server once idle
+	// this long; zero means 4 s, under the 5 s after which Node's http
+	// server (Vite's) closes them. Keep it below the dev server's
+	// keep-alive timeout.
+	DevIdleTimeout time.Duration
 	// Logger receives dev-server failures; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -81,7 +90,10 @@ func New(cfg Config) (fiber.Handler, error) {
 			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 			return nil, fmt.Errorf("spa: Config.DevURL %q must be an http(s) URL without path, query or credentials, e.g. http://localhost:5173", cfg.DevURL)
 		}
-		return newDevProxy(u, cfg.Logger).handle, nil
+		if cfg.DevIdleTimeout < 0 {
+			return nil, fmt.Errorf("spa: Config.DevIdleTimeout %s must not be negative (zero means 4s)", cfg.DevIdleTimeout)
+		}
+		return newDevProxy(u, cfg.DevIdleTimeout, cfg.Logger).handle, nil
 	case cfg.Dir != "":
 		root, err := os.OpenRoot(cfg.Dir)
 		if err != nil {

@@ -186,6 +186,7 @@ type GatewayRoute struct {
 	Policy      string            `yaml:"policy"` // user, user-optional, client, none
 	StripPrefix bool              `yaml:"strip_prefix"`
 	Timeout     Duration          `yaml:"timeout"`
+	IdleTimeout Duration          `yaml:"idle_timeout"`
 	AddHeaders  map[string]string `yaml:"add_headers"`
 	DropHeaders []string          `yaml:"drop_headers"`
 	DropCookies []string          `yaml:"drop_cookies"`
@@ -197,8 +198,9 @@ type Refresh struct {
 }
 
 type SPA struct {
-	Dir    string `yaml:"dir"`
-	DevURL string `yaml:"dev_url"`
+	Dir            string   `yaml:"dir"`
+	DevURL         string   `yaml:"dev_url"`
+	DevIdleTimeout Duration `yaml:"dev_idle_timeout"`
 }
 
 type DemoAPI struct {
@@ -714,12 +716,18 @@ func (c *Config) validate() error {
 			if r.Timeout < 0 {
 				bad(key+".timeout", r.Timeout.D().String(), "want zero (the default, 30s) or a positive duration")
 			}
+			if r.IdleTimeout < 0 {
+				bad(key+".idle_timeout", r.IdleTimeout.D().String(), "want zero (the default, 4s) or a positive duration under the upstream's keep-alive timeout")
+			}
 		}
 		if g.SPA.Dir != "" && g.SPA.DevURL != "" {
 			bad("gateway.spa", "dir and dev_url", "want at most one of gateway.spa.dir and gateway.spa.dev_url")
 		}
 		if g.SPA.DevURL != "" {
 			absURL("gateway.spa.dev_url", g.SPA.DevURL)
+		}
+		if g.SPA.DevIdleTimeout < 0 {
+			bad("gateway.spa.dev_idle_timeout", g.SPA.DevIdleTimeout.D().String(), "want zero (the default, 4s) or a positive duration under the dev server's keep-alive timeout (Vite's is 5s)")
 		}
 		if !strings.HasPrefix(g.PostLogoutRedirect, "/") || strings.HasPrefix(g.PostLogoutRedirect, "//") {
 			bad("gateway.post_logout_redirect", g.PostLogoutRedirect, "want a local path such as /")

@@ -147,6 +147,8 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown env", "", []string{"BFFGATE_GATEWAY_LISTN=x"}, []string{"BFFGATE_GATEWAY_LISTN", "names no configuration key"}},
 		{"spa both", "gateway:\n  spa: {dir: ./dist, dev_url: 'http://localhost:5173'}\n", nil, []string{"gateway.spa", "at most one"}},
 		{"post logout", "gateway:\n  post_logout_redirect: https://evil.example\n", nil, []string{"gateway.post_logout_redirect", "local path"}},
+		{"negative idle timeouts", "gateway:\n  spa: {dev_url: 'http://localhost:5173', dev_idle_timeout: -1s}\n  routes:\n    - {prefix: /api/, upstream: 'http://127.0.0.1:9', idle_timeout: -2s}\n", nil,
+			[]string{"gateway.spa.dev_idle_timeout", "gateway.routes[0].idle_timeout", "keep-alive timeout"}},
 		{"cluster database", "redis:\n  url: redis://127.0.0.1:6379/3\n  cluster_addrs: [127.0.0.1:7000]\n", nil,
 			[]string{"redis.url", "redis.cluster_addrs", "only database 0", "3"}},
 		{"cluster database in unix url", "redis:\n  url: unix:///run/redis.sock?db=2\n  cluster_addrs: [127.0.0.1:7000]\n", nil,

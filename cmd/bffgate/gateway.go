@@ -123,21 +123,22 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 	for _, r := range gw.Routes {
 		bcfg.Routes = append(bcfg.Routes, bff.Route{
 			Route: proxy.Route{
-				Prefix: r.Prefix, Upstream: r.Upstream, StripPrefix: r.StripPrefix, Timeout: r.Timeout.D(),
+				Prefix: r.Prefix, Upstream: r.Upstream, StripPrefix: r.StripPrefix, Timeout: r.Timeout.D(), IdleTimeout: r.IdleTimeout.D(),
 				AddHeaders: r.AddHeaders, DropHeaders: r.DropHeaders, DropCookies: r.DropCookies,
 			},
 			Policy: bff.Policy(r.Policy),
 		})
 	}
 	bcfg.Proxy.TrustedProxies = gw.TrustedProxies
-	if rt.redis != nil && (gw.Session.Store == "redis" || gw.Session.Store == "cookie") {
-		// Several instances: one refresh per session across all of them,
-		// and the grace record of a just-rotated refresh token visible to
-		// the instance the next request lands on.
+	if rt.redis != nil {
+		// Several instances, whatever the session store: one refresh per
+		// session across all of them (the lock), and the rotated tokens
+		// handed to whoever waited or still holds the old refresh token
+		// (the grace record). With cookie sessions the grace record is
+		// the only shared copy: the instance that waited cannot read the
+		// cookie the winner set.
 		prefix := rt.cfg.Redis.Prefix + "tokens:"
-		if gw.Session.Store == "redis" {
-			bcfg.Tokens.Locker = redistokens.NewLocker(rt.redis, prefix, redistokens.WithLogger(rt.log.With("component", "gateway")))
-		}
+		bcfg.Tokens.Locker = redistokens.NewLocker(rt.redis, prefix, redistokens.WithLogger(rt.log.With("component", "gateway")))
 		bcfg.Tokens.Grace = redistokens.NewGrace(rt.redis, prefix)
 	}
 	bcfg.Tokens.Skew = gw.Refresh.Skew.D()
@@ -148,7 +149,7 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 	bcfg.Gatherer = rt.registry
 	bcfg.AccessLog = rt.cfg.Log.Access
 
-	spaCfg := spa.Config{Dir: gw.SPA.Dir, DevURL: gw.SPA.DevURL, Logger: bcfg.Logger}
+	spaCfg := spa.Config{Dir: gw.SPA.Dir, DevURL: gw.SPA.DevURL, DevIdleTimeout: gw.SPA.DevIdleTimeout.D(), Logger: bcfg.Logger}
 	if spaCfg.Dir == "" && spaCfg.DevURL == "" {
 		spaCfg.FS = static.FS()
 	}
