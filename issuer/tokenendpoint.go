@@ -375,7 +375,7 @@ func describeTokenError(err error, what string) string {
 	case errors.Is(err, token.ErrNotYetValid):
 		return "the " + what + " is not valid yet (its nbf or iat is in the future; check the clocks)"
 	case errors.Is(err, token.ErrWrongType):
-		return "the token is not a " + what + " (its typ header is of another kind of token)"
+		return "the token is not " + article(what) + " " + what + " (its typ header is of another kind of token)"
 	case errors.Is(err, token.ErrWrongIssuer):
 		return "the " + what + " was issued by another issuer"
 	case errors.Is(err, token.ErrUnknownKey):
@@ -394,4 +394,13 @@ func describeTokenError(err error, what string) string {
 func (s *Server) logToken(c *fiber.Ctx, msg string, attrs ...slog.Attr) {
 	attrs = append(attrs, slog.String("request_id", obs.RequestID(c)))
 	s.log.LogAttrs(c.UserContext(), slog.LevelInfo, msg, attrs...)
+}
+
+// article is the indefinite article of what ("an access token", "a
+// refresh token").
+func article(what string) string {
+	if what != "" && strings.ContainsRune("aeiou", rune(what[0])) {
+		return "an"
+	}
+	return "a"
 }

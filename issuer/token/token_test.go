@@ -169,6 +169,14 @@ func TestEncryptedRoundTrip(t *testing.T) {
 				}
 				// The plaintext is the claims, not a nested JWS.
 				checkPayload(t, kind, payload, cl)
+
+				// RFC 7516 §5.2 step 10: a dir JWE whose encrypted key is
+				// not empty is invalid, although it still decrypts.
+				parts := strings.Split(raw, ".")
+				parts[1] = "AAAA"
+				if _, err := c.Parse(strings.Join(parts, "."), kind, t0); !errors.Is(err, ErrMalformed) {
+					t.Errorf("Parse of a dir %s with a non-empty encrypted key: %v, want ErrMalformed", kind, err)
+				}
 			}
 			// ID tokens stay signed and verifiable with the JWK set.
 			raw, err := c.Mint(ID, sample(ID))
