@@ -32,11 +32,26 @@ type tokenResponse struct {
 
 // grantInfo is what every token of one grant shares.
 type grantInfo struct {
-	ID       string
-	Subject  string
-	SID      string
-	Scope    string
-	AuthTime time.Time
+	ID      string
+	Subject string
+	SID     string
+	// Scope is the grant's scope: what the resource owner granted, and the
+	// scope of every refresh token of the grant.
+	Scope string
+	// AccessScope narrows this response's access (and ID) token when a
+	// refresh asks for less (RFC 6749 §6); "" means Scope. The grant and
+	// its refresh tokens keep Scope: a narrowed refresh narrows that one
+	// access token only.
+	AccessScope string
+	AuthTime    time.Time
+}
+
+// accessScope is the scope of the access token being minted.
+func (g grantInfo) accessScope() string {
+	if g.AccessScope != "" {
+		return g.AccessScope
+	}
+	return g.Scope
 }
 
 // newGrantID returns a random grant id that also names its client
@@ -206,13 +221,14 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 	if rc.ClientID != cl.ID {
 		return tokenResponse{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
 	}
-	scope := rc.Scope
-	if req := form.Get("scope"); req != "" {
-		if !protocol.ValidScope(req) || !protocol.SubsetScope(req, rc.Scope) {
-			return tokenResponse{}, protocol.ErrInvalidScope.WithDescription("the requested scope exceeds the scope of the grant (%s); a refresh may only narrow it (RFC 6749 §6)", rc.Scope)
-		}
-		scope = strings.Join(protocol.ParseScope(req), " ")
+	// A scope parameter narrows this access token only (RFC 6749 §6: the
+	// requested scope "MUST NOT include any scope not originally granted");
+	// "" gives the grant's full scope.
+	scope := form.Get("scope")
+	if !protocol.ValidScope(scope) {
+		return tokenResponse{}, protocol.ErrInvalidScope.WithDescription("the scope parameter holds characters RFC 6749 §3.3 does not allow")
 	}
+	scope = strings.Join(protocol.ParseScope(scope), " ")
 	u := s.bySubject[rc.Subject]
 	if u == nil {
 		return tokenResponse{}, invalidGrant("the user of the refresh token is no longer configured at the issuer")
@@ -223,12 +239,17 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 		if rec.ClientID != cl.ID {
 			return storage.Issued{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
 		}
-		g := grantInfo{ID: rec.GrantID, Subject: rec.Subject, SID: rec.SID, Scope: scope, AuthTime: rc.AuthTime}
+		// The stored record holds the grant's scope (a refresh token
+		// minted before narrowed refreshes kept it may carry less).
+		if scope != "" && !protocol.SubsetScope(scope, rec.Scope) {
+			return storage.Issued{}, protocol.ErrInvalidScope.WithDescription("the requested scope exceeds the scope of the grant (%s); a refresh may only narrow it (RFC 6749 §6)", rec.Scope)
+		}
+		g := grantInfo{ID: rec.GrantID, Subject: rec.Subject, SID: rec.SID, Scope: rec.Scope, AccessScope: scope, AuthTime: rc.AuthTime}
 		var (
 			rt  *storage.RefreshToken
 			err error
 		)
-		resp, rt, err = s.mint(GrantRefreshToken, cl, g, rotate, "", releasedClaims(u, scope), now)
+		resp, rt, err = s.mint(GrantRefreshToken, cl, g, rotate, "", releasedClaims(u, g.accessScope()), now)
 		if err != nil {
 			return storage.Issued{}, err
 		}
@@ -236,9 +257,6 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 			resp.RefreshToken = "" // rotation off: the client keeps its refresh token
 			return storage.Issued{}, nil
 		}
-		// The new refresh token keeps the grant's full scope, so a
-		// narrowed refresh does not narrow the next one.
-		rt.Scope = rec.Scope
 		grant := &storage.Grant{ID: rec.GrantID, ClientID: cl.ID, Subject: rec.Subject, SID: rec.SID, Scope: rec.Scope,
 			AuthTime: rc.AuthTime, Created: rec.IssuedAt, ExpiresAt: rt.ExpiresAt}
 		if cj, err := json.Marshal(releasedClaims(u, rec.Scope)); err == nil {
@@ -299,8 +317,9 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 // and an ID token when the scope has openid.
 func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh bool, nonce string, claims map[string]any, now time.Time) (tokenResponse, *storage.RefreshToken, error) {
 	now = now.Truncate(time.Second)
+	scope := g.accessScope()
 	at, err := s.codec.Mint(token.Access, token.Claims{
-		Subject: g.Subject, Audience: cl.Audience, ClientID: cl.ID, Scope: g.Scope,
+		Subject: g.Subject, Audience: cl.Audience, ClientID: cl.ID, Scope: scope,
 		IssuedAt: now, Expiry: now.Add(s.cfg.AccessTokenTTL), AuthTime: g.AuthTime, SID: g.SID, GrantID: g.ID,
 	})
 	if err != nil {
@@ -308,7 +327,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 	}
 	format := string(s.codec.Format())
 	s.metrics.minted.WithLabelValues(grantType, "access", format).Inc()
-	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: g.Scope}
+	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: scope}
 
 	var rec *storage.RefreshToken
 	if withRefresh && g.ID != "" {
@@ -326,7 +345,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp}
 	}
 
-	if protocol.HasScope(g.Scope, ScopeOpenID) {
+	if protocol.HasScope(scope, ScopeOpenID) {
 		extra := make(map[string]any, len(claims))
 		for k, v := range claims {
 			if !token.IsReserved(k) {
