@@ -307,9 +307,33 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 		}
 	}
 	now := s.now()
-	g := grantInfo{Subject: cl.ID, Scope: strings.Join(protocol.ParseScope(scope), " ")}
+	g := grantInfo{Subject: ClientSubject(cl.ID), Scope: strings.Join(protocol.ParseScope(scope), " ")}
 	resp, _, err := s.mint(GrantClientCredentials, cl, g, false, "", nil, now)
 	return resp, err
+}
+
+// ClientSubjectPrefix begins the sub of every token a client gets for
+// itself (client_credentials): "client:" + client_id.
+//
+// RFC 9068 §2.2 has such a sub "correspond to an identifier the
+// authorization server uses to indicate the client application", and §5
+// warns that a resource server keying data by sub must not mistake a
+// client for a user. Client ids and user subjects are separate
+// namespaces: with the bare client id as sub, a client registered as
+// "alice" would read user alice's data at every resource server. So the
+// sub is prefixed (client ids cannot hold ':', user subjects may not begin
+// with the prefix: both are refused at start), the token carries
+// gty=client_credentials, and introspection reports no username for it.
+// Keycloak reaches the same end with a service-account-<client> user per
+// client; Auth0 with sub <client>@clients and gty.
+const ClientSubjectPrefix = "client:"
+
+// ClientSubject is the sub of client id's client_credentials tokens.
+func ClientSubject(clientID string) string { return ClientSubjectPrefix + clientID }
+
+// isClientToken reports whether tc is a client's own token (no user).
+func isClientToken(tc *token.Claims) bool {
+	return tc.GrantType == GrantClientCredentials || strings.HasPrefix(tc.Subject, ClientSubjectPrefix)
 }
 
 // mint makes the tokens of one token response: an access token (RFC 9068),
@@ -318,10 +342,14 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh bool, nonce string, claims map[string]any, now time.Time) (tokenResponse, *storage.RefreshToken, error) {
 	now = now.Truncate(time.Second)
 	scope := g.accessScope()
-	at, err := s.codec.Mint(token.Access, token.Claims{
+	atc := token.Claims{
 		Subject: g.Subject, Audience: cl.Audience, ClientID: cl.ID, Scope: scope,
 		IssuedAt: now, Expiry: now.Add(s.cfg.AccessTokenTTL), AuthTime: g.AuthTime, SID: g.SID, GrantID: g.ID,
-	})
+	}
+	if grantType == GrantClientCredentials {
+		atc.GrantType = GrantClientCredentials // marks a token that acts for no user
+	}
+	at, err := s.codec.Mint(token.Access, atc)
 	if err != nil {
 		return tokenResponse{}, nil, fmt.Errorf("mint access token: %w", err)
 	}

@@ -415,3 +415,29 @@ func TestNewConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestGrantTypeClaim: a client's own token carries gty, in both formats,
+// and Parse reads it back; an Extra "gty" is refused (the codec writes it).
+func TestGrantTypeClaim(t *testing.T) {
+	t.Parallel()
+	ks, _ := keySet(t, "A256GCM")
+	for _, f := range []Format{FormatSigned, FormatEncrypted} {
+		c := newCodec(t, ks, Config{Format: f})
+		cl := sample(Access)
+		cl.Subject, cl.GrantType, cl.GrantID, cl.SID, cl.AuthTime = "client:svc", "client_credentials", "", "", time.Time{}
+		raw, err := c.Mint(Access, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Parse(raw, Access, t0)
+		if err != nil {
+			t.Fatalf("%s: Parse: %v", f, err)
+		}
+		checkClaims(t, got, cl)
+		extra := sample(Access)
+		extra.Extra = map[string]any{"gty": "client_credentials"}
+		if _, err := c.Mint(Access, extra); !errors.Is(err, ErrInvalidClaims) {
+			t.Errorf("%s: Mint with Extra gty: %v, want ErrInvalidClaims", f, err)
+		}
+	}
+}
