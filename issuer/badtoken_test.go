@@ -9,6 +9,8 @@ import (
 	"encoding/pem"
 	"maps"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,6 +130,14 @@ func TestBadTokens(t *testing.T) {
 		}
 		return s[:len(s)-1] + string(c)
 	}
+	// RFC 7516 §5.2 step 10: with alg dir the JWE Encrypted Key is empty;
+	// go-jose ignores that part, so a token with one decrypts unless the
+	// issuer checks.
+	withEncryptedKey := func(jwe string) string {
+		parts := strings.Split(jwe, ".")
+		parts[1] = base64.RawURLEncoding.EncodeToString([]byte("not an empty encrypted key"))
+		return strings.Join(parts, ".")
+	}
 	eClaimsWith := func(edit map[string]any) map[string]any {
 		c := maps.Clone(eClaims)
 		maps.Copy(c, edit)
@@ -171,6 +181,7 @@ func TestBadTokens(t *testing.T) {
 		{name: "JWE unknown kid", e: encrypted, tok: encrypt(dirKey, "no-such-kid", eClaims)},
 		{name: "JWE expired", e: encrypted, tok: encrypt(dirKey, dirKID, eClaimsWith(map[string]any{"exp": now.Add(-time.Hour).Unix()}))},
 		{name: "JWE wrong iss", e: encrypted, tok: encrypt(dirKey, dirKID, eClaimsWith(map[string]any{"iss": "https://evil.example"}))},
+		{name: "JWE dir with a non-empty encrypted key", e: encrypted, tok: withEncryptedKey(et.access)},
 		{name: "JWS at an encrypted issuer", e: encrypted, tok: st.access},
 		{name: "JWE refresh token at userinfo", e: encrypted, tok: et.refresh, userinfoOnly: true},
 	} {
@@ -187,6 +198,11 @@ func TestBadTokens(t *testing.T) {
 		if r.status != http.StatusUnauthorized || r.header.Get("WWW-Authenticate") == "" {
 			t.Fatalf("userinfo without a token: %d %q", r.status, r.header.Get("WWW-Authenticate"))
 		}
+	})
+	t.Run("JWE refresh token with a non-empty encrypted key", func(t *testing.T) {
+		bad := withEncryptedKey(et.refresh)
+		wantInactive(t, encrypted.post("/introspect", webBasic, url.Values{"token": {bad}, "token_type_hint": {"refresh_token"}}))
+		wantGrantError(t, encrypted.refresh(webBasic, bad), "malformed")
 	})
 	// The real tokens are still good: no case above changed state.
 	wantActive(t, signed.introspect(st.access))

@@ -46,10 +46,19 @@ type Client struct {
 	Secret string
 	// RedirectURIs are the exact redirect URIs accepted (RFC 9700 §2.1:
 	// exact string matching). Required for the authorization_code grant.
+	// Each is https, http on a loopback host (127.0.0.0/8, [::1],
+	// localhost), or, for a public client, a native app's private-use
+	// scheme such as com.example.app:/callback (RFC 8252 §7.1).
 	RedirectURIs []string
 	// PostLogoutRedirectURIs are the exact URIs the end_session_endpoint
-	// may redirect to (OpenID Connect RP-Initiated Logout §3).
+	// may redirect to (OpenID Connect RP-Initiated Logout §3): https, or
+	// http on a loopback host.
 	PostLogoutRedirectURIs []string
+	// InsecureAllowHTTPRedirects accepts plain-http redirect and
+	// post-logout URIs on hosts that are not loopback, for development on
+	// a LAN address. Off, such URIs are refused at start: the code would
+	// cross the network in the clear (RFC 9700 §2.1.1).
+	InsecureAllowHTTPRedirects bool
 	// GrantTypes the client may use; empty means authorization_code and
 	// refresh_token. The client gets a refresh token from the code exchange
 	// when it has refresh_token, whether or not it asked for offline_access
@@ -309,6 +318,11 @@ func withDefaults(cfg Config) (Config, map[string]*client, map[string]*user, err
 		clients[c.ID] = &client{Client: c, secretDigest: secretDigest(c.Secret)}
 	}
 
+	clientIndex := make(map[string]int, len(cfg.Clients))
+	for i, c := range cfg.Clients {
+		clientIndex[c.ID] = i
+	}
+	subjects := make(map[string]int, len(cfg.Users))
 	users := make(map[string]*user, len(cfg.Users))
 	cfg.Users = slices.Clone(cfg.Users)
 	for i := range cfg.Users {
@@ -336,6 +350,23 @@ func withDefaults(cfg Config) (Config, map[string]*client, map[string]*user, err
 		if len(u.Subject) > 255 {
 			return fail(f+".subject", "is longer than 255 ASCII characters (OpenID Connect Core §2)")
 		}
+		// Client ids and user subjects are separate namespaces (see
+		// ClientSubjectPrefix): a resource server keying data by sub must
+		// never take a client for a user.
+		field := f + ".subject"
+		if cfg.Users[i].Subject == "" {
+			field = f + ".username" // the subject defaults to it
+		}
+		if strings.HasPrefix(u.Subject, ClientSubjectPrefix) {
+			return fail(field, "%q begins with %q, which the issuer reserves for the sub of client_credentials tokens; choose a subject without that prefix", u.Subject, ClientSubjectPrefix)
+		}
+		if j, ok := clientIndex[u.Subject]; ok {
+			return fail(field, "%q is also the id of issuer.clients[%d]; a user's subject and a client id must differ, or a resource server could take one for the other: rename the client or set another subject for the user", u.Subject, j)
+		}
+		if j, ok := subjects[u.Subject]; ok {
+			return fail(field, "%q is also the subject of issuer.users[%d]; subjects must be unique (set subject on one of them)", u.Subject, j)
+		}
+		subjects[u.Subject] = i
 		claims := make(map[string]any, len(u.Claims)+1)
 		for k, v := range u.Claims {
 			if token.IsReserved(k) || k == "" {
@@ -400,13 +431,13 @@ func fillClient(c *Client) error {
 		return ferr(".redirect_uris", "the authorization_code grant needs at least one redirect URI")
 	}
 	for j, u := range c.RedirectURIs {
-		if err := validateClientURI(u); err != nil {
+		if err := validateRedirectURI(u, c.Secret == "", c.InsecureAllowHTTPRedirects); err != nil {
 			return ferr(fmt.Sprintf(".redirect_uris[%d]", j), "%v", err)
 		}
 	}
 	c.PostLogoutRedirectURIs = slices.Clone(c.PostLogoutRedirectURIs)
 	for j, u := range c.PostLogoutRedirectURIs {
-		if err := validateClientURI(u); err != nil {
+		if err := validatePostLogoutURI(u, c.InsecureAllowHTTPRedirects); err != nil {
 			return ferr(fmt.Sprintf(".post_logout_redirect_uris[%d]", j), "%v", err)
 		}
 	}
@@ -453,9 +484,88 @@ func validateIssuerURL(s string) error {
 	return nil
 }
 
-// validateClientURI checks a registered redirect or logout URI: absolute,
-// no fragment (RFC 6749 §3.1.2), http(s) with a host or a private-use
-// scheme of a native app (RFC 8252 §7.1).
+// validateRedirectURI checks a registered redirect URI beyond
+// validateClientURI (RFC 9700 §2.1, §4.1; RFC 8252 §7, §8.4):
+//
+//   - https: always.
+//   - http: only on a loopback host (127.0.0.0/8, [::1], localhost), where
+//     the code does not cross a network (RFC 8252 §7.3, RFC 9700 §2.1.1);
+//     insecureHTTP (Client.InsecureAllowHTTPRedirects) lifts this for
+//     development.
+//   - a private-use scheme of a native app (RFC 8252 §7.1, e.g.
+//     com.example.app:/cb): only for a public client, since a native app
+//     cannot keep a secret (RFC 8252 §8.4), and only a reverse-domain
+//     scheme (with a '.'), which is what §7.1 has apps use and what keeps
+//     it apart from the schemes a browser interprets itself.
+//   - never javascript:, data:, file: and the other schemes a browser runs
+//     or reads locally (see browserSchemes).
+func validateRedirectURI(s string, public, insecureHTTP bool) error {
+	if err := validateClientURI(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s)
+	scheme := strings.ToLower(u.Scheme)
+	switch {
+	case scheme == "https":
+		return nil
+	case scheme == "http":
+		if isLoopbackHost(u.Hostname()) || insecureHTTP {
+			return nil
+		}
+		return fmt.Errorf("%q is plain http on a host that is not loopback: the authorization code would cross the network unencrypted (RFC 9700 section 2.1.1); use https, or http://127.0.0.1, http://[::1] or http://localhost for a local app", s)
+	case browserSchemes[scheme]:
+		return fmt.Errorf("%q has the scheme %s:, which a browser executes or reads locally; a redirect URI must be https, http on loopback, or a native app's private-use scheme", s, scheme)
+	case !strings.Contains(scheme, "."):
+		return fmt.Errorf("%q has the scheme %s:; a native app's private-use scheme must be a reverse domain name it controls, e.g. com.example.app:/callback (RFC 8252 section 7.1); otherwise use https", s, scheme)
+	case !public:
+		return fmt.Errorf("%q is a private-use URI scheme, which is for native apps; a native app cannot keep a client secret (RFC 8252 section 8.4): register it on a public client (no secret), or use an https redirect URI", s)
+	}
+	return nil
+}
+
+// validatePostLogoutURI checks a registered post-logout redirect URI: the
+// rules of validateClientURI, and only https, or http on a loopback host
+// (unless insecureHTTP). The end_session_endpoint redirects the browser
+// there with no code; a javascript: or data: target would run in the
+// issuer's origin context, a plain-http one is open to rewriting.
+func validatePostLogoutURI(s string, insecureHTTP bool) error {
+	if err := validateClientURI(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s)
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return nil
+	case "http":
+		if isLoopbackHost(u.Hostname()) || insecureHTTP {
+			return nil
+		}
+		return fmt.Errorf("%q is plain http on a host that is not loopback; use https, or http://127.0.0.1, http://[::1] or http://localhost for a local app", s)
+	}
+	return fmt.Errorf("%q has the scheme %s:; a post-logout redirect URI must be https (or http on loopback)", s, u.Scheme)
+}
+
+// browserSchemes are URI schemes a browser runs, reads locally or renders
+// itself: never a redirect target.
+var browserSchemes = map[string]bool{
+	"javascript": true, "vbscript": true, "data": true, "file": true, "blob": true,
+	"about": true, "filesystem": true, "view-source": true,
+}
+
+// isLoopbackHost reports whether host is a loopback name or address:
+// localhost, 127.0.0.0/8 or ::1 (RFC 8252 §7.3; RFC 6761 §6.3 for
+// localhost). host is url.URL.Hostname(): without brackets or port.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
+}
+
+// validateClientURI checks what every registered client URI must be:
+// absolute, no fragment (RFC 6749 §3.1.2), a host when http(s), no user
+// information, no wildcard.
 func validateClientURI(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -469,6 +579,9 @@ func validateClientURI(s string) error {
 	}
 	if (u.Scheme == "http" || u.Scheme == "https") && u.Host == "" {
 		return fmt.Errorf("%q has no host", s)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q contains user information (user@ or user:password@); remove it", s)
 	}
 	if strings.ContainsAny(s, "*") {
 		return fmt.Errorf("%q contains a wildcard; redirect URIs match exactly (RFC 9700 §2.1)", s)

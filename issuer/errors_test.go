@@ -113,6 +113,7 @@ func TestAuthorizeErrors(t *testing.T) {
 			if got.Get("error_description") == "" {
 				t.Error("no error_description")
 			}
+			wantDescriptionCharset(t, "redirect", got.Get("error_description"))
 			if got.Get("state") != "st-123" {
 				t.Errorf("state %q, want st-123 echoed", got.Get("state"))
 			}
@@ -569,4 +570,74 @@ func TestEndSession(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestErrorDescriptionCharset sends client input that the issuer quotes
+// back (grant types, scopes, response types, Content-Type) holding '"',
+// '\\', '§', control characters and non-ASCII, to every endpoint that
+// answers with an RFC 6749 error, and checks every error_description it
+// gets (JSON body, Bearer challenge, error redirect) is within RFC 6749
+// §5.2's %x20-21 / %x23-5B / %x5D-7E. wantError checks the charset of
+// every other error test too.
+func TestErrorDescriptionCharset(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{})
+	const evil = "x\"y\\z §1 é\u2014\t日本\u0001"
+	const evilHeader = "x\"y\\z §1 é\u2014\t日本" // what net/http lets into a header
+	_, _, tk := e.loginTokens(webID)
+	form := "application/x-www-form-urlencoded"
+	for _, tc := range []struct {
+		name   string
+		a      auth
+		form   url.Values
+		status int
+		code   string
+	}{
+		{"grant_type echoed", webBasic, url.Values{"grant_type": {evil}}, 400, "unsupported_grant_type"},
+		{"client_credentials scope echoed", svcBasic, url.Values{"grant_type": {"client_credentials"}, "scope": {"admin" + evil}}, 400, "invalid_scope"},
+		{"client_credentials openid", svcBasic, url.Values{"grant_type": {"client_credentials"}, "scope": {"openid"}}, 400, "invalid_scope"},
+		{"refresh scope", webBasic, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tk.refresh}, "scope": {"openid" + evil}}, 400, "invalid_scope"},
+		{"public client at introspection", spaNone, url.Values{"token": {"x"}}, 401, "invalid_client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/token"
+			if tc.name == "public client at introspection" {
+				path = "/introspect"
+			}
+			wantError(t, e.post(path, tc.a, tc.form), tc.status, tc.code)
+		})
+	}
+	t.Run("Content-Type echoed", func(t *testing.T) {
+		h := http.Header{"Content-Type": {"text/plain; x=\"" + evilHeader + "\""}, "Authorization": {basicAuth(webID, webSecret)}}
+		r := e.request(http.MethodPost, "/token", strings.NewReader("grant_type=refresh_token"), h)
+		wantError(t, r, 400, "invalid_request")
+	})
+	t.Run("token in the query", func(t *testing.T) {
+		h := http.Header{"Content-Type": {form}, "Authorization": {basicAuth(webID, webSecret)}}
+		wantError(t, e.request(http.MethodPost, "/token?"+url.Values{"x": {evil}}.Encode(), strings.NewReader("grant_type=refresh_token"), h), 400, "invalid_request")
+	})
+	t.Run("userinfo challenge", func(t *testing.T) {
+		wantError(t, e.request(http.MethodGet, "/userinfo", nil, http.Header{"Authorization": {"Basic " + evilHeader}}), 401, "invalid_token")
+		wantError(t, e.userinfo("a.b.c"), 401, "invalid_token")
+	})
+	t.Run("authorize redirect", func(t *testing.T) {
+		v := authParams(oauth2.GenerateVerifier())
+		v.Set("response_type", "token"+evil)
+		p := e.browser().get(e.url + "/authorize?" + v.Encode())
+		if p.location == nil {
+			t.Fatalf("status %d, want an error redirect", p.status)
+		}
+		q := p.location.Query()
+		if q.Get("error") != "unsupported_response_type" {
+			t.Fatalf("error %q, want unsupported_response_type", q.Get("error"))
+		}
+		wantDescriptionCharset(t, "redirect", q.Get("error_description"))
+		v = authParams(oauth2.GenerateVerifier())
+		v.Set("scope", "openid admin"+evil)
+		q = e.browser().get(e.url + "/authorize?" + v.Encode()).location.Query()
+		if q.Get("error") != "invalid_scope" {
+			t.Fatalf("error %q, want invalid_scope", q.Get("error"))
+		}
+		wantDescriptionCharset(t, "redirect", q.Get("error_description"))
+	})
 }

@@ -3,6 +3,7 @@ package issuer_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -305,12 +306,53 @@ func TestClientCredentials(t *testing.T) {
 		t.Errorf("client_credentials returned a refresh or ID token: %s", r.raw)
 	}
 	cl := verifyAccess(t, e, r.str("access_token"))
-	if cl["client_id"] != svcID || cl["sub"] != svcID {
-		t.Errorf("client_credentials token: client_id %v sub %v, want %s (RFC 9068 §2.2)", cl["client_id"], cl["sub"], svcID)
+	// RFC 9068 §2.2: sub identifies the client, in a namespace of its own
+	// (client:<id>), and gty says no user is involved.
+	if cl["client_id"] != svcID || cl["sub"] != issuer.ClientSubject(svcID) || cl["gty"] != "client_credentials" {
+		t.Errorf("client_credentials token: client_id %v sub %v gty %v, want %s, %s, client_credentials", cl["client_id"], cl["sub"], cl["gty"], svcID, issuer.ClientSubject(svcID))
 	}
 	// Its own token is active to it; to another client it is foreign.
-	wantActive(t, e.post("/introspect", svcBasic, map[string][]string{"token": {r.str("access_token")}}))
+	in := e.post("/introspect", svcBasic, map[string][]string{"token": {r.str("access_token")}})
+	wantActive(t, in)
+	if _, ok := in.body["username"]; ok || in.str("sub") != issuer.ClientSubject(svcID) || in.str("gty") != "client_credentials" || in.str("client_id") != svcID {
+		t.Errorf("introspection of a client_credentials token: %s, want sub %s, gty client_credentials and no username", in.raw, issuer.ClientSubject(svcID))
+	}
 	wantInactive(t, e.introspect(r.str("access_token")))
+	// It names no user: the UserInfo endpoint refuses it.
+	wantError(t, e.userinfo(r.str("access_token")), http.StatusUnauthorized, "invalid_token")
+	// A user's token carries no gty.
+	_, _, tk := e.loginTokens(webID)
+	if ucl := verifyAccess(t, e, tk.access); ucl["gty"] != nil || ucl["sub"] != "user-alice" {
+		t.Errorf("user token: sub %v gty %v, want user-alice and no gty", ucl["sub"], ucl["gty"])
+	}
+	if u := e.introspect(tk.access); u.str("username") != aliceUser || u.str("gty") != "" {
+		t.Errorf("introspection of a user token: %s, want username alice and no gty", u.raw)
+	}
+}
+
+// TestClientNamedLikeUser: the client_credentials token of a client
+// named like a user (here alice's username; a client id equal to a user's
+// subject is refused at start, see TestConfigValidation) never reads as
+// that user: its sub is prefixed, introspection names no username, and
+// UserInfo refuses it.
+func TestClientNamedLikeUser(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{cfg: func(c *issuer.Config) {
+		c.Clients = append(c.Clients, issuer.Client{ID: aliceUser, Secret: "alice-client-0123456789abcdef", GrantTypes: []string{issuer.GrantClientCredentials}})
+	}})
+	r := e.post("/token", auth{id: aliceUser, secret: "alice-client-0123456789abcdef", basic: true}, url.Values{"grant_type": {"client_credentials"}})
+	if r.status != http.StatusOK {
+		t.Fatalf("client_credentials: %d %s", r.status, r.raw)
+	}
+	if sub := payload(t, r.str("access_token"))["sub"]; sub == aliceUser {
+		t.Fatalf("the client %q got a token with sub %q: a resource server would take it for the user", aliceUser, sub)
+	}
+	in := e.post("/introspect", auth{id: aliceUser, secret: "alice-client-0123456789abcdef", basic: true}, url.Values{"token": {r.str("access_token")}})
+	wantActive(t, in)
+	if in.str("username") != "" || in.str("sub") == aliceUser {
+		t.Fatalf("introspection of client %q's own token: %s, want no username and a client: sub", aliceUser, in.raw)
+	}
+	wantError(t, e.userinfo(r.str("access_token")), http.StatusUnauthorized, "invalid_token")
 }
 
 // TestArgon2idLogin logs in a user whose hash comes from HashPassword.

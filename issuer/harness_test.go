@@ -685,11 +685,43 @@ func (e *env) userinfo(tok string) oauthResponse {
 	return e.request(http.MethodGet, "/userinfo", nil, http.Header{"Authorization": {"Bearer " + tok}})
 }
 
-// wantError checks an RFC 6749 §5.2 error response.
+// wantDescriptionCharset checks an error_description is within the
+// characters RFC 6749 §5.2 allows: %x20-21 / %x23-5B / %x5D-7E.
+func wantDescriptionCharset(t testing.TB, where, d string) {
+	t.Helper()
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; !(c >= 0x20 && c <= 0x21 || c >= 0x23 && c <= 0x5b || c >= 0x5d && c <= 0x7e) {
+			t.Errorf("%s error_description %q has byte %#x at %d, outside RFC 6749 §5.2's %%x20-21 / %%x23-5B / %%x5D-7E", where, d, c, i)
+			return
+		}
+	}
+}
+
+// bearerDescription returns the error_description of a Bearer challenge
+// (RFC 6750 §3), or "" when there is none.
+func bearerDescription(h string) string {
+	_, rest, ok := strings.Cut(h, `error_description="`)
+	if !ok {
+		return ""
+	}
+	d, _, _ := strings.Cut(rest, `"`)
+	return d
+}
+
+// wantError checks an RFC 6749 §5.2 error response, and that its
+// error_description (in the body and in a Bearer challenge) is within the
+// characters §5.2 allows.
 func wantError(t testing.TB, r oauthResponse, status int, code string) {
 	t.Helper()
 	if r.status != status || r.str("error") != code {
 		t.Fatalf("got status %d error %q (%s), want %d %q", r.status, r.str("error"), r.raw, status, code)
+	}
+	wantDescriptionCharset(t, code, r.str("error_description"))
+	if h := r.header.Get("WWW-Authenticate"); strings.HasPrefix(h, "Bearer") {
+		if strings.Count(h, `"`)%2 != 0 {
+			t.Errorf("Bearer challenge %q has an odd number of quotes", h)
+		}
+		wantDescriptionCharset(t, code+" challenge", bearerDescription(h))
 	}
 	if code == "invalid_client" && !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Basic") {
 		t.Errorf("invalid_client without a Basic WWW-Authenticate challenge (RFC 6749 §5.2): %q", r.header.Get("WWW-Authenticate"))

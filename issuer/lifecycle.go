@@ -59,6 +59,9 @@ func (s *Server) handleUserinfo(c *fiber.Ctx) error {
 	if err != nil {
 		return s.writeError(c, epUserinfo, err)
 	}
+	if isClientToken(cl) {
+		return s.writeError(c, epUserinfo, protocol.ErrInvalidToken.WithDescription("the access token is a client_credentials token, which a client got for itself and which names no user; the UserInfo endpoint needs a token issued for a user"))
+	}
 	if !protocol.HasScope(cl.Scope, ScopeOpenID) {
 		return s.writeError(c, epUserinfo, protocol.ErrInsufficientScope.WithDescription("the access token lacks the openid scope the UserInfo endpoint requires"))
 	}
@@ -217,6 +220,9 @@ type introspection struct {
 	JTI       string   `json:"jti,omitempty"`
 	SID       string   `json:"sid,omitempty"`
 	AuthTime  int64    `json:"auth_time,omitempty"`
+	// Gty is "client_credentials" for a token a client got for itself:
+	// its sub names the client (ClientSubjectPrefix), it has no username.
+	Gty string `json:"gty,omitempty"`
 }
 
 // handleIntrospect is the introspection endpoint (RFC 7662), for
@@ -308,8 +314,16 @@ func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (
 	if !tc.AuthTime.IsZero() {
 		res.AuthTime = tc.AuthTime.Unix()
 	}
-	if u := s.bySubject[tc.Subject]; u != nil {
-		res.Username = u.Username
+	switch {
+	case isClientToken(tc):
+		// A client's own token: never a username, whatever the sub
+		// (RFC 7662 §2.2 username is "the resource owner who authorized
+		// this token"; there is none).
+		res.Gty = GrantClientCredentials
+	default:
+		if u := s.bySubject[tc.Subject]; u != nil {
+			res.Username = u.Username
+		}
 	}
 	return res, "", nil
 }

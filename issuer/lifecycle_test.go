@@ -2,6 +2,7 @@ package issuer_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -295,6 +296,54 @@ func TestAllowlistRotation(t *testing.T) {
 		}
 		wantActive(t, e.introspect(tk.refresh))
 	})
+}
+
+// TestNarrowedRefresh: a scope parameter on a refresh narrows that one
+// access token; the grant keeps its scope, so the next refresh without a
+// scope parameter gets all of it again (RFC 6749 §6), with rotation on
+// and off.
+func TestNarrowedRefresh(t *testing.T) {
+	t.Parallel()
+	for _, rotate := range []bool{true, false} {
+		t.Run(fmt.Sprintf("rotation %v", rotate), func(t *testing.T) {
+			t.Parallel()
+			e := start(t, envOptions{cfg: func(c *issuer.Config) { c.DisableRefreshRotation = !rotate }})
+			_, _, tk := e.loginTokens(webID, "openid", "profile", "email", "offline_access")
+			full := "openid profile email offline_access"
+			narrow := e.post("/token", webBasic, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tk.refresh}, "scope": {"email"}})
+			if narrow.status != http.StatusOK || narrow.str("scope") != "email" {
+				t.Fatalf("narrowed refresh: %d %s, want scope email", narrow.status, narrow.raw)
+			}
+			if narrow.str("id_token") != "" {
+				t.Errorf("a refresh narrowed to email (no openid) returned an ID token")
+			}
+			if got := e.introspect(narrow.str("access_token")).str("scope"); got != "email" {
+				t.Errorf("narrowed access token has scope %q, want email", got)
+			}
+			rt := tk.refresh
+			if rotate {
+				rt = narrow.str("refresh_token")
+				if got := e.introspect(rt).str("scope"); got != full {
+					t.Errorf("the refresh token of a narrowed refresh has scope %q, want the grant's %q", got, full)
+				}
+			}
+			again := e.refresh(webBasic, rt)
+			if again.status != http.StatusOK || again.str("scope") != full {
+				t.Fatalf("refresh after a narrowed one: %d %s, want the grant's scope %q", again.status, again.raw, full)
+			}
+			if got := e.introspect(again.str("access_token")).str("scope"); got != full {
+				t.Errorf("access token after a narrowed refresh has scope %q, want %q", got, full)
+			}
+			if again.str("id_token") == "" {
+				t.Errorf("the full-scope refresh returned no ID token")
+			}
+			// Widening beyond the grant stays refused.
+			if rotate {
+				rt = again.str("refresh_token")
+			}
+			wantError(t, e.post("/token", webBasic, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "scope": {"openid phone"}}), http.StatusBadRequest, "invalid_scope")
+		})
+	}
 }
 
 // TestRefreshReuse: a rotated-away refresh token presented again revokes

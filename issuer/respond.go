@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/url"
@@ -30,6 +31,15 @@ const (
 type errorBody struct {
 	Error       string `json:"error"`
 	Description string `json:"error_description,omitempty"`
+}
+
+// MarshalJSON writes the body with its description passed through
+// protocol.SafeDescription: every JSON error of the issuer, whoever built
+// it, stays within the characters RFC 6749 §5.2 allows.
+func (b errorBody) MarshalJSON() ([]byte, error) {
+	type plain errorBody
+	b.Description = protocol.SafeDescription(b.Description)
+	return json.Marshal(plain(b))
 }
 
 // toProtocol maps err to a protocol error: a protocol.Error as is, an
@@ -67,19 +77,10 @@ func (s *Server) writeError(c *fiber.Ctx, endpoint string, err error) error {
 	return c.Status(status).JSON(errorBody{Error: pe.Code, Description: pe.Description})
 }
 
-// bearerChallenge is the WWW-Authenticate value of RFC 6750 §3.
+// bearerChallenge is the WWW-Authenticate value of RFC 6750 §3. A safe
+// description has neither '"' nor '\\', so it is a valid quoted-string.
 func bearerChallenge(pe *protocol.Error) string {
-	return `Bearer realm="bffgate issuer", error="` + pe.Code + `", error_description="` + quoteSafe(pe.Description) + `"`
-}
-
-// quoteSafe drops what cannot appear in a quoted-string.
-func quoteSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
-			return -1
-		}
-		return r
-	}, s)
+	return `Bearer realm="bffgate issuer", error="` + pe.Code + `", error_description="` + protocol.SafeDescription(pe.Description) + `"`
 }
 
 // redirectError sends err to the client's redirect_uri as query parameters
@@ -92,7 +93,7 @@ func (s *Server) redirectError(c *fiber.Ctx, redirectURI, state, clientID string
 	q := url.Values{}
 	q.Set("error", pe.Code)
 	if pe.Description != "" {
-		q.Set("error_description", pe.Description)
+		q.Set("error_description", protocol.SafeDescription(pe.Description))
 	}
 	if state != "" {
 		q.Set("state", state)

@@ -32,11 +32,26 @@ type tokenResponse struct {
 
 // grantInfo is what every token of one grant shares.
 type grantInfo struct {
-	ID       string
-	Subject  string
-	SID      string
-	Scope    string
-	AuthTime time.Time
+	ID      string
+	Subject string
+	SID     string
+	// Scope is the grant's scope: what the resource owner granted, and the
+	// scope of every refresh token of the grant.
+	Scope string
+	// AccessScope narrows this response's access (and ID) token when a
+	// refresh asks for less (RFC 6749 §6); "" means Scope. The grant and
+	// its refresh tokens keep Scope: a narrowed refresh narrows that one
+	// access token only.
+	AccessScope string
+	AuthTime    time.Time
+}
+
+// accessScope is the scope of the access token being minted.
+func (g grantInfo) accessScope() string {
+	if g.AccessScope != "" {
+		return g.AccessScope
+	}
+	return g.Scope
 }
 
 // newGrantID returns a random grant id that also names its client
@@ -206,13 +221,14 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 	if rc.ClientID != cl.ID {
 		return tokenResponse{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
 	}
-	scope := rc.Scope
-	if req := form.Get("scope"); req != "" {
-		if !protocol.ValidScope(req) || !protocol.SubsetScope(req, rc.Scope) {
-			return tokenResponse{}, protocol.ErrInvalidScope.WithDescription("the requested scope exceeds the scope of the grant (%s); a refresh may only narrow it (RFC 6749 §6)", rc.Scope)
-		}
-		scope = strings.Join(protocol.ParseScope(req), " ")
+	// A scope parameter narrows this access token only (RFC 6749 §6: the
+	// requested scope "MUST NOT include any scope not originally granted");
+	// "" gives the grant's full scope.
+	scope := form.Get("scope")
+	if !protocol.ValidScope(scope) {
+		return tokenResponse{}, protocol.ErrInvalidScope.WithDescription("the scope parameter holds characters RFC 6749 §3.3 does not allow")
 	}
+	scope = strings.Join(protocol.ParseScope(scope), " ")
 	u := s.bySubject[rc.Subject]
 	if u == nil {
 		return tokenResponse{}, invalidGrant("the user of the refresh token is no longer configured at the issuer")
@@ -223,12 +239,17 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 		if rec.ClientID != cl.ID {
 			return storage.Issued{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
 		}
-		g := grantInfo{ID: rec.GrantID, Subject: rec.Subject, SID: rec.SID, Scope: scope, AuthTime: rc.AuthTime}
+		// The stored record holds the grant's scope (a refresh token
+		// minted before narrowed refreshes kept it may carry less).
+		if scope != "" && !protocol.SubsetScope(scope, rec.Scope) {
+			return storage.Issued{}, protocol.ErrInvalidScope.WithDescription("the requested scope exceeds the scope of the grant (%s); a refresh may only narrow it (RFC 6749 §6)", rec.Scope)
+		}
+		g := grantInfo{ID: rec.GrantID, Subject: rec.Subject, SID: rec.SID, Scope: rec.Scope, AccessScope: scope, AuthTime: rc.AuthTime}
 		var (
 			rt  *storage.RefreshToken
 			err error
 		)
-		resp, rt, err = s.mint(GrantRefreshToken, cl, g, rotate, "", releasedClaims(u, scope), now)
+		resp, rt, err = s.mint(GrantRefreshToken, cl, g, rotate, "", releasedClaims(u, g.accessScope()), now)
 		if err != nil {
 			return storage.Issued{}, err
 		}
@@ -236,9 +257,6 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 			resp.RefreshToken = "" // rotation off: the client keeps its refresh token
 			return storage.Issued{}, nil
 		}
-		// The new refresh token keeps the grant's full scope, so a
-		// narrowed refresh does not narrow the next one.
-		rt.Scope = rec.Scope
 		grant := &storage.Grant{ID: rec.GrantID, ClientID: cl.ID, Subject: rec.Subject, SID: rec.SID, Scope: rec.Scope,
 			AuthTime: rc.AuthTime, Created: rec.IssuedAt, ExpiresAt: rt.ExpiresAt}
 		if cj, err := json.Marshal(releasedClaims(u, rec.Scope)); err == nil {
@@ -289,9 +307,33 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 		}
 	}
 	now := s.now()
-	g := grantInfo{Subject: cl.ID, Scope: strings.Join(protocol.ParseScope(scope), " ")}
+	g := grantInfo{Subject: ClientSubject(cl.ID), Scope: strings.Join(protocol.ParseScope(scope), " ")}
 	resp, _, err := s.mint(GrantClientCredentials, cl, g, false, "", nil, now)
 	return resp, err
+}
+
+// ClientSubjectPrefix begins the sub of every token a client gets for
+// itself (client_credentials): "client:" + client_id.
+//
+// RFC 9068 §2.2 has such a sub "correspond to an identifier the
+// authorization server uses to indicate the client application", and §5
+// warns that a resource server keying data by sub must not mistake a
+// client for a user. Client ids and user subjects are separate
+// namespaces: with the bare client id as sub, a client registered as
+// "alice" would read user alice's data at every resource server. So the
+// sub is prefixed (client ids cannot hold ':', user subjects may not begin
+// with the prefix: both are refused at start), the token carries
+// gty=client_credentials, and introspection reports no username for it.
+// Keycloak reaches the same end with a service-account-<client> user per
+// client; Auth0 with sub <client>@clients and gty.
+const ClientSubjectPrefix = "client:"
+
+// ClientSubject is the sub of client id's client_credentials tokens.
+func ClientSubject(clientID string) string { return ClientSubjectPrefix + clientID }
+
+// isClientToken reports whether tc is a client's own token (no user).
+func isClientToken(tc *token.Claims) bool {
+	return tc.GrantType == GrantClientCredentials || strings.HasPrefix(tc.Subject, ClientSubjectPrefix)
 }
 
 // mint makes the tokens of one token response: an access token (RFC 9068),
@@ -299,16 +341,21 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 // and an ID token when the scope has openid.
 func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh bool, nonce string, claims map[string]any, now time.Time) (tokenResponse, *storage.RefreshToken, error) {
 	now = now.Truncate(time.Second)
-	at, err := s.codec.Mint(token.Access, token.Claims{
-		Subject: g.Subject, Audience: cl.Audience, ClientID: cl.ID, Scope: g.Scope,
+	scope := g.accessScope()
+	atc := token.Claims{
+		Subject: g.Subject, Audience: cl.Audience, ClientID: cl.ID, Scope: scope,
 		IssuedAt: now, Expiry: now.Add(s.cfg.AccessTokenTTL), AuthTime: g.AuthTime, SID: g.SID, GrantID: g.ID,
-	})
+	}
+	if grantType == GrantClientCredentials {
+		atc.GrantType = GrantClientCredentials // marks a token that acts for no user
+	}
+	at, err := s.codec.Mint(token.Access, atc)
 	if err != nil {
 		return tokenResponse{}, nil, fmt.Errorf("mint access token: %w", err)
 	}
 	format := string(s.codec.Format())
 	s.metrics.minted.WithLabelValues(grantType, "access", format).Inc()
-	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: g.Scope}
+	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: scope}
 
 	var rec *storage.RefreshToken
 	if withRefresh && g.ID != "" {
@@ -326,7 +373,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp}
 	}
 
-	if protocol.HasScope(g.Scope, ScopeOpenID) {
+	if protocol.HasScope(scope, ScopeOpenID) {
 		extra := make(map[string]any, len(claims))
 		for k, v := range claims {
 			if !token.IsReserved(k) {
@@ -375,7 +422,7 @@ func describeTokenError(err error, what string) string {
 	case errors.Is(err, token.ErrNotYetValid):
 		return "the " + what + " is not valid yet (its nbf or iat is in the future; check the clocks)"
 	case errors.Is(err, token.ErrWrongType):
-		return "the token is not a " + what + " (its typ header is of another kind of token)"
+		return "the token is not " + article(what) + " " + what + " (its typ header is of another kind of token)"
 	case errors.Is(err, token.ErrWrongIssuer):
 		return "the " + what + " was issued by another issuer"
 	case errors.Is(err, token.ErrUnknownKey):
@@ -394,4 +441,13 @@ func describeTokenError(err error, what string) string {
 func (s *Server) logToken(c *fiber.Ctx, msg string, attrs ...slog.Attr) {
 	attrs = append(attrs, slog.String("request_id", obs.RequestID(c)))
 	s.log.LogAttrs(c.UserContext(), slog.LevelInfo, msg, attrs...)
+}
+
+// article is the indefinite article of what ("an access token", "a
+// refresh token").
+func article(what string) string {
+	if what != "" && strings.ContainsRune("aeiou", rune(what[0])) {
+		return "an"
+	}
+	return "a"
 }

@@ -105,6 +105,7 @@ func (a *API) newApp() *fiber.App {
 	a.obs.Mount(app, obs.Check{Name: "issuer", Fn: a.verifier.ready})
 	api := app.Group("/api", a.authenticate)
 	api.Get("/whoami", a.whoami)
+	api.Use("/items", a.requireUser)
 	api.Get("/items", a.listItems)
 	api.Post("/items", a.addItem)
 	api.Delete("/items/:id", a.deleteItem)
@@ -254,6 +255,7 @@ func principal(c *fiber.Ctx) *Principal {
 type Whoami struct {
 	Subject   string     `json:"subject"`
 	ClientID  string     `json:"client_id,omitempty"`
+	Client    bool       `json:"client,omitempty"` // a client_credentials token: Subject is the client, no user
 	Issuer    string     `json:"issuer,omitempty"`
 	Audience  []string   `json:"audience"`
 	Scopes    []string   `json:"scopes"`
@@ -284,6 +286,7 @@ func (a *API) whoami(c *fiber.Ctx) error {
 	w := Whoami{
 		Subject:  p.Subject,
 		ClientID: p.ClientID,
+		Client:   p.Client,
 		Issuer:   p.Issuer,
 		Audience: nonNil(p.Audience),
 		Scopes:   nonNil(p.Scopes),
@@ -391,4 +394,16 @@ func strictJSON(body []byte, v any) error {
 		return errors.New("trailing data after the JSON object")
 	}
 	return nil
+}
+
+// requireUser guards the per-user endpoints: a client_credentials token
+// acts for no user, so its sub must never select a user's items (RFC 9068
+// §5: a resource server must not take a client for a resource owner).
+func (a *API) requireUser(c *fiber.Ctx) error {
+	if principal(c).Client {
+		a.log.Info("client token refused at a per-user endpoint", "request_id", obs.RequestID(c), "client_id", principal(c).ClientID)
+		return sendError(c, fiber.StatusForbidden, "user_required",
+			"items are kept per user, and this access token is a client_credentials token that acts for no user; call with a user's token (a route with policy user)")
+	}
+	return c.Next()
 }

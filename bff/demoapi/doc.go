@@ -25,6 +25,15 @@
 //     Positive answers are cached for a few seconds, keyed by the SHA-256
 //     of the token, so a revoked token stays usable at most that long.
 //
+// # Client tokens
+//
+// A client_credentials token (RFC 6749 §4.4) acts for a client, not for a
+// user, and its sub names that client: keeping or reading items by it
+// would hand a client named like a user that user's data (RFC 9068 §5).
+// Principal.Client marks such a token (the issuer's gty claim, or gty in
+// the introspection answer); /api/whoami reports it as "client": true and
+// the per-user /api/items endpoints answer 403 "user_required".
+//
 // Errors follow RFC 6750 §3: 401 with WWW-Authenticate: Bearer
 // error="invalid_token" for a bad token, a bare Bearer realm challenge when
 // no token was sent, 403 error="insufficient_scope" when the token lacks

@@ -123,3 +123,47 @@ func TestAgainstEmbeddedIssuer(t *testing.T) {
 		}
 	})
 }
+
+// TestClientTokenIsNoUser: a client_credentials token of the embedded
+// issuer is recognised as a client's (whoami says so, its subject is the
+// client's namespaced sub) and never selects a user's items, whether the
+// API checks it with the JWK set or by introspection.
+func TestClientTokenIsNoUser(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		edit func(*issuer.Config)
+		cfg  func(base string) Config
+	}{
+		{"jwks", nil, func(base string) Config { return Config{Issuer: base, Audience: testAudience} }},
+		{"introspection", func(c *issuer.Config) { c.TokenFormat = token.FormatEncrypted }, func(base string) Config {
+			return Config{Issuer: base, Audience: testAudience, Mode: ModeIntrospect,
+				IntrospectionClientID: testClientID, IntrospectionClientSecret: testClientSecret}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			base := startIssuer(t, tc.edit)
+			a := newTestAPI(t, tc.cfg(base))
+			tok := clientCredentialsToken(t, base)
+			r := do(t, a.App(), http.MethodGet, "/api/whoami", tok, "")
+			if r.status != http.StatusOK {
+				t.Fatalf("whoami: %d %s", r.status, r.body)
+			}
+			m := r.json(t)
+			if m["client"] != true || m["subject"] != issuer.ClientSubject(testClientID) || m["client_id"] != testClientID {
+				t.Fatalf("whoami of a client token = %s, want client true and subject %s", r.body, issuer.ClientSubject(testClientID))
+			}
+			for _, req := range []struct{ method, path, body string }{
+				{http.MethodGet, "/api/items", ""},
+				{http.MethodPost, "/api/items", `{"title":"x"}`},
+				{http.MethodDelete, "/api/items/x", ""},
+			} {
+				r := do(t, a.App(), req.method, req.path, tok, req.body)
+				if r.status != http.StatusForbidden || r.json(t)["error"] != "user_required" {
+					t.Errorf("%s %s with a client token: %d %s, want 403 user_required", req.method, req.path, r.status, r.body)
+				}
+			}
+		})
+	}
+}

@@ -47,6 +47,18 @@ type Principal struct {
 	// Enc is the content encryption algorithm of a JWE ("A128CBC-HS256");
 	// "" for a signed or opaque token.
 	Enc string
+	// Client reports a token a client got for itself with the
+	// client_credentials grant (RFC 6749 §4.4): Subject then names the
+	// client, not a user, and nothing may be kept or read per user with
+	// it. bffgate's issuer marks such tokens with the gty claim (and in
+	// introspection) "client_credentials", and gives them the sub
+	// "client:<client_id>"; Auth0 writes gty "client-credentials".
+	Client bool
+}
+
+// clientGrant reports whether a gty value marks a client_credentials token.
+func clientGrant(gty string) bool {
+	return gty == "client_credentials" || gty == "client-credentials"
 }
 
 // Encrypted reports whether the token was a JWE (RFC 7516).
@@ -100,6 +112,7 @@ func (v *jwtVerifier) ready(ctx context.Context) error {
 // accessClaims are the RFC 9068 §2.2 claims beyond the registered ones.
 type accessClaims struct {
 	ClientID string          `json:"client_id"`
+	Gty      string          `json:"gty"`   // "client_credentials": no user (see Principal.Client)
 	Scope    json.RawMessage `json:"scope"` // RFC 8693 §4.2: a space-separated string
 	Scp      []string        `json:"scp"`   // the array some providers send instead
 }
@@ -175,6 +188,7 @@ func (v *jwtVerifier) verify(ctx context.Context, raw string) (*Principal, error
 		Format:    FormatJWT,
 		TypHeader: typ,
 		Alg:       h.Algorithm,
+		Client:    clientGrant(extra.Gty),
 	}
 	if std.IssuedAt != nil {
 		p.IssuedAt = std.IssuedAt.Time()
@@ -263,6 +277,7 @@ type introspection struct {
 	Aud       json.RawMessage `json:"aud"` // a string or an array of strings
 	Iss       string          `json:"iss"`
 	JTI       string          `json:"jti"`
+	Gty       string          `json:"gty"` // bffgate's issuer: "client_credentials" for a client's own token
 }
 
 func (in *introspector) verify(ctx context.Context, raw string) (*Principal, error) {
@@ -400,6 +415,7 @@ func (in *introspector) principal(r *introspection, raw string, now time.Time) (
 		TypHeader: hdr.Typ,
 		Alg:       hdr.Alg,
 		Enc:       hdr.Enc,
+		Client:    clientGrant(r.Gty),
 	}
 	if r.Exp != nil {
 		p.ExpiresAt = time.Unix(int64(*r.Exp), 0)

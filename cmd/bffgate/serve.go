@@ -403,6 +403,9 @@ func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, erro
 			GrantTypes:             []string{issuer.GrantAuthorizationCode, issuer.GrantRefreshToken, issuer.GrantClientCredentials},
 			BackchannelLogoutURI:   base + "/backchannel-logout",
 			Audience:               audience,
+			// A plain-http public_url on a LAN host is allowed by the
+			// gateway's insecure_allow_http; its callback then is too.
+			InsecureAllowHTTPRedirects: gw.InsecureAllowHTTP,
 		})
 	}
 	if cfg.zeroConfig {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"unicode/utf8"
 )
 
 // Error is an OAuth 2.0 protocol error (RFC 6749 §4.1.2.1, §5.2; RFC 6750
@@ -27,7 +29,9 @@ type Error struct {
 	// Code is the RFC 6749 error code, e.g. "invalid_grant".
 	Code string
 	// Description is the error_description: what exactly was wrong and
-	// what the client should do. It must never contain a secret.
+	// what the client should do. It must never contain a secret. The
+	// sentinels and WithDescription keep it within the characters RFC 6749
+	// §5.2 allows (see SafeDescription); set it through WithDescription.
 	Description string
 	// Status is the HTTP status for a direct (non-redirect) response.
 	Status int
@@ -90,7 +94,66 @@ var (
 )
 
 func newSentinel(code, description string, status int) *Error {
-	return &Error{Code: code, Description: description, Status: status}
+	return &Error{Code: code, Description: SafeDescription(description), Status: status}
+}
+
+// SafeDescription returns s within the character set RFC 6749 §5.2 allows
+// in error_description: %x20-21 / %x23-5B / %x5D-7E, printable ASCII
+// without '"' and '\'. The value also goes into a redirect's query, an
+// RFC 6750 §3 quoted-string in WWW-Authenticate, and client logs, all of
+// which a quote, a backslash or a control character could break.
+//
+// It keeps the text readable rather than refusing it: '§' becomes
+// "section" (descriptions cite "RFC 6749 section 3.2"), '"' and the
+// typographic quotes become "'", dashes '-', the ellipsis "...", tabs, line
+// breaks and no-break spaces a space; every other character outside the
+// set (a backslash, a control character, any other non-ASCII, invalid
+// UTF-8) becomes '?', so that a client sees where its input held one. It is
+// idempotent. Every Description made by WithDescription has been through
+// it, and the issuer's response writers apply it once more to whatever they
+// send.
+func SafeDescription(s string) string {
+	if descriptionSafe(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i, r := range s {
+		switch r {
+		case '§':
+			// "§3.2" and "§ 3.2" both read "section 3.2".
+			b.WriteString("section")
+			if rest := s[i+utf8.RuneLen(r):]; rest != "" && rest[0] != ' ' {
+				b.WriteByte(' ')
+			}
+		case '"', '\u2018', '\u2019', '\u201c', '\u201d', '\u00ab', '\u00bb':
+			b.WriteByte('\'')
+		case '\u2010', '\u2011', '\u2012', '\u2013', '\u2014', '\u2212':
+			b.WriteByte('-')
+		case '\u2026':
+			b.WriteString("...")
+		case '\t', '\n', '\r', '\u00a0', '\u2028', '\u2029':
+			b.WriteByte(' ')
+		default:
+			if r >= 0x20 && r <= 0x7e && r != '\\' {
+				b.WriteRune(r)
+			} else {
+				b.WriteByte('?')
+			}
+		}
+	}
+	return b.String()
+}
+
+// descriptionSafe reports whether s is already within RFC 6749 §5.2's
+// error_description characters.
+func descriptionSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // Error returns "code: description", followed by the cause when there is
@@ -128,15 +191,17 @@ func (e *Error) Unwrap() error { return e.cause }
 func (e *Error) Cause() error { return e.cause }
 
 // WithDescription returns a copy of e whose Description is the formatted
-// text. Write what was wrong and what to do ("the redirect_uri is not
-// registered for this client; register it or use a registered one"), never
-// a secret value.
+// text passed through SafeDescription, so that no format, and no client
+// input quoted with %q, takes a description outside RFC 6749 §5.2's
+// characters. Write what was wrong and what to do ("the redirect_uri is
+// not registered for this client; register it or use a registered one"),
+// never a secret value.
 func (e *Error) WithDescription(format string, args ...any) *Error {
 	c := *e
 	if len(args) == 0 {
-		c.Description = format
+		c.Description = SafeDescription(format)
 	} else {
-		c.Description = fmt.Sprintf(format, args...)
+		c.Description = SafeDescription(fmt.Sprintf(format, args...))
 	}
 	return &c
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
@@ -119,4 +120,96 @@ func TestIsNil(t *testing.T) {
 	if e.Error() != "<nil>" {
 		t.Fatal("nil Error()")
 	}
+}
+
+// inDescriptionCharset reports whether s is within RFC 6749 §5.2's
+// error_description characters: %x20-21 / %x23-5B / %x5D-7E.
+func inDescriptionCharset(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 0x20 && c <= 0x21 || c >= 0x23 && c <= 0x5b || c >= 0x5d && c <= 0x7e) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSafeDescription(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"plain text, unchanged", "plain text, unchanged"},
+		{"see RFC 6749 §3.2", "see RFC 6749 section 3.2"},
+		{"see RFC 6749 § 3.2", "see RFC 6749 section 3.2"},
+		{"ends with §", "ends with section"},
+		{`client "spa" is unknown`, "client 'spa' is unknown"},
+		{"“curly” ‘quotes’ «guillemets»", "'curly' 'quotes' 'guillemets'"},
+		{"a – b — c", "a - b - c"},
+		{"wait…", "wait..."},
+		{"line\r\nbreak\ttab", "line  break tab"},
+		{`back\slash`, "back?slash"},
+		{"nul\x00 del\x7f", "nul? del?"},
+		{"naïve 日本", "na?ve ??"},
+		{"bad utf-8 \xff\xfe", "bad utf-8 ??"},
+	} {
+		if got := SafeDescription(tc.in); got != tc.want {
+			t.Errorf("SafeDescription(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestWithDescriptionCharset is a property test: whatever the format and
+// the arguments (client input quoted with %q included), a description made
+// by WithDescription is within RFC 6749 §5.2's characters, and cleaning is
+// idempotent.
+func TestWithDescriptionCharset(t *testing.T) {
+	t.Parallel()
+	alphabet := []rune("aZ09 !#[]~\"\\§'\t\n\r\x00\x7f\u00e9\u00a0\u2014\u2026\u201c\U0001F600%q%s")
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := func() string {
+		n := rng.IntN(40)
+		r := make([]rune, n)
+		for i := range r {
+			r[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		s := string(r)
+		if rng.IntN(8) == 0 { // and now and then invalid UTF-8
+			s += "\xc3"
+		}
+		return s
+	}
+	var noArgs []any
+	for i := range 20000 {
+		format, arg := random(), random()
+		for _, d := range []string{
+			// A format without arguments is taken as is (no Sprintf).
+			ErrInvalidRequest.WithDescription(format, noArgs...).Description,
+			ErrInvalidGrant.WithDescription(format, arg).Description,
+			ErrInvalidScope.WithDescription("scope %q is unknown", arg).Description,
+		} {
+			if !inDescriptionCharset(d) {
+				t.Fatalf("case %d: description %q (format %q, arg %q) is outside RFC 6749 §5.2's charset", i, d, format, arg)
+			}
+			if SafeDescription(d) != d {
+				t.Fatalf("case %d: SafeDescription is not idempotent on %q", i, d)
+			}
+		}
+	}
+}
+
+func FuzzSafeDescription(f *testing.F) {
+	for _, s := range []string{"", "RFC 6749 §5.2", `"quoted"`, "\xff", "a\\b", "日本"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d := ErrInvalidRequest.WithDescription("got %q: %s", s, s).Description
+		if !inDescriptionCharset(d) {
+			t.Fatalf("description %q is outside RFC 6749 §5.2's charset", d)
+		}
+		if SafeDescription(d) != d {
+			t.Fatalf("not idempotent on %q", d)
+		}
+		if descriptionSafe(s) && SafeDescription(s) != s {
+			t.Fatalf("a clean description was changed: %q", s)
+		}
+	})
 }

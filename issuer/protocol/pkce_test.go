@@ -32,7 +32,7 @@ func TestVerifyPKCE(t *testing.T) {
 		{"wrong verifier", gen, rfcChallenge, "S256", false, "does not match"},
 		{"no challenge stored", rfcVerifier, "", "S256", false, "PKCE (S256) is required"},
 		{"plain refused", rfcVerifier, rfcVerifier, "plain", false, "only S256"},
-		{"absent method means plain", rfcVerifier, rfcVerifier, "", false, `"plain"`},
+		{"absent method means plain", rfcVerifier, rfcVerifier, "", false, "'plain'"},
 		{"unknown method", rfcVerifier, rfcChallenge, "S512", false, "only S256"},
 		{"method case matters", rfcVerifier, rfcChallenge, "s256", false, "only S256"},
 		{"missing verifier", "", rfcChallenge, "S256", false, "missing"},

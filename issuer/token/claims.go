@@ -15,7 +15,7 @@ import (
 var reserved = map[string]bool{
 	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
 	"jti": true, "client_id": true, "scope": true, "auth_time": true, "sid": true,
-	"grant_id": true, "nonce": true, "at_hash": true, "azp": true,
+	"grant_id": true, "nonce": true, "at_hash": true, "azp": true, "gty": true,
 }
 
 // IsReserved reports whether name is a claim the Codec writes itself and
@@ -39,6 +39,7 @@ type wire struct {
 	Nonce    string   `json:"nonce,omitempty"`
 	AtHash   string   `json:"at_hash,omitempty"`
 	Azp      string   `json:"azp,omitempty"`
+	Gty      string   `json:"gty,omitempty"`
 }
 
 // audience marshals one value as a string, several as an array (RFC 7519
@@ -72,6 +73,7 @@ func encodeClaims(kind Kind, cl *Claims) ([]byte, error) {
 		w.ClientID = cl.ClientID
 		w.Scope = cl.Scope
 		w.GrantID = cl.GrantID
+		w.Gty = cl.GrantType
 	case ID:
 		w.Nonce = cl.Nonce
 		w.AtHash = cl.AccessTokenHash
@@ -147,6 +149,8 @@ func decodeClaims(payload []byte) (*Claims, error) {
 			err = str(v, &cl.SID)
 		case "grant_id":
 			err = str(v, &cl.GrantID)
+		case "gty":
+			err = str(v, &cl.GrantType)
 		case "nonce":
 			err = str(v, &cl.Nonce)
 		case "at_hash":

@@ -165,6 +165,12 @@ func (c *Codec) decrypt(raw string, h header, kind Kind) ([]byte, any, error) {
 	if h.Alg != string(jose.DIRECT) || h.Enc != c.enc {
 		return nil, nil, fmt.Errorf("%w: %s alg %q enc %q, want dir %s", ErrWrongAlg, kind, clip(h.Alg), clip(h.Enc), c.enc)
 	}
+	// RFC 7516 §5.2 step 10: with direct encryption the JWE Encrypted Key
+	// MUST be empty. go-jose ignores that part for dir, so without this
+	// check a token carrying one would decrypt: one token, many encodings.
+	if _, rest, _ := strings.Cut(raw, "."); !strings.HasPrefix(rest, ".") {
+		return nil, nil, fmt.Errorf("%w: an encrypted %s (alg dir) has a non-empty encrypted key part", ErrMalformed, kind)
+	}
 	if h.Zip != "" {
 		return nil, nil, fmt.Errorf("%w: %s is compressed (zip); the issuer never compresses", ErrMalformed, kind)
 	}

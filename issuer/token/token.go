@@ -95,6 +95,11 @@ type Claims struct {
 	// GrantID is grant_id: the grant every token of one authorization
 	// shares, so that revoking the grant revokes them all.
 	GrantID string
+	// GrantType is gty (access and refresh tokens): the issuer sets it to
+	// "client_credentials" on a token a client got for itself (RFC 6749
+	// §4.4), whose sub names the client and no user. The claim name is
+	// Auth0's; RFC 9068 defines none.
+	GrantType string
 	// Nonce is the ID token's nonce (OIDC Core §3.1.2.1).
 	Nonce string
 	// AccessTokenHash is the ID token's at_hash (OIDC Core §3.1.3.6); see

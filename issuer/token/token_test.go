@@ -169,6 +169,14 @@ func TestEncryptedRoundTrip(t *testing.T) {
 				}
 				// The plaintext is the claims, not a nested JWS.
 				checkPayload(t, kind, payload, cl)
+
+				// RFC 7516 §5.2 step 10: a dir JWE whose encrypted key is
+				// not empty is invalid, although it still decrypts.
+				parts := strings.Split(raw, ".")
+				parts[1] = "AAAA"
+				if _, err := c.Parse(strings.Join(parts, "."), kind, t0); !errors.Is(err, ErrMalformed) {
+					t.Errorf("Parse of a dir %s with a non-empty encrypted key: %v, want ErrMalformed", kind, err)
+				}
 			}
 			// ID tokens stay signed and verifiable with the JWK set.
 			raw, err := c.Mint(ID, sample(ID))
@@ -405,5 +413,31 @@ func TestNewConfigErrors(t *testing.T) {
 				t.Fatalf("got %v, want an error naming %s", err, tt.says)
 			}
 		})
+	}
+}
+
+// TestGrantTypeClaim: a client's own token carries gty, in both formats,
+// and Parse reads it back; an Extra "gty" is refused (the codec writes it).
+func TestGrantTypeClaim(t *testing.T) {
+	t.Parallel()
+	ks, _ := keySet(t, "A256GCM")
+	for _, f := range []Format{FormatSigned, FormatEncrypted} {
+		c := newCodec(t, ks, Config{Format: f})
+		cl := sample(Access)
+		cl.Subject, cl.GrantType, cl.GrantID, cl.SID, cl.AuthTime = "client:svc", "client_credentials", "", "", time.Time{}
+		raw, err := c.Mint(Access, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Parse(raw, Access, t0)
+		if err != nil {
+			t.Fatalf("%s: Parse: %v", f, err)
+		}
+		checkClaims(t, got, cl)
+		extra := sample(Access)
+		extra.Extra = map[string]any{"gty": "client_credentials"}
+		if _, err := c.Mint(Access, extra); !errors.Is(err, ErrInvalidClaims) {
+			t.Errorf("%s: Mint with Extra gty: %v, want ErrInvalidClaims", f, err)
+		}
 	}
 }
