@@ -67,10 +67,6 @@ func TestConfigCheck(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "access_ttl") || !strings.Contains(errOut, "5 minutes") {
 		t.Fatalf("bad duration: exit %d, %q", code, errOut)
 	}
-	code, _, errOut = runCmd(t, "", "nonsense")
-	if code != 1 || !strings.Contains(errOut, "unknown command") {
-		t.Fatalf("unknown command: exit %d, %q", code, errOut)
-	}
 }
 
 func TestRedisURLErrorHidesPassword(t *testing.T) {

@@ -297,6 +297,9 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 		}
 	}
 	printBanner(stdout, cfg)
+	for _, w := range startupWarnings(cfg) {
+		log.Warn(w)
+	}
 	log.Info("bffgate started", "version", version, "data_dir", cfg.DataDir,
 		"issuer", enabledURL(*cfg.Issuer.Enabled, cfg.Issuer.URL),
 		"gateway", enabledURL(*cfg.Gateway.Enabled, cfg.Gateway.PublicURL))
@@ -314,14 +317,22 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	return err
 }
 
+// listenKey says how to move a listener: its key, flag and variable.
 func listenKey(name string) string {
 	switch name {
 	case "issuer":
-		return "issuer.listen"
+		return "issuer.listen, --issuer-listen or BFFGATE_ISSUER_LISTEN"
 	case "demo API":
-		return "demo_api.listen"
+		return "demo_api.listen, --demo-api-listen or BFFGATE_DEMO_API_LISTEN"
 	default:
-		return "gateway.listen or --listen"
+		return "gateway.listen, --listen or BFFGATE_GATEWAY_LISTEN"
+	}
+}
+
+// rotateFlags are keys rotate's own flags.
+func rotateFlags(alg *string) func(*flag.FlagSet) {
+	return func(fs *flag.FlagSet) {
+		fs.StringVar(alg, "alg", "", "the new key's algorithm (default: issuer.tokens.alg)")
 	}
 }
 
@@ -423,6 +434,20 @@ func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, erro
 	return srv, secret, nil
 }
 
+// startupWarnings are what a configuration allows but a user almost never
+// means: they go to the log at every start.
+func startupWarnings(cfg *Config) []string {
+	var w []string
+	if *cfg.Issuer.Enabled && len(cfg.Issuer.Users) == 0 && !cfg.zeroConfig {
+		// A configuration file turns the demo user off; following the SPA
+		// guide with a file and no issuer.users left a stack where every
+		// login failed with "Wrong username or password" and nothing said why.
+		w = append(w, "the embedded issuer has no user, so nobody can log in: add issuer.users "+
+			"(hash a password with `bffgate users hash`), or run without a configuration file for the demo user")
+	}
+	return w
+}
+
 // printBanner tells the developer, once, where everything is.
 func printBanner(w io.Writer, cfg *Config) {
 	var b strings.Builder
@@ -459,9 +484,7 @@ func printBanner(w io.Writer, cfg *Config) {
 
 func cmdKeysRotate(args []string, stdout, stderr io.Writer, env []string) error {
 	var alg string
-	f, err := parseFlags("keys rotate", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&alg, "alg", "", "the algorithm of the new key (default: issuer.tokens.alg)")
-	})
+	f, err := parseFlags("keys rotate", args, rotateFlags(&alg))
 	if err != nil {
 		return err
 	}
