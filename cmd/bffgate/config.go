@@ -1,10 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
@@ -12,7 +11,6 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +36,8 @@ type Config struct {
 	// zeroConfig is set when bffgate runs with no configuration file: the
 	// demo user exists and the demo API is on only then.
 	zeroConfig bool
+	// src is where the values came from, for errors found after loading.
+	src *source
 }
 
 type LogConfig struct {
@@ -211,17 +211,12 @@ type DemoAPI struct {
 // Duration is a time.Duration written as a Go duration string ("5m").
 type Duration time.Duration
 
+// UnmarshalYAML reads a duration; the configuration decoder parses
+// durations itself, this is for other decoders.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: want a duration such as \"30s\" or \"5m\"", n.Line)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration: want a Go duration such as \"30s\", \"5m\" or \"12h\"", n.Line, s)
-	}
+	v, err := parseDuration(n)
 	*d = Duration(v)
-	return nil
+	return err
 }
 
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
@@ -286,98 +281,68 @@ func defaultConfig() Config {
 
 // loadConfig reads the file at path (none when empty: the zero-config
 // run), applies the environment, fills what follows from other keys, and
-// validates. Errors name the key, the value and what is allowed.
+// validates. Every error is a *KeyError (joined when there are several)
+// naming the key, the file and line or the variable, and what is allowed.
 func loadConfig(path string, env []string) (*Config, error) {
 	cfg := defaultConfig()
+	src := &source{file: path, env: map[string]bool{}}
 	if path == "" {
 		cfg.zeroConfig = true
 	} else {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, fileError(path, err)
 		}
-		if err := decodeStrict(b, &cfg); err != nil {
-			return nil, fmt.Errorf("config %s: %w", path, err)
+		var root yaml.Node
+		if err := yaml.Unmarshal(b, &root); err != nil {
+			return nil, syntaxError(path, err)
+		}
+		src.root = &root
+		d := &decoder{where: func(n *yaml.Node) string { return fmt.Sprintf("%s line %d", path, n.Line) }}
+		d.decode(&root, reflect.ValueOf(&cfg).Elem(), "", 0)
+		if len(d.errs) > 0 {
+			return nil, errors.Join(d.errs...)
 		}
 	}
-	if err := applyEnv(&cfg, env); err != nil {
+	if err := applyEnv(&cfg, env, src); err != nil {
 		return nil, err
 	}
 	cfg.fill()
 	if err := cfg.validate(); err != nil {
-		return nil, err
+		return nil, src.locateAll(err)
 	}
+	cfg.src = src
 	return &cfg, nil
 }
 
-// decodeStrict decodes YAML refusing unknown keys (a typo is an error, not
-// a silently ignored setting).
-func decodeStrict(b []byte, v any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return nameKeys(b, err)
+// fileError says why the configuration file cannot be read.
+func fileError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
 	}
-	return nil
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: no such configuration file (--config or BFFGATE_CONFIG); bffgate.example.yaml shows every key, and bffgate without --config runs the zero-config local stack", path)
+	}
+	return fmt.Errorf("%s: cannot read the configuration file: %w", path, err)
 }
 
-var lineRef = regexp.MustCompile(`line (\d+)`)
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
 
-// nameKeys rewrites the "line N" references of a YAML error into the key
-// path at that line ("issuer.tokens.access_ttl (line 3)"), so the message
-// names the key as well as the place.
-func nameKeys(b []byte, err error) error {
-	var root yaml.Node
-	if yaml.Unmarshal(b, &root) != nil {
-		return err
+// syntaxError rewrites a YAML syntax error as "FILE line N: what".
+func syntaxError(path string, err error) error {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		return fmt.Errorf("%s line %s: %s (not valid YAML)", path, m[1], msg[len(m[0]):])
 	}
-	paths := map[string]string{}
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
-			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
-				p := k.Value
-				if path != "" {
-					p = path + "." + k.Value
-				}
-				line := strconv.Itoa(k.Line)
-				if _, ok := paths[line]; !ok {
-					paths[line] = p
-				}
-				walk(v, p)
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				p := fmt.Sprintf("%s[%d]", path, i)
-				line := strconv.Itoa(c.Line)
-				if _, ok := paths[line]; !ok {
-					paths[line] = p
-				}
-				walk(c, p)
-			}
-		}
-	}
-	walk(&root, "")
-	msg := lineRef.ReplaceAllStringFunc(err.Error(), func(m string) string {
-		if p, ok := paths[lineRef.FindStringSubmatch(m)[1]]; ok {
-			return p + " (" + m + ")"
-		}
-		return m
-	})
-	return errors.New(strings.TrimPrefix(msg, "yaml: "))
+	return fmt.Errorf("%s: %s (not valid YAML)", path, strings.TrimPrefix(msg, "yaml: "))
 }
 
 const envPrefix = "BFFGATE_"
 
-// applyEnv sets every field whose BFFGATE_ variable is present. The
+// applyEnv sets every key whose BFFGATE_ variable is present. The
 // variable names are derived from the yaml tags, so every key has one.
-func applyEnv(cfg *Config, env []string) error {
+func applyEnv(cfg *Config, env []string, src *source) error {
 	vars := map[string]string{}
 	for _, kv := range env {
 		k, v, ok := strings.Cut(kv, "=")
@@ -389,69 +354,54 @@ func applyEnv(cfg *Config, env []string) error {
 		return nil
 	}
 	known := map[string]bool{"BFFGATE_CONFIG": true}
-	err := walkEnv(reflect.ValueOf(cfg).Elem(), "", func(name, key string, f reflect.Value) error {
+	var errs []error
+	walkKeys(reflect.ValueOf(cfg).Elem(), "", func(key string, f reflect.Value) {
+		name := envName(key)
 		known[name] = true
 		raw, ok := vars[name]
 		if !ok {
-			return nil
+			return
 		}
+		src.env[name] = true
 		if f.Kind() == reflect.String {
 			f.SetString(raw)
-			return nil
+			return
 		}
 		// YAML (a superset of JSON) decodes every other kind, lists and
 		// maps included, with the same rules as the file.
-		if err := yaml.Unmarshal([]byte(raw), f.Addr().Interface()); err != nil {
-			return fmt.Errorf("config: %s (from %s): %q: %w", key, name, raw, yamlErr(err))
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte(raw), &n); err != nil {
+			errs = append(errs, &KeyError{Key: key, Where: name, Msg: fmt.Sprintf("%s (not valid YAML or JSON)", strings.TrimPrefix(err.Error(), "yaml: "))})
+			return
 		}
-		return nil
+		d := &decoder{where: func(*yaml.Node) string { return name }}
+		d.decode(&n, f, key, 0)
+		errs = append(errs, d.errs...)
 	})
-	if err != nil {
-		return err
-	}
 	for name := range vars {
 		if !known[name] && !strings.HasPrefix(name, "BFFGATE_TEST_") && !strings.HasPrefix(name, "BFFGATE_E2E_") && name != "BFFGATE_CHROMIUM" {
-			return fmt.Errorf("config: environment variable %s names no configuration key; see bffgate.example.yaml for the keys (gateway.listen is BFFGATE_GATEWAY_LISTEN)", name)
+			errs = append(errs, fmt.Errorf("environment variable %s names no configuration key; see bffgate.example.yaml for the keys (gateway.listen is BFFGATE_GATEWAY_LISTEN)", name))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// walkEnv calls fn for each configurable field with its variable name and
-// its key path. Structs are walked into; every other kind is a leaf.
-func walkEnv(v reflect.Value, path string, fn func(name, key string, f reflect.Value) error) error {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
-		tag, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-		if tag == "" || tag == "-" || !sf.IsExported() {
-			continue
-		}
-		key := tag
+// walkKeys calls fn for each configuration key under v with its key path:
+// structs of keys are walked into, every other kind (lists of routes or
+// clients included) is one key.
+func walkKeys(v reflect.Value, path string, fn func(key string, f reflect.Value)) {
+	for _, k := range keysOf(v.Type()) {
+		key := k.name
 		if path != "" {
-			key = path + "." + tag
+			key = path + "." + k.name
 		}
-		f := v.Field(i)
-		if f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(Duration(0)) {
-			if err := walkEnv(f, key, fn); err != nil {
-				return err
-			}
+		f := v.FieldByIndex(k.index)
+		if walked(f.Type()) {
+			walkKeys(f, key, fn)
 			continue
 		}
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
-		if err := fn(name, key, f); err != nil {
-			return err
-		}
+		fn(key, f)
 	}
-	return nil
-}
-
-func yamlErr(err error) error {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return errors.New(strings.Join(te.Errors, "; "))
-	}
-	return err
 }
 
 // fill derives what the other keys imply: the issuer URL from its listen
@@ -500,7 +450,7 @@ func (c *Config) embeddedClient() bool {
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(key string, val any, want string) {
-		errs = append(errs, fmt.Errorf("config: %s: %v is not allowed: %s", key, quote(val), want))
+		errs = append(errs, &KeyError{Key: key, Msg: fmt.Sprintf("%s is not allowed: %s", quote(val), want)})
 	}
 	oneOf := func(key, val string, allowed ...string) {
 		if !slices.Contains(allowed, val) {

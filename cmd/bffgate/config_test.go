@@ -63,12 +63,11 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	var missing []string
-	_ = walkEnv(reflect.ValueOf(&Config{}).Elem(), "", func(_, key string, _ reflect.Value) error {
+	walkKeys(reflect.ValueOf(&Config{}).Elem(), "", func(key string, _ reflect.Value) {
 		leaf := key[strings.LastIndex(key, ".")+1:]
 		if !regexp.MustCompile(`(?m)^\s*(#\s*)?(- )?` + regexp.QuoteMeta(leaf) + `:`).Match(body) {
 			missing = append(missing, key)
 		}
-		return nil
 	})
 	if len(missing) > 0 {
 		t.Errorf("bffgate.example.yaml does not document: %v", missing)
@@ -129,7 +128,7 @@ func TestConfigErrors(t *testing.T) {
 		env  []string
 		want []string // substrings of the error
 	}{
-		{"unknown key", "gateway:\n  lisen: 1.2.3.4:80\n", nil, []string{"lisen", "not found"}},
+		{"unknown key", "gateway:\n  lisen: 1.2.3.4:80\n", nil, []string{"gateway.lisen", "line 2", "did you mean listen?"}},
 		{"bad duration", "gateway:\n  session:\n    idle_timeout: 30 minutes\n", nil, []string{`"30 minutes" is not a duration`, "5m"}},
 		{"bad store", "gateway:\n  session:\n    store: memcached\n", nil, []string{"gateway.session.store", `"memcached"`, "cookie, bbolt, redis"}},
 		{"bad alg", "issuer:\n  tokens:\n    alg: RS999\n", nil, []string{"issuer.tokens.alg", `"RS999"`, "ES512"}},
