@@ -17,13 +17,32 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
+	"github.com/bffgate/bffgate/bff"
+	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/bff/spa"
+	"github.com/bffgate/bffgate/bff/tokens"
 	"github.com/bffgate/bffgate/issuer"
+	"github.com/bffgate/bffgate/issuer/keys"
+	sessionbolt "github.com/bffgate/bffgate/session/bolt"
+	sessioncookie "github.com/bffgate/bffgate/session/cookie"
 )
 
 // Config is the bffgate configuration file. Every key can be overridden by
 // an environment variable named BFFGATE_ plus the key's path in upper case
 // with underscores: gateway.session.store is BFFGATE_GATEWAY_SESSION_STORE.
 // Lists (clients, users, routes, keys) take YAML or JSON in the variable.
+//
+// Where a section has the shape of a package's own configuration it is
+// that package's type (gateway.provider is bff.ProviderConfig,
+// gateway.routes[] bff.Route, gateway.refresh tokens.Config, gateway.spa
+// spa.Config, issuer.clients[] issuer.Client, issuer.users[] issuer.User,
+// issuer.login_throttle issuer.LoginThrottle, issuer.keys[] keys.FileKey):
+// its yaml tags are the keys, its DefaultConfig the defaults and its
+// Validate the rules, so a key added there is a key here. The other
+// sections mirror package fields whose Go shape differs from the file's
+// (issuer.tokens, gateway.session); their defaults are still read from the
+// packages (defaultConfig), and the packages' errors are reported under
+// these keys (issuerKey, gatewayKey).
 type Config struct {
 	DataDir         string    `yaml:"data_dir"`
 	ShutdownTimeout Duration  `yaml:"shutdown_timeout"`
@@ -61,112 +80,70 @@ type Redis struct {
 }
 
 type Issuer struct {
-	Enabled         *bool          `yaml:"enabled"`
-	Listen          string         `yaml:"listen"`
-	URL             string         `yaml:"url"`
-	Store           string         `yaml:"store"` // bbolt, redis
-	LoginSessionTTL Duration       `yaml:"login_session_ttl"`
-	Tokens          IssuerTokens   `yaml:"tokens"`
-	Keys            []IssuerKey    `yaml:"keys"`
-	Denylist        Denylist       `yaml:"denylist"`
-	LoginThrottle   LoginThrottle  `yaml:"login_throttle"`
-	TrustedProxies  []string       `yaml:"trusted_proxies"`
-	Clients         []IssuerClient `yaml:"clients"`
-	Users           []IssuerUser   `yaml:"users"`
+	Enabled         *bool                `yaml:"enabled"`
+	Listen          string               `yaml:"listen"`
+	URL             string               `yaml:"url"`
+	Store           string               `yaml:"store"` // bbolt, redis
+	LoginSessionTTL time.Duration        `yaml:"login_session_ttl"`
+	Tokens          IssuerTokens         `yaml:"tokens"`
+	Keys            []keys.FileKey       `yaml:"keys"`
+	Denylist        Denylist             `yaml:"denylist"`
+	LoginThrottle   issuer.LoginThrottle `yaml:"login_throttle"`
+	TrustedProxies  []string             `yaml:"trusted_proxies"`
+	Clients         []issuer.Client      `yaml:"clients"`
+	Users           []issuer.User        `yaml:"users"`
 }
 
+// IssuerTokens is issuer.Config's token fields, grouped as the file groups
+// them.
 type IssuerTokens struct {
-	Format          string   `yaml:"format"` // signed, encrypted
-	Alg             string   `yaml:"alg"`
-	IDTokenAlg      string   `yaml:"id_token_alg"`
-	Encryption      string   `yaml:"encryption"`
-	AccessTTL       Duration `yaml:"access_ttl"`
-	RefreshTTL      Duration `yaml:"refresh_ttl"`
-	IDTokenTTL      Duration `yaml:"id_token_ttl"`
-	CodeTTL         Duration `yaml:"code_ttl"`
-	RefreshRotation *bool    `yaml:"refresh_rotation"`
+	Format          string        `yaml:"format"` // signed, encrypted
+	Alg             string        `yaml:"alg"`
+	IDTokenAlg      string        `yaml:"id_token_alg"`
+	Encryption      string        `yaml:"encryption"`
+	AccessTTL       time.Duration `yaml:"access_ttl"`
+	RefreshTTL      time.Duration `yaml:"refresh_ttl"`
+	IDTokenTTL      time.Duration `yaml:"id_token_ttl"`
+	CodeTTL         time.Duration `yaml:"code_ttl"`
+	RefreshRotation *bool         `yaml:"refresh_rotation"`
 }
 
-type IssuerKey struct {
-	Path string `yaml:"path"`
-	Alg  string `yaml:"alg"`
-	KID  string `yaml:"kid"`
-}
-
+// Denylist is issuer.Config's denylist fields.
 type Denylist struct {
-	CacheSize    int      `yaml:"cache_size"`
-	PollInterval Duration `yaml:"poll_interval"`
-	PurgeDelay   Duration `yaml:"purge_delay"`
-}
-
-// LoginThrottle is issuer.LoginThrottle: brute-force protection of the
-// login form.
-type LoginThrottle struct {
-	Disable        bool     `yaml:"disable"`
-	MaxFailures    int      `yaml:"max_failures"`
-	Window         Duration `yaml:"window"`
-	Lockout        Duration `yaml:"lockout"`
-	MaxLockout     Duration `yaml:"max_lockout"`
-	MaxIPFailures  int      `yaml:"max_ip_failures"`
-	DisableIPLimit bool     `yaml:"disable_ip_limit"`
-}
-
-type IssuerClient struct {
-	ID                     string   `yaml:"id"`
-	Secret                 string   `yaml:"secret"`
-	RedirectURIs           []string `yaml:"redirect_uris"`
-	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris"`
-	GrantTypes             []string `yaml:"grant_types"`
-	Scopes                 []string `yaml:"scopes"`
-	BackchannelLogoutURI   string   `yaml:"backchannel_logout_uri"`
-	Audience               []string `yaml:"audience"`
-}
-
-type IssuerUser struct {
-	Username     string         `yaml:"username"`
-	PasswordHash string         `yaml:"password_hash"`
-	Subject      string         `yaml:"subject"`
-	Claims       map[string]any `yaml:"claims"`
+	CacheSize    int           `yaml:"cache_size"`
+	PollInterval time.Duration `yaml:"poll_interval"`
+	PurgeDelay   time.Duration `yaml:"purge_delay"`
 }
 
 type Gateway struct {
-	Enabled            *bool          `yaml:"enabled"`
-	Listen             string         `yaml:"listen"`
-	PublicURL          string         `yaml:"public_url"`
-	BasePath           string         `yaml:"base_path"`
-	InsecureAllowHTTP  bool           `yaml:"insecure_allow_http"`
-	Provider           Provider       `yaml:"provider"`
-	Session            SessionConfig  `yaml:"session"`
-	CSRF               CSRF           `yaml:"csrf"`
-	AllowedOrigins     []string       `yaml:"allowed_origins"`
-	TrustedProxies     []string       `yaml:"trusted_proxies"`
-	Routes             []GatewayRoute `yaml:"routes"`
-	Refresh            Refresh        `yaml:"refresh"`
-	SPA                SPA            `yaml:"spa"`
-	PostLogoutRedirect string         `yaml:"post_logout_redirect"`
+	Enabled            *bool              `yaml:"enabled"`
+	Listen             string             `yaml:"listen"`
+	PublicURL          string             `yaml:"public_url"`
+	BasePath           string             `yaml:"base_path"`
+	InsecureAllowHTTP  bool               `yaml:"insecure_allow_http"`
+	Provider           bff.ProviderConfig `yaml:"provider"`
+	Session            SessionConfig      `yaml:"session"`
+	CSRF               CSRF               `yaml:"csrf"`
+	AllowedOrigins     []string           `yaml:"allowed_origins"`
+	TrustedProxies     []string           `yaml:"trusted_proxies"`
+	Routes             []bff.Route        `yaml:"routes"`
+	Refresh            tokens.Config      `yaml:"refresh"`
+	SPA                spa.Config         `yaml:"spa"`
+	PostLogoutRedirect string             `yaml:"post_logout_redirect"`
 }
 
-type Provider struct {
-	IssuerURL                string            `yaml:"issuer_url"`
-	ClientID                 string            `yaml:"client_id"`
-	ClientSecret             string            `yaml:"client_secret"`
-	Scopes                   []string          `yaml:"scopes"`
-	UseUserinfo              bool              `yaml:"use_userinfo"`
-	ExtraAuthParams          map[string]string `yaml:"extra_auth_params"`
-	AllowedAlgs              []string          `yaml:"allowed_algs"`
-	InsecureAllowMissingPKCE bool              `yaml:"insecure_allow_missing_pkce"`
-}
-
+// SessionConfig gathers the session's keys, which bff.Config (lifetimes,
+// cookie) and the session stores (max size, sweeping) each hold a part of.
 type SessionConfig struct {
-	Store              string      `yaml:"store"` // cookie, bbolt, redis
-	IdleTimeout        Duration    `yaml:"idle_timeout"`
-	AbsoluteLifetime   Duration    `yaml:"absolute_lifetime"`
-	CookieName         string      `yaml:"cookie_name"`
-	SameSite           string      `yaml:"same_site"`
-	CookieKeys         []CookieKey `yaml:"cookie_keys"`
-	MaxCookieBytes     int         `yaml:"max_cookie_bytes"`
-	InsecureDevCookies bool        `yaml:"insecure_dev_cookies"`
-	SweepInterval      Duration    `yaml:"sweep_interval"`
+	Store              string        `yaml:"store"` // cookie, bbolt, redis
+	IdleTimeout        time.Duration `yaml:"idle_timeout"`
+	AbsoluteLifetime   time.Duration `yaml:"absolute_lifetime"`
+	CookieName         string        `yaml:"cookie_name"`
+	SameSite           string        `yaml:"same_site"`
+	CookieKeys         []CookieKey   `yaml:"cookie_keys"`
+	MaxCookieBytes     int           `yaml:"max_cookie_bytes"`
+	InsecureDevCookies bool          `yaml:"insecure_dev_cookies"`
+	SweepInterval      time.Duration `yaml:"sweep_interval"`
 }
 
 // CookieKey is one securecookie key pair, base64 (standard or URL) encoded.
@@ -178,27 +155,6 @@ type CookieKey struct {
 type CSRF struct {
 	Header string `yaml:"header"`
 	Value  string `yaml:"value"`
-}
-
-type GatewayRoute struct {
-	Prefix      string            `yaml:"prefix"`
-	Upstream    string            `yaml:"upstream"`
-	Policy      string            `yaml:"policy"` // user, user-optional, client, none
-	StripPrefix bool              `yaml:"strip_prefix"`
-	Timeout     Duration          `yaml:"timeout"`
-	AddHeaders  map[string]string `yaml:"add_headers"`
-	DropHeaders []string          `yaml:"drop_headers"`
-	DropCookies []string          `yaml:"drop_cookies"`
-}
-
-type Refresh struct {
-	Skew        Duration `yaml:"skew"`
-	GraceWindow Duration `yaml:"grace_window"`
-}
-
-type SPA struct {
-	Dir    string `yaml:"dir"`
-	DevURL string `yaml:"dev_url"`
 }
 
 type DemoAPI struct {
@@ -225,9 +181,15 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // defaultConfig is the configuration bffgate runs with before the file and
-// the environment are applied.
+// the environment are applied. Every default a package has is read from
+// that package, never written again here (grace_window once was 30s here
+// and 10s in bff/tokens); what is left are cmd's own keys.
 func defaultConfig() Config {
 	yes := true
+	is := issuer.DefaultConfig()
+	gw := bff.DefaultConfig()
+	provider := gw.Provider
+	provider.ClientID = embeddedClientID
 	return Config{
 		DataDir:         "./bffgate-data",
 		ShutdownTimeout: Duration(15 * time.Second),
@@ -236,46 +198,39 @@ func defaultConfig() Config {
 		Issuer: Issuer{
 			Listen:          "127.0.0.1:9090",
 			Store:           "bbolt",
-			LoginSessionTTL: Duration(8 * time.Hour),
+			LoginSessionTTL: is.LoginSessionTTL,
 			Tokens: IssuerTokens{
-				Format:          "signed",
-				Alg:             "RS256",
-				IDTokenAlg:      "RS256",
-				Encryption:      "A128CBC-HS256",
-				AccessTTL:       Duration(5 * time.Minute),
-				RefreshTTL:      Duration(24 * time.Hour),
-				IDTokenTTL:      Duration(5 * time.Minute),
-				CodeTTL:         Duration(60 * time.Second),
+				Format:          string(is.TokenFormat),
+				Alg:             is.TokenAlg,
+				IDTokenAlg:      is.IDTokenAlg,
+				Encryption:      issuer.DefaultEncryption,
+				AccessTTL:       is.AccessTokenTTL,
+				RefreshTTL:      is.RefreshTokenTTL,
+				IDTokenTTL:      is.IDTokenTTL,
+				CodeTTL:         is.CodeTTL,
 				RefreshRotation: &yes,
 			},
-			Denylist: Denylist{CacheSize: 10000, PollInterval: Duration(60 * time.Second), PurgeDelay: Duration(time.Minute)},
-			LoginThrottle: LoginThrottle{
-				MaxFailures: issuer.DefaultLoginMaxFailures, Window: Duration(issuer.DefaultLoginWindow),
-				Lockout: Duration(issuer.DefaultLoginLockout), MaxLockout: Duration(issuer.DefaultLoginMaxLockout),
-				MaxIPFailures: issuer.DefaultLoginMaxIPFailures,
-			},
+			Denylist:      Denylist{CacheSize: is.DenylistCacheSize, PollInterval: is.DenylistPollInterval, PurgeDelay: is.PurgeDelay},
+			LoginThrottle: is.LoginThrottle,
 		},
 		Gateway: Gateway{
 			Listen:   "127.0.0.1:8080",
-			BasePath: "/bff",
-			Provider: Provider{
-				ClientID: "bffgate",
-				Scopes:   []string{"openid", "profile", "email", "offline_access"},
-			},
+			BasePath: gw.BasePath,
+			Provider: provider,
 			Session: SessionConfig{
 				Store:            "bbolt",
-				IdleTimeout:      Duration(30 * time.Minute),
-				AbsoluteLifetime: Duration(12 * time.Hour),
-				CookieName:       "__Host-bff",
-				SameSite:         "lax",
-				MaxCookieBytes:   15200,
-				SweepInterval:    Duration(5 * time.Minute),
+				IdleTimeout:      gw.IdleTimeout,
+				AbsoluteLifetime: gw.AbsoluteLifetime,
+				CookieName:       gw.Cookie.Name,
+				SameSite:         strings.ToLower(gw.Cookie.SameSite),
+				MaxCookieBytes:   sessioncookie.DefaultMaxSize,
+				SweepInterval:    sessionbolt.DefaultSweepInterval,
 			},
-			CSRF:               CSRF{Header: "X-CSRF", Value: "1"},
-			Refresh:            Refresh{Skew: Duration(30 * time.Second), GraceWindow: Duration(30 * time.Second)},
-			PostLogoutRedirect: "/",
+			CSRF:               CSRF{Header: gw.CSRFHeader, Value: gw.CSRFValue},
+			Refresh:            tokens.DefaultConfig(),
+			PostLogoutRedirect: gw.PostLogoutRedirect,
 		},
-		DemoAPI: DemoAPI{Listen: "127.0.0.1:9091", Audience: "bffgate", Mode: "auto"},
+		DemoAPI: DemoAPI{Listen: "127.0.0.1:9091", Audience: embeddedClientID, Mode: "auto"},
 	}
 }
 
@@ -421,24 +376,38 @@ func (c *Config) fill() {
 		c.DemoAPI.Enabled = &on
 	}
 	if c.Issuer.URL == "" {
-		c.Issuer.URL = "http://" + c.Issuer.Listen
+		c.Issuer.URL = "http://" + browsable(c.Issuer.Listen)
 	}
 	c.Issuer.URL = strings.TrimRight(c.Issuer.URL, "/")
 	if c.Gateway.PublicURL == "" {
-		c.Gateway.PublicURL = "http://" + c.Gateway.Listen
+		c.Gateway.PublicURL = "http://" + browsable(c.Gateway.Listen)
 	}
 	c.Gateway.PublicURL = strings.TrimRight(c.Gateway.PublicURL, "/")
 	if embedded && *c.Issuer.Enabled {
 		c.Gateway.Provider.IssuerURL = c.Issuer.URL
 	}
 	if len(c.Gateway.Routes) == 0 && *c.DemoAPI.Enabled {
-		c.Gateway.Routes = []GatewayRoute{{Prefix: "/api/", Upstream: "http://" + c.DemoAPI.Listen, Policy: "user"}}
+		c.Gateway.Routes = []bff.Route{{Route: proxy.Route{Prefix: "/api/", Upstream: "http://" + browsable(c.DemoAPI.Listen)}, Policy: bff.PolicyUser}}
 	}
 	for i := range c.Gateway.Routes {
 		if c.Gateway.Routes[i].Policy == "" {
-			c.Gateway.Routes[i].Policy = "user"
+			c.Gateway.Routes[i].Policy = bff.PolicyUser
 		}
 	}
+}
+
+// browsable turns a listen address into the host:port a browser (or a
+// client on this machine) reaches it at: a listener on every interface
+// (":48083", "0.0.0.0:8080", "[::]:8080") is reached on 127.0.0.1.
+func browsable(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // embeddedClient reports whether the gateway logs in against the embedded
@@ -447,6 +416,11 @@ func (c *Config) embeddedClient() bool {
 	return *c.Issuer.Enabled && c.Gateway.Provider.IssuerURL == c.Issuer.URL
 }
 
+// validate checks everything start-up checks, in one place: cmd's own keys
+// here, then each package's Validate on the very configuration serve will
+// hand it (issuerConfig, gatewayConfig), its errors put under their YAML
+// keys. bffgate config check and bffgate serve both run it through
+// loadConfig, so they cannot disagree.
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(key string, val any, want string) {
@@ -457,50 +431,106 @@ func (c *Config) validate() error {
 			bad(key, val, "want one of "+strings.Join(allowed, ", "))
 		}
 	}
-	positive := func(key string, d Duration) {
+	positive := func(key string, d time.Duration) {
 		if d <= 0 {
-			bad(key, d.D().String(), "want a positive duration such as \"5m\"")
+			bad(key, d.String(), "want a positive duration such as \"5m\"")
 		}
 	}
 	listen := func(key, addr string) {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			bad(key, addr, "want host:port, such as 127.0.0.1:8080")
-		}
-	}
-	// trustedProxies checks a trusted_proxies list the way issuer and
-	// bff/proxy parse it: IPs or CIDRs. With allowAll false a /0 is
-	// refused (issuer.trusted_proxies: trusting every address would let
-	// any client choose the address the login throttle counts).
-	trustedProxies := func(key string, list []string, allowAll bool) {
-		for i, s := range list {
-			k := fmt.Sprintf("%s[%d]", key, i)
-			if strings.Contains(s, "/") {
-				p, err := netip.ParsePrefix(s)
-				switch {
-				case err != nil:
-					bad(k, s, "want a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or an IP")
-				case p.Bits() == 0 && !allowAll:
-					bad(k, s, "it trusts every address, so any client could choose in X-Forwarded-For the address its failed logins count against: list your proxies' addresses (or set issuer.login_throttle.disable_ip_limit)")
-				}
-			} else if _, err := netip.ParseAddr(s); err != nil {
-				bad(k, s, "want an IP such as 192.0.2.7 or a CIDR such as 10.0.0.0/8")
-			}
-		}
-	}
-	absURL := func(key, s string) {
-		u, err := url.Parse(s)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(key, s, "want an absolute http(s) URL")
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad(key, addr, "want host:port, such as 127.0.0.1:8080 (or :8080 for every interface)")
 		}
 	}
 
 	if c.DataDir == "" {
 		bad("data_dir", "", "want a directory path")
 	}
-	positive("shutdown_timeout", c.ShutdownTimeout)
+	positive("shutdown_timeout", c.ShutdownTimeout.D())
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", c.Log.Format, "auto", "text", "json")
+	errs = append(errs, c.validateRedis()...)
 
+	if *c.Issuer.Enabled {
+		is := &c.Issuer
+		listen("issuer.listen", is.Listen)
+		oneOf("issuer.store", is.Store, "bbolt", "redis")
+		oneOf("issuer.tokens.format", is.Tokens.Format, "signed", "encrypted")
+		for i, k := range is.Keys {
+			key := fmt.Sprintf("issuer.keys[%d]", i)
+			if k.Path == "" {
+				bad(key+".path", "", "want the path of a PEM or JWK file")
+			} else if _, err := os.Stat(k.Path); err != nil {
+				errs = append(errs, &KeyError{Key: key + ".path", Msg: fmt.Sprintf("%q cannot be read: %v", k.Path, unwrapPath(err))})
+			}
+		}
+		// The issuer's own rules, on the configuration serve builds
+		// (clients, users, token algorithms and lifetimes, login
+		// throttle, trusted proxies). The secret stands in for the one
+		// generated at the first start, which is always valid.
+		if err := c.issuerConfig(strings.Repeat("x", 43)).Validate(); err != nil {
+			errs = append(errs, c.issuerErrors(err)...)
+		}
+	}
+
+	if *c.Gateway.Enabled {
+		g := &c.Gateway
+		listen("gateway.listen", g.Listen)
+		s := &g.Session
+		oneOf("gateway.session.store", s.Store, "cookie", "bbolt", "redis")
+		positive("gateway.session.sweep_interval", s.SweepInterval)
+		if !strings.HasPrefix(s.CookieName, "__Host-") && !s.InsecureDevCookies {
+			bad("gateway.session.cookie_name", s.CookieName, "want a name with the __Host- prefix (or set gateway.session.insecure_dev_cookies for plain-http development hosts)")
+		}
+		if s.MaxCookieBytes < 3800 {
+			bad("gateway.session.max_cookie_bytes", s.MaxCookieBytes, "want at least 3800 (one cookie)")
+		}
+		if _, err := cookieKeyPairs(s.CookieKeys); err != nil {
+			errs = append(errs, err)
+		}
+		trustedProxies := func(key string, list []string) {
+			for i, s := range list {
+				k := fmt.Sprintf("%s[%d]", key, i)
+				if strings.Contains(s, "/") {
+					if _, err := netip.ParsePrefix(s); err != nil {
+						bad(k, s, "want a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or an IP")
+					}
+				} else if _, err := netip.ParseAddr(s); err != nil {
+					bad(k, s, "want an IP such as 192.0.2.7 or a CIDR such as 10.0.0.0/8")
+				}
+			}
+		}
+		trustedProxies("gateway.trusted_proxies", g.TrustedProxies)
+		if g.Provider.IssuerURL == "" {
+			bad("gateway.provider.issuer_url", "", "the embedded issuer is disabled (issuer.enabled: false): want your OpenID provider's issuer URL")
+		}
+		if g.SPA.Dir != "" && g.SPA.DevURL != "" {
+			bad("gateway.spa", "dir and dev_url", "want at most one of gateway.spa.dir and gateway.spa.dev_url")
+		} else {
+			errs = append(errs, c.checkSPA()...)
+		}
+		if err := c.gatewayConfig().Validate(); err != nil {
+			errs = append(errs, c.gatewayErrors(err)...)
+		}
+	}
+
+	if *c.DemoAPI.Enabled {
+		listen("demo_api.listen", c.DemoAPI.Listen)
+		oneOf("demo_api.mode", c.DemoAPI.Mode, "auto", "jwks", "introspect")
+		if !*c.Issuer.Enabled {
+			bad("demo_api.enabled", true, "the demo API needs the embedded issuer (issuer.enabled)")
+		}
+	}
+	if !*c.Issuer.Enabled && !*c.Gateway.Enabled {
+		bad("issuer.enabled and gateway.enabled", false, "want at least one of them on")
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateRedis() []error {
+	var errs []error
+	bad := func(key string, val any, want string) {
+		errs = append(errs, &KeyError{Key: key, Msg: fmt.Sprintf("%s is not allowed: %s", quote(val), want)})
+	}
 	usesRedis := (*c.Issuer.Enabled && c.Issuer.Store == "redis") || (*c.Gateway.Enabled && c.Gateway.Session.Store == "redis")
 	if usesRedis && c.Redis.URL == "" && len(c.Redis.ClusterAddrs) == 0 && len(c.Redis.SentinelAddrs) == 0 {
 		bad("redis.url", "", "a store is set to redis: want a URL such as redis://127.0.0.1:6379/0 (or redis.cluster_addrs / redis.sentinel_addrs)")
@@ -538,155 +568,16 @@ func (c *Config) validate() error {
 	if strings.ContainsAny(c.Redis.Prefix, "{}") {
 		bad("redis.prefix", c.Redis.Prefix, "want a prefix without { or }: a brace could make a Redis Cluster hash tag and put every key in one slot (bffgate adds its own hash tags where it needs them)")
 	}
+	return errs
+}
 
-	if *c.Issuer.Enabled {
-		is := &c.Issuer
-		listen("issuer.listen", is.Listen)
-		absURL("issuer.url", is.URL)
-		oneOf("issuer.store", is.Store, "bbolt", "redis")
-		positive("issuer.login_session_ttl", is.LoginSessionTTL)
-		oneOf("issuer.tokens.format", is.Tokens.Format, "signed", "encrypted")
-		oneOf("issuer.tokens.alg", is.Tokens.Alg, signingAlgs...)
-		oneOf("issuer.tokens.id_token_alg", is.Tokens.IDTokenAlg, asymmetricAlgs...)
-		oneOf("issuer.tokens.encryption", is.Tokens.Encryption, "A128CBC-HS256", "A256GCM")
-		positive("issuer.tokens.access_ttl", is.Tokens.AccessTTL)
-		positive("issuer.tokens.refresh_ttl", is.Tokens.RefreshTTL)
-		positive("issuer.tokens.id_token_ttl", is.Tokens.IDTokenTTL)
-		positive("issuer.tokens.code_ttl", is.Tokens.CodeTTL)
-		if is.Tokens.CodeTTL > Duration(10*time.Minute) {
-			bad("issuer.tokens.code_ttl", is.Tokens.CodeTTL.D().String(), "want at most 10m (RFC 6749 §4.1.2: codes are short-lived)")
-		}
-		if is.Denylist.CacheSize < 1 {
-			bad("issuer.denylist.cache_size", is.Denylist.CacheSize, "want a positive number of entries")
-		}
-		positive("issuer.denylist.poll_interval", is.Denylist.PollInterval)
-		if is.Denylist.PurgeDelay < 0 {
-			bad("issuer.denylist.purge_delay", is.Denylist.PurgeDelay.D().String(), "want zero or a positive duration")
-		}
-		if lt := is.LoginThrottle; !lt.Disable {
-			if lt.MaxFailures < 1 {
-				bad("issuer.login_throttle.max_failures", lt.MaxFailures, "want a positive number of failed logins (or disable: true)")
-			}
-			if lt.MaxIPFailures < 1 && !lt.DisableIPLimit {
-				bad("issuer.login_throttle.max_ip_failures", lt.MaxIPFailures, "want a positive number of failed logins (or disable_ip_limit: true)")
-			}
-			for _, d := range []struct {
-				key string
-				v   Duration
-			}{{"window", lt.Window}, {"lockout", lt.Lockout}, {"max_lockout", lt.MaxLockout}} {
-				if d.v < Duration(time.Second) {
-					bad("issuer.login_throttle."+d.key, d.v.D().String(), "want a duration of at least 1s")
-				}
-			}
-			if lt.MaxLockout < lt.Lockout {
-				bad("issuer.login_throttle.max_lockout", lt.MaxLockout.D().String(), "want at least issuer.login_throttle.lockout")
-			}
-		}
-		trustedProxies("issuer.trusted_proxies", is.TrustedProxies, false)
-		for i, k := range is.Keys {
-			key := fmt.Sprintf("issuer.keys[%d]", i)
-			if k.Path == "" {
-				bad(key+".path", "", "want the path of a PEM or JWK file")
-			}
-			oneOf(key+".alg", k.Alg, append(slices.Clone(signingAlgs), "dir")...)
-		}
-		for i, cl := range is.Clients {
-			key := fmt.Sprintf("issuer.clients[%d]", i)
-			if cl.ID == "" {
-				bad(key+".id", "", "want a client id")
-			}
-			for j, u := range cl.RedirectURIs {
-				absURL(fmt.Sprintf("%s.redirect_uris[%d]", key, j), u)
-			}
-		}
-		for i, u := range is.Users {
-			key := fmt.Sprintf("issuer.users[%d]", i)
-			if u.Username == "" {
-				bad(key+".username", "", "want a username")
-			}
-			if !strings.HasPrefix(u.PasswordHash, "$argon2id$") && !strings.HasPrefix(u.PasswordHash, "$2a$") && !strings.HasPrefix(u.PasswordHash, "$2b$") && !strings.HasPrefix(u.PasswordHash, "$2y$") {
-				bad(key+".password_hash", "(hidden)", "want a bcrypt ($2b$...) or argon2id ($argon2id$...) hash; make one with `bffgate users hash`")
-			}
-		}
+// unwrapPath drops the path an *fs.PathError repeats.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
 	}
-
-	if *c.Gateway.Enabled {
-		g := &c.Gateway
-		listen("gateway.listen", g.Listen)
-		absURL("gateway.public_url", g.PublicURL)
-		if !strings.HasPrefix(g.BasePath, "/") || strings.HasSuffix(g.BasePath, "/") {
-			bad("gateway.base_path", g.BasePath, "want a path starting with / and not ending with /, such as /bff")
-		}
-		if g.Provider.IssuerURL == "" {
-			bad("gateway.provider.issuer_url", "", "the embedded issuer is disabled: want your OpenID provider's issuer URL")
-		} else {
-			absURL("gateway.provider.issuer_url", g.Provider.IssuerURL)
-		}
-		if g.Provider.ClientID == "" {
-			bad("gateway.provider.client_id", "", "want the gateway's client id at the provider")
-		}
-		if !slices.Contains(g.Provider.Scopes, "openid") {
-			bad("gateway.provider.scopes", g.Provider.Scopes, "want a list that includes openid")
-		}
-		s := &g.Session
-		oneOf("gateway.session.store", s.Store, "cookie", "bbolt", "redis")
-		positive("gateway.session.idle_timeout", s.IdleTimeout)
-		positive("gateway.session.absolute_lifetime", s.AbsoluteLifetime)
-		positive("gateway.session.sweep_interval", s.SweepInterval)
-		oneOf("gateway.session.same_site", strings.ToLower(s.SameSite), "lax", "strict")
-		if !strings.HasPrefix(s.CookieName, "__Host-") && !s.InsecureDevCookies {
-			bad("gateway.session.cookie_name", s.CookieName, "want a name with the __Host- prefix (or set gateway.session.insecure_dev_cookies for plain-http development hosts)")
-		}
-		if s.MaxCookieBytes < 3800 {
-			bad("gateway.session.max_cookie_bytes", s.MaxCookieBytes, "want at least 3800 (one cookie)")
-		}
-		for i, k := range s.CookieKeys {
-			if _, err := decodeKey(k.Hash); err != nil {
-				bad(fmt.Sprintf("gateway.session.cookie_keys[%d].hash", i), "(hidden)", "want 32 or 64 random bytes, base64 encoded: "+err.Error())
-			}
-			if _, err := decodeKey(k.Block); err != nil {
-				bad(fmt.Sprintf("gateway.session.cookie_keys[%d].block", i), "(hidden)", "want 16, 24 or 32 random bytes, base64 encoded: "+err.Error())
-			}
-		}
-		trustedProxies("gateway.trusted_proxies", g.TrustedProxies, true)
-		if g.CSRF.Header == "" || g.CSRF.Value == "" {
-			bad("gateway.csrf", g.CSRF.Header+": "+g.CSRF.Value, "want a header name and value, such as X-CSRF: 1")
-		}
-		positive("gateway.refresh.skew", g.Refresh.Skew)
-		positive("gateway.refresh.grace_window", g.Refresh.GraceWindow)
-		for i, r := range g.Routes {
-			key := fmt.Sprintf("gateway.routes[%d]", i)
-			if !strings.HasPrefix(r.Prefix, "/") {
-				bad(key+".prefix", r.Prefix, "want a path prefix starting with /, such as /api/")
-			}
-			absURL(key+".upstream", r.Upstream)
-			oneOf(key+".policy", r.Policy, "user", "user-optional", "client", "none")
-			if r.Timeout < 0 {
-				bad(key+".timeout", r.Timeout.D().String(), "want zero (the default, 30s) or a positive duration")
-			}
-		}
-		if g.SPA.Dir != "" && g.SPA.DevURL != "" {
-			bad("gateway.spa", "dir and dev_url", "want at most one of gateway.spa.dir and gateway.spa.dev_url")
-		}
-		if g.SPA.DevURL != "" {
-			absURL("gateway.spa.dev_url", g.SPA.DevURL)
-		}
-		if !strings.HasPrefix(g.PostLogoutRedirect, "/") || strings.HasPrefix(g.PostLogoutRedirect, "//") {
-			bad("gateway.post_logout_redirect", g.PostLogoutRedirect, "want a local path such as /")
-		}
-	}
-
-	if *c.DemoAPI.Enabled {
-		listen("demo_api.listen", c.DemoAPI.Listen)
-		oneOf("demo_api.mode", c.DemoAPI.Mode, "auto", "jwks", "introspect")
-		if !*c.Issuer.Enabled {
-			bad("demo_api.enabled", true, "the demo API needs the embedded issuer (issuer.enabled)")
-		}
-	}
-	if !*c.Issuer.Enabled && !*c.Gateway.Enabled {
-		bad("issuer.enabled and gateway.enabled", false, "want at least one of them on")
-	}
-	return errors.Join(errs...)
+	return err
 }
 
 var (

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"html"
 	"io"
 	"net"
@@ -18,6 +20,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
+	"gopkg.in/yaml.v3"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -93,7 +96,7 @@ func TestEnvironmentOverrides(t *testing.T) {
 	if cfg.Gateway.Listen != "127.0.0.1:18080" || cfg.Gateway.PublicURL != "http://127.0.0.1:18080" {
 		t.Errorf("listen/public_url = %q/%q", cfg.Gateway.Listen, cfg.Gateway.PublicURL)
 	}
-	if cfg.Issuer.Tokens.AccessTTL.D() != 90*time.Second || *cfg.Issuer.Tokens.RefreshRotation {
+	if cfg.Issuer.Tokens.AccessTTL != 90*time.Second || *cfg.Issuer.Tokens.RefreshRotation {
 		t.Errorf("tokens = %+v", cfg.Issuer.Tokens)
 	}
 	if cfg.Gateway.Session.Store != "cookie" || cfg.Gateway.Provider.ClientSecret != "a: b # not yaml" {
@@ -133,7 +136,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad store", "gateway:\n  session:\n    store: memcached\n", nil, []string{"gateway.session.store", `"memcached"`, "cookie, bbolt, redis"}},
 		{"bad alg", "issuer:\n  tokens:\n    alg: RS999\n", nil, []string{"issuer.tokens.alg", `"RS999"`, "ES512"}},
 		{"symmetric id token", "issuer:\n  tokens:\n    id_token_alg: HS256\n", nil, []string{"issuer.tokens.id_token_alg", "HS256"}},
-		{"negative ttl", "issuer:\n  tokens:\n    access_ttl: -5m\n", nil, []string{"issuer.tokens.access_ttl", "positive"}},
+		{"negative ttl", "issuer:\n  tokens:\n    access_ttl: -5m\n", nil, []string{"issuer.tokens.access_ttl", "line 3", "negative"}},
 		{"long code", "issuer:\n  tokens:\n    code_ttl: 1h\n", nil, []string{"issuer.tokens.code_ttl", "10m"}},
 		{"bad listen", "gateway:\n  listen: 8080\n", nil, []string{"gateway.listen", `"8080"`, "host:port"}},
 		{"bad route", "gateway:\n  routes:\n    - prefix: api\n      upstream: ftp://x\n      policy: admin\n", nil,
@@ -157,13 +160,13 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"redis.sentinel_password", "(hidden)", "redis.sentinel_addrs is not set"}},
 		{"sentinel username without sentinels", "", []string{"BFFGATE_REDIS_SENTINEL_USERNAME=watcher"},
 			[]string{"redis.sentinel_username", `"watcher"`, "redis.sentinel_addrs is not set"}},
-		{"login throttle zero failures", "issuer:\n  login_throttle: {max_failures: 0}\n", nil, []string{"issuer.login_throttle.max_failures", "disable: true"}},
+		{"login throttle negative failures", "issuer:\n  login_throttle: {max_failures: -1}\n", nil, []string{"issuer.login_throttle.max_failures", "line 2", "negative"}},
 		{"login throttle short lockout", "", []string{"BFFGATE_ISSUER_LOGIN_THROTTLE_LOCKOUT=10ms"}, []string{"issuer.login_throttle.lockout", "at least 1s"}},
-		{"login throttle max below first", "issuer:\n  login_throttle: {lockout: 10m, max_lockout: 5m}\n", nil, []string{"issuer.login_throttle.max_lockout", "at least issuer.login_throttle.lockout"}},
+		{"login throttle max below first", "issuer:\n  login_throttle: {lockout: 10m, max_lockout: 5m}\n", nil, []string{"issuer.login_throttle.max_lockout", "shorter than lockout"}},
 		{"issuer trusted proxy not an IP", "issuer:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.300]\n", nil,
-			[]string{"issuer.trusted_proxies[1]", `"10.0.0.300"`, "want an IP"}},
+			[]string{"issuer.trusted_proxies[1]", "line 2", `"10.0.0.300"`, "neither an IP nor a CIDR"}},
 		{"issuer trusted proxy bad CIDR", "", []string{"BFFGATE_ISSUER_TRUSTED_PROXIES=[10.0.0.0/33]"},
-			[]string{"issuer.trusted_proxies[0]", `"10.0.0.0/33"`, "want a CIDR"}},
+			[]string{"issuer.trusted_proxies[0]", "BFFGATE_ISSUER_TRUSTED_PROXIES", `"10.0.0.0/33"`, "not a CIDR"}},
 		{"issuer trusts every address", "issuer:\n  trusted_proxies: ['::/0']\n", nil,
 			[]string{"issuer.trusted_proxies[0]", `"::/0"`, "every address", "disable_ip_limit"}},
 		{"gateway trusted proxy bad CIDR", "gateway:\n  trusted_proxies: [proxy.internal]\n", nil,
@@ -378,4 +381,62 @@ func TestIssuerTrustedProxiesWired(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bffgate.example.yaml shows every default as the packages define it: a
+// default changed in a package (or here) and not in the example fails
+// this test, so the two cannot drift as grace_window did (30s in cmd and
+// the example, 10s in bff/tokens).
+func TestExampleConfigShowsTheDefaults(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join("..", "..", "bffgate.example.yaml")
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(body, &root); err != nil {
+		t.Fatal(err)
+	}
+	var example Config
+	d := &decoder{where: func(n *yaml.Node) string { return fmt.Sprintf("line %d", n.Line) }}
+	d.decode(&root, reflect.ValueOf(&example).Elem(), "", 0)
+	if len(d.errs) > 0 {
+		t.Fatal(errors.Join(d.errs...))
+	}
+	// Keys whose example shows what fill derives, not a fixed default.
+	derived := map[string]bool{"issuer.enabled": true, "issuer.url": true, "gateway.enabled": true,
+		"gateway.public_url": true, "demo_api.enabled": true}
+	def := defaultConfig()
+	defaults := map[string]reflect.Value{}
+	walkKeys(reflect.ValueOf(&def).Elem(), "", func(key string, f reflect.Value) { defaults[key] = f })
+	checked := 0
+	walkKeys(reflect.ValueOf(&example).Elem(), "", func(key string, f reflect.Value) {
+		if derived[key] || findNode(&root, key) == nil {
+			return
+		}
+		checked++
+		want := defaults[key]
+		if empty(f) && empty(want) {
+			return
+		}
+		if f.Kind() == reflect.Pointer && !f.IsNil() && !want.IsNil() {
+			f, want = f.Elem(), want.Elem()
+		}
+		if !reflect.DeepEqual(f.Interface(), want.Interface()) {
+			t.Errorf("%s: bffgate.example.yaml shows %v, the default is %v", key, f.Interface(), want.Interface())
+		}
+	})
+	if checked < 60 {
+		t.Errorf("only %d keys compared; the example should set every key to its default", checked)
+	}
+}
+
+// empty is a zero value or an empty list or map.
+func empty(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Slice, reflect.Map:
+		return v.Len() == 0
+	}
+	return v.IsZero()
 }

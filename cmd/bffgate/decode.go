@@ -66,21 +66,48 @@ func (s *source) locate(e *KeyError) {
 	}
 	if n := findNode(s.root, e.Key); n != nil {
 		e.Where = fmt.Sprintf("%s line %d", s.file, n.Line)
+		return
+	}
+	if from, ok := derivedFrom[e.Key]; ok {
+		e.Msg += fmt.Sprintf(" (made from %s, as %s is not set: set it, or fix %s)", from, e.Key, from)
 	}
 }
 
-// locateAll fills Where in every KeyError err joins.
+// derivedFrom names the key a default is made from (fill), so that an
+// error in a value the user never wrote points at the one they did.
+var derivedFrom = map[string]string{
+	"gateway.public_url":          "gateway.listen",
+	"issuer.url":                  "issuer.listen",
+	"gateway.provider.issuer_url": "issuer.url",
+}
+
+// locateAll fills Where in every KeyError err joins, and drops the error
+// of a default made from a key that has an error itself (a bad
+// gateway.listen makes a bad gateway.public_url: one message is enough).
 func (s *source) locateAll(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, e := range flatten(err) {
+	all := flatten(err)
+	failed := map[string]bool{}
+	for _, e := range all {
+		var ke *KeyError
+		if errors.As(e, &ke) {
+			failed[ke.Key] = true
+		}
+	}
+	var out []error
+	for _, e := range all {
 		var ke *KeyError
 		if errors.As(e, &ke) {
 			s.locate(ke)
+			if from, ok := derivedFrom[ke.Key]; ok && failed[from] && ke.Where == "" {
+				continue
+			}
 		}
+		out = append(out, e)
 	}
-	return err
+	return errors.Join(out...)
 }
 
 // flatten lists the errors a (possibly nested) errors.Join holds.

@@ -26,6 +26,10 @@ func TestConfigErrorMessages(t *testing.T) {
 		{"missing-file", "does-not-exist.yaml", nil},
 		{"env", "", []string{"BFFGATE_GATEWAY_SESSION_STORE=memcached", "BFFGATE_ISSUER_DENYLIST_CACHE_SIZE=many",
 			`BFFGATE_GATEWAY_ROUTES=[{"prefix": "/v1/", "upstream": "http://127.0.0.1:7000", "strip": true}]`}},
+		// --listen :48083 used to fail at start with "bff: PublicURL ...".
+		{"public-url", "", []string{"BFFGATE_GATEWAY_LISTEN=:48083", "BFFGATE_GATEWAY_PUBLIC_URL=http://app.internal:48083"}},
+		{"unsafe", "unsafe.yaml", nil},
+		{"spa-dir", "spa-dir.yaml", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

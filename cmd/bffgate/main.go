@@ -324,11 +324,7 @@ func cmdConfigCheck(args []string, stdout io.Writer, env []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := configFor(f, env)
-	if err != nil {
-		return err
-	}
-	if err := checkConfig(cfg); err != nil {
+	if _, err := configFor(f, env); err != nil {
 		return err
 	}
 	src := f.config

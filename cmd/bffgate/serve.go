@@ -27,7 +27,6 @@ import (
 	"github.com/bffgate/bffgate/issuer/storage"
 	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
 	issuerredis "github.com/bffgate/bffgate/issuer/storage/redis"
-	"github.com/bffgate/bffgate/issuer/token"
 )
 
 // demoUser and demoPassword exist only in the zero-config run.
@@ -45,25 +44,6 @@ const dataFile = "bffgate.db"
 
 func hashPassword(pw string) (string, error) { return issuer.HashPassword(pw) }
 
-// checkConfig validates what loadConfig cannot see without touching the
-// machine: key files exist and decode to the right sizes.
-func checkConfig(cfg *Config) error {
-	var errs []error
-	if *cfg.Issuer.Enabled {
-		for i, k := range cfg.Issuer.Keys {
-			if _, err := os.Stat(k.Path); err != nil {
-				errs = append(errs, fmt.Errorf("config: issuer.keys[%d].path: %q cannot be read: %v", i, k.Path, err))
-			}
-		}
-	}
-	if *cfg.Gateway.Enabled {
-		if _, err := cookieKeyPairs(cfg.Gateway.Session.CookieKeys); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // keyPair is a decoded gateway cookie key pair.
 type keyPair struct{ hash, block []byte }
 
@@ -72,11 +52,11 @@ func cookieKeyPairs(list []CookieKey) ([]keyPair, error) {
 	for i, k := range list {
 		h, err := decodeKey(k.Hash)
 		if err != nil || (len(h) != 32 && len(h) != 64) {
-			return nil, fmt.Errorf("config: gateway.session.cookie_keys[%d].hash: (hidden) is not allowed: want 32 or 64 random bytes, base64 encoded (openssl rand -base64 32)", i)
+			return nil, &KeyError{Key: fmt.Sprintf("gateway.session.cookie_keys[%d].hash", i), Msg: "(hidden) is not allowed: want 32 or 64 random bytes, base64 encoded (openssl rand -base64 32)"}
 		}
 		b, err := decodeKey(k.Block)
 		if err != nil || (len(b) != 16 && len(b) != 24 && len(b) != 32) {
-			return nil, fmt.Errorf("config: gateway.session.cookie_keys[%d].block: (hidden) is not allowed: want 16, 24 or 32 random bytes, base64 encoded (openssl rand -base64 32)", i)
+			return nil, &KeyError{Key: fmt.Sprintf("gateway.session.cookie_keys[%d].block", i), Msg: "(hidden) is not allowed: want 16, 24 or 32 random bytes, base64 encoded (openssl rand -base64 32)"}
 		}
 		out = append(out, keyPair{h, b})
 	}
@@ -218,9 +198,6 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	if err != nil {
 		return err
 	}
-	if err := checkConfig(cfg); err != nil {
-		return err
-	}
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
 	ctx, stop := signalContext()
@@ -349,84 +326,19 @@ func enabledURL(on bool, u string) string {
 // kept in the store. It returns that secret for the gateway and demo API.
 func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, error) {
 	cfg := rt.cfg
-	is := cfg.Issuer
-	icfg := issuer.Config{
-		Issuer:                 is.URL,
-		Store:                  rt.istore,
-		TokenFormat:            token.Format(is.Tokens.Format),
-		TokenAlg:               is.Tokens.Alg,
-		IDTokenAlg:             is.Tokens.IDTokenAlg,
-		AccessTokenTTL:         is.Tokens.AccessTTL.D(),
-		RefreshTokenTTL:        is.Tokens.RefreshTTL.D(),
-		CodeTTL:                is.Tokens.CodeTTL.D(),
-		IDTokenTTL:             is.Tokens.IDTokenTTL.D(),
-		LoginSessionTTL:        is.LoginSessionTTL.D(),
-		DisableRefreshRotation: !*is.Tokens.RefreshRotation,
-		DenylistCacheSize:      is.Denylist.CacheSize,
-		DenylistPollInterval:   is.Denylist.PollInterval.D(),
-		PurgeDelay:             is.Denylist.PurgeDelay.D(),
-		TrustedProxies:         is.TrustedProxies,
-		LoginThrottle: issuer.LoginThrottle{
-			Disable: is.LoginThrottle.Disable, MaxFailures: is.LoginThrottle.MaxFailures,
-			Window: is.LoginThrottle.Window.D(), Lockout: is.LoginThrottle.Lockout.D(), MaxLockout: is.LoginThrottle.MaxLockout.D(),
-			MaxIPFailures: is.LoginThrottle.MaxIPFailures, DisableIPLimit: is.LoginThrottle.DisableIPLimit,
-		},
-		Logger:     rt.log.With("component", "issuer"),
-		Registerer: rt.registry,
-		Gatherer:   rt.registry,
-		AccessLog:  cfg.Log.Access,
-	}
-	if icfg.TokenFormat == token.FormatEncrypted {
-		icfg.Encryption = is.Tokens.Encryption
-	}
-	for _, k := range is.Keys {
-		icfg.KeyFiles = append(icfg.KeyFiles, keys.FileKey{Path: k.Path, Alg: k.Alg, KID: k.KID})
-	}
-	for _, c := range is.Clients {
-		icfg.Clients = append(icfg.Clients, issuer.Client{
-			ID: c.ID, Secret: c.Secret, RedirectURIs: c.RedirectURIs,
-			PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, GrantTypes: c.GrantTypes,
-			Scopes: c.Scopes, BackchannelLogoutURI: c.BackchannelLogoutURI, Audience: c.Audience,
-		})
-	}
-	for _, u := range is.Users {
-		icfg.Users = append(icfg.Users, issuer.User{Username: u.Username, PasswordHash: u.PasswordHash, Subject: u.Subject, Claims: u.Claims})
-	}
-
 	var secret string
-	if cfg.embeddedClient() || *cfg.DemoAPI.Enabled {
+	if cfg.registersGatewayClient() {
 		raw, err := rt.istore.Secret(ctx, "issuer/client/"+embeddedClientID, randomBytes(32))
 		if err != nil {
 			return nil, "", fmt.Errorf("issuer: reading the gateway client's secret: %w", err)
 		}
 		secret = base64.RawURLEncoding.EncodeToString(raw)
-		gw := cfg.Gateway
-		base := gw.PublicURL + gw.BasePath
-		audience := []string{embeddedClientID}
-		if cfg.DemoAPI.Audience != "" && cfg.DemoAPI.Audience != embeddedClientID {
-			audience = append(audience, cfg.DemoAPI.Audience)
-		}
-		icfg.Clients = append(icfg.Clients, issuer.Client{
-			ID:                     embeddedClientID,
-			Secret:                 secret,
-			RedirectURIs:           []string{base + "/callback"},
-			PostLogoutRedirectURIs: []string{gw.PublicURL + gw.PostLogoutRedirect},
-			GrantTypes:             []string{issuer.GrantAuthorizationCode, issuer.GrantRefreshToken, issuer.GrantClientCredentials},
-			BackchannelLogoutURI:   base + "/backchannel-logout",
-			Audience:               audience,
-		})
 	}
-	if cfg.zeroConfig {
-		h, err := issuer.HashPassword(demoPassword)
-		if err != nil {
-			return nil, "", err
-		}
-		icfg.Users = append(icfg.Users, issuer.User{
-			Username: demoUser, PasswordHash: h, Subject: "demo-user-1",
-			Claims: map[string]any{"name": "Demo User", "given_name": "Demo", "family_name": "User",
-				"email": "demo@example.com", "email_verified": true},
-		})
-	}
+	icfg := cfg.issuerConfig(secret)
+	icfg.Store = rt.istore
+	icfg.Logger = rt.log.With("component", "issuer")
+	icfg.Registerer = rt.registry
+	icfg.Gatherer = rt.registry
 	srv, err := issuer.New(ctx, icfg)
 	if err != nil {
 		return nil, "", err
