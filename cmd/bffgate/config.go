@@ -239,15 +239,24 @@ func defaultConfig() Config {
 // validates. Every error is a *KeyError (joined when there are several)
 // naming the key, the file and line or the variable, and what is allowed.
 func loadConfig(path string, env []string) (*Config, error) {
+	if path == "" {
+		return parseConfig("", nil, env)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fileError(path, err)
+	}
+	return parseConfig(path, b, env)
+}
+
+// parseConfig is loadConfig on the file's bytes (b nil and path empty:
+// no file).
+func parseConfig(path string, b []byte, env []string) (*Config, error) {
 	cfg := defaultConfig()
 	src := &source{file: path, env: map[string]bool{}}
-	if path == "" {
+	if b == nil {
 		cfg.zeroConfig = true
 	} else {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fileError(path, err)
-		}
 		var root yaml.Node
 		if err := yaml.Unmarshal(b, &root); err != nil {
 			return nil, syntaxError(path, err)
