@@ -440,3 +440,105 @@ func empty(v reflect.Value) bool {
 	}
 	return v.IsZero()
 }
+
+// The README's "Your own SPA" file loads as written (with a real hash in
+// place of the placeholder), keeps a user who can log in (no start-up
+// warning), and proxies the SPA and the API it names.
+func TestREADMESPAConfig(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- spa-config:[^>]*-->\n```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no spa-config yaml block")
+	}
+	body := strings.Replace(string(m[1]), `"$argon2id$..."`, `"`+demoPasswordHash+`"`, 1)
+	cfg, err := loadConfig(writeFile(t, body), nil)
+	if err != nil {
+		t.Fatalf("the README's SPA configuration: %v", err)
+	}
+	if w := startupWarnings(cfg); len(w) != 0 {
+		t.Errorf("start-up warnings %q", w)
+	}
+	if cfg.Gateway.SPA.DevURL != "http://localhost:5173" || len(cfg.Gateway.Routes) != 1 || *cfg.DemoAPI.Enabled {
+		t.Errorf("spa %+v, routes %+v, demo API %t", cfg.Gateway.SPA, cfg.Gateway.Routes, *cfg.DemoAPI.Enabled)
+	}
+	if users := cfg.issuerConfig("s").Users; len(users) != 1 || users[0].Username != "alice" {
+		t.Errorf("issuer users %+v, want alice only (a file turns the demo user off)", users)
+	}
+}
+
+// The zero-config SPA path: one variable, no file, keeps the demo user and
+// the demo API (following the README's first command logs in as demo).
+func TestSPAWithoutAFileKeepsTheDemo(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig("", []string{"BFFGATE_GATEWAY_SPA_DEV_URL=http://localhost:5173"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := cfg.issuerConfig("s").Users
+	if !cfg.zeroConfig || !*cfg.DemoAPI.Enabled || len(users) != 1 || users[0].Username != demoUser {
+		t.Errorf("zero-config %t, demo API %t, users %+v: want the demo stack", cfg.zeroConfig, *cfg.DemoAPI.Enabled, users)
+	}
+	if cfg.Gateway.SPA.DevURL != "http://localhost:5173" {
+		t.Errorf("dev_url %q", cfg.Gateway.SPA.DevURL)
+	}
+}
+
+// Variables reach the keys that are the packages' own types (gateway.refresh
+// is tokens.Config, gateway.spa spa.Config, issuer.login_throttle
+// issuer.LoginThrottle, gateway.routes[] bff.Route, issuer.users[]
+// issuer.User) and the package configurations built from them.
+func TestEnvironmentReachesPackageTypes(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig("", []string{
+		"BFFGATE_GATEWAY_REFRESH_GRACE_WINDOW=5s",
+		"BFFGATE_GATEWAY_REFRESH_SKEW=1m",
+		"BFFGATE_ISSUER_LOGIN_THROTTLE_WINDOW=2m",
+		"BFFGATE_ISSUER_LOGIN_THROTTLE_DISABLE_IP_LIMIT=true",
+		"BFFGATE_GATEWAY_PROVIDER_USE_USERINFO=true",
+		"BFFGATE_GATEWAY_PROVIDER_EXTRA_AUTH_PARAMS={audience: my-api}",
+		`BFFGATE_GATEWAY_ROUTES=[{prefix: /v1/, upstream: "http://127.0.0.1:7000", timeout: 5s, strip_prefix: true}]`,
+		`BFFGATE_ISSUER_USERS=[{username: alice, password_hash: "` + demoPasswordHash + `"}]`,
+		"BFFGATE_GATEWAY_SESSION_IDLE_TIMEOUT=10m",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.gatewayConfig()
+	if b.Tokens.GraceWindow != 5*time.Second || b.Tokens.Skew != time.Minute {
+		t.Errorf("tokens grace %s skew %s", b.Tokens.GraceWindow, b.Tokens.Skew)
+	}
+	if !b.Provider.UseUserinfo || b.Provider.ExtraAuthParams["audience"] != "my-api" || b.IdleTimeout != 10*time.Minute {
+		t.Errorf("provider %+v idle %s", b.Provider, b.IdleTimeout)
+	}
+	if len(b.Routes) != 1 || b.Routes[0].Timeout != 5*time.Second || !b.Routes[0].StripPrefix || b.Routes[0].Policy != "user" {
+		t.Errorf("routes %+v", b.Routes)
+	}
+	is := cfg.issuerConfig("s")
+	if is.LoginThrottle.Window != 2*time.Minute || !is.LoginThrottle.DisableIPLimit || is.LoginThrottle.MaxFailures != 5 {
+		t.Errorf("login throttle %+v", is.LoginThrottle)
+	}
+	if is.Users[0].Username != "alice" {
+		t.Errorf("users %+v", is.Users)
+	}
+}
+
+func TestBrowsableListen(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{":48083": "127.0.0.1:48083", "0.0.0.0:8080": "127.0.0.1:8080",
+		"[::]:8080": "127.0.0.1:8080", "10.0.0.5:80": "10.0.0.5:80", "[::1]:9": "[::1]:9"} {
+		if got := browsable(in); got != want {
+			t.Errorf("browsable(%q) = %q, want %q", in, got, want)
+		}
+	}
+	cfg, err := loadConfig("", []string{"BFFGATE_GATEWAY_LISTEN=:48083"})
+	if err != nil {
+		t.Fatalf("--listen :48083: %v", err)
+	}
+	if cfg.Gateway.PublicURL != "http://127.0.0.1:48083" {
+		t.Errorf("public_url %q", cfg.Gateway.PublicURL)
+	}
+}
