@@ -30,6 +30,7 @@ func TestConfigErrorMessages(t *testing.T) {
 		{"public-url", "", []string{"BFFGATE_GATEWAY_LISTEN=:48083", "BFFGATE_GATEWAY_PUBLIC_URL=http://app.internal:48083"}},
 		{"unsafe", "unsafe.yaml", nil},
 		{"spa-dir", "spa-dir.yaml", nil},
+		{"issuer-client", "issuer-client.yaml", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
