@@ -542,3 +542,19 @@ func TestBrowsableListen(t *testing.T) {
 		t.Errorf("public_url %q", cfg.Gateway.PublicURL)
 	}
 }
+
+// An empty file, or one holding only comments, is every default (with the
+// demo user and API off, as for any file).
+func TestEmptyConfigFile(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{"", "# nothing yet\n", "---\n"} {
+		cfg, err := loadConfig(writeFile(t, body), nil)
+		if err != nil {
+			t.Errorf("%q: %v", body, err)
+			continue
+		}
+		if cfg.zeroConfig || *cfg.DemoAPI.Enabled {
+			t.Errorf("%q: a file must turn the demo off", body)
+		}
+	}
+}

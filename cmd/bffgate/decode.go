@@ -269,6 +269,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string, depth int) {
 		}
 		n = n.Content[0]
 	}
+	if n.Kind == 0 {
+		return // an empty file, or one with only comments: every default
+	}
 	orig := n
 	if n = deref(n); n == nil {
 		d.fail(orig, key, "an alias that names no value")

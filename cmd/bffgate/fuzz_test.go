@@ -32,6 +32,9 @@ func FuzzConfig(f *testing.F) {
 		if err == nil {
 			return
 		}
+		if strings.Contains(err.Error(), " line 0") {
+			t.Fatalf("an error points at line 0: %q", err)
+		}
 		for _, e := range flatten(err) {
 			var ke *KeyError
 			if errors.As(e, &ke) {
