@@ -336,15 +336,18 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string, depth int) 
 		seen[name] = k.Line
 		i := slices.IndexFunc(fields, func(f field) bool { return f.name == name })
 		if i < 0 {
-			d.fail(k, sub, "%s", unknownKey(name, fields))
+			d.fail(k, sub, "%s", unknownKey(name, v.Type()))
 			continue
 		}
 		d.decode(val, v.FieldByIndex(fields[i].index), sub, depth+1)
 	}
 }
 
-// unknownKey says a key is unknown and suggests the nearest known one.
-func unknownKey(name string, fields []field) string {
+// unknownKey says a key of the struct type t is unknown and suggests the
+// nearest known one, or the section one level down that has a key of that
+// name (gateway.dev_url: did you mean spa.dev_url?).
+func unknownKey(name string, t reflect.Type) string {
+	fields := keysOf(t)
 	best, bestD := "", -1
 	for _, f := range fields {
 		if d := levenshtein(strings.ToLower(name), f.name); bestD < 0 || d < bestD {
@@ -355,6 +358,15 @@ func unknownKey(name string, fields []field) string {
 	// does not find "dir".
 	if bestD >= 0 && bestD <= max(1, len(name)/3) {
 		return "unknown key; did you mean " + best + "?"
+	}
+	for _, f := range fields {
+		if ft := t.FieldByIndex(f.index).Type; walked(ft) {
+			for _, sub := range keysOf(ft) {
+				if sub.name == strings.ToLower(name) {
+					return "unknown key here; did you mean " + f.name + "." + sub.name + "?"
+				}
+			}
+		}
 	}
 	names := make([]string, len(fields))
 	for i, f := range fields {

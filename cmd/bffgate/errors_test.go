@@ -17,6 +17,7 @@ func TestConfigErrorMessages(t *testing.T) {
 		env  []string
 	}{
 		{"typo", "typo.yaml", nil},
+		{"misplaced", "misplaced.yaml", nil},
 		{"enum", "enum.yaml", nil},
 		{"address", "address.yaml", nil},
 		{"types", "types.yaml", nil},
