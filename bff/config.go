@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -39,39 +40,40 @@ const (
 
 // Route is one proxied API prefix and its token policy.
 type Route struct {
-	proxy.Route
+	proxy.Route `yaml:",inline"`
 	// Policy defaults to PolicyUser.
-	Policy Policy
+	Policy Policy `yaml:"policy"`
 }
 
 // ProviderConfig names the OpenID provider and the gateway's client there.
+// Its yaml tags are the keys of bffgate's gateway.provider.
 type ProviderConfig struct {
 	// IssuerURL is the provider's issuer identifier; discovery reads
 	// IssuerURL + "/.well-known/openid-configuration".
-	IssuerURL    string
-	ClientID     string
-	ClientSecret string
+	IssuerURL    string `yaml:"issuer_url"`
+	ClientID     string `yaml:"client_id"`
+	ClientSecret string `yaml:"client_secret"`
 	// Scopes requested at login; default openid profile email offline_access.
 	// openid is always requested.
-	Scopes []string
+	Scopes []string `yaml:"scopes"`
 	// ExtraAuthParams are added to every authorization request (e.g.
 	// audience, resource). They cannot override the protocol parameters.
-	ExtraAuthParams map[string]string
+	ExtraAuthParams map[string]string `yaml:"extra_auth_params"`
 	// UseUserinfo merges the userinfo endpoint's claims into the session's
 	// claims at login (OIDC Core 5.3); its sub must match the ID token's.
-	UseUserinfo bool
+	UseUserinfo bool `yaml:"use_userinfo"`
 	// AllowedAlgs are the ID token signature algorithms accepted. Default:
 	// the provider's advertised asymmetric algorithms, or RS256, RS384,
 	// RS512, ES256, ES384, ES512, PS256, PS384, PS512, EdDSA when it
 	// advertises none. "none" and HMAC algorithms are refused.
-	AllowedAlgs []string
+	AllowedAlgs []string `yaml:"allowed_algs"`
 	// InsecureAllowMissingPKCE lets the gateway start against a provider
 	// whose discovery document does not list S256 in
 	// code_challenge_methods_supported. The gateway still sends PKCE.
-	InsecureAllowMissingPKCE bool
+	InsecureAllowMissingPKCE bool `yaml:"insecure_allow_missing_pkce"`
 	// HTTPClient is used for discovery, JWKS, token, userinfo and
 	// revocation calls; nil means a client with a 10s timeout.
-	HTTPClient *http.Client
+	HTTPClient *http.Client `yaml:"-"`
 }
 
 // KeyPair is one securecookie key pair: Hash authenticates (HMAC-SHA256,
@@ -194,8 +196,8 @@ func DefaultConfig() Config {
 // HMAC-signed ID token would be keyed with the client secret.
 var defaultAlgs = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 
-// fill copies cfg, fills defaults and validates it.
-func (cfg Config) fill() (Config, *url.URL, error) {
+// withDefaults returns cfg with the zero fields that have a default set.
+func (cfg Config) withDefaults() Config {
 	d := DefaultConfig()
 	if cfg.BasePath == "" {
 		cfg.BasePath = d.BasePath
@@ -233,6 +235,29 @@ func (cfg Config) fill() (Config, *url.URL, error) {
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = d.BodyLimit
 	}
+	cfg.Routes = slices.Clone(cfg.Routes)
+	for i := range cfg.Routes {
+		if cfg.Routes[i].Policy == "" {
+			cfg.Routes[i].Policy = PolicyUser
+		}
+	}
+	return cfg
+}
+
+// Validate checks the declarative part of cfg (everything but Store, the
+// cookie keys and the runtime hooks), with the defaults New would fill.
+// It returns every problem, each a *FieldError, joined: a configuration
+// loader can check a file without building a gateway, and New runs the
+// same checks, so the two never disagree.
+func (cfg Config) Validate() error {
+	c := cfg.withDefaults()
+	_, err := c.check()
+	return err
+}
+
+// fill copies cfg, fills defaults and validates it.
+func (cfg Config) fill() (Config, *url.URL, error) {
+	cfg = cfg.withDefaults()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -242,40 +267,73 @@ func (cfg Config) fill() (Config, *url.URL, error) {
 	if cfg.Provider.HTTPClient == nil {
 		cfg.Provider.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
-	cfg.Routes = slices.Clone(cfg.Routes)
-	for i := range cfg.Routes {
-		if cfg.Routes[i].Policy == "" {
-			cfg.Routes[i].Policy = PolicyUser
+	pub, err := cfg.check()
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.Store == nil {
+		errs = append(errs, ferr("store", "is required (session/cookie, session/bolt or session/redis)"))
+	}
+	if len(cfg.Cookie.FlowKeys) == 0 {
+		errs = append(errs, ferr("cookie.flow_keys", "is required: at least one hash/block key pair to seal login flow cookies"))
+	}
+	for i, k := range cfg.Cookie.FlowKeys {
+		if len(k.Hash) < 32 {
+			errs = append(errs, ferr(fmt.Sprintf("cookie.flow_keys[%d].hash", i), "has %d bytes; at least 32 random bytes are required", len(k.Hash)))
+		}
+		switch len(k.Block) {
+		case 16, 24, 32:
+		default:
+			errs = append(errs, ferr(fmt.Sprintf("cookie.flow_keys[%d].block", i), "has %d bytes; it must be 16, 24 or 32 random bytes (AES)", len(k.Block)))
 		}
 	}
-
-	pub, err := validatePublicURL(cfg.PublicURL, cfg.InsecureAllowHTTP)
-	if err != nil {
-		return cfg, nil, err
-	}
-	if err := cfg.validate(); err != nil {
-		return cfg, nil, err
+	if len(errs) > 0 {
+		return cfg, nil, errors.Join(errs...)
 	}
 	return cfg, pub, nil
 }
 
+// FieldError is a configuration error at one field of Config. Path names
+// the field in snake case, as a configuration file would: public_url,
+// provider.issuer_url, cookie.same_site, routes[0].prefix,
+// tokens.grace_window.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return "bff: " + e.Path + ": " + e.Msg }
+
+// Field and Problem let a configuration loader report the error under its
+// own key names without knowing this type.
+func (e *FieldError) Field() string   { return e.Path }
+func (e *FieldError) Problem() string { return e.Msg }
+
+func ferr(path, format string, args ...any) *FieldError {
+	return &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
+}
+
 func validatePublicURL(raw string, allowHTTP bool) (*url.URL, error) {
 	if raw == "" {
-		return nil, errors.New("bff: PublicURL is required (the browser's origin, e.g. https://app.example.com)")
+		return nil, ferr("public_url", "is required (the browser's origin, e.g. https://app.example.com)")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("bff: PublicURL: %w", err)
+		return nil, ferr("public_url", "%q is not a URL", raw)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("bff: PublicURL %q must be an origin: http(s)://host[:port]", raw)
+		return nil, ferr("public_url", "%q must be an origin: http(s)://host[:port]", raw)
 	}
 	if u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("bff: PublicURL %q must have no path: the gateway's __Host- cookies need the whole origin", raw)
+		return nil, ferr("public_url", "%q must have no path: the gateway's __Host- cookies need the whole origin", raw)
 	}
 	u.Path = ""
+	if u.Hostname() == "" {
+		return nil, ferr("public_url", "%q has no host name: want the origin the browser opens, such as http://127.0.0.1:8080", raw)
+	}
 	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && !allowHTTP {
-		return nil, fmt.Errorf("bff: PublicURL %q is plain http on a non-loopback host: use https, or set InsecureAllowHTTP for development", raw)
+		return nil, ferr("public_url", "%q is plain http on a host other than localhost, so browsers would send the session cookie in clear: use https, or set insecure_allow_http for development", raw)
 	}
 	return u, nil
 }
@@ -290,98 +348,124 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (cfg *Config) validate() error {
+// check validates the declarative fields and returns the parsed public
+// URL. It collects every problem rather than stopping at the first.
+func (cfg *Config) check() (*url.URL, error) {
+	var errs []error
+	bad := func(path, format string, args ...any) { errs = append(errs, ferr(path, format, args...)) }
+	pub, err := validatePublicURL(cfg.PublicURL, cfg.InsecureAllowHTTP)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if !strings.HasPrefix(cfg.BasePath, "/") || strings.HasSuffix(cfg.BasePath, "/") || strings.ContainsAny(cfg.BasePath, "?#*:\\ ") {
-		return fmt.Errorf("bff: BasePath %q must start with / and not end with one (e.g. /bff)", cfg.BasePath)
+		bad("base_path", "%q must start with / and not end with one (e.g. /bff)", cfg.BasePath)
 	}
 	p := cfg.Provider
 	if p.IssuerURL == "" {
-		return errors.New("bff: Provider.IssuerURL is required")
-	}
-	if u, err := url.Parse(p.IssuerURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("bff: Provider.IssuerURL %q must be an http(s) URL", p.IssuerURL)
+		bad("provider.issuer_url", "is required: your OpenID provider's issuer URL")
+	} else if u, err := url.Parse(p.IssuerURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+		bad("provider.issuer_url", "%q must be an http(s) URL such as https://id.example.com/realms/main", p.IssuerURL)
+	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && !cfg.InsecureAllowHTTP {
+		// RFC 9700 §2.6 / OpenID Connect Core §16.17: the token request
+		// carries the client secret and the code, the answer the tokens.
+		bad("provider.issuer_url", "%q is plain http on a host other than localhost: the client secret and the tokens would cross the network in clear; use https, or set insecure_allow_http for development", p.IssuerURL)
 	}
 	if p.ClientID == "" {
-		return errors.New("bff: Provider.ClientID is required")
+		bad("provider.client_id", "is required: the gateway's client id at the provider")
 	}
-	for _, alg := range p.AllowedAlgs {
+	for i, alg := range p.AllowedAlgs {
 		if strings.EqualFold(alg, "none") || strings.HasPrefix(strings.ToUpper(alg), "HS") {
-			return fmt.Errorf("bff: Provider.AllowedAlgs: %q is not accepted for ID tokens (asymmetric algorithms only)", alg)
+			bad(fmt.Sprintf("provider.allowed_algs[%d]", i), "%q is not accepted for ID tokens (asymmetric algorithms only)", alg)
 		}
 	}
-	for k := range p.ExtraAuthParams {
+	for _, k := range slices.Sorted(maps.Keys(p.ExtraAuthParams)) {
 		if reservedAuthParams[k] {
-			return fmt.Errorf("bff: Provider.ExtraAuthParams: %q is set by the gateway and cannot be overridden", k)
+			bad("provider.extra_auth_params."+k, "is set by the gateway and cannot be overridden")
 		}
-	}
-	if cfg.Store == nil {
-		return errors.New("bff: Store is required (session/cookie, session/bolt or session/redis)")
 	}
 	c := cfg.Cookie
 	if !validCookieName(c.Name) {
-		return fmt.Errorf("bff: Cookie.Name %q is not a valid cookie name", c.Name)
+		bad("cookie.name", "%q is not a valid cookie name (letters, digits, - and _, at most 64)", c.Name)
 	}
 	switch strings.ToLower(c.SameSite) {
 	case "lax", "strict":
 	default:
-		return fmt.Errorf("bff: Cookie.SameSite %q must be Lax or Strict (None would send the session cross-site)", c.SameSite)
-	}
-	if len(c.FlowKeys) == 0 {
-		return errors.New("bff: Cookie.FlowKeys is required: at least one hash/block key pair to seal login flow cookies")
-	}
-	for i, k := range c.FlowKeys {
-		if len(k.Hash) < 32 {
-			return fmt.Errorf("bff: Cookie.FlowKeys[%d].Hash has %d bytes; at least 32 random bytes are required", i, len(k.Hash))
-		}
-		switch len(k.Block) {
-		case 16, 24, 32:
-		default:
-			return fmt.Errorf("bff: Cookie.FlowKeys[%d].Block has %d bytes; it must be 16, 24 or 32 random bytes (AES)", i, len(k.Block))
-		}
+		bad("cookie.same_site", "%q must be lax or strict (none would send the session cross-site)", c.SameSite)
 	}
 	if c.MaxFlows < 1 || c.MaxFlows > 20 {
-		return fmt.Errorf("bff: Cookie.MaxFlows %d must be between 1 and 20", c.MaxFlows)
+		bad("cookie.max_flows", "%d must be between 1 and 20", c.MaxFlows)
 	}
 	if cfg.IdleTimeout < 0 {
-		return errors.New("bff: IdleTimeout must not be negative")
+		bad("idle_timeout", "must not be negative")
 	}
 	if cfg.BodyLimit < 0 {
-		return errors.New("bff: BodyLimit must not be negative")
+		bad("body_limit", "must not be negative")
 	}
 	if cfg.AbsoluteLifetime < 0 {
-		return errors.New("bff: AbsoluteLifetime must not be negative")
+		bad("absolute_lifetime", "must not be negative")
 	}
 	if !validHeaderName(cfg.CSRFHeader) {
-		return fmt.Errorf("bff: CSRFHeader %q is not a valid header name", cfg.CSRFHeader)
+		bad("csrf_header", "%q is not a valid header name", cfg.CSRFHeader)
 	}
 	for i, o := range cfg.AllowedOrigins {
 		if _, err := normalizeOrigin(o); err != nil {
-			return fmt.Errorf("bff: AllowedOrigins[%d]: %w", i, err)
+			bad(fmt.Sprintf("allowed_origins[%d]", i), "%v", err)
 		}
 	}
+	// A local path only: an absolute URL, // or a javascript: URI here
+	// would make the gateway an open redirector after logout.
 	if !strings.HasPrefix(cfg.PostLogoutRedirect, "/") || checkLocalPath(cfg.PostLogoutRedirect) != nil {
-		return fmt.Errorf("bff: PostLogoutRedirect %q must be a local path such as /", cfg.PostLogoutRedirect)
+		bad("post_logout_redirect", "%q must be a local path such as /", cfg.PostLogoutRedirect)
 	}
 	seen := map[string]bool{}
 	for i, r := range cfg.Routes {
 		switch r.Policy {
 		case PolicyUser, PolicyUserOptional, PolicyClient, PolicyNone:
 		default:
-			return fmt.Errorf("bff: Routes[%d].Policy %q must be user, user-optional, client or none", i, r.Policy)
+			bad(fmt.Sprintf("routes[%d].policy", i), "%q must be user, user-optional, client or none", r.Policy)
 		}
 		prefix := strings.TrimSuffix(r.Prefix, "/")
-		if !strings.HasPrefix(r.Prefix, "/") || prefix == "" {
-			return fmt.Errorf("bff: Routes[%d].Prefix %q must start with / and name a path (e.g. /api/)", i, r.Prefix)
-		}
-		if strings.EqualFold(prefix, cfg.BasePath) || strings.HasPrefix(strings.ToLower(prefix)+"/", strings.ToLower(cfg.BasePath)+"/") {
-			return fmt.Errorf("bff: Routes[%d].Prefix %q overlaps the gateway's BasePath %q", i, r.Prefix, cfg.BasePath)
-		}
-		if seen[strings.ToLower(prefix)] {
-			return fmt.Errorf("bff: Routes[%d].Prefix %q is listed twice", i, r.Prefix)
+		switch {
+		case !strings.HasPrefix(r.Prefix, "/") || prefix == "":
+			bad(fmt.Sprintf("routes[%d].prefix", i), "%q must start with / and name a path (e.g. /api/)", r.Prefix)
+		case strings.EqualFold(prefix, cfg.BasePath) || strings.HasPrefix(strings.ToLower(prefix)+"/", strings.ToLower(cfg.BasePath)+"/"):
+			bad(fmt.Sprintf("routes[%d].prefix", i), "%q overlaps the gateway's base_path %q", r.Prefix, cfg.BasePath)
+		case seen[strings.ToLower(prefix)]:
+			bad(fmt.Sprintf("routes[%d].prefix", i), "%q is listed twice", r.Prefix)
 		}
 		seen[strings.ToLower(prefix)] = true
+		if u, err := url.Parse(r.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(fmt.Sprintf("routes[%d].upstream", i), "%q must be an absolute http(s) URL such as http://api.internal:8080", r.Upstream)
+		}
+		if r.Timeout < 0 {
+			bad(fmt.Sprintf("routes[%d].timeout", i), "must not be negative (zero means the default, %s)", proxy.DefaultTimeout)
+		}
+		if r.IdleTimeout < 0 {
+			bad(fmt.Sprintf("routes[%d].idle_timeout", i), "must not be negative: want zero (the default, %s) or a duration under the upstream's keep-alive timeout", proxy.DefaultIdleConnTimeout)
+		}
 	}
-	return nil
+	if err := cfg.Tokens.Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			var fe *tokens.FieldError
+			if errors.As(e, &fe) {
+				bad("tokens."+fe.Path, "%s", fe.Msg)
+			} else {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return pub, nil
+}
+
+// unjoin lists the errors an errors.Join holds (err itself otherwise).
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // reservedAuthParams are the authorization request parameters the gateway

@@ -36,61 +36,63 @@ const (
 
 var supportedScopes = []string{ScopeOpenID, ScopeProfile, ScopeEmail, ScopeOfflineAccess}
 
-// Client is a registered OAuth 2.0 client (RFC 6749 §2).
+// Client is a registered OAuth 2.0 client (RFC 6749 §2). Its yaml tags
+// are the keys of bffgate's issuer.clients[] entries.
 type Client struct {
 	// ID is the client_id. Required, unique.
-	ID string
+	ID string `yaml:"id"`
 	// Secret authenticates a confidential client (client_secret_basic or
 	// client_secret_post); empty makes it a public client (RFC 6749 §2.1),
 	// which authenticates with none and must use PKCE like every client.
-	Secret string
+	Secret string `yaml:"secret"`
 	// RedirectURIs are the exact redirect URIs accepted (RFC 9700 §2.1:
 	// exact string matching). Required for the authorization_code grant.
 	// Each is https, http on a loopback host (127.0.0.0/8, [::1],
 	// localhost), or, for a public client, a native app's private-use
 	// scheme such as com.example.app:/callback (RFC 8252 §7.1).
-	RedirectURIs []string
+	RedirectURIs []string `yaml:"redirect_uris"`
 	// PostLogoutRedirectURIs are the exact URIs the end_session_endpoint
 	// may redirect to (OpenID Connect RP-Initiated Logout §3): https, or
 	// http on a loopback host.
-	PostLogoutRedirectURIs []string
+	PostLogoutRedirectURIs []string `yaml:"redirect_uris"`
 	// InsecureAllowHTTPRedirects accepts plain-http redirect and
 	// post-logout URIs on hosts that are not loopback, for development on
 	// a LAN address. Off, such URIs are refused at start: the code would
 	// cross the network in the clear (RFC 9700 §2.1.1).
-	InsecureAllowHTTPRedirects bool
+	InsecureAllowHTTPRedirects bool `yaml:"-"`
 	// GrantTypes the client may use; empty means authorization_code and
 	// refresh_token. The client gets a refresh token from the code exchange
 	// when it has refresh_token, whether or not it asked for offline_access
 	// (as Keycloak and ForgeRock AM do).
-	GrantTypes []string
+	GrantTypes []string `yaml:"grant_types"`
 	// Scopes the client may request; empty means openid, profile, email
 	// and offline_access.
-	Scopes []string
+	Scopes []string `yaml:"scopes"`
 	// BackchannelLogoutURI receives logout tokens when a login session in
 	// which this client got tokens ends (OpenID Connect Back-Channel Logout
 	// §2.2). Empty means no back-channel logout.
-	BackchannelLogoutURI string
+	BackchannelLogoutURI string `yaml:"backchannel_logout_uri"`
 	// Audience is the aud of the client's access tokens (RFC 9068 §3: the
 	// resource servers that accept them); empty means [ID].
-	Audience []string
+	Audience []string `yaml:"audience"`
 }
 
-// User is an end user who can log in at the issuer.
+// User is an end user who can log in at the issuer. Its yaml tags are the
+// keys of bffgate's issuer.users[] entries.
 type User struct {
 	// Username is what the user types. Required, unique.
-	Username string
+	Username string `yaml:"username"`
 	// PasswordHash is a bcrypt ($2a$/$2b$) hash or an argon2id PHC string
 	// (HashPassword). Required.
-	PasswordHash string
+	PasswordHash string `yaml:"password_hash"`
 	// Subject is the sub claim; empty means Username.
-	Subject string
+	Subject string `yaml:"subject"`
 	// Claims are the user's claims (name, email, email_verified, ...).
 	// They are released by scope (OpenID Connect Core §5.4): profile's
 	// claims with profile, email and email_verified with email; claims of
 	// no standard scope (e.g. groups) go with profile. preferred_username
 	// defaults to Username.
-	Claims map[string]any
+	Claims map[string]any `yaml:"claims"`
 }
 
 // Config configures the issuer. The zero value of every optional field is
@@ -203,17 +205,68 @@ type user struct {
 	hash passwordHash
 }
 
+// FieldError is a configuration error at one field of Config. Path names
+// the field in snake case (clients[0].redirect_uris[1], access_token_ttl,
+// login_throttle.window); the yaml keys of Client, User and LoginThrottle
+// are these names, so a configuration file reports it under its own key.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return "issuer." + e.Path + ": " + e.Msg }
+
+// Field and Problem let a configuration loader report the error under its
+// own key names without knowing this type.
+func (e *FieldError) Field() string   { return e.Path }
+func (e *FieldError) Problem() string { return e.Msg }
+
+// DefaultConfig returns a Config with every default filled in and no
+// issuer URL, store, clients or users.
+func DefaultConfig() Config {
+	return Config{
+		TokenFormat:          token.FormatSigned,
+		TokenAlg:             DefaultAlg,
+		IDTokenAlg:           DefaultAlg,
+		AccessTokenTTL:       DefaultAccessTokenTTL,
+		RefreshTokenTTL:      DefaultRefreshTokenTTL,
+		CodeTTL:              DefaultCodeTTL,
+		IDTokenTTL:           DefaultIDTokenTTL,
+		LoginSessionTTL:      DefaultLoginSessionTTL,
+		DenylistCacheSize:    DefaultDenylistCacheSize,
+		DenylistPollInterval: DefaultDenylistPollInterval,
+		PurgeDelay:           DefaultPurgeDelay,
+		LoginThrottle: LoginThrottle{
+			MaxFailures: DefaultLoginMaxFailures, Window: DefaultLoginWindow, Lockout: DefaultLoginLockout,
+			MaxLockout: DefaultLoginMaxLockout, MaxIPFailures: DefaultLoginMaxIPFailures,
+		},
+	}
+}
+
+// Validate checks cfg as New does, but for the Store (a runtime piece):
+// a configuration loader can check a file without opening the state, and
+// the two never disagree. The error is a *FieldError.
+func (cfg Config) Validate() error {
+	_, _, _, err := validate(cfg)
+	return err
+}
+
 // withDefaults returns a copy of cfg with defaults filled in, validated.
-// Errors name the field: "issuer.clients[0].redirect_uris[1]: ...".
+// Errors are *FieldError naming the field: "issuer.clients[0].redirect_uris[1]: ...".
 func withDefaults(cfg Config) (Config, map[string]*client, map[string]*user, error) {
+	if cfg.Store == nil {
+		return Config{}, nil, nil, &FieldError{Path: "store", Msg: "is required"}
+	}
+	return validate(cfg)
+}
+
+// validate is withDefaults without the Store.
+func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) {
 	fail := func(field, format string, args ...any) (Config, map[string]*client, map[string]*user, error) {
-		return Config{}, nil, nil, fmt.Errorf("issuer.%s: %s", field, fmt.Sprintf(format, args...))
+		return Config{}, nil, nil, &FieldError{Path: field, Msg: fmt.Sprintf(format, args...)}
 	}
 	if err := validateIssuerURL(cfg.Issuer); err != nil {
 		return fail("issuer", "%v", err)
-	}
-	if cfg.Store == nil {
-		return fail("store", "is required")
 	}
 	switch cfg.TokenFormat {
 	case "":

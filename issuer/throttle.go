@@ -42,19 +42,20 @@ import (
 // counted and locked exactly like known ones, so a lockout reveals nothing
 // about which usernames exist.
 //
-// The zero value is the protection on, with the defaults below.
+// The zero value is the protection on, with the defaults below. The yaml
+// tags are the keys of bffgate's issuer.login_throttle.
 type LoginThrottle struct {
 	// Disable turns the protection off: nothing is counted or refused.
-	Disable bool
+	Disable bool `yaml:"disable"`
 	// MaxFailures (default 5) failures lock a username.
-	MaxFailures int
+	MaxFailures int `yaml:"max_failures"`
 	// Window (default 15m) is how long a count lasts from its first
 	// failure, and how long lockouts are remembered after the last one.
-	Window time.Duration
+	Window time.Duration `yaml:"window"`
 	// Lockout (default 1m) is the first lockout's length; MaxLockout
 	// (default 15m) caps the doubling.
-	Lockout    time.Duration
-	MaxLockout time.Duration
+	Lockout    time.Duration `yaml:"lockout"`
+	MaxLockout time.Duration `yaml:"max_lockout"`
 	// MaxIPFailures (default 50) failures from one client address lock
 	// the address. The address is the TCP peer's, or, when the peer is one
 	// of Config.TrustedProxies, the client X-Forwarded-For names (IPv6:
@@ -62,9 +63,9 @@ type LoginThrottle struct {
 	// proxy that is not listed there every client has the proxy's
 	// address, so the limit would lock everyone at once: list the proxy
 	// in Config.TrustedProxies, or set DisableIPLimit.
-	MaxIPFailures int
+	MaxIPFailures int `yaml:"max_ip_failures"`
 	// DisableIPLimit turns off the per-address limit only.
-	DisableIPLimit bool
+	DisableIPLimit bool `yaml:"disable_ip_limit"`
 }
 
 // Defaults of LoginThrottle filled in by New.

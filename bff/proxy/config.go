@@ -24,37 +24,41 @@ const (
 )
 
 // Route is one API prefix the gateway proxies to one upstream.
+//
+// The yaml tags are the keys of bffgate's gateway.routes[] entries: a
+// field added here with a tag is a configuration key, nothing else to do
+// in cmd/bffgate (document it in bffgate.example.yaml).
 type Route struct {
 	// Prefix is the path prefix the route serves, such as "/api/". It is
 	// matched on a segment boundary: "/api/" (or "/api") matches "/api",
 	// "/api/" and "/api/x", never "/apix".
-	Prefix string
+	Prefix string `yaml:"prefix"`
 	// Upstream is the absolute http or https URL requests go to. A base
 	// path ("http://orders:8080/v1") is joined in front of the forwarded
 	// path. The upstream address comes only from here, never from the
 	// request.
-	Upstream string
+	Upstream string `yaml:"upstream"`
 	// StripPrefix removes Prefix from the path before it is joined to
 	// the upstream's base path: "/api/orders" reaches "/v1/orders".
-	StripPrefix bool
+	StripPrefix bool `yaml:"strip_prefix"`
 	// Timeout bounds the time from sending the request (including a
 	// streamed request body) to receiving the upstream's response
 	// headers; the body then streams without a deadline. Zero means
 	// DefaultTimeout.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
 	// AddHeaders are set on every upstream request (after the browser's
 	// headers are filtered, so they override them).
-	AddHeaders map[string]string
+	AddHeaders map[string]string `yaml:"add_headers"`
 	// DropHeaders are removed from every upstream request.
-	DropHeaders []string
+	DropHeaders []string `yaml:"drop_headers"`
 	// IdleTimeout closes this upstream's pooled connections once idle
 	// this long; zero means Config.IdleConnTimeout. Keep it below the
 	// upstream's own keep-alive timeout (Node's is 5 s). Routes to one
 	// upstream share a pool, which takes the shortest of theirs.
-	IdleTimeout time.Duration
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// DropCookies names request cookies not forwarded to this upstream,
 	// besides the gateway's own (Config.GatewayCookies), which never are.
-	DropCookies []string
+	DropCookies []string `yaml:"drop_cookies"`
 
 	// compiled is set on the copies a Proxy keeps (the ones Match
 	// returns) and nil on a caller's Route.

@@ -54,23 +54,24 @@ import (
 )
 
 // Config selects what the handler serves. Exactly one source is used:
-// DevURL, else Dir, else FS.
+// DevURL, else Dir, else FS. The yaml tags are the keys of bffgate's
+// gateway.spa.
 type Config struct {
 	// FS is an embedded SPA whose root holds index.html.
 	FS fs.FS
 	// Dir is a built SPA directory on disk holding index.html; it overrides
 	// FS. Files are read at request time, so a rebuild is served without a
 	// restart.
-	Dir string
+	Dir string `yaml:"dir"`
 	// DevURL is the base URL of a dev server (http or https, no path) to
 	// proxy every request to, WebSocket upgrades included; it overrides Dir
 	// and FS.
-	DevURL string
+	DevURL string `yaml:"dev_url"`
 	// DevIdleTimeout closes pooled connections to the dev server once idle
 	// this long; zero means 4 s, under the 5 s after which Node's http
 	// server (Vite's) closes them. Keep it below the dev server's
 	// keep-alive timeout.
-	DevIdleTimeout time.Duration
+	DevIdleTimeout time.Duration `yaml:"dev_idle_timeout"`
 	// Logger receives dev-server failures; nil means slog.Default().
 	Logger *slog.Logger
 }

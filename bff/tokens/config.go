@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -21,7 +22,8 @@ const (
 	DefaultClientTokenLifetime = 5 * time.Minute
 )
 
-// Config configures a Manager.
+// Config configures a Manager. The fields with yaml tags are the keys of
+// bffgate's gateway.refresh; the others are runtime pieces.
 type Config struct {
 	// OAuth2 names the client and the provider's token endpoint; package
 	// bff fills it from discovery. Endpoint.TokenURL and ClientID are
@@ -33,11 +35,11 @@ type Config struct {
 
 	// Skew refreshes an access token this long before it expires
 	// (DefaultSkew when zero).
-	Skew time.Duration
+	Skew time.Duration `yaml:"skew"`
 	// GraceWindow is how long a rotated-away refresh token still obtains
 	// the tokens that replaced it (DefaultGraceWindow when zero). Keep it
 	// short: it is the time a stolen old cookie would keep working.
-	GraceWindow time.Duration
+	GraceWindow time.Duration `yaml:"grace_window"`
 	// Grace keeps the grace records; nil means an in-process MemoryGrace.
 	// Several gateway instances sharing cookie keys need a shared one.
 	Grace GraceStore
@@ -79,6 +81,38 @@ func DefaultConfig() Config {
 	}
 }
 
+// FieldError is a configuration error at one field; Path is its yaml key
+// (grace_window).
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return "tokens: " + e.Path + ": " + e.Msg }
+
+// Is makes a FieldError match ErrInvalidConfig.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// Field and Problem let a configuration loader report the error under its
+// own key names.
+func (e *FieldError) Field() string   { return e.Path }
+func (e *FieldError) Problem() string { return e.Msg }
+
+// Validate checks the durations a configuration file sets (the runtime
+// pieces are checked by New); every problem is a *FieldError, joined.
+func (c Config) Validate() error {
+	var errs []error
+	for _, d := range []struct {
+		path string
+		v    time.Duration
+	}{{"skew", c.Skew}, {"grace_window", c.GraceWindow}, {"lock_ttl", c.LockTTL}} {
+		if d.v < 0 {
+			errs = append(errs, &FieldError{d.path, fmt.Sprintf("must not be negative (%s); zero means the default", d.v)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (c *Config) fill() error {
 	if c.OAuth2 == nil {
 		return fmt.Errorf("%w: oauth2: the provider's client configuration is required (package bff sets it after discovery)", ErrInvalidConfig)
@@ -97,8 +131,8 @@ func (c *Config) fill() error {
 			return fmt.Errorf("%w: revocationURL: %v", ErrInvalidConfig, err)
 		}
 	}
-	if c.Skew < 0 || c.GraceWindow < 0 || c.LockTTL < 0 {
-		return fmt.Errorf("%w: skew, graceWindow and lockTTL must not be negative", ErrInvalidConfig)
+	if err := c.Validate(); err != nil {
+		return err
 	}
 	if c.Skew == 0 {
 		c.Skew = DefaultSkew

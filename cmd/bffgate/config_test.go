@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"html"
 	"io"
 	"net"
@@ -18,6 +20,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
+	"gopkg.in/yaml.v3"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -63,12 +66,11 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	var missing []string
-	_ = walkEnv(reflect.ValueOf(&Config{}).Elem(), "", func(_, key string, _ reflect.Value) error {
+	walkKeys(reflect.ValueOf(&Config{}).Elem(), "", func(key string, _ reflect.Value) {
 		leaf := key[strings.LastIndex(key, ".")+1:]
 		if !regexp.MustCompile(`(?m)^\s*(#\s*)?(- )?` + regexp.QuoteMeta(leaf) + `:`).Match(body) {
 			missing = append(missing, key)
 		}
-		return nil
 	})
 	if len(missing) > 0 {
 		t.Errorf("bffgate.example.yaml does not document: %v", missing)
@@ -94,7 +96,7 @@ func TestEnvironmentOverrides(t *testing.T) {
 	if cfg.Gateway.Listen != "127.0.0.1:18080" || cfg.Gateway.PublicURL != "http://127.0.0.1:18080" {
 		t.Errorf("listen/public_url = %q/%q", cfg.Gateway.Listen, cfg.Gateway.PublicURL)
 	}
-	if cfg.Issuer.Tokens.AccessTTL.D() != 90*time.Second || *cfg.Issuer.Tokens.RefreshRotation {
+	if cfg.Issuer.Tokens.AccessTTL != 90*time.Second || *cfg.Issuer.Tokens.RefreshRotation {
 		t.Errorf("tokens = %+v", cfg.Issuer.Tokens)
 	}
 	if cfg.Gateway.Session.Store != "cookie" || cfg.Gateway.Provider.ClientSecret != "a: b # not yaml" {
@@ -129,12 +131,12 @@ func TestConfigErrors(t *testing.T) {
 		env  []string
 		want []string // substrings of the error
 	}{
-		{"unknown key", "gateway:\n  lisen: 1.2.3.4:80\n", nil, []string{"lisen", "not found"}},
+		{"unknown key", "gateway:\n  lisen: 1.2.3.4:80\n", nil, []string{"gateway.lisen", "line 2", "did you mean listen?"}},
 		{"bad duration", "gateway:\n  session:\n    idle_timeout: 30 minutes\n", nil, []string{`"30 minutes" is not a duration`, "5m"}},
 		{"bad store", "gateway:\n  session:\n    store: memcached\n", nil, []string{"gateway.session.store", `"memcached"`, "cookie, bbolt, redis"}},
 		{"bad alg", "issuer:\n  tokens:\n    alg: RS999\n", nil, []string{"issuer.tokens.alg", `"RS999"`, "ES512"}},
 		{"symmetric id token", "issuer:\n  tokens:\n    id_token_alg: HS256\n", nil, []string{"issuer.tokens.id_token_alg", "HS256"}},
-		{"negative ttl", "issuer:\n  tokens:\n    access_ttl: -5m\n", nil, []string{"issuer.tokens.access_ttl", "positive"}},
+		{"negative ttl", "issuer:\n  tokens:\n    access_ttl: -5m\n", nil, []string{"issuer.tokens.access_ttl", "line 3", "negative"}},
 		{"long code", "issuer:\n  tokens:\n    code_ttl: 1h\n", nil, []string{"issuer.tokens.code_ttl", "10m"}},
 		{"bad listen", "gateway:\n  listen: 8080\n", nil, []string{"gateway.listen", `"8080"`, "host:port"}},
 		{"bad route", "gateway:\n  routes:\n    - prefix: api\n      upstream: ftp://x\n      policy: admin\n", nil,
@@ -160,13 +162,13 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"redis.sentinel_password", "(hidden)", "redis.sentinel_addrs is not set"}},
 		{"sentinel username without sentinels", "", []string{"BFFGATE_REDIS_SENTINEL_USERNAME=watcher"},
 			[]string{"redis.sentinel_username", `"watcher"`, "redis.sentinel_addrs is not set"}},
-		{"login throttle zero failures", "issuer:\n  login_throttle: {max_failures: 0}\n", nil, []string{"issuer.login_throttle.max_failures", "disable: true"}},
+		{"login throttle negative failures", "issuer:\n  login_throttle: {max_failures: -1}\n", nil, []string{"issuer.login_throttle.max_failures", "line 2", "negative"}},
 		{"login throttle short lockout", "", []string{"BFFGATE_ISSUER_LOGIN_THROTTLE_LOCKOUT=10ms"}, []string{"issuer.login_throttle.lockout", "at least 1s"}},
-		{"login throttle max below first", "issuer:\n  login_throttle: {lockout: 10m, max_lockout: 5m}\n", nil, []string{"issuer.login_throttle.max_lockout", "at least issuer.login_throttle.lockout"}},
+		{"login throttle max below first", "issuer:\n  login_throttle: {lockout: 10m, max_lockout: 5m}\n", nil, []string{"issuer.login_throttle.max_lockout", "shorter than lockout"}},
 		{"issuer trusted proxy not an IP", "issuer:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.300]\n", nil,
-			[]string{"issuer.trusted_proxies[1]", `"10.0.0.300"`, "want an IP"}},
+			[]string{"issuer.trusted_proxies[1]", "line 2", `"10.0.0.300"`, "neither an IP nor a CIDR"}},
 		{"issuer trusted proxy bad CIDR", "", []string{"BFFGATE_ISSUER_TRUSTED_PROXIES=[10.0.0.0/33]"},
-			[]string{"issuer.trusted_proxies[0]", `"10.0.0.0/33"`, "want a CIDR"}},
+			[]string{"issuer.trusted_proxies[0]", "BFFGATE_ISSUER_TRUSTED_PROXIES", `"10.0.0.0/33"`, "not a CIDR"}},
 		{"issuer trusts every address", "issuer:\n  trusted_proxies: ['::/0']\n", nil,
 			[]string{"issuer.trusted_proxies[0]", `"::/0"`, "every address", "disable_ip_limit"}},
 		{"gateway trusted proxy bad CIDR", "gateway:\n  trusted_proxies: [proxy.internal]\n", nil,
@@ -380,5 +382,181 @@ func TestIssuerTrustedProxiesWired(t *testing.T) {
 				t.Errorf("login failed logged client_ip %v, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// bffgate.example.yaml shows every default as the packages define it: a
+// default changed in a package (or here) and not in the example fails
+// this test, so the two cannot drift as grace_window did (30s in cmd and
+// the example, 10s in bff/tokens).
+func TestExampleConfigShowsTheDefaults(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join("..", "..", "bffgate.example.yaml")
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(body, &root); err != nil {
+		t.Fatal(err)
+	}
+	var example Config
+	d := &decoder{where: func(n *yaml.Node) string { return fmt.Sprintf("line %d", n.Line) }}
+	d.decode(&root, reflect.ValueOf(&example).Elem(), "", 0)
+	if len(d.errs) > 0 {
+		t.Fatal(errors.Join(d.errs...))
+	}
+	// Keys whose example shows what fill derives, not a fixed default.
+	derived := map[string]bool{"issuer.enabled": true, "issuer.url": true, "gateway.enabled": true,
+		"gateway.public_url": true, "demo_api.enabled": true}
+	def := defaultConfig()
+	defaults := map[string]reflect.Value{}
+	walkKeys(reflect.ValueOf(&def).Elem(), "", func(key string, f reflect.Value) { defaults[key] = f })
+	checked := 0
+	walkKeys(reflect.ValueOf(&example).Elem(), "", func(key string, f reflect.Value) {
+		if derived[key] || findNode(&root, key) == nil {
+			return
+		}
+		checked++
+		want := defaults[key]
+		if empty(f) && empty(want) {
+			return
+		}
+		if f.Kind() == reflect.Pointer && !f.IsNil() && !want.IsNil() {
+			f, want = f.Elem(), want.Elem()
+		}
+		if !reflect.DeepEqual(f.Interface(), want.Interface()) {
+			t.Errorf("%s: bffgate.example.yaml shows %v, the default is %v", key, f.Interface(), want.Interface())
+		}
+	})
+	if checked < 60 {
+		t.Errorf("only %d keys compared; the example should set every key to its default", checked)
+	}
+}
+
+// empty is a zero value or an empty list or map.
+func empty(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Slice, reflect.Map:
+		return v.Len() == 0
+	}
+	return v.IsZero()
+}
+
+// The README's "Your own SPA" file loads as written (with a real hash in
+// place of the placeholder), keeps a user who can log in (no start-up
+// warning), and proxies the SPA and the API it names.
+func TestREADMESPAConfig(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- spa-config:[^>]*-->\n```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no spa-config yaml block")
+	}
+	body := strings.Replace(string(m[1]), `"$argon2id$..."`, `"`+demoPasswordHash+`"`, 1)
+	cfg, err := loadConfig(writeFile(t, body), nil)
+	if err != nil {
+		t.Fatalf("the README's SPA configuration: %v", err)
+	}
+	if w := startupWarnings(cfg); len(w) != 0 {
+		t.Errorf("start-up warnings %q", w)
+	}
+	if cfg.Gateway.SPA.DevURL != "http://localhost:5173" || len(cfg.Gateway.Routes) != 1 || *cfg.DemoAPI.Enabled {
+		t.Errorf("spa %+v, routes %+v, demo API %t", cfg.Gateway.SPA, cfg.Gateway.Routes, *cfg.DemoAPI.Enabled)
+	}
+	if users := cfg.issuerConfig("s").Users; len(users) != 1 || users[0].Username != "alice" {
+		t.Errorf("issuer users %+v, want alice only (a file turns the demo user off)", users)
+	}
+}
+
+// The zero-config SPA path: one variable, no file, keeps the demo user and
+// the demo API (following the README's first command logs in as demo).
+func TestSPAWithoutAFileKeepsTheDemo(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig("", []string{"BFFGATE_GATEWAY_SPA_DEV_URL=http://localhost:5173"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := cfg.issuerConfig("s").Users
+	if !cfg.zeroConfig || !*cfg.DemoAPI.Enabled || len(users) != 1 || users[0].Username != demoUser {
+		t.Errorf("zero-config %t, demo API %t, users %+v: want the demo stack", cfg.zeroConfig, *cfg.DemoAPI.Enabled, users)
+	}
+	if cfg.Gateway.SPA.DevURL != "http://localhost:5173" {
+		t.Errorf("dev_url %q", cfg.Gateway.SPA.DevURL)
+	}
+}
+
+// Variables reach the keys that are the packages' own types (gateway.refresh
+// is tokens.Config, gateway.spa spa.Config, issuer.login_throttle
+// issuer.LoginThrottle, gateway.routes[] bff.Route, issuer.users[]
+// issuer.User) and the package configurations built from them.
+func TestEnvironmentReachesPackageTypes(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig("", []string{
+		"BFFGATE_GATEWAY_REFRESH_GRACE_WINDOW=5s",
+		"BFFGATE_GATEWAY_REFRESH_SKEW=1m",
+		"BFFGATE_ISSUER_LOGIN_THROTTLE_WINDOW=2m",
+		"BFFGATE_ISSUER_LOGIN_THROTTLE_DISABLE_IP_LIMIT=true",
+		"BFFGATE_GATEWAY_PROVIDER_USE_USERINFO=true",
+		"BFFGATE_GATEWAY_PROVIDER_EXTRA_AUTH_PARAMS={audience: my-api}",
+		`BFFGATE_GATEWAY_ROUTES=[{prefix: /v1/, upstream: "http://127.0.0.1:7000", timeout: 5s, strip_prefix: true}]`,
+		`BFFGATE_ISSUER_USERS=[{username: alice, password_hash: "` + demoPasswordHash + `"}]`,
+		"BFFGATE_GATEWAY_SESSION_IDLE_TIMEOUT=10m",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.gatewayConfig()
+	if b.Tokens.GraceWindow != 5*time.Second || b.Tokens.Skew != time.Minute {
+		t.Errorf("tokens grace %s skew %s", b.Tokens.GraceWindow, b.Tokens.Skew)
+	}
+	if !b.Provider.UseUserinfo || b.Provider.ExtraAuthParams["audience"] != "my-api" || b.IdleTimeout != 10*time.Minute {
+		t.Errorf("provider %+v idle %s", b.Provider, b.IdleTimeout)
+	}
+	if len(b.Routes) != 1 || b.Routes[0].Timeout != 5*time.Second || !b.Routes[0].StripPrefix || b.Routes[0].Policy != "user" {
+		t.Errorf("routes %+v", b.Routes)
+	}
+	is := cfg.issuerConfig("s")
+	if is.LoginThrottle.Window != 2*time.Minute || !is.LoginThrottle.DisableIPLimit || is.LoginThrottle.MaxFailures != 5 {
+		t.Errorf("login throttle %+v", is.LoginThrottle)
+	}
+	if is.Users[0].Username != "alice" {
+		t.Errorf("users %+v", is.Users)
+	}
+}
+
+func TestBrowsableListen(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{":48083": "127.0.0.1:48083", "0.0.0.0:8080": "127.0.0.1:8080",
+		"[::]:8080": "127.0.0.1:8080", "10.0.0.5:80": "10.0.0.5:80", "[::1]:9": "[::1]:9"} {
+		if got := browsable(in); got != want {
+			t.Errorf("browsable(%q) = %q, want %q", in, got, want)
+		}
+	}
+	cfg, err := loadConfig("", []string{"BFFGATE_GATEWAY_LISTEN=:48083"})
+	if err != nil {
+		t.Fatalf("--listen :48083: %v", err)
+	}
+	if cfg.Gateway.PublicURL != "http://127.0.0.1:48083" {
+		t.Errorf("public_url %q", cfg.Gateway.PublicURL)
+	}
+}
+
+// An empty file, or one holding only comments, is every default (with the
+// demo user and API off, as for any file).
+func TestEmptyConfigFile(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{"", "# nothing yet\n", "---\n"} {
+		cfg, err := loadConfig(writeFile(t, body), nil)
+		if err != nil {
+			t.Errorf("%q: %v", body, err)
+			continue
+		}
+		if cfg.zeroConfig || *cfg.DemoAPI.Enabled {
+			t.Errorf("%q: a file must turn the demo off", body)
+		}
 	}
 }

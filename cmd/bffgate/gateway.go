@@ -3,20 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/bffgate/bffgate/bff"
 	"github.com/bffgate/bffgate/bff/demoapi"
-	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/spa"
 	"github.com/bffgate/bffgate/bff/tokens/redistokens"
 	"github.com/bffgate/bffgate/session"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 	sessioncookie "github.com/bffgate/bffgate/session/cookie"
 	sessionredis "github.com/bffgate/bffgate/session/redis"
-	"github.com/bffgate/bffgate/static"
 )
 
 // gatewayKeys returns the cookie key pairs: the configured ones, or one
@@ -56,14 +53,14 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.St
 		} else {
 			e := sessionbolt.NewEnded(rt.db)
 			ended = e
-			run = func(ctx context.Context) error { e.Run(ctx, sc.SweepInterval.D(), log); return nil }
+			run = func(ctx context.Context) error { e.Run(ctx, sc.SweepInterval, log); return nil }
 		}
 		ck := make([]sessioncookie.KeyPair, len(pairs))
 		for i, p := range pairs {
 			ck[i] = sessioncookie.KeyPair{Hash: p.hash, Block: p.block}
 		}
 		st, err := sessioncookie.New(sessioncookie.Config{
-			Keys: ck, MaxSize: sc.MaxCookieBytes, MaxLifetime: sc.AbsoluteLifetime.D(), Ended: ended,
+			Keys: ck, MaxSize: sc.MaxCookieBytes, MaxLifetime: sc.AbsoluteLifetime, Ended: ended,
 		})
 		return st, run, err
 	case "redis":
@@ -77,7 +74,7 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.St
 		if err != nil {
 			return nil, nil, err
 		}
-		return st, func(ctx context.Context) error { st.Run(ctx, sc.SweepInterval.D()); return nil }, nil
+		return st, func(ctx context.Context) error { st.Run(ctx, sc.SweepInterval); return nil }, nil
 	}
 }
 
@@ -94,42 +91,14 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 		return nil, nil, err
 	}
 
-	bcfg := bff.DefaultConfig()
-	bcfg.PublicURL = gw.PublicURL
-	bcfg.InsecureAllowHTTP = gw.InsecureAllowHTTP
-	bcfg.BasePath = gw.BasePath
-	bcfg.Provider.IssuerURL = gw.Provider.IssuerURL
-	bcfg.Provider.ClientID = gw.Provider.ClientID
-	bcfg.Provider.ClientSecret = gw.Provider.ClientSecret
+	bcfg := rt.cfg.gatewayConfig()
 	if rt.cfg.embeddedClient() && gw.Provider.ClientID == embeddedClientID && gw.Provider.ClientSecret == "" {
 		bcfg.Provider.ClientSecret = embeddedSecret
 	}
-	bcfg.Provider.Scopes = gw.Provider.Scopes
-	bcfg.Provider.UseUserinfo = gw.Provider.UseUserinfo
-	bcfg.Provider.ExtraAuthParams = gw.Provider.ExtraAuthParams
-	bcfg.Provider.AllowedAlgs = gw.Provider.AllowedAlgs
-	bcfg.Provider.InsecureAllowMissingPKCE = gw.Provider.InsecureAllowMissingPKCE
 	bcfg.Store = store
-	bcfg.Cookie.Name = gw.Session.CookieName
-	bcfg.Cookie.SameSite = strings.ToUpper(gw.Session.SameSite[:1]) + strings.ToLower(gw.Session.SameSite[1:])
-	bcfg.Cookie.InsecureDevCookies = gw.Session.InsecureDevCookies
 	for _, p := range pairs {
 		bcfg.Cookie.FlowKeys = append(bcfg.Cookie.FlowKeys, bff.KeyPair{Hash: p.hash, Block: p.block})
 	}
-	bcfg.IdleTimeout = gw.Session.IdleTimeout.D()
-	bcfg.AbsoluteLifetime = gw.Session.AbsoluteLifetime.D()
-	bcfg.CSRFHeader, bcfg.CSRFValue = gw.CSRF.Header, gw.CSRF.Value
-	bcfg.AllowedOrigins = gw.AllowedOrigins
-	for _, r := range gw.Routes {
-		bcfg.Routes = append(bcfg.Routes, bff.Route{
-			Route: proxy.Route{
-				Prefix: r.Prefix, Upstream: r.Upstream, StripPrefix: r.StripPrefix, Timeout: r.Timeout.D(), IdleTimeout: r.IdleTimeout.D(),
-				AddHeaders: r.AddHeaders, DropHeaders: r.DropHeaders, DropCookies: r.DropCookies,
-			},
-			Policy: bff.Policy(r.Policy),
-		})
-	}
-	bcfg.Proxy.TrustedProxies = gw.TrustedProxies
 	if rt.redis != nil {
 		// Several instances, whatever the session store: one refresh per
 		// session across all of them (the lock), and the rotated tokens
@@ -141,18 +110,12 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 		bcfg.Tokens.Locker = redistokens.NewLocker(rt.redis, prefix, redistokens.WithLogger(rt.log.With("component", "gateway")))
 		bcfg.Tokens.Grace = redistokens.NewGrace(rt.redis, prefix)
 	}
-	bcfg.Tokens.Skew = gw.Refresh.Skew.D()
-	bcfg.Tokens.GraceWindow = gw.Refresh.GraceWindow.D()
-	bcfg.PostLogoutRedirect = gw.PostLogoutRedirect
 	bcfg.Logger = rt.log.With("component", "gateway")
 	bcfg.Registerer = rt.registry
 	bcfg.Gatherer = rt.registry
-	bcfg.AccessLog = rt.cfg.Log.Access
 
-	spaCfg := spa.Config{Dir: gw.SPA.Dir, DevURL: gw.SPA.DevURL, DevIdleTimeout: gw.SPA.DevIdleTimeout.D(), Logger: bcfg.Logger}
-	if spaCfg.Dir == "" && spaCfg.DevURL == "" {
-		spaCfg.FS = static.FS()
-	}
+	spaCfg := rt.cfg.spaConfig()
+	spaCfg.Logger = bcfg.Logger
 	handler, err := spa.New(spaCfg)
 	if err != nil {
 		return nil, nil, err

@@ -27,7 +27,6 @@ import (
 	"github.com/bffgate/bffgate/issuer/storage"
 	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
 	issuerredis "github.com/bffgate/bffgate/issuer/storage/redis"
-	"github.com/bffgate/bffgate/issuer/token"
 )
 
 // demoUser and demoPassword exist only in the zero-config run.
@@ -45,25 +44,6 @@ const dataFile = "bffgate.db"
 
 func hashPassword(pw string) (string, error) { return issuer.HashPassword(pw) }
 
-// checkConfig validates what loadConfig cannot see without touching the
-// machine: key files exist and decode to the right sizes.
-func checkConfig(cfg *Config) error {
-	var errs []error
-	if *cfg.Issuer.Enabled {
-		for i, k := range cfg.Issuer.Keys {
-			if _, err := os.Stat(k.Path); err != nil {
-				errs = append(errs, fmt.Errorf("config: issuer.keys[%d].path: %q cannot be read: %v", i, k.Path, err))
-			}
-		}
-	}
-	if *cfg.Gateway.Enabled {
-		if _, err := cookieKeyPairs(cfg.Gateway.Session.CookieKeys); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // keyPair is a decoded gateway cookie key pair.
 type keyPair struct{ hash, block []byte }
 
@@ -72,11 +52,11 @@ func cookieKeyPairs(list []CookieKey) ([]keyPair, error) {
 	for i, k := range list {
 		h, err := decodeKey(k.Hash)
 		if err != nil || (len(h) != 32 && len(h) != 64) {
-			return nil, fmt.Errorf("config: gateway.session.cookie_keys[%d].hash: (hidden) is not allowed: want 32 or 64 random bytes, base64 encoded (openssl rand -base64 32)", i)
+			return nil, &KeyError{Key: fmt.Sprintf("gateway.session.cookie_keys[%d].hash", i), Msg: "(hidden) is not allowed: want 32 or 64 random bytes, base64 encoded (openssl rand -base64 32)"}
 		}
 		b, err := decodeKey(k.Block)
 		if err != nil || (len(b) != 16 && len(b) != 24 && len(b) != 32) {
-			return nil, fmt.Errorf("config: gateway.session.cookie_keys[%d].block: (hidden) is not allowed: want 16, 24 or 32 random bytes, base64 encoded (openssl rand -base64 32)", i)
+			return nil, &KeyError{Key: fmt.Sprintf("gateway.session.cookie_keys[%d].block", i), Msg: "(hidden) is not allowed: want 16, 24 or 32 random bytes, base64 encoded (openssl rand -base64 32)"}
 		}
 		out = append(out, keyPair{h, b})
 	}
@@ -218,9 +198,6 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	if err != nil {
 		return err
 	}
-	if err := checkConfig(cfg); err != nil {
-		return err
-	}
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
 	ctx, stop := signalContext()
@@ -297,6 +274,9 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 		}
 	}
 	printBanner(stdout, cfg)
+	for _, w := range startupWarnings(cfg) {
+		log.Warn(w)
+	}
 	log.Info("bffgate started", "version", version, "data_dir", cfg.DataDir,
 		"issuer", enabledURL(*cfg.Issuer.Enabled, cfg.Issuer.URL),
 		"gateway", enabledURL(*cfg.Gateway.Enabled, cfg.Gateway.PublicURL))
@@ -314,14 +294,22 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	return err
 }
 
+// listenKey says how to move a listener: its key, flag and variable.
 func listenKey(name string) string {
 	switch name {
 	case "issuer":
-		return "issuer.listen"
+		return "issuer.listen, --issuer-listen or BFFGATE_ISSUER_LISTEN"
 	case "demo API":
-		return "demo_api.listen"
+		return "demo_api.listen, --demo-api-listen or BFFGATE_DEMO_API_LISTEN"
 	default:
-		return "gateway.listen or --listen"
+		return "gateway.listen, --listen or BFFGATE_GATEWAY_LISTEN"
+	}
+}
+
+// rotateFlags are keys rotate's own flags.
+func rotateFlags(alg *string) func(*flag.FlagSet) {
+	return func(fs *flag.FlagSet) {
+		fs.StringVar(alg, "alg", "", "the new key's algorithm (default: issuer.tokens.alg)")
 	}
 }
 
@@ -338,92 +326,38 @@ func enabledURL(on bool, u string) string {
 // kept in the store. It returns that secret for the gateway and demo API.
 func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, error) {
 	cfg := rt.cfg
-	is := cfg.Issuer
-	icfg := issuer.Config{
-		Issuer:                 is.URL,
-		Store:                  rt.istore,
-		TokenFormat:            token.Format(is.Tokens.Format),
-		TokenAlg:               is.Tokens.Alg,
-		IDTokenAlg:             is.Tokens.IDTokenAlg,
-		AccessTokenTTL:         is.Tokens.AccessTTL.D(),
-		RefreshTokenTTL:        is.Tokens.RefreshTTL.D(),
-		CodeTTL:                is.Tokens.CodeTTL.D(),
-		IDTokenTTL:             is.Tokens.IDTokenTTL.D(),
-		LoginSessionTTL:        is.LoginSessionTTL.D(),
-		DisableRefreshRotation: !*is.Tokens.RefreshRotation,
-		DenylistCacheSize:      is.Denylist.CacheSize,
-		DenylistPollInterval:   is.Denylist.PollInterval.D(),
-		PurgeDelay:             is.Denylist.PurgeDelay.D(),
-		TrustedProxies:         is.TrustedProxies,
-		LoginThrottle: issuer.LoginThrottle{
-			Disable: is.LoginThrottle.Disable, MaxFailures: is.LoginThrottle.MaxFailures,
-			Window: is.LoginThrottle.Window.D(), Lockout: is.LoginThrottle.Lockout.D(), MaxLockout: is.LoginThrottle.MaxLockout.D(),
-			MaxIPFailures: is.LoginThrottle.MaxIPFailures, DisableIPLimit: is.LoginThrottle.DisableIPLimit,
-		},
-		Logger:     rt.log.With("component", "issuer"),
-		Registerer: rt.registry,
-		Gatherer:   rt.registry,
-		AccessLog:  cfg.Log.Access,
-	}
-	if icfg.TokenFormat == token.FormatEncrypted {
-		icfg.Encryption = is.Tokens.Encryption
-	}
-	for _, k := range is.Keys {
-		icfg.KeyFiles = append(icfg.KeyFiles, keys.FileKey{Path: k.Path, Alg: k.Alg, KID: k.KID})
-	}
-	for _, c := range is.Clients {
-		icfg.Clients = append(icfg.Clients, issuer.Client{
-			ID: c.ID, Secret: c.Secret, RedirectURIs: c.RedirectURIs,
-			PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, GrantTypes: c.GrantTypes,
-			Scopes: c.Scopes, BackchannelLogoutURI: c.BackchannelLogoutURI, Audience: c.Audience,
-		})
-	}
-	for _, u := range is.Users {
-		icfg.Users = append(icfg.Users, issuer.User{Username: u.Username, PasswordHash: u.PasswordHash, Subject: u.Subject, Claims: u.Claims})
-	}
-
 	var secret string
-	if cfg.embeddedClient() || *cfg.DemoAPI.Enabled {
+	if cfg.registersGatewayClient() {
 		raw, err := rt.istore.Secret(ctx, "issuer/client/"+embeddedClientID, randomBytes(32))
 		if err != nil {
 			return nil, "", fmt.Errorf("issuer: reading the gateway client's secret: %w", err)
 		}
 		secret = base64.RawURLEncoding.EncodeToString(raw)
-		gw := cfg.Gateway
-		base := gw.PublicURL + gw.BasePath
-		audience := []string{embeddedClientID}
-		if cfg.DemoAPI.Audience != "" && cfg.DemoAPI.Audience != embeddedClientID {
-			audience = append(audience, cfg.DemoAPI.Audience)
-		}
-		icfg.Clients = append(icfg.Clients, issuer.Client{
-			ID:                     embeddedClientID,
-			Secret:                 secret,
-			RedirectURIs:           []string{base + "/callback"},
-			PostLogoutRedirectURIs: []string{gw.PublicURL + gw.PostLogoutRedirect},
-			GrantTypes:             []string{issuer.GrantAuthorizationCode, issuer.GrantRefreshToken, issuer.GrantClientCredentials},
-			BackchannelLogoutURI:   base + "/backchannel-logout",
-			Audience:               audience,
-			// A plain-http public_url on a LAN host is allowed by the
-			// gateway's insecure_allow_http; its callback then is too.
-			InsecureAllowHTTPRedirects: gw.InsecureAllowHTTP,
-		})
 	}
-	if cfg.zeroConfig {
-		h, err := issuer.HashPassword(demoPassword)
-		if err != nil {
-			return nil, "", err
-		}
-		icfg.Users = append(icfg.Users, issuer.User{
-			Username: demoUser, PasswordHash: h, Subject: "demo-user-1",
-			Claims: map[string]any{"name": "Demo User", "given_name": "Demo", "family_name": "User",
-				"email": "demo@example.com", "email_verified": true},
-		})
-	}
+	icfg := cfg.issuerConfig(secret)
+	icfg.Store = rt.istore
+	icfg.Logger = rt.log.With("component", "issuer")
+	icfg.Registerer = rt.registry
+	icfg.Gatherer = rt.registry
 	srv, err := issuer.New(ctx, icfg)
 	if err != nil {
 		return nil, "", err
 	}
 	return srv, secret, nil
+}
+
+// startupWarnings are what a configuration allows but a user almost never
+// means: they go to the log at every start.
+func startupWarnings(cfg *Config) []string {
+	var w []string
+	if *cfg.Issuer.Enabled && len(cfg.Issuer.Users) == 0 && !cfg.zeroConfig {
+		// A configuration file turns the demo user off; following the SPA
+		// guide with a file and no issuer.users left a stack where every
+		// login failed with "Wrong username or password" and nothing said why.
+		w = append(w, "the embedded issuer has no user, so nobody can log in: add issuer.users "+
+			"(hash a password with `bffgate users hash`), or run without a configuration file for the demo user")
+	}
+	return w
 }
 
 // printBanner tells the developer, once, where everything is.
@@ -462,9 +396,7 @@ func printBanner(w io.Writer, cfg *Config) {
 
 func cmdKeysRotate(args []string, stdout, stderr io.Writer, env []string) error {
 	var alg string
-	f, err := parseFlags("keys rotate", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&alg, "alg", "", "the algorithm of the new key (default: issuer.tokens.alg)")
-	})
+	f, err := parseFlags("keys rotate", args, rotateFlags(&alg))
 	if err != nil {
 		return err
 	}

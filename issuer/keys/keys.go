@@ -32,14 +32,14 @@ var _ Store = storage.Store(nil)
 // secret in base64.
 type FileKey struct {
 	// Path is the file.
-	Path string
+	Path string `yaml:"path"`
 	// Alg is the JWS alg (RS256, ES384, HS512, ...) or "dir". It may be
 	// empty when the file is a JWK with an "alg" member.
-	Alg string
+	Alg string `yaml:"alg"`
 	// KID is the key id. Empty means the JWK's "kid", else the RFC 7638
 	// thumbprint (asymmetric) or a random id (symmetric; a secret already
 	// stored keeps its id).
-	KID string
+	KID string `yaml:"kid"`
 }
 
 // Config configures Open.

@@ -32,6 +32,10 @@ var (
 // removes when Config.SweepBatch is zero.
 const DefaultSweepBatch = 1000
 
+// DefaultSweepInterval is how often Run removes expired sessions, unless
+// told otherwise.
+const DefaultSweepInterval = 5 * time.Minute
+
 // Config configures a Store.
 type Config struct {
 	// Now is the clock for every expiry decision; nil means time.Now.
