@@ -249,11 +249,16 @@ func readBody(c *fiber.Ctx, limit int) ([]byte, error) {
 		}
 		return bytes.Clone(b), nil
 	}
-	b, err := io.ReadAll(io.LimitReader(BodyStream(c), int64(limit)+1))
+	s := BodyStream(c)
+	b, err := io.ReadAll(io.LimitReader(s, int64(limit)+1))
 	if err != nil {
 		return nil, classify(err, true)
 	}
 	if len(b) > limit {
+		// Read a little more of what the client is still sending: a
+		// server that closes with unread bytes resets the connection,
+		// and the reset can destroy the 413 before the client reads it.
+		_, _ = io.Copy(io.Discard, io.LimitReader(s, drainLimit))
 		return nil, bodyLimit(limit)
 	}
 	return b, nil

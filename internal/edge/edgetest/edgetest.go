@@ -220,11 +220,11 @@ func testNoBytesReflected(t *testing.T, l Listener) {
 }
 
 var bomb = sync.OnceValue(func() []byte {
-	// 256 MiB of zeros, gzipped twice: a few hundred bytes on the wire.
+	// 128 MiB of zeros, gzipped twice: a few hundred bytes on the wire.
 	var inner bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&inner, gzip.BestCompression)
 	zero := make([]byte, 1<<20)
-	for range 256 {
+	for range 128 {
 		_, _ = zw.Write(zero)
 	}
 	_ = zw.Close()

@@ -1,0 +1,131 @@
+package bff
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bffgate/bffgate/internal/edge/edgetest"
+)
+
+// TestEdge runs the listener contract of internal/edge against the
+// gateway over TCP: ambiguous framing refused, parse errors answered and
+// logged without the request's bytes (an HttpOnly cookie, a forged
+// Authorization trailer), compressed bodies 415 without inflating them,
+// and /metrics intact after mixed methods and paths in parallel (the
+// gateway's labels pointed into fasthttp's reused buffers: "GETT"). Not
+// parallel: it measures the process's allocations.
+func TestEdge(t *testing.T) {
+	logs := &edgetest.LogBuffer{}
+	e := newEnv(t, kindBolt, envOptions{gateway: func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}})
+	edgetest.Run(t, edgetest.Listener{
+		Addr:     strings.TrimPrefix(e.gwURL, "http://"),
+		Log:      logs.String,
+		BodyPath: "/bff/backchannel-logout",
+		WantCode: "unsupported_media_type",
+		Paths:    []string{"/bff/user", "/api/who", "/pub/who", "/", "/app/page", "/bff/nothing"},
+		Metrics:  "/metrics",
+	})
+}
+
+// TestMetricsRouteLabels: proxied API calls are counted under their
+// configured route prefix and SPA files under "spa", not "unmatched".
+func TestMetricsRouteLabels(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, kindCookie, envOptions{})
+	for _, p := range []string{"/api/who", "/pub/who", "/app/page", "/bff/user"} {
+		resp, err := http.Get(e.gwURL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := http.Get(e.gwURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	text := string(b)
+	for _, want := range []string{`route="/api/"`, `route="/pub/"`, `route="spa"`, `route="/bff/user"`} {
+		if !strings.Contains(text, "bffgate_http_requests_total{component=\"gateway\",method=\"GET\","+want) {
+			t.Errorf("/metrics has no request series with %s", want)
+		}
+	}
+	if strings.Contains(text, `route="unmatched"`) {
+		t.Errorf("requests to configured routes were counted as unmatched")
+	}
+}
+
+// postChunked sends a chunked POST of size bytes of form data to url's
+// host and returns the status of the answer (0 when the server reset the
+// connection before it could be read).
+func postChunked(t *testing.T, addr, path string, size int) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	go func() {
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n", path, addr)
+		chunk := strings.Repeat("a", 64<<10)
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := fmt.Fprintf(conn, "%x\r\n%s\r\n", len(chunk), chunk); err != nil {
+				return // the server answered and closed
+			}
+		}
+		_, _ = io.WriteString(conn, "0\r\n\r\n")
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestBackchannelLogoutBodyBounded: the back-channel logout endpoint reads
+// a few KiB of form, not the stream: c.FormValue read a 300 MB chunked
+// POST whole (0.9 GB). Past the limit it answers 413 JSON.
+func TestBackchannelLogoutBodyBounded(t *testing.T) {
+	e := newEnv(t, kindCookie, envOptions{})
+	addr := strings.TrimPrefix(e.gwURL, "http://")
+
+	status, body := postChunked(t, addr, "/bff/backchannel-logout", 20<<10)
+	if status != http.StatusRequestEntityTooLarge || !strings.Contains(body, `"error":"request_too_large"`) {
+		t.Fatalf("a 20 KiB back-channel logout body: %d %s, want 413 request_too_large", status, body)
+	}
+
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if status, body := postChunked(t, addr, "/bff/backchannel-logout", 50<<20); status != 0 && status != http.StatusRequestEntityTooLarge {
+				t.Errorf("a 50 MiB back-channel logout body: %d %s, want 413", status, body)
+			}
+		}()
+	}
+	wg.Wait()
+	runtime.ReadMemStats(&ms)
+	if grew := ms.TotalAlloc - before; grew > 32<<20 {
+		t.Errorf("8 parallel 50 MiB chunked posts made the process allocate %d MiB; the body is not bounded", grew>>20)
+	}
+}
