@@ -2,17 +2,22 @@ package bff
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/internal/edge/edgetest"
 )
 
@@ -127,5 +132,55 @@ func TestBackchannelLogoutBodyBounded(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	if grew := ms.TotalAlloc - before; grew > 32<<20 {
 		t.Errorf("8 parallel 50 MiB chunked posts made the process allocate %d MiB; the body is not bounded", grew>>20)
+	}
+}
+
+// A proxied API request body reaches the upstream as it came: a
+// compressed one is neither decoded nor refused (the upstream owns its
+// encodings), whether fasthttp buffered it or streamed it.
+func TestProxiedBodyForwardedAsSent(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		encoding string
+		sum      [32]byte
+		n        int
+	}
+	got := make(chan seen, 4)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{r.Header.Get("Content-Encoding"), sha256.Sum256(b), len(b)}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(up.Close)
+	e := newEnv(t, kindCookie, envOptions{gateway: func(c *Config) {
+		c.Routes = append(c.Routes, Route{Route: proxy.Route{Prefix: "/raw/", Upstream: up.URL}, Policy: PolicyNone})
+	}})
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	_, _ = zw.Write(bytes.Repeat([]byte("0123456789abcdef"), 1<<16))
+	_ = zw.Close()
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+			var body io.Reader = bytes.NewReader(zipped.Bytes())
+			if chunked {
+				body = io.MultiReader(body) // unknown length: sent chunked
+			}
+			req, _ := http.NewRequest(http.MethodPost, e.gwURL+"/raw/upload", body)
+			req.Header.Set("Content-Encoding", "gzip")
+			req.Header.Set("Content-Type", "application/octet-stream")
+			req.Header.Set("X-CSRF", "1")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNoContent {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			s := <-got
+			if s.encoding != "gzip" || s.sum != sha256.Sum256(zipped.Bytes()) {
+				t.Fatalf("the upstream got %d bytes with Content-Encoding %q, not the %d gzip bytes sent", s.n, s.encoding, zipped.Len())
+			}
+		})
 	}
 }

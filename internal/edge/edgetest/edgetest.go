@@ -58,6 +58,7 @@ type Listener struct {
 func Run(t *testing.T, l Listener) {
 	t.Run("Framing", func(t *testing.T) { testFraming(t, l) })
 	t.Run("NoBytesReflected", func(t *testing.T) { testNoBytesReflected(t, l) })
+	t.Run("UnreadBodyIsNotARequest", func(t *testing.T) { testUnreadBody(t, l) })
 	t.Run("CompressedBody", func(t *testing.T) { testCompressed(t, l) })
 	if l.Metrics != "" {
 		t.Run("MetricsUnderMixedLoad", func(t *testing.T) { testMetrics(t, l) })
@@ -168,6 +169,18 @@ func testFraming(t *testing.T, l Listener) {
 				t.Errorf("the connection stayed open after the answer to ambiguous framing")
 			}
 		})
+	}
+}
+
+// testUnreadBody: a body sent to an endpoint that does not read it (a GET)
+// is not read as the next request on the connection, as it was where
+// fasthttp streams bodies (the gateway): the answer is the only one.
+func testUnreadBody(t *testing.T, l Listener) {
+	hidden := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", firstPath(l), l.Addr)
+	raw := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", firstPath(l), l.Addr, len(hidden), hidden)
+	r := Exchange(t, l.Addr, raw)
+	if n := strings.Count(r.Raw, "HTTP/1.1 "); n != 1 {
+		t.Fatalf("one request got %d answers: its body was read as further requests: %s", n, clip(r.Raw))
 	}
 }
 
