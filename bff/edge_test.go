@@ -184,3 +184,35 @@ func TestProxiedBodyForwardedAsSent(t *testing.T) {
 		})
 	}
 }
+
+// A chunked body the proxy streamed to the upstream to its end keeps the
+// connection open: the edge closes only connections whose body was left
+// unread.
+func TestProxiedChunkedKeepsConnection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, kindCookie, envOptions{})
+	addr := strings.TrimPrefix(e.gwURL, "http://")
+	body := strings.Repeat("z", 32<<10)
+	one := fmt.Sprintf("POST /pub/up HTTP/1.1\r\nHost: %s\r\nX-CSRF: 1\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", addr, len(body), body)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	for i := range 2 {
+		if _, err := io.WriteString(conn, one); err != nil {
+			t.Fatalf("call %d: write: %v", i, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("call %d on the same connection: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Close {
+			t.Fatalf("call %d: status %d, connection close %v", i, resp.StatusCode, resp.Close)
+		}
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+
+	"github.com/bffgate/bffgate/internal/edge"
 )
 
 // Proxy forwards requests to the configured upstreams. It is safe for
@@ -377,7 +379,9 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 			// Wrapped: fasthttp's Request returns a *requestStream to its
 			// pool when it closes its body stream, and this one belongs
 			// to the server's request, which releases it itself.
-			req.SetBodyStream(borrowedStream{c.Context().RequestBodyStream()}, n)
+			// Through edge.BodyStream, so that a body read to its end
+			// keeps the client's connection open.
+			req.SetBodyStream(borrowedStream{edge.BodyStream(c)}, n)
 			replayable = false
 		}
 	} else if body := src.Body(); len(body) > 0 {
