@@ -219,3 +219,40 @@ func TestProxiedChunkedKeepsConnection(t *testing.T) {
 		}
 	}
 }
+
+// A malformed chunked body on a proxied API call is the client's mistake:
+// 400 JSON, not a 502 blaming the upstream, and neither the answer nor the
+// log quotes its trailer (fasthttp's error text named the invalid trailer
+// key, credential included, and the proxy logged it).
+func TestProxiedMalformedBody(t *testing.T) {
+	logs := &edgetest.LogBuffer{}
+	e := newEnv(t, kindCookie, envOptions{gateway: func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}})
+	addr := strings.TrimPrefix(e.gwURL, "http://")
+	for name, trailer := range map[string]string{
+		"forbidden_trailer":   "Authorization: Bearer " + edgetest.ForgedBearer,
+		"invalid_trailer_key": "Authorization Bearer " + edgetest.ForgedBearer + ": x",
+		"bad_chunk":           "",
+	} {
+		t.Run(name, func(t *testing.T) {
+			chunks := "3\r\nabc\r\n0\r\n" + trailer + "\r\n\r\n"
+			if trailer == "" {
+				chunks = "3\r\nabc\r\nzz" + edgetest.ForgedBearer + "\r\n"
+			}
+			raw := fmt.Sprintf("POST /pub/up HTTP/1.1\r\nHost: %s\r\nX-CSRF: 1\r\nCookie: s=%s\r\nTransfer-Encoding: chunked\r\n\r\n%s", addr, edgetest.CookieSecret, chunks)
+			r := edgetest.Exchange(t, addr, raw)
+			if r.Status != http.StatusBadRequest || !strings.Contains(r.Body, `"error":"invalid_request"`) {
+				t.Errorf("answer %d %s, want 400 invalid_request", r.Status, r.Body)
+			}
+			if !r.Closed {
+				t.Errorf("the connection stayed open after a malformed body")
+			}
+			for _, secret := range []string{edgetest.CookieSecret, edgetest.ForgedBearer} {
+				if edgetest.Reflects(r.Raw, secret) || edgetest.Reflects(logs.String(), secret) {
+					t.Errorf("the answer or the log shows %s", secret)
+				}
+			}
+		})
+	}
+}

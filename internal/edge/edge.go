@@ -256,7 +256,7 @@ func readBody(c *fiber.Ctx, limit int) ([]byte, error) {
 	s := BodyStream(c)
 	b, err := io.ReadAll(io.LimitReader(s, int64(limit)+1))
 	if err != nil {
-		return nil, classify(err, true)
+		return nil, err // an *Error: stream classifies
 	}
 	if len(b) > limit {
 		// Read a little more of what the client is still sending: a
@@ -306,7 +306,10 @@ func BodyStream(c *fiber.Ctx) io.Reader {
 	return t
 }
 
-// stream records whether its reader reached io.EOF.
+// stream records whether its reader reached io.EOF, and turns a read
+// error into its *Error: fasthttp's texts for a bad chunk or trailer quote
+// the request (an invalid trailer key with the credential in it), and the
+// reader's consumer (the proxy's upstream client) logs what it gets.
 type stream struct {
 	r    io.Reader
 	done bool
@@ -325,7 +328,8 @@ func (s *stream) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		s.done = true
 	case err != nil:
-		s.err = err
+		s.err = classify(err, true)
+		return n, s.err
 	}
 	return n, err
 }
