@@ -18,10 +18,12 @@ import (
 func (g *Gateway) api(c *fiber.Ctx) error {
 	if g.proxy != nil {
 		if r, ok := g.proxy.Match(c.Path()); ok {
+			obs.SetRoute(c, r.Prefix) // the configured prefix, never the path
 			return g.forward(c, r)
 		}
 	}
 	if g.cfg.SPA != nil {
+		obs.SetRoute(c, "spa")
 		return g.cfg.SPA(c)
 	}
 	return writeError(c, newError(fiber.StatusNotFound, "not_found",

@@ -82,6 +82,10 @@ func errorHandler(c *fiber.Ctx, err error) error {
 			code = "request_too_large"
 		case fe.Code == fiber.StatusRequestHeaderFieldsTooLarge:
 			code = "headers_too_large"
+		case fe.Code == fiber.StatusUnsupportedMediaType:
+			code = "unsupported_media_type"
+		case fe.Code == fiber.StatusRequestTimeout:
+			code = "request_timeout"
 		case fe.Code < 500:
 			code = "invalid_request"
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/tokens"
+	"github.com/bffgate/bffgate/internal/edge"
 	"github.com/bffgate/bffgate/internal/obs"
 	"github.com/bffgate/bffgate/session"
 	"github.com/bffgate/bffgate/web"
@@ -169,7 +170,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		}
 	}
 	g.replay = newReplayCache(10000)
-	g.app = g.newApp()
+	if g.app, err = g.newApp(); err != nil {
+		return nil, fmt.Errorf("bff: %w", err)
+	}
 	g.log.Info("gateway ready", "public_url", pub.String(), "issuer", cfg.Provider.IssuerURL,
 		"base_path", cfg.BasePath, "routes", len(cfg.Routes), "end_session", g.meta.EndSession != "",
 		"revocation", g.meta.Revocation != "")
@@ -273,16 +276,21 @@ func (g *Gateway) Checks() []obs.Check {
 	return []obs.Check{{Name: "gateway", Fn: g.Ready}}
 }
 
-func (g *Gateway) newApp() *fiber.App {
-	app := fiber.New(fiber.Config{
+// newApp builds the app through internal/edge, which every listener
+// shares: framing checks, parse errors answered by kind, copied request
+// values, streamed bodies read to their end or the connection closed.
+func (g *Gateway) newApp() (*fiber.App, error) {
+	app, err := edge.New(edge.Config{Obs: g.obs, Fiber: fiber.Config{
 		ErrorHandler:          errorHandler,
 		DisableStartupMessage: true,
 		// Chunked session cookies can reach maxChunks*chunkSize bytes.
 		ReadBufferSize:    maxChunks*chunkSize + 16<<10,
 		StreamRequestBody: true,
 		BodyLimit:         g.cfg.BodyLimit,
-	})
-	app.Use(g.obs.Middleware())
+	}})
+	if err != nil {
+		return nil, err
+	}
 	g.obs.Mount(app, g.Checks()...)
 	bp := app.Group(g.cfg.BasePath)
 	bp.Get("/login", g.login)
@@ -296,7 +304,7 @@ func (g *Gateway) newApp() *fiber.App {
 			"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout and backchannel-logout under "+g.cfg.BasePath))
 	})
 	app.Use(g.api)
-	return app
+	return app, nil
 }
 
 // errStore is a store failure other than "no session": 503, session kept.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"mime"
 	"net/url"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/bffgate/bffgate/internal/edge"
 	"github.com/bffgate/bffgate/internal/obs"
 )
 
@@ -114,7 +116,6 @@ const (
 func (g *Gateway) backchannelLogout(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	c.Set(fiber.HeaderCacheControl, "no-store")
-	raw := c.FormValue("logout_token")
 	bad := func(reason string, err error) error {
 		g.met.backchannelLogouts.WithLabelValues(reason).Inc()
 		g.log.LogAttrs(ctx, slog.LevelWarn, "back-channel logout refused", slog.String("request_id", obs.RequestID(c)),
@@ -122,10 +123,16 @@ func (g *Gateway) backchannelLogout(c *fiber.Ctx) error {
 		return c.Status(fiber.StatusBadRequest).JSON(fiber.Map{"error": "invalid_request",
 			"error_description": "the logout_token is missing or not valid: " + reason})
 	}
+	raw, err := logoutToken(c)
+	if err != nil {
+		g.met.backchannelLogouts.WithLabelValues("invalid_body").Inc()
+		g.log.LogAttrs(ctx, slog.LevelWarn, "back-channel logout refused", slog.String("request_id", obs.RequestID(c)),
+			slog.String("reason", "invalid_body"), slog.String("err", err.Error()))
+		return errorHandler(c, err)
+	}
 	if raw == "" {
 		return bad("invalid_token", errors.New("no logout_token form parameter"))
 	}
-	raw = strings.Clone(raw)
 	lt, err := g.verifier.VerifyLogout(oidc.ClientContext(ctx, g.cfg.Provider.HTTPClient), raw)
 	if err != nil {
 		return bad("invalid_token", err)
@@ -169,6 +176,32 @@ func (g *Gateway) backchannelLogout(c *fiber.Ctx) error {
 	g.log.LogAttrs(ctx, slog.LevelInfo, "back-channel logout", slog.String("request_id", obs.RequestID(c)),
 		slog.String("by", how), slog.String("sub", lt.Subject), slog.Int("sessions_ended", n))
 	return c.SendStatus(fiber.StatusOK)
+}
+
+// maxBackchannelBody bounds the body of a back-channel logout request: a
+// form with one logout token, a JWT of a kilobyte or two.
+const maxBackchannelBody = 8 << 10
+
+// logoutToken reads the logout_token parameter of the
+// application/x-www-form-urlencoded body (Back-Channel Logout 1.0 §2.5)
+// through edge.ReadBody: at most maxBackchannelBody bytes read from the
+// stream (413 past that, whatever the client declares), never inflated
+// (415 for a Content-Encoding). Another content type has no token ("").
+func logoutToken(c *fiber.Ctx) (string, error) {
+	body, err := edge.ReadBody(c, maxBackchannelBody)
+	if err != nil {
+		return "", err
+	}
+	mt, _, _ := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	if mt != fiber.MIMEApplicationForm {
+		return "", nil
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return "", newError(fiber.StatusBadRequest, "invalid_request",
+			"the body is not valid application/x-www-form-urlencoded data; send logout_token=<JWT>")
+	}
+	return form.Get("logout_token"), nil
 }
 
 // replayCache remembers logout token ids until they expire, bounded in

@@ -69,7 +69,7 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	}
 	if err != nil {
 		pe := toProtocol(err)
-		return s.errorPage(c, epAuthorize, fiber.StatusBadRequest, pe, web.Error{
+		return s.errorPage(c, epAuthorize, formStatus(pe), pe, web.Error{
 			Title: "Invalid authorization request", Message: pe.Description + ". Go back to the application and try again.",
 		})
 	}
@@ -297,7 +297,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	p, err := parseForm(c)
 	if err != nil {
 		pe := toProtocol(err)
-		return s.errorPage(c, epLogin, fiber.StatusBadRequest, pe, web.Error{Title: "Invalid sign-in request", Message: pe.Description + "."})
+		return s.errorPage(c, epLogin, formStatus(pe), pe, web.Error{Title: "Invalid sign-in request", Message: pe.Description + "."})
 	}
 	var req authRequest
 	if err := s.seal.Decode(sealAuthz, p.Get("request"), &req); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/bffgate/bffgate/internal/edge"
 	"github.com/bffgate/bffgate/issuer/protocol"
 )
 
@@ -27,7 +29,11 @@ func parseForm(c *fiber.Ctx) (url.Values, error) {
 	if err != nil || mt != fiber.MIMEApplicationForm {
 		return nil, protocol.ErrInvalidRequest.WithDescription("the request body must be application/x-www-form-urlencoded (RFC 6749 §3.2), got Content-Type %q", clip(ct, 64))
 	}
-	return parseParams(string(c.Body()), "request body")
+	body, err := formBody(c)
+	if err != nil {
+		return nil, err
+	}
+	return parseParams(body, "request body")
 }
 
 // parseFormLoose is parseForm without checkParams.
@@ -37,7 +43,38 @@ func parseFormLoose(c *fiber.Ctx) (url.Values, error) {
 	if err != nil || mt != fiber.MIMEApplicationForm {
 		return nil, protocol.ErrInvalidRequest.WithDescription("the request body must be application/x-www-form-urlencoded, got Content-Type %q", clip(ct, 64))
 	}
-	return decodeParams(string(c.Body()), "request body")
+	body, err := formBody(c)
+	if err != nil {
+		return nil, err
+	}
+	return decodeParams(body, "request body")
+}
+
+// formBody reads the body as sent, at most bodyLimit bytes, through
+// edge.ReadBody: never inflated (fiber's c.Body() decodes gzip, br and
+// deflate without an output limit, so a few hundred bytes could grow into
+// gigabytes before client authentication). A Content-Encoding is
+// invalid_request with status 415 (RFC 9110 §15.5.16), an oversized body
+// 413.
+func formBody(c *fiber.Ctx) (string, error) {
+	b, err := edge.ReadBody(c, bodyLimit)
+	if err != nil {
+		var ee *edge.Error
+		if errors.As(err, &ee) {
+			return "", protocol.ErrInvalidRequest.WithStatus(ee.Status).WithDescription("%s", ee.Description).WithCause(err)
+		}
+		return "", err
+	}
+	return string(b), nil
+}
+
+// formStatus is the status of a page answering a parseForm error: 400, or
+// 413 and 415 for a body too large or compressed.
+func formStatus(pe *protocol.Error) int {
+	if pe.Status == 0 {
+		return fiber.StatusBadRequest
+	}
+	return pe.Status
 }
 
 // parseQuery parses the URL query like parseForm parses a body.

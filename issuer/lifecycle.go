@@ -30,7 +30,7 @@ func bearerToken(c *fiber.Ctx) (string, error) {
 		fromHeader = strings.TrimSpace(rest)
 	}
 	var fromBody string
-	if c.Method() == fiber.MethodPost && len(c.Body()) > 0 {
+	if c.Method() == fiber.MethodPost && len(c.Request().Body()) > 0 { // raw: parseForm refuses a compressed one
 		form, err := parseForm(c)
 		if err != nil {
 			return "", err

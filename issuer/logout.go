@@ -55,7 +55,7 @@ func (s *Server) handleLogout(c *fiber.Ctx) error {
 	}
 	if err != nil {
 		pe := toProtocol(err)
-		return s.errorPage(c, epLogout, fiber.StatusBadRequest, pe, web.Error{Title: "Invalid sign-out request", Message: pe.Description + "."})
+		return s.errorPage(c, epLogout, formStatus(pe), pe, web.Error{Title: "Invalid sign-out request", Message: pe.Description + "."})
 	}
 	sess, _, err := s.currentSession(c)
 	if err != nil {

@@ -55,6 +55,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gorilla/securecookie"
 
+	"github.com/bffgate/bffgate/internal/edge"
 	"github.com/bffgate/bffgate/internal/obs"
 	"github.com/bffgate/bffgate/issuer/denylist"
 	"github.com/bffgate/bffgate/issuer/keys"
@@ -187,7 +188,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.seal = securecookie.New(fk[:64], fk[64:]).MaxAge(int(formMaxAge / time.Second)).MaxLength(32 << 10)
 	s.seal.SetSerializer(securecookie.JSONEncoder{})
-	s.app = s.buildApp()
+	if s.app, err = s.buildApp(); err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
 	return s, nil
 }
 
@@ -231,18 +234,22 @@ func (s *Server) now() time.Time { return s.cfg.Now() }
 
 func (s *Server) endpoint(path string) string { return s.cfg.Issuer + path }
 
-func (s *Server) buildApp() *fiber.App {
-	app := fiber.New(fiber.Config{
+// buildApp builds the app through internal/edge, which every listener
+// shares: framing checks, parse errors answered by kind, copied request
+// values.
+func (s *Server) buildApp() (*fiber.App, error) {
+	app, err := edge.New(edge.Config{Obs: s.obs, Fiber: fiber.Config{
 		AppName:               "bffgate issuer",
 		DisableStartupMessage: true,
 		BodyLimit:             bodyLimit,
 		ReadBufferSize:        readBufferSize,
-		Immutable:             true,
 		StrictRouting:         true,
 		CaseSensitive:         true,
 		ErrorHandler:          s.handleError,
-	})
-	app.Use(s.obs.Middleware())
+	}})
+	if err != nil {
+		return nil, err
+	}
 	app.Use(recover.New(recover.Config{EnableStackTrace: false}))
 	s.obs.Mount(app, obs.Check{Name: "store", Fn: s.cfg.Store.Ping})
 
@@ -262,7 +269,7 @@ func (s *Server) buildApp() *fiber.App {
 	r.Post(pathIntrospect, s.handleIntrospect)
 	r.Get(pathLogout, s.handleLogout)
 	r.Post(pathLogout, s.handleLogout)
-	return app
+	return app, nil
 }
 
 // handleError answers what no handler did: an unknown path, a method an

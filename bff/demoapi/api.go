@@ -17,6 +17,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bffgate/bffgate/internal/edge"
 	"github.com/bffgate/bffgate/internal/obs"
 )
 
@@ -83,7 +84,9 @@ func New(ctx context.Context, cfg Config) (*API, error) {
 			}
 		}
 	}
-	a.app = a.newApp()
+	if a.app, err = a.newApp(); err != nil {
+		return nil, fmt.Errorf("demoapi: %w", err)
+	}
 	return a, nil
 }
 
@@ -91,8 +94,11 @@ func New(ctx context.Context, cfg Config) (*API, error) {
 // /metrics (when Config.Gatherer is set).
 func (a *API) App() *fiber.App { return a.app }
 
-func (a *API) newApp() *fiber.App {
-	app := fiber.New(fiber.Config{
+// newApp builds the app through internal/edge, which every listener
+// shares: framing checks, parse errors answered by kind, copied request
+// values.
+func (a *API) newApp() (*fiber.App, error) {
+	app, err := edge.New(edge.Config{Obs: a.obs, Fiber: fiber.Config{
 		AppName:               "bffgate demo API",
 		DisableStartupMessage: true,
 		BodyLimit:             maxBody,
@@ -100,8 +106,10 @@ func (a *API) newApp() *fiber.App {
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
 		ErrorHandler:          a.errorHandler,
-	})
-	app.Use(a.obs.Middleware())
+	}})
+	if err != nil {
+		return nil, err
+	}
 	a.obs.Mount(app, obs.Check{Name: "issuer", Fn: a.verifier.ready})
 	api := app.Group("/api", a.authenticate)
 	api.Get("/whoami", a.whoami)
@@ -109,7 +117,7 @@ func (a *API) newApp() *fiber.App {
 	api.Get("/items", a.listItems)
 	api.Post("/items", a.addItem)
 	api.Delete("/items/:id", a.deleteItem)
-	return app
+	return app, nil
 }
 
 // errorBody is the RFC 6750 §3 / RFC 6749 §5.2 error shape every failure
@@ -346,8 +354,16 @@ func (a *API) addItem(c *fiber.Ctx) error {
 	if err != nil || mt != fiber.MIMEApplicationJSON {
 		return sendError(c, fiber.StatusUnsupportedMediaType, "invalid_request", `send the item as JSON: Content-Type: application/json, body {"title":"..."}`)
 	}
+	body, err := edge.ReadBody(c, maxBody)
+	if err != nil {
+		var ee *edge.Error
+		if errors.As(err, &ee) {
+			return sendError(c, ee.Status, "invalid_request", ee.Description)
+		}
+		return err
+	}
 	var in newItem
-	if err := strictJSON(c.Body(), &in); err != nil {
+	if err := strictJSON(body, &in); err != nil {
 		return sendError(c, fiber.StatusBadRequest, "invalid_request", `the body must be a JSON object {"title":"..."}: `+err.Error())
 	}
 	it, err := a.items.add(principal(c).Subject, in.Title)

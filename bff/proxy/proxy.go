@@ -15,6 +15,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/bffgate/bffgate/internal/edge"
 	"github.com/bffgate/bffgate/internal/upstream"
 )
 
@@ -410,7 +411,9 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 			// Wrapped: fasthttp's Request returns a *requestStream to its
 			// pool when it closes its body stream, and this one belongs
 			// to the server's request, which releases it itself.
-			req.SetBodyStream(borrowedStream{c.Context().RequestBodyStream()}, n)
+			// Through edge.BodyStream, so that a body read to its end
+			// keeps the client's connection open.
+			req.SetBodyStream(borrowedStream{edge.BodyStream(c)}, n)
 			replayable = false
 		}
 	} else if body := src.Body(); len(body) > 0 {
@@ -613,6 +616,12 @@ func invalidTokenChallenge(values [][]byte) bool {
 // upstreamFailed answers 502 or 504 JSON for a failed upstream call,
 // naming what went wrong.
 func (p *Proxy) upstreamFailed(c *fiber.Ctx, rt *route, err error, start time.Time) {
+	if ee := (*edge.Error)(nil); errors.As(err, &ee) {
+		// The client's body broke off or was malformed, not the upstream.
+		p.log.Info("request body failed", slog.String("route", rt.Prefix), slog.String("reason", ee.Kind))
+		writeJSONError(c, ee.Status, "invalid_request", ee.Description)
+		return
+	}
 	kind := errorKind(err)
 	status := fiber.StatusBadGateway
 	code, desc := "upstream_unavailable", failureText(rt.Prefix, c.Method(), kind, err)

@@ -3,10 +3,16 @@
 // Prometheus request counters and latency histograms by route and status,
 // and the /healthz, /readyz and /metrics endpoints.
 //
-// Route labels are fiber's route patterns ("/api/*", "/token"), never raw
-// paths, so label cardinality stays bounded whatever clients send. The
-// access log records the path without its query string: queries carry
-// authorization codes and states, which never reach a log line.
+// Route labels are fiber's route patterns ("/api/*", "/token") or the name
+// a handler gives with SetRoute (a proxied API route's configured prefix,
+// "spa"), never raw paths, so label cardinality stays bounded whatever
+// clients send. Method labels come from a fixed list ("other" for the
+// rest). No label value points into fasthttp's request buffers, which are
+// reused for the next request once the handler returns: a label kept by
+// Prometheus that did would change under it (a GET counted as "GETT") and
+// make /metrics fail once two series collide. The access log records the
+// path without its query string: queries carry authorization codes and
+// states, which never reach a log line.
 package obs
 
 import (
@@ -15,6 +21,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -26,7 +33,10 @@ import (
 // HeaderRequestID carries the request id in and out.
 const HeaderRequestID = "X-Request-Id"
 
-const localsRequestID = "obs.requestid"
+const (
+	localsRequestID = "obs.requestid"
+	localsRoute     = "obs.route"
+)
 
 // Config configures an Obs for one listener.
 type Config struct {
@@ -51,6 +61,7 @@ type Obs struct {
 	log      *slog.Logger
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	refused  *prometheus.CounterVec
 }
 
 // New returns an Obs for cfg. It fails when the metrics cannot be
@@ -69,9 +80,13 @@ func New(cfg Config) (*Obs, error) {
 		Help:    "Time to serve an HTTP request, by route pattern, method and status code.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route", "method", "status"})
+	o.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bffgate_http_requests_refused_total",
+		Help: "Requests refused at the edge for what they are, not what they ask (ambiguous framing, malformed header or body, forbidden trailer, oversized header or body, compressed body, read timeout), by reason.",
+	}, []string{"reason"})
 	if cfg.Registerer != nil {
 		reg := prometheus.WrapRegistererWith(prometheus.Labels{"component": cfg.Component}, cfg.Registerer)
-		for _, c := range []prometheus.Collector{o.requests, o.latency} {
+		for _, c := range []prometheus.Collector{o.requests, o.latency, o.refused} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -107,11 +122,14 @@ func (o *Obs) Middleware() fiber.Handler {
 			err = nil
 		}
 		status := c.Response().StatusCode()
-		route := c.Route().Path
-		if route == "" || route == "/" && c.Path() != "/" {
-			route = "unmatched"
+		route, _ := c.Locals(localsRoute).(string)
+		if route == "" {
+			route = c.Route().Path
+			if route == "" || route == "/" && c.Path() != "/" {
+				route = "unmatched"
+			}
 		}
-		method := c.Method()
+		method := methodLabel(c.Method())
 		code := strconv.Itoa(status)
 		elapsed := time.Since(start)
 		o.requests.WithLabelValues(route, method, code).Inc()
@@ -125,13 +143,39 @@ func (o *Obs) Middleware() fiber.Handler {
 				slog.String("request_id", id),
 				slog.String("method", method),
 				slog.String("route", route),
-				slog.String("path", c.Path()), // never the query: it may hold codes
+				slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
 				slog.Int("status", status),
 				slog.Duration("duration", elapsed),
 			)
 		}
 		return err
 	}
+}
+
+// SetRoute names the route of the request for the metrics and the access
+// log, for a handler that dispatches itself (an app.Use handler has no
+// route pattern of its own). route must be a fixed name, such as a
+// configured prefix, never a value taken from the request.
+func SetRoute(c *fiber.Ctx, route string) { c.Locals(localsRoute, route) }
+
+// Refused counts a request refused at the edge, by reason (an edge.Error
+// Kind).
+func (o *Obs) Refused(reason string) { o.refused.WithLabelValues(reason).Inc() }
+
+// methods are the method label values; any other method is "other", so
+// that neither a client's invented method nor fasthttp's buffer behind
+// c.Method() ever becomes a label value.
+var methods = map[string]string{
+	fiber.MethodGet: fiber.MethodGet, fiber.MethodHead: fiber.MethodHead, fiber.MethodPost: fiber.MethodPost,
+	fiber.MethodPut: fiber.MethodPut, fiber.MethodPatch: fiber.MethodPatch, fiber.MethodDelete: fiber.MethodDelete,
+	fiber.MethodOptions: fiber.MethodOptions, fiber.MethodConnect: fiber.MethodConnect, fiber.MethodTrace: fiber.MethodTrace,
+}
+
+func methodLabel(m string) string {
+	if l, ok := methods[m]; ok {
+		return l
+	}
+	return "other"
 }
 
 // RequestID returns the request id Middleware assigned ("" outside it).
