@@ -251,6 +251,10 @@ func loadConfig(path string, env []string) (*Config, error) {
 	return parseConfig(path, b, env)
 }
 
+// zeroConfigPostLogout is gateway.post_logout_redirect when no file is
+// given.
+const zeroConfigPostLogout = "/?signed_out=1"
+
 // parseConfig is loadConfig on the file's bytes (b nil and path empty:
 // no file).
 func parseConfig(path string, b []byte, env []string) (*Config, error) {
@@ -258,6 +262,10 @@ func parseConfig(path string, b []byte, env []string) (*Config, error) {
 	src := &source{file: path, env: map[string]bool{}}
 	if b == nil {
 		cfg.zeroConfig = true
+		// The demo SPA says "You have been signed out" when it lands on
+		// ?signed_out; the zero-config client's post-logout URI is made
+		// from this, so the two always match.
+		cfg.Gateway.PostLogoutRedirect = zeroConfigPostLogout
 	} else {
 		var root yaml.Node
 		if err := yaml.Unmarshal(b, &root); err != nil {

@@ -473,6 +473,7 @@ func (s *session) logout() {
 	// The issuer's end_session endpoint sends the browser back to the
 	// gateway's post-logout page, the SPA at /.
 	b.WaitFor(`location.href === ` + jsString(s.gw+"/"))
+	s.waitStatus("You have been signed out.")
 	s.waitLoggedOut("after logout")
 	for _, c := range b.Cookies(s.gw) {
 		if isSessionCookie(c.Name) {
@@ -556,11 +557,17 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// waitStatus waits until the SPA's status line reads text.
+func (s *session) waitStatus(text string) {
+	s.t.Helper()
+	s.b.WaitFor(`document.getElementById('status').textContent === ` + jsString(text))
+}
+
 // waitLoggedOut waits until the SPA shows its logged-out view and nothing
 // of the previous session.
 func (s *session) waitLoggedOut(when string) {
 	s.t.Helper()
-	s.b.WaitFor(`!document.getElementById('login').hidden && document.getElementById('signed-in').hidden && !document.getElementById('signed-out').hidden && document.getElementById('status').textContent === 'You are not logged in.'`)
+	s.b.WaitFor(`!document.getElementById('login').hidden && document.getElementById('signed-in').hidden && !document.getElementById('signed-out').hidden && ['You are not logged in.', 'You have been signed out.'].includes(document.getElementById('status').textContent)`)
 	var leftover string
 	s.b.Eval(`document.getElementById('user-name').textContent + document.getElementById('user-sub').textContent + document.getElementById('items').textContent`, &leftover)
 	if leftover != "" {
