@@ -96,9 +96,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	origins := map[string]bool{}
 	o, _ := normalizeOrigin(pub.String())
 	origins[o] = true
+	wsOrigins := []string{o}
 	for _, a := range cfg.AllowedOrigins {
 		n, _ := normalizeOrigin(a)
 		origins[n] = true
+		wsOrigins = append(wsOrigins, n)
 	}
 	g.csrf = &csrfGuard{header: cfg.CSRFHeader, value: cfg.CSRFValue, origins: origins,
 		reject: func(c *fiber.Ctx, reason string) error {
@@ -150,6 +152,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			g.routes[normPrefix(r.Prefix)] = r.Policy
 		}
 		pcfg.GatewayCookies = append(slices.Clone(pcfg.GatewayCookies), name)
+		if pcfg.PublicURL == "" {
+			pcfg.PublicURL = pub.String()
+		}
+		if len(pcfg.WebSocketOrigins) == 0 {
+			pcfg.WebSocketOrigins = wsOrigins
+		}
 		if pcfg.Logger == nil {
 			pcfg.Logger = cfg.Logger
 		}
@@ -276,6 +284,10 @@ func (g *Gateway) newApp() *fiber.App {
 		ReadBufferSize:    maxChunks*chunkSize + 16<<10,
 		StreamRequestBody: true,
 		BodyLimit:         g.cfg.BodyLimit,
+		// Otherwise fasthttp reads a multipart body of known length
+		// whole (to memory and temporary files, past any limit) before a
+		// handler runs, and the proxy would forward a re-encoded copy.
+		DisablePreParseMultipartForm: true,
 	})
 	app.Use(g.obs.Middleware())
 	g.obs.Mount(app, g.Checks()...)

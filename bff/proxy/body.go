@@ -41,13 +41,45 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// lingerBytes is how much of a refused request's remaining body the
+// proxy reads and discards before it answers, so that the connection
+// stays in step (and a browser still uploading reads the 413 instead of
+// a connection reset). A longer remainder is not read: the answer goes
+// out at once with Connection: close.
+const lingerBytes = 64 << 20
+
+// finishBody leaves the browser's connection in step after the proxy
+// stopped reading a streamed request body: fasthttp would otherwise read
+// the rest of the body as the next request on the connection (a request
+// smuggled inside a body). It discards a remainder of up to lingerBytes,
+// or marks the connection to close after the answer. limited is the
+// chunked body's counter, if the body was one.
+func finishBody(c *fiber.Ctx, limited *limitedBody) {
+	src := c.Request()
+	if !src.IsBodyStream() {
+		return // read whole by the server: nothing left on the wire
+	}
+	var r io.Reader = c.Context().RequestBodyStream()
+	if limited != nil {
+		r = limited.r
+	}
+	cl := src.Header.ContentLength()
+	if r == nil || cl > lingerBytes {
+		c.Context().SetConnectionClose()
+		return
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(r, lingerBytes+1))
+	if err != nil || n > lingerBytes {
+		c.Context().SetConnectionClose()
+	}
+}
+
 // refuse answers a request the proxy does not send (or stopped sending)
 // upstream: 400 for a refused path, 413 for a body over the route's
-// limit. Both may leave part of the browser's body unread on the
-// connection, which is therefore closed after the answer: otherwise the
-// rest of the body would be read as the next request.
-func (p *Proxy) refuse(c *fiber.Ctx, rt *route, err error, start time.Time) {
-	c.Context().SetConnectionClose()
+// limit. The rest of the body is discarded or the connection closed
+// (finishBody).
+func (p *Proxy) refuse(c *fiber.Ctx, rt *route, err error, limited *limitedBody, start time.Time) {
+	finishBody(c, limited)
 	var pe *PathError
 	switch {
 	case errors.As(err, &pe):

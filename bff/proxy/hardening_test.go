@@ -210,23 +210,57 @@ func TestSpoofedHeadersStripped(t *testing.T) {
 }
 
 // TestBodyLimitContentLength: a declared Content-Length over the route's
-// max_body_bytes is 413 JSON before the upstream is contacted, and the
-// connection is closed (the unread body must not be read as a request).
+// max_body_bytes is 413 JSON and the upstream is never contacted. The
+// rest of the body is discarded first, so that the connection stays in
+// step; past lingerBytes the answer comes at once and the connection is
+// closed, never read on as the next request.
 func TestBodyLimitContentLength(t *testing.T) {
 	t.Parallel()
 	up := newCountingUpstream(t)
 	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: up.URL, MaxBodyBytes: 1 << 20}}})
 	gw := startGateway(t, p, true, "tok", "")
-	r := rawRequest(t, gw, fmt.Sprintf("POST /api/upload HTTP/1.1\nHost: gw\nContent-Length: %d", 20<<20), prefetch)
-	if r.err != nil || r.status != 413 || !strings.Contains(r.body, `"error":"request_too_large"`) ||
-		!strings.Contains(r.body, "1048576 bytes") || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
-		t.Errorf("%d %s (%v), want 413 request_too_large JSON naming the limit", r.status, r.body, r.err)
+	for _, tc := range []struct {
+		name     string
+		declared int
+		body     func(io.Writer)
+		close    bool
+	}{
+		{"20 MB sent whole", 20 << 20, func(w io.Writer) { _, _ = io.Copy(w, io.LimitReader(zeros{}, 20<<20)) }, false},
+		{"1 GB declared, 8 KiB sent", 1 << 30, prefetch, true},
+	} {
+		r := rawRequest(t, gw, fmt.Sprintf("POST /api/upload HTTP/1.1\nHost: gw\nContent-Length: %d", tc.declared), tc.body)
+		if r.err != nil || r.status != 413 || !strings.Contains(r.body, `"error":"request_too_large"`) ||
+			!strings.Contains(r.body, "1048576 bytes") || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
+			t.Errorf("%s: %d %s (%v), want 413 request_too_large JSON naming the limit", tc.name, r.status, r.body, r.err)
+		}
+		if r.close != tc.close {
+			t.Errorf("%s: Connection: close %v, want %v", tc.name, r.close, tc.close)
+		}
 	}
-	if !r.close {
-		t.Errorf("the connection is kept after an unread body")
+
+	// A body the proxy did not read is never read as a request: the
+	// bytes after the declared length's first 8 KiB hold one.
+	smuggled := "GET /api/smuggled HTTP/1.1\r\nHost: gw\r\n\r\n"
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	inner := strings.Repeat("a", 2<<20) + smuggled
+	fmt.Fprintf(conn, "POST /api/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n%s", len(inner), inner)
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 413 {
+		t.Fatalf("smuggling attempt: %v %v", res, err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if res, err := http.ReadResponse(br, nil); err == nil {
+		t.Errorf("the body was read as a second request: %d", res.StatusCode)
 	}
 	// Exactly the limit passes.
-	res, err := http.Post(gw+"/api/upload", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
+	res, err = http.Post(gw+"/api/upload", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,9 +283,13 @@ func prefetch(w io.Writer) { _, _ = w.Write(make([]byte, 8<<10)) }
 func chunkedUpload(n int) func(io.Writer) {
 	return func(w io.Writer) {
 		chunk := make([]byte, 32<<10)
+		size := []byte(fmt.Sprintf("%x\r\n", len(chunk)))
+		crlf := []byte("\r\n")
 		for sent := 0; sent < n; sent += len(chunk) {
-			if _, err := fmt.Fprintf(w, "%x\r\n%s\r\n", len(chunk), chunk); err != nil {
-				return
+			for _, b := range [][]byte{size, chunk, crlf} {
+				if _, err := w.Write(b); err != nil {
+					return
+				}
 			}
 		}
 		_, _ = io.WriteString(w, "0\r\n\r\n")
@@ -331,7 +369,9 @@ func TestBodyLimitParallelMemory(t *testing.T) {
 			if i%2 == 0 {
 				results[i] = rawRequest(t, gw, "POST /api/upload HTTP/1.1\nHost: gw\nTransfer-Encoding: chunked", chunkedUpload(20<<20))
 			} else {
-				results[i] = rawRequest(t, gw, fmt.Sprintf("POST /api/upload HTTP/1.1\nHost: gw\nContent-Length: %d", 20<<20), prefetch)
+				results[i] = rawRequest(t, gw, fmt.Sprintf("POST /api/upload HTTP/1.1\nHost: gw\nContent-Length: %d", 20<<20), func(w io.Writer) {
+					_, _ = io.Copy(w, io.LimitReader(zeros{}, 20<<20))
+				})
 			}
 		}()
 	}

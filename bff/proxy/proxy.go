@@ -254,7 +254,7 @@ func (p *Proxy) Forward(c *fiber.Ctx, r *Route, bearer string) error {
 
 	body, err := p.buildRequest(c, rt, bearer, req, bp)
 	if err != nil {
-		p.refuse(c, rt, err, start)
+		p.refuse(c, rt, err, nil, start)
 		return nil
 	}
 
@@ -267,7 +267,7 @@ func (p *Proxy) Forward(c *fiber.Ctx, r *Route, bearer string) error {
 		if body.limited != nil && body.limited.exceeded {
 			// The upstream saw a chunked body cut off before its last
 			// chunk, and its connection closed: no complete request.
-			p.refuse(c, rt, errBodyTooLarge, start)
+			p.refuse(c, rt, errBodyTooLarge, body.limited, start)
 			return nil
 		}
 		p.upstreamFailed(c, rt, err, start)
