@@ -189,6 +189,8 @@ type GatewayRoute struct {
 	AddHeaders  map[string]string `yaml:"add_headers"`
 	DropHeaders []string          `yaml:"drop_headers"`
 	DropCookies []string          `yaml:"drop_cookies"`
+	// MaxBodyBytes: zero means the proxy's default, 10 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 }
 
 type Refresh struct {
@@ -713,6 +715,9 @@ func (c *Config) validate() error {
 			oneOf(key+".policy", r.Policy, "user", "user-optional", "client", "none")
 			if r.Timeout < 0 {
 				bad(key+".timeout", r.Timeout.D().String(), "want zero (the default, 30s) or a positive duration")
+			}
+			if r.MaxBodyBytes < 0 {
+				bad(key+".max_body_bytes", r.MaxBodyBytes, "want zero (the default, 10485760: 10 MiB) or a positive number of bytes")
 			}
 		}
 		if g.SPA.Dir != "" && g.SPA.DevURL != "" {

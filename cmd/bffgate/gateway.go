@@ -125,6 +125,7 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 			Route: proxy.Route{
 				Prefix: r.Prefix, Upstream: r.Upstream, StripPrefix: r.StripPrefix, Timeout: r.Timeout.D(),
 				AddHeaders: r.AddHeaders, DropHeaders: r.DropHeaders, DropCookies: r.DropCookies,
+				MaxBodyBytes: r.MaxBodyBytes,
 			},
 			Policy: bff.Policy(r.Policy),
 		})
