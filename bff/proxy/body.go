@@ -19,6 +19,7 @@ type limitedBody struct {
 	r        io.Reader
 	left     int64 // bytes still allowed
 	exceeded bool
+	srcErr   error // reading from the browser failed (not io.EOF)
 }
 
 func (l *limitedBody) Read(p []byte) (int, error) {
@@ -33,6 +34,9 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 		p = p[:l.left+1]
 	}
 	n, err := l.r.Read(p)
+	if err != nil && err != io.EOF {
+		l.srcErr = err
+	}
 	l.left -= int64(n)
 	if l.left < 0 {
 		l.exceeded = true
@@ -81,7 +85,14 @@ func finishBody(c *fiber.Ctx, limited *limitedBody) {
 func (p *Proxy) refuse(c *fiber.Ctx, rt *route, err error, limited *limitedBody, start time.Time) {
 	finishBody(c, limited)
 	var pe *PathError
+	var be *bodyError
 	switch {
+	case errors.As(err, &be):
+		p.metrics.observe(rt.label, fiber.StatusBadRequest, p.now().Sub(start))
+		p.log.Info("request body could not be read from the client",
+			slog.String("route", rt.Prefix), slog.String("method", c.Method()), slog.Any("err", be.err))
+		writeJSONError(c, fiber.StatusBadRequest, "invalid_body",
+			"the request body could not be read (malformed chunked encoding, or the upload stopped); send it again")
 	case errors.As(err, &pe):
 		p.metrics.observe(rt.label, fiber.StatusBadRequest, p.now().Sub(start))
 		writeJSONError(c, fiber.StatusBadRequest, "invalid_path", pe.Error()+"; fix the URL")
@@ -93,3 +104,11 @@ func (p *Proxy) refuse(c *fiber.Ctx, rt *route, err error, limited *limitedBody,
 			fmt.Sprintf("the request body is larger than the %d bytes the API behind %s accepts (gateway.routes[].max_body_bytes)", rt.MaxBodyBytes, rt.Prefix))
 	}
 }
+
+// bodyError is a failure reading the browser's request body while it
+// streamed to the upstream.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "proxy: reading the request body: " + e.err.Error() }
+
+func (e *bodyError) Unwrap() error { return e.err }

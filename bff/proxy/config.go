@@ -117,8 +117,7 @@ type Config struct {
 	// an upstream answers invalid_token. Larger bodies and bodies of
 	// unknown length (chunked) stream to the upstream without being
 	// buffered, and are never retried. DefaultMaxRequestBodySize when
-	// zero. It is no upload limit: the fiber app's BodyLimit and
-	// StreamRequestBody decide what the gateway accepts.
+	// zero. It is no upload limit: Route.MaxBodyBytes is.
 	MaxRequestBodySize int
 
 	// Logger receives upstream errors; nil means slog.Default().

@@ -496,3 +496,27 @@ func TestWebSocketOrigins(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedChunkedBody: a chunked body the browser breaks off with a
+// malformed chunk is the client's mistake: 400 invalid_body, not a 502
+// blaming the upstream (which sees a truncated body).
+func TestMalformedChunkedBody(t *testing.T) {
+	t.Parallel()
+	got := make(chan error, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		got <- err
+	}))
+	defer up.Close()
+	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: up.URL}}})
+	gw := startGateway(t, p, true, "tok", "")
+	r := rawRequest(t, gw, "POST /api/upload HTTP/1.1\nHost: gw\nTransfer-Encoding: chunked", func(w io.Writer) {
+		_, _ = io.WriteString(w, "10\r\n0123456789abcdef\r\nzz\r\n")
+	})
+	if r.err != nil || r.status != 400 || !strings.Contains(r.body, `"error":"invalid_body"`) {
+		t.Errorf("malformed chunk: %d %s (%v), want 400 invalid_body", r.status, r.body, r.err)
+	}
+	if err := <-got; err == nil {
+		t.Errorf("the upstream read a complete body")
+	}
+}

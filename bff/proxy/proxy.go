@@ -264,10 +264,16 @@ func (p *Proxy) Forward(c *fiber.Ctx, r *Route, bearer string) error {
 	err = rt.client.hc.DoTimeout(req, resp, rt.Timeout)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
-		if body.limited != nil && body.limited.exceeded {
+		switch {
+		case body.limited != nil && body.limited.exceeded:
 			// The upstream saw a chunked body cut off before its last
 			// chunk, and its connection closed: no complete request.
 			p.refuse(c, rt, errBodyTooLarge, body.limited, start)
+			return nil
+		case body.limited != nil && body.limited.srcErr != nil:
+			// The browser's side of the body failed (a malformed chunk,
+			// a client gone mid-upload): not the upstream's fault.
+			p.refuse(c, rt, &bodyError{body.limited.srcErr}, body.limited, start)
 			return nil
 		}
 		p.upstreamFailed(c, rt, err, start)
@@ -314,8 +320,9 @@ type outgoingBody struct {
 	// request can be sent only once (neither fasthttp's retry on a
 	// closed pooled connection nor an invalid_token replay).
 	streamed bool
-	// limited counts a body of unknown length against the route's
-	// MaxBodyBytes; nil for other bodies.
+	// limited counts a streamed body against the route's MaxBodyBytes
+	// and notes a failure reading it from the browser; nil for bodies in
+	// memory.
 	limited *limitedBody
 }
 
@@ -439,18 +446,15 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 		switch {
 		case cl >= 0 && cl <= p.cfg.MaxRequestBodySize:
 			req.SetBodyRaw(src.Body()) // reads the stream in: at most cl bytes
-		case cl >= 0:
-			// Wrapped: fasthttp's Request returns a *requestStream to its
-			// pool when it closes its body stream, and this one belongs
-			// to the server's request, which releases it itself. The
-			// server's stream stops at Content-Length, which is within
-			// the limit.
-			req.SetBodyStream(borrowedStream{c.Context().RequestBodyStream()}, cl)
-			out.streamed = true
 		default:
-			// Chunked: counted as it streams.
+			// Wrapped (which also hides the concrete type: fasthttp's
+			// Request returns a *requestStream to its pool when it closes
+			// its body stream, and this one belongs to the server's
+			// request, which releases it itself). A chunked body (cl -1)
+			// is counted as it streams; the server's stream of a declared
+			// one stops at Content-Length, which is within the limit.
 			out.limited = &limitedBody{r: c.Context().RequestBodyStream(), left: rt.MaxBodyBytes}
-			req.SetBodyStream(out.limited, -1)
+			req.SetBodyStream(out.limited, cl)
 			out.streamed = true
 		}
 	} else if body := src.Body(); len(body) > 0 {
@@ -458,10 +462,6 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 	}
 	return out, nil
 }
-
-// borrowedStream hides the concrete type of a reader the upstream request
-// reads but does not own.
-type borrowedStream struct{ io.Reader }
 
 // peerTrusted reports whether the connection comes from a trusted proxy.
 func (p *Proxy) peerTrusted(c *fiber.Ctx) bool {
