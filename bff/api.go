@@ -16,10 +16,15 @@ import (
 // api serves every path outside BasePath: a configured API route through
 // the proxy, anything else through the SPA handler (or 404 JSON).
 func (g *Gateway) api(c *fiber.Ctx) error {
+	// Whatever the answer (a refusal before the body was read above
+	// all), the unread rest of the body must not become the next request.
+	defer proxy.FinishBody(c)
 	// Before any route is matched, and for the SPA handler too (which may
 	// proxy to a dev server): a path an upstream could resolve above the
 	// route it matched is refused, from the raw request URI.
 	if err := proxy.CheckPath(c.Request().URI().PathOriginal()); err != nil {
+		g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request path refused",
+			slog.String("request_id", obs.RequestID(c)), slog.String("method", c.Method()), slog.Any("err", err))
 		return writeError(c, newError(fiber.StatusBadRequest, "invalid_path", err.Error()+"; fix the URL"))
 	}
 	if g.proxy != nil {

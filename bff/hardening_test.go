@@ -320,3 +320,37 @@ func TestAPIWebSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIRefusalKeepsConnectionInStep: a request the gateway refuses
+// before reading its body (here the anti-CSRF rule) does not leave the
+// body on the connection to be read as the next request.
+func TestAPIRefusalKeepsConnectionInStep(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, kindBolt, envOptions{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.gwURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	// More than fasthttp reads before the handler, then a whole request.
+	inner := strings.Repeat("a", 64<<10) + "GET /pub/smuggled HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\n\r\n"
+	fmt.Fprintf(conn, "POST /pub/x HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n%s", len(inner), inner)
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 403 {
+		t.Fatalf("POST without X-CSRF: %v %v", res, err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if res, err := http.ReadResponse(br, nil); err == nil {
+		t.Errorf("the refused request's body was served as a request: %d", res.StatusCode)
+	}
+	e.upstream.mu.Lock()
+	defer e.upstream.mu.Unlock()
+	for _, s := range e.upstream.seen {
+		if strings.Contains(s.Path, "smuggled") {
+			t.Errorf("the upstream received the request hidden in the body: %+v", s)
+		}
+	}
+}

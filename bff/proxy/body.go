@@ -52,23 +52,70 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 // out at once with Connection: close.
 const lingerBytes = 64 << 20
 
-// finishBody leaves the browser's connection in step after the proxy
-// stopped reading a streamed request body: fasthttp would otherwise read
-// the rest of the body as the next request on the connection (a request
-// smuggled inside a body). It discards a remainder of up to lingerBytes,
-// or marks the connection to close after the answer. limited is the
-// chunked body's counter, if the body was one.
-func finishBody(c *fiber.Ctx, limited *limitedBody) {
+// trackedBody is the browser's streamed request body as the proxy reads
+// it, remembering its end: fasthttp's stream of a chunked body, read
+// again after its last chunk, would go on to read the next request off
+// the connection.
+type trackedBody struct {
+	r   io.Reader
+	eof bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+const bodyKey = "bffgate.proxy.body"
+
+// requestBody returns the request's body stream, tracked, the same one
+// for every caller of one request.
+func requestBody(c *fiber.Ctx) *trackedBody {
+	if tb, ok := c.Locals(bodyKey).(*trackedBody); ok {
+		return tb
+	}
+	tb := &trackedBody{r: c.Context().RequestBodyStream()}
+	c.Locals(bodyKey, tb)
+	return tb
+}
+
+// finishBody leaves the browser's connection in step after the proxy (or
+// a handler) stopped reading a streamed request body: fasthttp would
+// otherwise read the rest of the body as the next request on the
+// connection (a request smuggled inside a body). It discards a remainder
+// of up to lingerBytes, or marks the connection to close after the
+// answer. broken means the body's framing failed (a malformed chunk): it
+// cannot be read on, and the connection closes.
+func finishBody(c *fiber.Ctx, broken bool) {
 	src := c.Request()
-	if !src.IsBodyStream() {
-		return // read whole by the server: nothing left on the wire
-	}
-	var r io.Reader = c.Context().RequestBodyStream()
-	if limited != nil {
-		r = limited.r
-	}
 	cl := src.Header.ContentLength()
-	if r == nil || cl > lingerBytes {
+	if !src.IsBodyStream() || cl == 0 {
+		return // read whole by the server, or none: nothing left on the wire
+	}
+	var r io.Reader
+	tb, _ := c.Locals(bodyKey).(*trackedBody)
+	switch {
+	case broken || cl > lingerBytes:
+		c.Context().SetConnectionClose()
+		return
+	case tb != nil:
+		if tb.eof {
+			return
+		}
+		r = tb
+	case cl > 0:
+		// Untracked, but a declared length: fasthttp's stream stops
+		// there however often it is read.
+		r = c.Context().RequestBodyStream()
+	default:
+		// Chunked and untracked: someone else may have read it to its
+		// end, past which a read would take the next request.
 		c.Context().SetConnectionClose()
 		return
 	}
@@ -78,14 +125,25 @@ func finishBody(c *fiber.Ctx, limited *limitedBody) {
 	}
 }
 
+// FinishBody leaves the browser's connection in step after a handler
+// answered without reading all of a streamed request body (fiber's
+// StreamRequestBody): it discards up to 64 MiB of what is left, or marks
+// the connection to close after the answer. Without it fasthttp reads the
+// rest of the body as the next request on the connection, so that a
+// request hidden in the body of a refused one would be served. A body
+// already read to its end costs nothing. Forward does this itself for
+// the requests it refuses; the gateway calls it after every API or SPA
+// answer.
+func FinishBody(c *fiber.Ctx) { finishBody(c, false) }
+
 // refuse answers a request the proxy does not send (or stopped sending)
 // upstream: 400 for a refused path, 413 for a body over the route's
 // limit. The rest of the body is discarded or the connection closed
 // (finishBody).
-func (p *Proxy) refuse(c *fiber.Ctx, rt *route, err error, limited *limitedBody, start time.Time) {
-	finishBody(c, limited)
+func (p *Proxy) refuse(c *fiber.Ctx, rt *route, err error, start time.Time) {
 	var pe *PathError
 	var be *bodyError
+	finishBody(c, errors.As(err, &be))
 	switch {
 	case errors.As(err, &be):
 		p.metrics.observe(rt.label, fiber.StatusBadRequest, p.now().Sub(start))

@@ -254,7 +254,7 @@ func (p *Proxy) Forward(c *fiber.Ctx, r *Route, bearer string) error {
 
 	body, err := p.buildRequest(c, rt, bearer, req, bp)
 	if err != nil {
-		p.refuse(c, rt, err, nil, start)
+		p.refuse(c, rt, err, start)
 		return nil
 	}
 
@@ -268,12 +268,12 @@ func (p *Proxy) Forward(c *fiber.Ctx, r *Route, bearer string) error {
 		case body.limited != nil && body.limited.exceeded:
 			// The upstream saw a chunked body cut off before its last
 			// chunk, and its connection closed: no complete request.
-			p.refuse(c, rt, errBodyTooLarge, body.limited, start)
+			p.refuse(c, rt, errBodyTooLarge, start)
 			return nil
 		case body.limited != nil && body.limited.srcErr != nil:
 			// The browser's side of the body failed (a malformed chunk,
 			// a client gone mid-upload): not the upstream's fault.
-			p.refuse(c, rt, &bodyError{body.limited.srcErr}, body.limited, start)
+			p.refuse(c, rt, &bodyError{body.limited.srcErr}, start)
 			return nil
 		}
 		p.upstreamFailed(c, rt, err, start)
@@ -453,7 +453,7 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 			// request, which releases it itself). A chunked body (cl -1)
 			// is counted as it streams; the server's stream of a declared
 			// one stops at Content-Length, which is within the limit.
-			out.limited = &limitedBody{r: c.Context().RequestBodyStream(), left: rt.MaxBodyBytes}
+			out.limited = &limitedBody{r: requestBody(c), left: rt.MaxBodyBytes}
 			req.SetBodyStream(out.limited, cl)
 			out.streamed = true
 		}

@@ -42,7 +42,7 @@ func (p *Proxy) forwardWebSocket(c *fiber.Ctx, rt *route, bearer string) error {
 	bp := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(bp)
 	if _, err := p.buildRequest(c, rt, bearer, req, bp); err != nil {
-		p.refuse(c, rt, err, nil, start)
+		p.refuse(c, rt, err, start)
 		return nil
 	}
 
