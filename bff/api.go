@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/bffgate/bffgate/bff/proxy"
@@ -16,6 +17,14 @@ import (
 // api serves every path outside BasePath: a configured API route through
 // the proxy, anything else through the SPA handler (or 404 JSON).
 func (g *Gateway) api(c *fiber.Ctx) error {
+	// Before any route is matched, and for the SPA handler too (which may
+	// proxy to a dev server): a path an upstream could resolve above the
+	// route it matched is refused, from the raw request URI.
+	if err := proxy.CheckPath(c.Request().URI().PathOriginal()); err != nil {
+		g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request path refused",
+			slog.String("request_id", obs.RequestID(c)), slog.String("method", c.Method()), slog.Any("err", err))
+		return writeError(c, newError(fiber.StatusBadRequest, "invalid_path", err.Error()+"; fix the URL"))
+	}
 	if g.proxy != nil {
 		if r, ok := g.proxy.Match(c.Path()); ok {
 			obs.SetRoute(c, r.Prefix) // the configured prefix, never the path
@@ -35,7 +44,13 @@ func (g *Gateway) api(c *fiber.Ctx) error {
 // Accept header says, since a fetch that follows a redirect to the provider
 // fails on CORS and the SPA cannot tell why.
 func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
-	if reason := g.csrf.check(c); reason != "" {
+	// A WebSocket upgrade is checked by its Origin (browsers cannot add
+	// the anti-CSRF header to one), then by the session like any call.
+	check := g.csrf.check
+	if websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
+		check = g.csrf.checkUpgrade
+	}
+	if reason := check(c); reason != "" {
 		return g.csrf.reject(c, reason)
 	}
 	policy := g.routes[normPrefix(r.Prefix)]

@@ -440,6 +440,9 @@ func (cfg *Config) check() (*url.URL, error) {
 		if r.Timeout < 0 {
 			bad(fmt.Sprintf("routes[%d].timeout", i), "must not be negative (zero means the default, %s)", proxy.DefaultTimeout)
 		}
+		if r.MaxBodyBytes < 0 {
+			bad(fmt.Sprintf("routes[%d].max_body_bytes", i), "must not be negative: want zero (the default, %d: 10 MiB) or a positive number of bytes", proxy.DefaultMaxBodyBytes)
+		}
 		if r.IdleTimeout < 0 {
 			bad(fmt.Sprintf("routes[%d].idle_timeout", i), "must not be negative: want zero (the default, %s) or a duration under the upstream's keep-alive timeout", proxy.DefaultIdleConnTimeout)
 		}

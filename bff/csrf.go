@@ -44,6 +44,27 @@ func (g *csrfGuard) check(c *fiber.Ctx) string {
 	return ""
 }
 
+// checkUpgrade is check for a WebSocket handshake, which a browser sends
+// with its cookies but without any header a page could add (RFC 6455
+// §4.1), so the custom header cannot be asked for. The Origin, which
+// every browser sends on a handshake, decides instead: it must be the
+// public origin or one of AllowedOrigins, and a handshake without one is
+// refused (Cross-Site WebSocket Hijacking: SameSite=Lax cookies still
+// ride along from a page of the same site on another port).
+func (g *csrfGuard) checkUpgrade(c *fiber.Ctx) string {
+	if site := c.Get("Sec-Fetch-Site"); strings.EqualFold(site, "cross-site") {
+		return "cross_site"
+	}
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" {
+		return "origin_missing"
+	}
+	if norm, err := normalizeOrigin(origin); err != nil || !g.origins[norm] {
+		return "origin"
+	}
+	return ""
+}
+
 // handler is the middleware form of check.
 func (g *csrfGuard) handler(c *fiber.Ctx) error {
 	if reason := g.check(c); reason != "" {
@@ -58,6 +79,9 @@ func csrfError(header, value, reason string) *Error {
 	case "cross_site", "origin":
 		return newError(fiber.StatusForbidden, "cross_site_request",
 			"the browser marked this request as coming from another site; call the gateway from its own origin")
+	case "origin_missing":
+		return newError(fiber.StatusForbidden, "origin_missing",
+			"a WebSocket upgrade must carry the Origin header of the gateway's own origin or one of gateway.allowed_origins (browsers send it)")
 	case "header_value":
 		return newError(fiber.StatusForbidden, "csrf_header_invalid",
 			"the "+header+" header must be "+value)

@@ -242,8 +242,8 @@ func TestProxiedMalformedBody(t *testing.T) {
 			}
 			raw := fmt.Sprintf("POST /pub/up HTTP/1.1\r\nHost: %s\r\nX-CSRF: 1\r\nCookie: s=%s\r\nTransfer-Encoding: chunked\r\n\r\n%s", addr, edgetest.CookieSecret, chunks)
 			r := edgetest.Exchange(t, addr, raw)
-			if r.Status != http.StatusBadRequest || !strings.Contains(r.Body, `"error":"invalid_request"`) {
-				t.Errorf("answer %d %s, want 400 invalid_request", r.Status, r.Body)
+			if r.Status != http.StatusBadRequest || !strings.Contains(r.Body, `"error":"invalid_body"`) {
+				t.Errorf("answer %d %s, want 400 invalid_body", r.Status, r.Body)
 			}
 			if !r.Closed {
 				t.Errorf("the connection stayed open after a malformed body")

@@ -102,9 +102,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	origins := map[string]bool{}
 	o, _ := normalizeOrigin(pub.String())
 	origins[o] = true
+	wsOrigins := []string{o}
 	for _, a := range cfg.AllowedOrigins {
 		n, _ := normalizeOrigin(a)
 		origins[n] = true
+		wsOrigins = append(wsOrigins, n)
 	}
 	g.csrf = &csrfGuard{header: cfg.CSRFHeader, value: cfg.CSRFValue, origins: origins,
 		reject: func(c *fiber.Ctx, reason string) error {
@@ -156,6 +158,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			g.routes[normPrefix(r.Prefix)] = r.Policy
 		}
 		pcfg.GatewayCookies = append(slices.Clone(pcfg.GatewayCookies), name)
+		if pcfg.PublicURL == "" {
+			pcfg.PublicURL = pub.String()
+		}
+		if len(pcfg.WebSocketOrigins) == 0 {
+			pcfg.WebSocketOrigins = wsOrigins
+		}
 		if pcfg.Logger == nil {
 			pcfg.Logger = cfg.Logger
 		}

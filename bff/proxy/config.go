@@ -21,6 +21,7 @@ const (
 	DefaultDialTimeout        = 5 * time.Second
 	DefaultIdleConnTimeout    = upstream.DefaultIdleTimeout
 	DefaultMaxRequestBodySize = 1 << 20
+	DefaultMaxBodyBytes       = 10 << 20
 )
 
 // Route is one API prefix the gateway proxies to one upstream.
@@ -59,6 +60,15 @@ type Route struct {
 	// DropCookies names request cookies not forwarded to this upstream,
 	// besides the gateway's own (Config.GatewayCookies), which never are.
 	DropCookies []string `yaml:"drop_cookies"`
+	// MaxBodyBytes is the largest request body the route accepts
+	// (DefaultMaxBodyBytes, 10 MiB, when zero). A request whose
+	// Content-Length is larger is answered 413 JSON before the upstream
+	// is contacted; a chunked body is counted as it streams, and when the
+	// count passes the limit the upstream request is aborted (the
+	// upstream sees a truncated chunked body, never a complete request)
+	// and the browser gets 413 JSON. The body is counted as it came:
+	// compressed bodies are not decoded.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 
 	// compiled is set on the copies a Proxy keeps (the ones Match
 	// returns) and nil on a caller's Route.
@@ -83,6 +93,21 @@ type Config struct {
 	// From any other peer these headers are replaced. None by default.
 	TrustedProxies []string
 
+	// PublicURL is the origin browsers use to reach the gateway (bff's
+	// PublicURL). X-Forwarded-Host and X-Forwarded-Proto are set from it,
+	// never from the request's Host header, which a client chooses. Empty
+	// means from the request (the Host header and the connection), for a
+	// proxy used without a public URL.
+	PublicURL string
+
+	// WebSocketOrigins are the origins (scheme://host[:port]) allowed to
+	// open a WebSocket through the proxy. A handshake without an Origin,
+	// or with another one, is refused with 403 before the upstream is
+	// dialled. Empty means the request's own host (the same-host rule of
+	// github.com/fasthttp/websocket). The gateway fills it with its
+	// public origin and allowed_origins.
+	WebSocketOrigins []string
+
 	// MaxConnsPerHost caps the pooled connections to one upstream host
 	// (DefaultMaxConnsPerHost when zero). A request that finds them all
 	// busy waits for one up to its route's Timeout.
@@ -105,8 +130,7 @@ type Config struct {
 	// an upstream answers invalid_token. Larger bodies and bodies of
 	// unknown length (chunked) stream to the upstream without being
 	// buffered, and are never retried. DefaultMaxRequestBodySize when
-	// zero. It is no upload limit: the fiber app's BodyLimit and
-	// StreamRequestBody decide what the gateway accepts.
+	// zero. It is no upload limit: Route.MaxBodyBytes is.
 	MaxRequestBodySize int
 
 	// Logger receives upstream errors; nil means slog.Default().
@@ -135,6 +159,7 @@ type route struct {
 	scheme   string
 	host     string // host[:port] as sent in the Host header
 	basePath string // without trailing slash; "" for none
+	segments int    // segments in prefix: 0 for "/", 1 for "/api", ...
 	client   *upstreamClient
 	owner    *Proxy
 	label    string // metrics label: the configured prefix
@@ -178,8 +203,8 @@ func (c *Config) validate() ([]*route, []netip.Prefix, error) {
 		if !strings.HasPrefix(r.Prefix, "/") {
 			return nil, nil, fmt.Errorf("%w: %s: %q must start with \"/\"", ErrInvalidConfig, field("prefix"), r.Prefix)
 		}
-		if clean, ok := cleanPath([]byte(r.Prefix), nil); !ok || string(clean) != r.Prefix {
-			return nil, nil, fmt.Errorf("%w: %s: %q is not a normalised path (no \"//\", \".\" or \"..\" segments, percent-encoded or not, no backslashes or control characters)", ErrInvalidConfig, field("prefix"), r.Prefix)
+		if fwd, canon, err := parsePath([]byte(r.Prefix), nil, nil); err != nil || string(fwd) != r.Prefix || string(canon) != r.Prefix {
+			return nil, nil, fmt.Errorf("%w: %s: %q is not a plain normalised path (no \"//\", \".\" or \"..\" segments, percent-encoding, \";\", backslashes or control characters)", ErrInvalidConfig, field("prefix"), r.Prefix)
 		}
 		norm := strings.TrimSuffix(r.Prefix, "/")
 		if norm == "" {
@@ -208,7 +233,7 @@ func (c *Config) validate() ([]*route, []netip.Prefix, error) {
 		}
 		base := u.EscapedPath()
 		if base != "" {
-			if cb, ok := cleanPath([]byte(base), nil); !ok || string(cb) != base {
+			if fwd, _, err := parsePath([]byte(base), nil, nil); err != nil || string(fwd) != base {
 				return nil, nil, fmt.Errorf("%w: %s: base path %q is not normalised", ErrInvalidConfig, field("upstream"), base)
 			}
 		}
@@ -224,6 +249,12 @@ func (c *Config) validate() ([]*route, []netip.Prefix, error) {
 		if r.IdleTimeout == 0 {
 			r.IdleTimeout = c.IdleConnTimeout
 		}
+		if r.MaxBodyBytes < 0 {
+			return nil, nil, fmt.Errorf("%w: %s: must not be negative (zero means the default, 10 MiB)", ErrInvalidConfig, field("max_body_bytes"))
+		}
+		if r.MaxBodyBytes == 0 {
+			r.MaxBodyBytes = DefaultMaxBodyBytes
+		}
 		r.compiled = nil
 		cr := &route{
 			Route:    r,
@@ -232,6 +263,9 @@ func (c *Config) validate() ([]*route, []netip.Prefix, error) {
 			scheme:   u.Scheme,
 			host:     u.Host,
 			basePath: strings.TrimSuffix(base, "/"),
+		}
+		if norm != "/" {
+			cr.segments = strings.Count(norm, "/")
 		}
 		// Own copies, so that later changes to the caller's maps and
 		// slices do not reach a running proxy.

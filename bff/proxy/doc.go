@@ -19,10 +19,15 @@
 //
 // # What the upstream sees
 //
-//   - The path, normalised (RFC 3986 §5.2.4 dot segments, percent-encoded
-//     ones included, and empty segments removed) and checked to stay under
-//     the route's prefix, then joined to the upstream's base path. The
-//     upstream's address comes only from the configuration.
+//   - The path as the client sent it, with empty segments removed, joined
+//     to the upstream's base path. Before anything is sent the raw path
+//     is checked (CheckPath): a segment that is "." or ".." after
+//     percent-decoding (repeated, up to four rounds), or before its first
+//     ";" (Tomcat, Jetty and Spring read "..;" as ".."), an encoded slash
+//     or backslash, control characters or malformed escapes are refused
+//     with 400 JSON. Routes are matched on the canonical form of the path
+//     (decoded, path parameters removed), which is how such upstreams
+//     route it. The upstream's address comes only from the configuration.
 //   - The browser's headers minus hop-by-hop fields (RFC 9110 §7.6.1:
 //     Connection, the fields any Connection line names, Keep-Alive,
 //     Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade) and
@@ -31,11 +36,20 @@
 //     the browser's Authorization (replaced by the caller's bearer token)
 //     and the gateway's own cookies; minus the route's DropHeaders and
 //     DropCookies; plus the route's AddHeaders.
-//   - X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host describing
-//     the browser's request. Incoming X-Forwarded-*, X-Real-Ip and
-//     Forwarded headers are kept (and X-Forwarded-For appended to) only
-//     when the peer is one of Config.TrustedProxies; otherwise they are
-//     replaced.
+//   - Minus every forwarding, rewriting and identity header another proxy
+//     or gateway would set (spoofableHeaders in headers.go is the one
+//     list: X-Forwarded-* of every kind, Forwarded, X-Original-URL,
+//     True-Client-IP, X-Forwarded-User, X-Auth-Request-*, X-Remote-User,
+//     ...). X-Forwarded-For starts at the peer; only from one of
+//     Config.TrustedProxies is the incoming X-Forwarded-For and Forwarded
+//     chain kept (the peer appended) and X-Real-Ip passed. Identity
+//     headers are dropped from trusted proxies too. X-Forwarded-Host and
+//     X-Forwarded-Proto come from Config.PublicURL, never from the Host
+//     header.
+//   - The body as it came, Content-Encoding and all (never decoded), up
+//     to the route's MaxBodyBytes: a larger Content-Length is 413 JSON
+//     before the upstream is contacted; a chunked body is counted as it
+//     streams and the upstream request aborted past the limit.
 //
 // # What the browser sees
 //
@@ -74,8 +88,9 @@
 //
 // Route.Timeout bounds the time to the upstream's response headers only:
 // a body (a download, an event stream) then streams for as long as it
-// lasts. WebSocket handshakes are checked against the Origin header by
-// the default same-host rule of github.com/fasthttp/websocket; browsers
-// send no custom header on a WebSocket handshake, so the caller's
-// anti-CSRF header rule must not apply to them.
+// lasts. WebSocket handshakes are checked against the Origin header
+// (Config.WebSocketOrigins, or the request's own host without them; no
+// Origin is refused) before the upstream is dialled; browsers send no
+// custom header on a WebSocket handshake, so the caller's anti-CSRF
+// header rule must not apply to them.
 package proxy

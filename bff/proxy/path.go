@@ -2,48 +2,69 @@ package proxy
 
 import "bytes"
 
-// cleanPath normalises a raw request path (still percent-encoded, as it
-// came off the wire) into dst and reports whether it is acceptable.
+// maxDecodeRounds is how many rounds of percent-decoding a path segment
+// may take before it is refused as obfuscated (as bff's returnUrl check
+// does): "%25252e" needs three.
+const maxDecodeRounds = 4
+
+// parsePath checks a raw request path (still percent-encoded, as it came
+// off the wire: fasthttp's URI.PathOriginal, never URI.Path, which
+// fasthttp has already decoded and resolved) and returns two forms of it:
 //
-// It removes dot segments as RFC 3986 §5.2.4 does, counting the
-// percent-encoded forms ("%2e", ".%2E", ...) as dots too (RFC 3986 §2.3:
-// an upstream that decodes first would resolve them), and collapses empty
-// segments ("//"), so that "/api/../admin", "/api/%2e%2e/admin" and
-// "//admin" cannot leave the route they matched. Everything else stays
-// encoded exactly as the client sent it: "%2F" inside a segment is data
-// to many APIs (GitLab's "group%2Fproject").
+//   - fwd, what the upstream receives: the raw path with empty segments
+//     ("//") removed and nothing else changed, so "%2F"-free encodings,
+//     path parameters and the case of every byte reach the upstream as
+//     the client sent them;
+//   - canon, what routes are matched on: every segment percent-decoded
+//     until nothing changes and cut at its first ";", which is how the
+//     upstream servers that route on decoded paths and drop path
+//     parameters (Tomcat, Jetty, Spring) will see it. A route prefix that
+//     matches canon is therefore the prefix the upstream routes on.
 //
-// It refuses (false) a path that is not origin-form (no leading "/"),
-// has malformed percent-encoding, control characters, a NUL or a
-// backslash in any encoding (some servers treat "\" as "/"), or a
-// segment that an upstream decoding "%2F" would turn into a traversal
-// ("..%2F..%2Fadmin").
-func cleanPath(raw, dst []byte) ([]byte, bool) {
-	dst = dst[:0]
+// fwd and canon have the same number of segments, so that a route's
+// StripPrefix can remove the prefix's segments from fwd.
+//
+// It refuses, with a *PathError, any path an upstream could resolve
+// differently from the gateway (RFC 3986 §5.2.4 dot segments, in any
+// encoding): a segment that is "." or ".." after decoding, or before its
+// first ";" (Tomcat and Jetty read "..;x" as ".."), or made only of dots
+// and spaces (Windows servers trim trailing dots and spaces); an encoded
+// slash or backslash in a segment (an upstream decoding "%2F" splits the
+// segment, and some treat "\" as "/"); a raw backslash; control
+// characters, raw or encoded; malformed percent-encoding; encodings
+// nested more than maxDecodeRounds deep; a segment made only of path
+// parameters (";x": an upstream dropping them would see an empty
+// segment the gateway did not match on); a path that is not origin-form.
+//
+// Dot segments are refused rather than resolved: a browser resolves them
+// before it sends a request (RFC 3986 §5.2), so a request that still has
+// them was crafted, and resolving them would only hide the attempt.
+func parsePath(raw, fwd, canon []byte) ([]byte, []byte, error) {
+	fwd, canon = fwd[:0], canon[:0]
 	if len(raw) == 0 {
-		return append(dst, '/'), true
+		return append(fwd, '/'), append(canon, '/'), nil
 	}
 	if raw[0] != '/' {
-		return dst, false
+		return fwd, canon, pathErr("it does not start with /")
 	}
 	for i := 0; i < len(raw); i++ {
-		b := raw[i]
-		switch {
-		case b <= 0x20 || b == 0x7f || b == '\\' || b == '#' || b == '?':
-			return dst, false
+		switch b := raw[i]; {
+		case b == '\\':
+			return fwd, canon, pathErr("it contains a backslash")
+		case b <= 0x20 || b == 0x7f:
+			return fwd, canon, pathErr("it contains a space or a control character (percent-encode spaces)")
+		case b == '#' || b == '?':
+			return fwd, canon, pathErr("it contains a raw # or ?")
 		case b == '%':
 			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
-				return dst, false
-			}
-			d := unhex(raw[i+1])<<4 | unhex(raw[i+2])
-			if d < 0x20 || d == 0x7f || d == '\\' {
-				return dst, false
+				return fwd, canon, pathErr("it contains a malformed percent-encoding (a % not followed by two hex digits)")
 			}
 			i += 2
 		}
 	}
 
-	dst = append(dst, '/')
+	fwd = append(fwd, '/')
+	canon = append(canon, '/')
 	for i := 1; i <= len(raw); {
 		j := bytes.IndexByte(raw[i:], '/')
 		if j < 0 {
@@ -53,75 +74,114 @@ func cleanPath(raw, dst []byte) ([]byte, bool) {
 		}
 		seg := raw[i:j]
 		last := j == len(raw)
-		switch dots := dotSegment(seg); {
-		case len(seg) == 0 || dots == 1:
-			// "//" or "/./": nothing to add; dst already ends in "/".
-		case dots == 2:
-			// Drop the last output segment, keeping its leading "/";
-			// above the root there is nothing to drop (RFC 3986 §5.2.4).
-			if len(dst) > 1 {
-				k := bytes.LastIndexByte(dst[:len(dst)-1], '/')
-				dst = dst[:k+1]
-			}
-		default:
-			if hidesTraversal(seg) {
-				return dst, false
-			}
-			dst = append(dst, seg...)
-			if !last {
-				dst = append(dst, '/')
-			}
-		}
 		i = j + 1
-	}
-	return dst, true
-}
-
-// dotSegment returns 1 for ".", 2 for "..", in any mix of "." and "%2e",
-// and 0 otherwise.
-func dotSegment(seg []byte) int {
-	n := 0
-	for i := 0; i < len(seg); {
-		switch {
-		case seg[i] == '.':
-			i++
-		case seg[i] == '%' && i+2 < len(seg) && seg[i+1] == '2' && (seg[i+2] == 'e' || seg[i+2] == 'E'):
-			i += 3
-		default:
-			return 0
-		}
-		n++
-		if n > 2 {
-			return 0
-		}
-	}
-	return n
-}
-
-// hidesTraversal reports whether a segment carrying an encoded slash
-// decodes into a path with a "." or ".." segment.
-func hidesTraversal(seg []byte) bool {
-	if !bytes.Contains(seg, []byte("%2f")) && !bytes.Contains(seg, []byte("%2F")) {
-		return false
-	}
-	dec := make([]byte, 0, len(seg))
-	for i := 0; i < len(seg); i++ {
-		if seg[i] == '%' && i+2 < len(seg) {
-			dec = append(dec, unhex(seg[i+1])<<4|unhex(seg[i+2]))
-			i += 2
+		if len(seg) == 0 {
+			// "//": nothing to add; both forms already end in "/".
 			continue
 		}
-		dec = append(dec, seg[i])
-	}
-	for _, part := range bytes.Split(dec, []byte("/")) {
-		if string(part) == "." || string(part) == ".." {
-			return true
+		var err error
+		if canon, err = appendCanonical(canon, seg); err != nil {
+			return fwd, canon, err
+		}
+		fwd = append(fwd, seg...)
+		if !last {
+			fwd = append(fwd, '/')
+			canon = append(canon, '/')
 		}
 	}
-	return false
+	return fwd, canon, nil
 }
 
-// matchPrefix reports whether the normalised path lies under prefix (no
+// CheckPath reports whether a raw request path (fasthttp's
+// URI.PathOriginal, as the client sent it) is one the proxy forwards; the
+// error is a *PathError matching ErrInvalidPath and says what is wrong.
+// The gateway calls it on every path before it matches routes, so that a
+// path the proxy refuses is refused for the SPA handler (which may proxy
+// to a dev server) too. See parsePath for what is refused and why.
+func CheckPath(raw []byte) error {
+	var fb, cb [256]byte
+	_, _, err := parsePath(raw, fb[:0], cb[:0])
+	return err
+}
+
+// appendCanonical appends the canonical form of one raw segment (already
+// checked for malformed escapes) to dst: decoded until stable, cut at the
+// first ";". It refuses the segment as parsePath documents.
+func appendCanonical(dst, seg []byte) ([]byte, error) {
+	start := len(dst)
+	dst = append(dst, seg...)
+	for round := 0; bytes.IndexByte(dst[start:], '%') >= 0; round++ {
+		dec, changed, err := decodeRound(dst[start:])
+		if err != nil {
+			return dst, err
+		}
+		if !changed {
+			break // only literal "%"s left (a decoded "%25")
+		}
+		if round == maxDecodeRounds {
+			return dst, pathErr("a segment is percent-encoded too many times")
+		}
+		dst = dst[:start+len(dec)]
+	}
+	name := dst[start:]
+	if k := bytes.IndexByte(name, ';'); k >= 0 {
+		if k == 0 {
+			return dst, pathErr("a segment holds only path parameters (it starts with ;)")
+		}
+		name = name[:k]
+		dst = dst[:start+k]
+	}
+	if dotsOnly(name) {
+		return dst, pathErr("it has a . or .. segment (percent-encoded, with ;parameters or trailing spaces included)")
+	}
+	return dst, nil
+}
+
+// decodeRound percent-decodes b in place once and reports whether
+// anything changed. Escapes that are not two hex digits stay literal (a
+// decoded "%25" followed by text): a later decoder cannot read them as
+// anything else either. Decoding to a slash, a backslash or a control
+// character is refused.
+func decodeRound(b []byte) ([]byte, bool, error) {
+	w := 0
+	changed := false
+	for r := 0; r < len(b); r++ {
+		c := b[r]
+		if c == '%' && r+2 < len(b) && isHex(b[r+1]) && isHex(b[r+2]) {
+			c = unhex(b[r+1])<<4 | unhex(b[r+2])
+			r += 2
+			changed = true
+			switch {
+			case c == '/' || c == '\\':
+				return b, false, pathErr("a segment contains an encoded slash or backslash (%2F, %5C)")
+			case c < 0x20 || c == 0x7f:
+				return b, false, pathErr("it contains an encoded control character")
+			}
+		}
+		b[w] = c
+		w++
+	}
+	return b[:w], changed, nil
+}
+
+// dotsOnly reports whether a decoded segment name is made of dots and
+// spaces with at least one dot: ".", "..", and the "..." and ".. " that
+// Windows servers trim to "..".
+func dotsOnly(name []byte) bool {
+	dot := false
+	for _, c := range name {
+		switch c {
+		case '.':
+			dot = true
+		case ' ':
+		default:
+			return false
+		}
+	}
+	return dot
+}
+
+// matchPrefix reports whether the canonical path lies under prefix (no
 // trailing slash; "/" for the root) on a segment boundary.
 func matchPrefix(path []byte, prefix string) bool {
 	if prefix == "/" {
@@ -133,17 +193,28 @@ func matchPrefix(path []byte, prefix string) bool {
 	return len(path) == len(prefix) || path[len(prefix)] == '/'
 }
 
-// upstreamPath appends to dst the route's base path and the normalised
-// request path, without the prefix when the route strips it.
-func (rt *route) upstreamPath(path, dst []byte) []byte {
+// upstreamPath appends to dst the route's base path and the forwarded
+// request path, without the prefix's segments when the route strips it.
+// fwd has as many segments as the canonical path the prefix matched.
+func (rt *route) upstreamPath(fwd, dst []byte) []byte {
 	dst = append(dst, rt.basePath...)
-	if rt.StripPrefix && rt.prefix != "/" {
-		path = path[len(rt.prefix):]
-		if len(path) == 0 {
-			path = slash
+	if rt.StripPrefix && rt.segments > 0 {
+		// Skip the prefix's segments: find the slash that starts the
+		// segment after them.
+		k, n := 0, 0
+		for k = 1; k < len(fwd); k++ {
+			if fwd[k] == '/' {
+				if n++; n == rt.segments {
+					break
+				}
+			}
+		}
+		fwd = fwd[k:]
+		if len(fwd) == 0 {
+			fwd = slash
 		}
 	}
-	return append(dst, path...)
+	return append(dst, fwd...)
 }
 
 var slash = []byte{'/'}

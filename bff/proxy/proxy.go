@@ -3,10 +3,12 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"sort"
 	"sync"
 	"time"
@@ -32,6 +34,12 @@ type Proxy struct {
 	scratch sync.Pool // *[]byte
 	// cookieScratch holds the upstream's Cookie header while it is built.
 	cookieScratch sync.Pool // *[]byte
+	// pubHost and pubProto are X-Forwarded-Host and -Proto from
+	// Config.PublicURL; nil without one.
+	pubHost, pubProto []byte
+	// wsOrigins are the normalised Config.WebSocketOrigins; nil means
+	// the same-host rule.
+	wsOrigins map[string]bool
 }
 
 // New validates cfg and returns a Proxy. Upstream connections are opened
@@ -45,6 +53,7 @@ func New(cfg Config) (*Proxy, error) {
 	cfg.Routes = nil
 	cfg.GatewayCookies = append([]string(nil), cfg.GatewayCookies...)
 	cfg.TrustedProxies = append([]string(nil), cfg.TrustedProxies...)
+	cfg.WebSocketOrigins = append([]string(nil), cfg.WebSocketOrigins...)
 	p := &Proxy{
 		cfg:     cfg,
 		routes:  routes,
@@ -56,6 +65,23 @@ func New(cfg Config) (*Proxy, error) {
 	p.cookieScratch.New = func() any { b := make([]byte, 0, 256); return &b }
 	for _, n := range cfg.GatewayCookies {
 		p.gwCook = append(p.gwCook, []byte(n))
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%w: publicURL: %q must be an absolute http or https URL", ErrInvalidConfig, cfg.PublicURL)
+		}
+		p.pubHost, p.pubProto = []byte(u.Host), []byte(u.Scheme)
+	}
+	for i, o := range cfg.WebSocketOrigins {
+		n, ok := normalizeOrigin(o)
+		if !ok {
+			return nil, fmt.Errorf("%w: webSocketOrigins[%d]: %q is not an origin (scheme://host[:port])", ErrInvalidConfig, i, o)
+		}
+		if p.wsOrigins == nil {
+			p.wsOrigins = map[string]bool{}
+		}
+		p.wsOrigins[n] = true
 	}
 	if p.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, err
@@ -99,19 +125,22 @@ func (p *Proxy) Routes() []Route {
 
 // Match returns the route whose prefix is the longest one containing
 // path on a segment boundary ("/api" serves "/api" and "/api/x", not
-// "/apix"). path is the raw request path (fiber's c.Path()); it is
-// normalised first, and a path that cannot be normalised safely (see the
-// package doc) matches nothing. The returned Route belongs to the Proxy:
-// pass it to Forward and do not modify it.
+// "/apix"). path is the raw request path (fiber's c.Path(), fasthttp's
+// URI.PathOriginal); it is matched in its canonical form (decoded, path
+// parameters removed: see CheckPath), and a path CheckPath refuses
+// matches nothing. The returned Route belongs to the Proxy: pass it to
+// Forward and do not modify it.
 func (p *Proxy) Match(path string) (*Route, bool) {
-	bp := p.scratch.Get().(*[]byte)
-	defer p.scratch.Put(bp)
-	clean, ok := cleanPath([]byte(path), *bp)
-	*bp = clean
-	if !ok {
+	fb := p.scratch.Get().(*[]byte)
+	defer p.scratch.Put(fb)
+	cb := p.scratch.Get().(*[]byte)
+	defer p.scratch.Put(cb)
+	fwd, canon, err := parsePath([]byte(path), *fb, *cb)
+	*fb, *cb = fwd, canon
+	if err != nil {
 		return nil, false
 	}
-	if rt := p.match(clean); rt != nil {
+	if rt := p.match(canon); rt != nil {
 		return &rt.Route, true
 	}
 	return nil, false
@@ -136,7 +165,6 @@ var (
 	hXForwardedFor   = []byte(fiber.HeaderXForwardedFor)
 	hXForwardedProto = []byte(fiber.HeaderXForwardedProto)
 	hXForwardedHost  = []byte(fiber.HeaderXForwardedHost)
-	hXRealIP         = []byte("X-Real-Ip")
 	hForwarded       = []byte("Forwarded")
 	hSetCookie       = []byte(fiber.HeaderSetCookie)
 	hWWWAuthenticate = []byte(fiber.HeaderWWWAuthenticate)
@@ -241,17 +269,17 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 	bp := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(bp)
 
-	ok, replayable := p.buildRequest(c, rt, bearer, req, bp)
-	if !ok {
-		writeJSONError(c, fiber.StatusBadRequest, "invalid_path", "the request path is malformed or leaves the API route (dot segments, encoded slashes or control characters); fix the URL")
+	body, err := p.buildRequest(c, rt, bearer, req, bp)
+	if err != nil {
+		p.refuse(c, rt, err, start)
 		return nil
 	}
 
-	resp, ok := p.send(c, rt, req, start)
+	resp, ok := p.send(c, rt, req, body, start)
 	if !ok {
 		return nil
 	}
-	if replayable && resp.StatusCode() == fiber.StatusUnauthorized &&
+	if !body.streamed && resp.StatusCode() == fiber.StatusUnauthorized &&
 		invalidTokenChallenge(resp.Header.PeekAll(fiber.HeaderWWWAuthenticate)) {
 		p.metrics.observe(rt.label, fiber.StatusUnauthorized, p.now().Sub(start))
 		next, err := src.Renew(ctx, bearer)
@@ -269,7 +297,7 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 		releaseResponse(resp)
 		p.setBearer(req, next, bp)
 		start = p.now()
-		if resp, ok = p.send(c, rt, req, start); !ok {
+		if resp, ok = p.send(c, rt, req, body, start); !ok {
 			return nil
 		}
 	}
@@ -279,13 +307,26 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 	return nil
 }
 
-// send runs req against rt's upstream. On failure it writes the 502 or
-// 504 answer and reports false; on success the caller owns resp.
-func (p *Proxy) send(c *fiber.Ctx, rt *route, req *fasthttp.Request, start time.Time) (*fasthttp.Response, bool) {
+// send runs req against rt's upstream. On failure it writes the answer
+// and reports false: 413 when a streamed body passed the route's limit
+// (the upstream saw a chunked body cut off before its last chunk, and its
+// connection closed: no complete request), 400 when reading the browser's
+// side of the body failed (a malformed chunk, a client gone mid-upload:
+// not the upstream's fault), 502 or 504 otherwise. On success the caller
+// owns resp. A streamed body is sent once: HostClient.Do never retries a
+// request whose body is a stream (it has been consumed).
+func (p *Proxy) send(c *fiber.Ctx, rt *route, req *fasthttp.Request, body outgoingBody, start time.Time) (*fasthttp.Response, bool) {
 	resp := fasthttp.AcquireResponse()
 	if err := rt.client.hc.DoTimeout(req, resp, rt.Timeout); err != nil {
 		fasthttp.ReleaseResponse(resp)
-		p.upstreamFailed(c, rt, err, start)
+		switch {
+		case body.limited != nil && body.limited.exceeded:
+			p.refuse(c, rt, errBodyTooLarge, start)
+		case body.limited != nil && body.limited.srcErr != nil:
+			p.refuse(c, rt, &bodyError{body.limited.srcErr}, start)
+		default:
+			p.upstreamFailed(c, rt, err, start)
+		}
 		return nil, false
 	}
 	clearReadDeadline(resp)
@@ -309,25 +350,51 @@ func (p *Proxy) setBearer(req *fasthttp.Request, tok string, scratch *[]byte) {
 	*scratch = b
 }
 
-// buildRequest fills req from the browser's request. It reports false
-// when the path is refused, and whether the body is held in memory (so
-// that the request may be sent again).
-func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fasthttp.Request, bp *[]byte) (ok, replayable bool) {
+// outgoingBody says how buildRequest attached the request body.
+type outgoingBody struct {
+	// streamed: the body streams from the browser's connection, so the
+	// request can be sent only once (neither fasthttp's retry on a
+	// closed pooled connection nor an invalid_token replay).
+	streamed bool
+	// limited counts a streamed body against the route's MaxBodyBytes
+	// and notes a failure reading it from the browser; nil for bodies in
+	// memory.
+	limited *limitedBody
+}
+
+// buildRequest fills req from the browser's request. It returns a
+// *PathError for a refused path and errBodyTooLarge for a declared
+// Content-Length over the route's MaxBodyBytes; nothing has been sent
+// then.
+func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fasthttp.Request, bp *[]byte) (outgoingBody, error) {
 	src := c.Request()
 	uri := src.URI()
 
-	// URL: configured scheme and host, normalised path, raw query.
-	clean, ok := cleanPath(uri.PathOriginal(), *bp)
-	*bp = clean
-	if !ok || !matchPrefix(clean, rt.prefix) {
-		return false, false
+	// URL: configured scheme and host, the raw path checked and matched
+	// in its canonical form, the raw query.
+	cb := p.scratch.Get().(*[]byte)
+	defer p.scratch.Put(cb)
+	fwd, canon, err := parsePath(uri.PathOriginal(), *bp, *cb)
+	*bp, *cb = fwd, canon
+	if err != nil {
+		return outgoingBody{}, err
 	}
+	if !matchPrefix(canon, rt.prefix) {
+		return outgoingBody{}, pathErr("it is not under the route's prefix " + rt.Prefix)
+	}
+	// The body's declared size, before anything is sent: fasthttp has
+	// read at most a few KiB of it yet.
+	cl := src.Header.ContentLength()
+	if int64(cl) > rt.MaxBodyBytes || (!src.IsBodyStream() && int64(len(src.Body())) > rt.MaxBodyBytes) {
+		return outgoingBody{}, errBodyTooLarge
+	}
+
 	ub := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(ub)
 	u := append((*ub)[:0], rt.scheme...)
 	u = append(u, "://"...)
 	u = append(u, rt.host...)
-	u = rt.upstreamPath(clean, u)
+	u = rt.upstreamPath(fwd, u)
 	if q := uri.QueryString(); len(q) > 0 {
 		u = append(u, '?')
 		u = append(u, q...)
@@ -375,11 +442,13 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 		case isHopByHop(k), containsFold(conn, k),
 			bytes.EqualFold(k, hHost), bytes.EqualFold(k, hAuthorization),
 			bytes.EqualFold(k, hContentLength),
-			bytes.EqualFold(k, hXForwardedFor),
 			containsFold(rt.dropHeaders, k):
 			return
-		case bytes.EqualFold(k, hXForwardedProto), bytes.EqualFold(k, hXForwardedHost),
-			bytes.EqualFold(k, hXRealIP), bytes.EqualFold(k, hForwarded):
+		}
+		switch classify(k) {
+		case chainHeader, dropHeader:
+			return
+		case trustedHeader:
 			if !trusted {
 				return
 			}
@@ -401,30 +470,31 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 	}
 	p.setForwarded(c, req, trusted)
 
-	// Body: in memory when fiber holds it or it is small enough to read
-	// in (then replayable), streamed otherwise.
-	replayable = true
+	// Body, as it came: Content-Encoding and all, never decoded (fiber's
+	// Ctx.Body would decompress it; fasthttp's Request.Body does not).
+	// In memory when fiber holds it or it is small enough to read in
+	// (then replayable), streamed otherwise.
+	var out outgoingBody
 	if src.IsBodyStream() {
-		if n := src.Header.ContentLength(); n >= 0 && n <= p.cfg.MaxRequestBodySize {
-			req.SetBodyRaw(src.Body()) // Body reads the stream in
-		} else {
-			// Wrapped: fasthttp's Request returns a *requestStream to its
-			// pool when it closes its body stream, and this one belongs
-			// to the server's request, which releases it itself.
-			// Through edge.BodyStream, so that a body read to its end
-			// keeps the client's connection open.
-			req.SetBodyStream(borrowedStream{edge.BodyStream(c)}, n)
-			replayable = false
+		switch {
+		case cl >= 0 && cl <= p.cfg.MaxRequestBodySize:
+			req.SetBodyRaw(src.Body()) // reads the stream in: at most cl bytes
+		default:
+			// Wrapped (which also hides the concrete type: fasthttp's
+			// Request returns a *requestStream to its pool when it closes
+			// its body stream, and this one belongs to the server's
+			// request, which releases it itself). A chunked body (cl -1)
+			// is counted as it streams; the server's stream of a declared
+			// one stops at Content-Length, which is within the limit.
+			out.limited = &limitedBody{r: edge.BodyStream(c), left: rt.MaxBodyBytes}
+			req.SetBodyStream(out.limited, cl)
+			out.streamed = true
 		}
 	} else if body := src.Body(); len(body) > 0 {
 		req.SetBodyRaw(body)
 	}
-	return true, replayable
+	return out, nil
 }
-
-// borrowedStream hides the concrete type of a reader the upstream request
-// reads but does not own.
-type borrowedStream struct{ io.Reader }
 
 // peerTrusted reports whether the connection comes from a trusted proxy.
 func (p *Proxy) peerTrusted(c *fiber.Ctx) bool {
@@ -451,37 +521,80 @@ func peerAddr(c *fiber.Ctx) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// setForwarded sets X-Forwarded-For, -Proto and -Host. From a trusted
-// proxy the incoming values stand (the peer is appended to
-// X-Forwarded-For); from anyone else they describe this connection.
+// setForwarded sets X-Forwarded-For, Forwarded (from trusted proxies
+// only), X-Forwarded-Proto and X-Forwarded-Host. From a trusted proxy the
+// incoming client-address chain is kept and the peer appended to it
+// (RFC 7239 §4); from anyone else the chain starts at the peer.
+// X-Forwarded-Host and -Proto come from Config.PublicURL when it is set,
+// so that no client picks the host an upstream builds its links with;
+// without one, from a trusted proxy's headers or else the request.
 func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) {
 	src := &c.Request().Header
 	var ipBuf [64]byte
 	peer := ipBuf[:0]
-	if ip, ok := peerAddr(c); ok {
+	ip, hasIP := peerAddr(c)
+	if hasIP {
 		peer = ip.AppendTo(peer)
 	}
-	if trusted {
-		if prev := src.Peek(fiber.HeaderXForwardedFor); len(prev) > 0 {
-			xff := make([]byte, 0, len(prev)+2+len(peer))
-			xff = append(xff, prev...)
-			xff = append(xff, ", "...)
-			xff = append(xff, peer...)
-			req.Header.SetBytesKV(hXForwardedFor, xff)
+	xff := joinValues(src.PeekAll(fiber.HeaderXForwardedFor), trusted)
+	if len(xff) > 0 {
+		xff = append(xff, ", "...)
+	}
+	if len(xff) > 0 {
+		req.Header.SetBytesKV(hXForwardedFor, append(xff, peer...))
+	} else {
+		req.Header.SetBytesKV(hXForwardedFor, peer)
+	}
+	if fw := joinValues(src.PeekAll(fiber.HeaderForwarded), trusted); len(fw) > 0 {
+		fw = append(fw, ", for="...)
+		if hasIP && ip.Is6() {
+			// RFC 7239 §6: an IPv6 node is quoted and bracketed.
+			fw = append(append(append(fw, `"[`...), peer...), `]"`...)
 		} else {
-			req.Header.SetBytesKV(hXForwardedFor, peer)
+			fw = append(fw, peer...)
 		}
-		if len(src.Peek(fiber.HeaderXForwardedProto)) == 0 {
+		req.Header.SetBytesKV(hForwarded, fw)
+	}
+
+	switch {
+	case p.pubHost != nil:
+		req.Header.SetBytesKV(hXForwardedProto, p.pubProto)
+		req.Header.SetBytesKV(hXForwardedHost, p.pubHost)
+	case trusted:
+		if v := src.Peek(fiber.HeaderXForwardedProto); len(v) > 0 {
+			req.Header.SetBytesKV(hXForwardedProto, v)
+		} else {
 			req.Header.SetBytesKV(hXForwardedProto, scheme(c))
 		}
-		if len(src.Peek(fiber.HeaderXForwardedHost)) == 0 {
+		if v := src.Peek(fiber.HeaderXForwardedHost); len(v) > 0 {
+			req.Header.SetBytesKV(hXForwardedHost, v)
+		} else {
 			req.Header.SetBytesKV(hXForwardedHost, src.Host())
 		}
-		return
+	default:
+		req.Header.SetBytesKV(hXForwardedProto, scheme(c))
+		req.Header.SetBytesKV(hXForwardedHost, src.Host())
 	}
-	req.Header.SetBytesKV(hXForwardedFor, peer)
-	req.Header.SetBytesKV(hXForwardedProto, scheme(c))
-	req.Header.SetBytesKV(hXForwardedHost, src.Host())
+}
+
+// joinValues joins a header's lines with ", " into a new slice when
+// trusted, and returns nil otherwise.
+func joinValues(lines [][]byte, trusted bool) []byte {
+	if !trusted || len(lines) == 0 {
+		return nil
+	}
+	n := 0
+	for _, l := range lines {
+		n += len(l) + 2
+	}
+	out := make([]byte, 0, n+64)
+	for i, l := range lines {
+		if i > 0 {
+			out = append(out, ", "...)
+		}
+		out = append(out, l...)
+	}
+	return out
 }
 
 var (

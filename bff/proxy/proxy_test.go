@@ -89,7 +89,7 @@ func newProxy(t testing.TB, cfg Config) *Proxy {
 type recorder struct {
 	mu     sync.Mutex
 	header http.Header
-	path   string
+	path   string // the request target as received
 	body   []string
 }
 
@@ -99,13 +99,7 @@ func (rc *recorder) record(r *http.Request) {
 	defer rc.mu.Unlock()
 	rc.header = r.Header.Clone()
 	rc.header.Set("Host", r.Host)
-	rc.path = r.URL.RawPath
-	if rc.path == "" {
-		rc.path = r.URL.Path
-	}
-	if r.URL.RawQuery != "" {
-		rc.path += "?" + r.URL.RawQuery
-	}
+	rc.path = r.RequestURI // exactly as received
 	rc.body = append(rc.body, string(b))
 }
 
@@ -144,7 +138,7 @@ func TestHeaderHygiene(t *testing.T) {
 	})
 	gw := startGateway(t, p, false, "access-123", "")
 
-	req, _ := http.NewRequest("POST", gw+"/api/orders/a%2Fb?x=1&y=%20", strings.NewReader("payload"))
+	req, _ := http.NewRequest("POST", gw+"/api/orders/a%20b;v=1?x=1&y=%20", strings.NewReader("payload"))
 	req.Header.Set("Authorization", "Basic dXNlcjpwYXNz")
 	// Two Cookie headers (an HTTP/1.1 client may send them apart): both
 	// are filtered and reach the upstream as one.
@@ -179,7 +173,7 @@ func TestHeaderHygiene(t *testing.T) {
 	gwHost := strings.TrimPrefix(gw, "http://")
 	upHost := strings.TrimPrefix(up.URL, "http://")
 	checks := []struct{ name, got, want string }{
-		{"path", path, "/v1/orders/a%2Fb?x=1&y=%20"},
+		{"path", path, "/v1/orders/a%20b;v=1?x=1&y=%20"},
 		{"body", strings.Join(bodies, "|"), "payload"},
 		{"Host", h.Get("Host"), upHost},
 		{"Authorization", strings.Join(h.Values("Authorization"), ","), "Bearer access-123"},
@@ -245,12 +239,20 @@ func TestPathsStayInRoute(t *testing.T) {
 		{"/apix", ""},
 		{"/api/admin", "/api/admin/"},
 		{"/api/admin/users", "/api/admin/"},
-		{"/api/x/../admin/users", "/api/admin/"},
+		// Dot segments are refused, not resolved: a browser never sends
+		// them.
+		{"/api/x/../admin/users", ""},
 		{"/api/../etc/passwd", ""},
 		{"/api/%2e%2e/etc", ""},
 		{"/api/..%2F..%2Fetc", ""},
+		{"/api/..;/admin/users", ""},
 		{"/api/a\\b", ""},
 		{"//api/x", "/api"},
+		// Matched as the upstream will route it: decoded, without path
+		// parameters.
+		{"/api/%61dmin/users", "/api/admin/"},
+		{"/api/admin;x=1/users", "/api/admin/"},
+		{"/api/%2561dmin/users", "/api/admin/"},
 	} {
 		r, ok := p.Match(tc.path)
 		got := ""
@@ -266,7 +268,10 @@ func TestPathsStayInRoute(t *testing.T) {
 	for _, tc := range []struct{ path, upstream string }{
 		{"/api/admin/users?q=1", "/internal/users?q=1"},
 		{"/api/admin", "/internal/"},
-		{"/api/x/./y//z", "/api/x/y/z"},
+		{"/api/x/y//z", "/api/x/y/z"},
+		// StripPrefix removes the prefix's segments in whatever form
+		// they came.
+		{"/api/%61dmin;p/users", "/internal/users"},
 	} {
 		res, err := http.Get(gw + tc.path)
 		if err != nil {
@@ -290,7 +295,7 @@ func TestTrustedProxies(t *testing.T) {
 		trusted           []string
 		xff, xfh, xfp, fw string
 	}{
-		{"trusted", []string{"10.0.0.0/8", "127.0.0.1"}, "6.6.6.6, 127.0.0.1", "app.example", "https", "for=6.6.6.6"},
+		{"trusted", []string{"10.0.0.0/8", "127.0.0.1"}, "6.6.6.6, 127.0.0.1", "app.example", "https", "for=6.6.6.6, for=127.0.0.1"},
 		{"untrusted", []string{"10.0.0.0/8"}, "127.0.0.1", "", "http", ""},
 	} {
 		p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: up.URL}}, TrustedProxies: tc.trusted})
@@ -432,7 +437,7 @@ func TestStreamedRequestBody(t *testing.T) {
 		got, _ = io.Copy(io.Discard, r.Body)
 	}))
 	defer up.Close()
-	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: up.URL}}, MaxRequestBodySize: 1 << 10})
+	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: up.URL, MaxBodyBytes: size}}, MaxRequestBodySize: 1 << 10})
 	gw := startGateway(t, p, true, "tok", "")
 
 	for _, chunked := range []bool{false, true} {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -24,12 +26,23 @@ import (
 // chose is the one offered to the browser.
 func (p *Proxy) forwardWebSocket(c *fiber.Ctx, rt *route, bearer string) error {
 	start := p.now()
+	if !p.originAllowed(c) {
+		// Browsers always send Origin on a WebSocket handshake (RFC 6455
+		// §4.1) and cannot add other headers to it, so the Origin is
+		// what tells the gateway's own pages from another site's
+		// (Cross-Site WebSocket Hijacking). Refused before the upstream
+		// is dialled.
+		p.metrics.observe(rt.label, fiber.StatusForbidden, p.now().Sub(start))
+		writeJSONError(c, fiber.StatusForbidden, "origin_refused",
+			"a WebSocket through the gateway must come from its own origin or one of gateway.allowed_origins (the handshake's Origin header)")
+		return nil
+	}
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	bp := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(bp)
-	if ok, _ := p.buildRequest(c, rt, bearer, req, bp); !ok {
-		writeJSONError(c, fiber.StatusBadRequest, "invalid_path", "the request path is malformed or leaves the API route (dot segments, encoded slashes or control characters); fix the URL")
+	if _, err := p.buildRequest(c, rt, bearer, req, bp); err != nil {
+		p.refuse(c, rt, err, start)
 		return nil
 	}
 
@@ -82,7 +95,9 @@ func (p *Proxy) forwardWebSocket(c *fiber.Ctx, rt *route, bearer string) error {
 
 	upgrader := websocket.FastHTTPUpgrader{
 		HandshakeTimeout: rt.Timeout,
-		// CheckOrigin nil: the library's same-host Origin check.
+		// Checked above (originAllowed), against WebSocketOrigins, which
+		// the library's same-host rule would not know.
+		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
 	}
 	if sp := up.Subprotocol(); sp != "" {
 		upgrader.Subprotocols = []string{sp}
@@ -146,4 +161,43 @@ func copyMessages(dst, src *websocket.Conn) error {
 			return err
 		}
 	}
+}
+
+// originAllowed reports whether the handshake's Origin is one of
+// Config.WebSocketOrigins or, without them, names the request's own host.
+// A handshake without an Origin is refused: every browser sends one, and
+// a client that is not a browser has no cookies to abuse, but then also
+// no reason to omit it.
+func (p *Proxy) originAllowed(c *fiber.Ctx) bool {
+	origin := c.Request().Header.Peek(fiber.HeaderOrigin)
+	if len(origin) == 0 {
+		return false
+	}
+	if p.wsOrigins == nil {
+		u, err := url.Parse(string(origin))
+		return err == nil && u.Host != "" && strings.EqualFold(u.Host, string(c.Request().Host()))
+	}
+	n, ok := normalizeOrigin(string(origin))
+	return ok && p.wsOrigins[n]
+}
+
+// normalizeOrigin returns scheme://host[:port] in lower case without a
+// default port (RFC 6454 §6.1), or false when s is not an http(s) origin.
+func normalizeOrigin(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", false
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return u.Scheme + "://" + host, true
 }

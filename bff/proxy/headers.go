@@ -1,0 +1,164 @@
+package proxy
+
+import "bytes"
+
+// headerClass is what the proxy does with a request header that a client
+// could send to pass for a proxy in front of the upstream or for a user
+// some gateway authenticated.
+type headerClass uint8
+
+const (
+	// passHeader: not one of those; forwarded (subject to the other
+	// rules: hop-by-hop, underscores, the route's DropHeaders).
+	passHeader headerClass = iota
+	// chainHeader: rebuilt by the proxy (setForwarded), taking the
+	// incoming value into account only from a trusted proxy.
+	chainHeader
+	// trustedHeader: forwarded as it came from a trusted proxy, dropped
+	// from anyone else.
+	trustedHeader
+	// dropHeader: dropped from everyone, trusted proxies included. Every
+	// identity header is here: the gateway is the one that
+	// authenticates, and it says who the user is with the bearer token
+	// only.
+	dropHeader
+)
+
+// spoofableHeaders is the one list of forwarding, rewriting and identity
+// headers the proxy does not pass through from the browser, with where
+// each comes from. A name ending in "-" is a prefix. Matching is
+// case-insensitive; the first entry that matches decides, so the
+// specific names come before the prefixes that would cover them.
+//
+// Why: an upstream behind a proxy often believes these headers. A
+// browser-set X-Forwarded-Host poisons the absolute URLs it builds
+// (password-reset links, redirects); X-Original-URL makes Symfony and IIS
+// route to a path the gateway never matched; True-Client-IP defeats IP
+// allowlists and rate limits; X-Forwarded-User logs the request in as
+// anyone on an upstream that also sits behind oauth2-proxy.
+var spoofableHeaders = []struct {
+	name  string
+	class headerClass
+}{
+	// The client-address chain: RFC 7239 Forwarded, and the de facto
+	// X-Forwarded-For (Squid). Appended to from trusted proxies,
+	// replaced otherwise.
+	{"Forwarded", chainHeader},
+	{"X-Forwarded-For", chainHeader},
+	// Set from Config.PublicURL (or, without one, the connection).
+	{"X-Forwarded-Host", chainHeader},
+	{"X-Forwarded-Proto", chainHeader},
+	// nginx's realip module and proxy_set_header recipes.
+	{"X-Real-Ip", trustedHeader},
+
+	// Identity headers set by other gateways in front of an upstream.
+	// oauth2-proxy (--pass-user-headers, --pass-access-token,
+	// --set-xauthrequest) and nginx auth_request recipes:
+	{"X-Forwarded-User", dropHeader},
+	{"X-Forwarded-Email", dropHeader},
+	{"X-Forwarded-Groups", dropHeader},
+	{"X-Forwarded-Preferred-Username", dropHeader},
+	{"X-Forwarded-Access-Token", dropHeader},
+	{"X-Auth-Request-", dropHeader},
+	// Kubernetes' authenticating-proxy headers (X-Remote-User,
+	// X-Remote-Group, X-Remote-Extra-*), Apache's X-Remote-Addr:
+	{"X-Remote-", dropHeader},
+	// Authelia (Remote-User, Remote-Groups, Remote-Name, Remote-Email):
+	{"Remote-", dropHeader},
+	// Grafana's auth proxy default (X-WEBAUTH-USER):
+	{"X-Webauth-", dropHeader},
+	// Pomerium (X-Pomerium-Jwt-Assertion, X-Pomerium-Claim-*):
+	{"X-Pomerium-", dropHeader},
+	// Google Cloud IAP:
+	{"X-Goog-Authenticated-User-", dropHeader},
+	{"X-Goog-Iap-Jwt-Assertion", dropHeader},
+	// AWS Application Load Balancer authentication:
+	{"X-Amzn-Oidc-", dropHeader},
+	// Azure App Service authentication (Easy Auth):
+	{"X-Ms-Client-Principal", dropHeader},
+	{"X-Ms-Client-Principal-", dropHeader},
+	{"X-Ms-Token-", dropHeader},
+	// Cloudflare Access:
+	{"Cf-Access-", dropHeader},
+	// authentik's proxy outpost:
+	{"X-Authentik-", dropHeader},
+	// Vouch Proxy:
+	{"X-Vouch-", dropHeader},
+	// Kong (consumer and credential headers, the OIDC plugins' token
+	// headers) and lua-resty-openidc recipes:
+	{"X-Consumer-", dropHeader},
+	{"X-Credential-", dropHeader},
+	{"X-Userinfo", dropHeader},
+	{"X-Id-Token", dropHeader},
+	{"X-Access-Token", dropHeader},
+
+	// Every other X-Forwarded-* (Port, Prefix, Ssl, Server, Uri, Method,
+	// Scheme, Protocol, ...: Spring, ASP.NET, Traefik, Apache mod_proxy,
+	// Caddy) and the bare X-Forwarded: the gateway sets none of them, so
+	// none can be believed.
+	{"X-Forwarded-", dropHeader},
+	{"X-Forwarded", dropHeader},
+	// Request rewriting: IIS URL Rewrite and Symfony (X-Original-URL,
+	// X-Rewrite-URL), nginx auth_request recipes (X-Original-URI),
+	// ingress-nginx (X-Original-Forwarded-For), X-Original-Host, X-Host.
+	{"X-Original-", dropHeader},
+	{"X-Rewrite-Url", dropHeader},
+	{"X-Host", dropHeader},
+	// The scheme, as Microsoft's proxies (Front-End-Https) and others
+	// (X-Url-Scheme) say it.
+	{"Front-End-Https", dropHeader},
+	{"X-Url-Scheme", dropHeader},
+	// The client's address in other words: Akamai and Cloudflare
+	// (True-Client-IP), Cloudflare (CF-Connecting-IP), Fastly
+	// (Fastly-Client-IP), the X-Client-IP and X-Cluster-Client-IP of
+	// load balancers, Envoy (X-Envoy-External-Address), Google
+	// (X-ProxyUser-IP).
+	{"True-Client-Ip", dropHeader},
+	{"Cf-Connecting-Ip", dropHeader},
+	{"Fastly-Client-Ip", dropHeader},
+	{"X-Client-Ip", dropHeader},
+	{"X-Cluster-Client-Ip", dropHeader},
+	{"X-Envoy-External-Address", dropHeader},
+	{"X-Proxyuser-Ip", dropHeader},
+}
+
+// spoofable is spoofableHeaders as bytes, split into exact names and
+// prefixes, in the list's order.
+var spoofable = func() []spoofEntry {
+	out := make([]spoofEntry, len(spoofableHeaders))
+	for i, h := range spoofableHeaders {
+		out[i] = spoofEntry{name: []byte(h.name), prefix: h.name[len(h.name)-1] == '-', class: h.class}
+	}
+	return out
+}()
+
+type spoofEntry struct {
+	name   []byte
+	prefix bool
+	class  headerClass
+}
+
+// classify returns the class of a request header name.
+func classify(k []byte) headerClass {
+	if len(k) == 0 {
+		return passHeader
+	}
+	// Every listed name starts with one of these letters: most headers
+	// leave here.
+	switch k[0] | 0x20 {
+	case 'x', 'f', 'r', 'c', 't':
+	default:
+		return passHeader
+	}
+	for i := range spoofable {
+		e := &spoofable[i]
+		if e.prefix {
+			if len(k) >= len(e.name) && bytes.EqualFold(k[:len(e.name)], e.name) {
+				return e.class
+			}
+		} else if bytes.EqualFold(k, e.name) {
+			return e.class
+		}
+	}
+	return passHeader
+}
