@@ -157,6 +157,9 @@ func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, er
 		}
 		rt.istore = st
 	}
+	// Generated secrets lost with the store (a Redis restarted empty) are
+	// put back by the instances that hold them (cmdServe runs the Keeper).
+	rt.istore = storage.NewKeeper(rt.istore, log.With("component", "issuer", "subsystem", "secrets"))
 	return rt, nil
 }
 
@@ -247,6 +250,9 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	defer rt.close()
 
 	g, gctx := errgroup.WithContext(ctx)
+	if k, ok := rt.istore.(*storage.Keeper); ok {
+		g.Go(func() error { k.Run(gctx); return nil })
+	}
 	var listeners []listener
 	serve := func(name, addr string, app *fiber.App) error {
 		ln, err := net.Listen("tcp", addr)
