@@ -159,7 +159,11 @@ func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, er
 	}
 	// Generated secrets lost with the store (a Redis restarted empty) are
 	// put back by the instances that hold them (cmdServe runs the Keeper).
-	rt.istore = storage.NewKeeper(rt.istore, log.With("component", "issuer", "subsystem", "secrets"))
+	settle := time.Duration(0)
+	if cfg.Issuer.Store == "redis" {
+		settle = storage.SettleTime // instances sharing the store may restore its secrets
+	}
+	rt.istore = storage.NewKeeper(rt.istore, log.With("component", "issuer", "subsystem", "secrets"), settle)
 	return rt, nil
 }
 

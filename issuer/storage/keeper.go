@@ -25,36 +25,64 @@ import (
 // none is): a running instance restores the shared values within a second
 // of the loss, before another instance can usually restart.
 //
+// An instance that restarts at once after the loss could still read the
+// store before a running one has put the secrets back, and generate its
+// own. So a Keeper made with a settle time waits that long, once, before
+// it lets the store generate a secret it lacks: long enough for the
+// running instances' next Restore (the store's create-if-absent then
+// returns their value instead). A first start on an empty store pays that
+// wait once.
+//
 // A stored value that differs from the remembered one means another
-// instance restarted on the empty store first and generated its own: the
-// instances disagree until this one restarts (and reads the stored value).
-// Restore logs that at error level, once per secret, naming the secret,
-// never its value.
+// instance generated its own anyway (it started while no instance ran that
+// held the secret, or the wait was too short): the instances disagree
+// until this one restarts (and reads the stored value). Restore logs that
+// at error level, once per secret, naming the secret, never its value.
 type Keeper struct {
 	Store
-	log *slog.Logger
+	log    *slog.Logger
+	settle time.Duration
 
 	mu       sync.Mutex
 	held     map[string][]byte
 	conflict map[string]bool
+
+	settleMu sync.Mutex
+	settled  bool
 }
 
 // RestoreInterval is how often Run checks the store for the secrets it
 // remembers: one read per secret (a Redis GET, a bbolt View).
 const RestoreInterval = time.Second
 
-// NewKeeper wraps st. log receives the put-back and conflict lines; nil
-// means slog.Default().
-func NewKeeper(st Store, log *slog.Logger) *Keeper {
+// SettleTime is the settle time for a store shared by several instances:
+// two rounds of Restore.
+const SettleTime = 2 * RestoreInterval
+
+// NewKeeper wraps st. settle is how long the Keeper waits, once, before
+// the first secret is generated (SettleTime for a store several instances
+// share, zero for one only this process opens). log receives the put-back
+// and conflict lines; nil means slog.Default().
+func NewKeeper(st Store, log *slog.Logger, settle time.Duration) *Keeper {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Keeper{Store: st, log: log, held: map[string][]byte{}, conflict: map[string]bool{}}
+	return &Keeper{Store: st, log: log, settle: settle, held: map[string][]byte{}, conflict: map[string]bool{}}
 }
 
-// Secret is Store.Secret; the value returned is remembered.
+// Secret is Store.Secret; the value returned is remembered. The first
+// generation waits the settle time (see Keeper).
 func (k *Keeper) Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error) {
-	v, err := k.Store.Secret(ctx, name, gen)
+	g := gen
+	if k.settle > 0 {
+		g = func() ([]byte, error) {
+			if err := k.settleOnce(ctx, name); err != nil {
+				return nil, err
+			}
+			return gen()
+		}
+	}
+	v, err := k.Store.Secret(ctx, name, g)
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +90,27 @@ func (k *Keeper) Secret(ctx context.Context, name string, gen func() ([]byte, er
 	k.held[name] = slices.Clone(v)
 	k.mu.Unlock()
 	return v, nil
+}
+
+// settleOnce waits the settle time the first time a secret is about to be
+// generated, so that a running instance can put back a lost one first.
+func (k *Keeper) settleOnce(ctx context.Context, name string) error {
+	k.settleMu.Lock()
+	defer k.settleMu.Unlock()
+	if k.settled {
+		return nil
+	}
+	k.settled = true
+	k.log.Info("the store holds no generated secret yet: waiting for running instances to put back what a store that lost its data had, before generating",
+		"secret", name, "wait", k.settle.String())
+	t := time.NewTimer(k.settle)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Restore puts back every remembered secret the store lacks, and reports

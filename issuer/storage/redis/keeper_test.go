@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/issuer/storage"
@@ -27,7 +28,7 @@ func TestKeeperPutsBackLostSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return storage.NewKeeper(s, slog.New(slog.NewTextHandler(&logs, nil)))
+		return storage.NewKeeper(s, slog.New(slog.NewTextHandler(&logs, nil)), 0)
 	}
 	gen := func(v string) func() ([]byte, error) { return func() ([]byte, error) { return []byte(v), nil } }
 	lose := func() {
@@ -81,5 +82,49 @@ func TestKeeperPutsBackLostSecrets(t *testing.T) {
 	}
 	if strings.Contains(out, "value-of-") {
 		t.Errorf("a secret's value is in the log:\n%s", out)
+	}
+}
+
+// An instance that restarts at once after the loss waits its settle time
+// before generating, and so reads the value a running instance puts back
+// meanwhile instead of generating its own.
+func TestKeeperSettleLetsRunningInstancesRestore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := redistest.Client(t)
+	prefix := redistest.Prefix(t, c, "keeper-settle:")
+	open := func(settle time.Duration) *storage.Keeper {
+		s, err := New(c, Config{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return storage.NewKeeper(s, slog.New(slog.DiscardHandler), settle)
+	}
+	a := open(0)
+	if _, err := a.Secret(ctx, "issuer/client/bffgate", func() ([]byte, error) { return []byte("shared"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if len(keys) == 0 || c.Del(ctx, keys...).Err() != nil {
+		t.Fatal("could not empty the store")
+	}
+
+	restored := make(chan error, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond) // the running instance's next round
+		_, err := a.Restore(ctx)
+		restored <- err
+	}()
+	b := open(time.Second)
+	got, err := b.Secret(ctx, "issuer/client/bffgate", func() ([]byte, error) { return []byte("generated-by-b"), nil })
+	if err != nil || string(got) != "shared" {
+		t.Fatalf("an instance starting right after the loss reads %q (%v), want the value the running one put back", got, err)
+	}
+	if err := <-restored; err != nil {
+		t.Fatal(err)
 	}
 }
