@@ -262,8 +262,14 @@ func TestFullDiskGateway(t *testing.T) {
 			t.Fatalf("request %d after the gateway restarted: %s, want 200 (the held tokens were saved)", i, a)
 		}
 	}
-	if lines := issuer.LogLines("rotated away"); len(lines) > 0 {
-		t.Errorf("the issuer saw a rotated-away refresh token (reuse: the grant is revoked): %v", lines)
+	m, err := get(ctx, issuer.IssuerURL+"/metrics")
+	if err != nil || m.Status != http.StatusOK {
+		t.Fatalf("issuer /metrics: %v %s", err, m)
+	}
+	for _, line := range strings.Split(m.Body, "\n") {
+		if strings.HasPrefix(line, "bffgate_issuer_refresh_reuse_total ") && strings.TrimPrefix(line, "bffgate_issuer_refresh_reuse_total ") != "0" {
+			t.Errorf("the issuer saw rotated-away refresh tokens (reuse: the grant is revoked): %s", line)
+		}
 	}
 	if lines := gw.LogLines("session ended"); len(lines) > 0 {
 		t.Errorf("the gateway ended a session: %v", lines)
