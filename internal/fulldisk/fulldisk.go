@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package fulldisk makes a full disk for tests: a small tmpfs mounted on a
 // fresh directory, and a filler file that takes every free byte of it, so
 // that the next write of a data file on it fails with ENOSPC exactly as on
