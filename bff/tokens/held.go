@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/bffgate/bffgate/session"
 )
 
@@ -62,6 +64,20 @@ func (h *held) get(key string, now time.Time) *graceRecord {
 		return nil
 	}
 	return e.rec
+}
+
+// register adds the gauge bffgate_token_refresh_held_sessions to reg (nil:
+// none): how many sessions live on tokens only this process holds, which
+// a restart before the store writes again would end.
+func (h *held) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	_, err := register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bffgate_token_refresh_held_sessions",
+		Help: "Sessions whose refreshed tokens the session store could not save, held in this process's memory until a save succeeds (a restart meanwhile ends them).",
+	}, func() float64 { return float64(h.n.Load()) }))
+	return err
 }
 
 // any reports whether any tokens are held.

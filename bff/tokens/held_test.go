@@ -34,6 +34,9 @@ func TestStoreCannotWriteHoldsRotatedTokens(t *testing.T) {
 	if f.count(t, "held") != 1 {
 		t.Errorf("held refreshes counted %v, want 1", f.count(t, "held"))
 	}
+	if g := heldGauge(t, f); g != 1 {
+		t.Errorf("bffgate_token_refresh_held_sessions = %v, want 1", g)
+	}
 
 	// Past the grace window: the grace record is gone, the store still
 	// holds the rotated-away token, and the held tokens are what a
@@ -74,8 +77,8 @@ func TestStoreCannotWriteHoldsRotatedTokens(t *testing.T) {
 	if err != nil || saved.RefreshToken != third.RefreshToken || saved.AccessToken != third.AccessToken {
 		t.Fatalf("store after recovery: %+v %v; want the held tokens saved", saved, err)
 	}
-	if f.m.held.any() {
-		t.Error("tokens still held after they were saved")
+	if f.m.held.any() || heldGauge(t, f) != 0 {
+		t.Errorf("tokens still held after they were saved (gauge %v)", heldGauge(t, f))
 	}
 	if n := f.prov.refreshes.Load(); n != 2 {
 		t.Errorf("%d refreshes at the provider, want 2", n)
@@ -98,4 +101,19 @@ func TestStoreCannotWriteNoRotation(t *testing.T) {
 	if f.m.held.any() {
 		t.Error("tokens held though the store's refresh token is still live")
 	}
+}
+
+func heldGauge(t *testing.T, f *fixture) float64 {
+	t.Helper()
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "bffgate_token_refresh_held_sessions" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("bffgate_token_refresh_held_sessions is not registered")
+	return 0
 }

@@ -43,6 +43,9 @@ func New(cfg Config) (*Manager, error) {
 	if m.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, err
 	}
+	if err := m.held.register(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
