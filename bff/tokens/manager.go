@@ -362,9 +362,14 @@ func (m *Manager) save(ctx context.Context, log *slog.Logger, store session.Stor
 				slog.String("via", result), slog.Int("held", heldMax), slog.Any("err", err))
 			return nil, fmt.Errorf("tokens: saving refreshed tokens: %w", err)
 		}
-		m.metrics.refresh("held")
-		log.Warn("refreshed tokens not saved; held in memory and served until the session store can write",
-			slog.String("via", result), slog.Any("err", err))
+		if result == "held_saved" {
+			// Held already: one line per hold, not one per request.
+			log.Debug("held tokens still not saved; served from memory", slog.Any("err", err))
+		} else {
+			m.metrics.refresh("held")
+			log.Warn("refreshed tokens not saved; held in memory and served until the session store can write",
+				slog.String("via", result), slog.Any("err", err))
+		}
 		return &refreshResult{s: withTokens(s, rec), handle: handle}, nil
 	}
 	if err != nil {
