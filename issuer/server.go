@@ -215,7 +215,12 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(done)
 		s.deny.Run(ctx)
 	}()
-	t := time.NewTicker(s.cfg.DenylistPollInterval)
+	// Keys are reloaded every second (or poll interval, when shorter): a
+	// read and a compare, rebuilt only on a change. A store that lost keys
+	// this instance holds gets them back within that second (keys.Reload),
+	// usually before another instance can restart on the empty store and
+	// generate a key set of its own.
+	t := time.NewTicker(min(s.cfg.DenylistPollInterval, time.Second))
 	defer t.Stop()
 	for {
 		select {

@@ -28,6 +28,9 @@ type Manager struct {
 
 	client    atomic.Pointer[clientToken]
 	clientSem chan struct{}
+
+	// held keeps refreshed tokens the session store could not save.
+	held held
 }
 
 // New validates cfg and returns a Manager.
@@ -38,6 +41,9 @@ func New(cfg Config) (*Manager, error) {
 	m := &Manager{cfg: cfg, log: cfg.Logger, clientSem: make(chan struct{}, 1)}
 	var err error
 	if m.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	if err := m.held.register(cfg.Registerer); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -65,7 +71,9 @@ func (m *Manager) Fresh(ctx context.Context, store session.Store, handle string,
 	if s == nil {
 		return nil, "", fmt.Errorf("tokens: Fresh needs the session: %w", session.ErrNotFound)
 	}
-	if !force && !m.due(s, m.cfg.Now()) {
+	// A session with tokens held (a save failed) goes through refresh,
+	// which serves and saves them, even when the store's copy looks fresh.
+	if now := m.cfg.Now(); !force && !m.due(s, now) && (!m.held.any() || m.held.get(heldKey(s), now) == nil) {
 		return s, handle, nil
 	}
 	if s.RefreshToken == "" {
@@ -140,17 +148,34 @@ const fenceTimeout = 5 * time.Second
 var errSuperseded = errors.New("tokens: the session was refreshed by another request meanwhile")
 
 func (m *Manager) refresh(ctx context.Context, store session.Store, handle string, s *session.Session, force bool) (*refreshResult, error) {
-	oldRT := s.RefreshToken
-	base := tokenPair{access: s.AccessToken, refresh: oldRT}
+	// base is what the store holds for the session; save writes only over
+	// it. hk names the tokens held for it after a save failed.
+	base := tokenPair{access: s.AccessToken, refresh: s.RefreshToken}
 	key := flightKey(s)
+	hk := heldKey(s)
 	log := m.log.With(slog.String("session", key))
+
+	// An earlier refresh of this session could not be saved: its tokens,
+	// not the store's, are the session's (the store's refresh token has
+	// been rotated away). Save them now, or refresh from them when they
+	// are due themselves.
+	if rec := m.held.get(hk, m.cfg.Now()); rec != nil {
+		s = withTokens(s, rec)
+		if !force && !m.due(s, m.cfg.Now()) {
+			return m.save(ctx, log, store, handle, hk, s, base, rec, "held_saved")
+		}
+	} else if m.held.full() {
+		m.metrics.refresh("store_error")
+		return nil, fmt.Errorf("tokens: %d sessions' refreshed tokens are waiting for the session store to accept them; no other session is refreshed until it does (nothing is rotated that could be lost): %w", heldMax, session.ErrUnavailable)
+	}
+	oldRT := s.RefreshToken
 
 	// A request holding a refresh token that was just rotated away takes
 	// the tokens that replaced it.
 	if rec, err := m.graceGet(ctx, oldRT); err != nil {
 		log.Warn("grace record lookup failed; refreshing at the provider", slog.Any("err", err))
 	} else if rec != nil {
-		return m.save(ctx, log, store, handle, base, rec, "grace")
+		return m.save(ctx, log, store, handle, hk, s, base, rec, "grace")
 	}
 
 	unlock, held, err := m.lock(ctx, "bffgate:refresh:"+key)
@@ -166,7 +191,7 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 
 	// Whoever held the lock before us may have refreshed already.
 	if rec, err := m.graceGet(ctx, oldRT); err == nil && rec != nil {
-		return m.save(ctx, log, store, handle, base, rec, "grace")
+		return m.save(ctx, log, store, handle, hk, s, base, rec, "grace")
 	}
 	if s.ID != "" {
 		cur, err := store.Get(ctx, handle)
@@ -174,9 +199,11 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 			m.metrics.refresh("store_error")
 			return nil, fmt.Errorf("tokens: re-reading the session before refresh: %w", err)
 		}
-		if cur.RefreshToken != oldRT || (cur.AccessToken != s.AccessToken && (force || !m.due(cur, m.cfg.Now()))) {
+		if cur.RefreshToken != base.refresh || (cur.AccessToken != base.access && (force || !m.due(cur, m.cfg.Now()))) {
 			m.metrics.refresh("concurrent")
 			log.Debug("session already refreshed by another request")
+			// The store moved on: tokens held for its old state are stale.
+			m.held.forget(hk)
 			return &refreshResult{s: cur, handle: handle}, nil
 		}
 		base.access = cur.AccessToken
@@ -227,11 +254,11 @@ func (m *Manager) refresh(ctx context.Context, store session.Store, handle strin
 			log.Warn("grace record not stored; parallel requests with the old refresh token may fail", slog.Any("err", err))
 		case !stored:
 			if other, err := m.graceGet(ctx, oldRT); err == nil && other != nil {
-				return m.save(ctx, log, store, handle, base, other, "concurrent")
+				return m.save(ctx, log, store, handle, hk, s, base, other, "concurrent")
 			}
 		}
 	}
-	return m.save(ctx, log, store, handle, base, rec, "refreshed")
+	return m.save(ctx, log, store, handle, hk, s, base, rec, "refreshed")
 }
 
 // lock takes the session's refresh lock, fenced when the Locker offers it.
@@ -282,7 +309,13 @@ func (m *Manager) fence(ctx context.Context, log *slog.Logger, held func(context
 // harmless with a server-side store. With the cookie store the handle
 // decodes to the session the caller sent, which holds base, so save
 // writes as before; there the grace record arbitrates (see refresh).
-func (m *Manager) save(ctx context.Context, log *slog.Logger, store session.Store, handle string, base tokenPair, rec *graceRecord, result string) (*refreshResult, error) {
+//
+// A save the store cannot make (its outage: session.ErrUnavailable) does
+// not lose rec: the provider may have rotated the refresh token already,
+// so rec is held in memory (see held) and returned as the session's, and
+// the next request of the session saves it. s is the session the refresh
+// read; hk names its held tokens.
+func (m *Manager) save(ctx context.Context, log *slog.Logger, store session.Store, handle, hk string, s *session.Session, base tokenPair, rec *graceRecord, result string) (*refreshResult, error) {
 	var saved *session.Session
 	newHandle, err := store.Update(ctx, handle, func(cur *session.Session) error {
 		saved = nil
@@ -316,14 +349,38 @@ func (m *Manager) save(ctx context.Context, log *slog.Logger, store session.Stor
 	})
 	if errors.Is(err, errSuperseded) && saved != nil {
 		m.metrics.refresh("concurrent")
+		m.held.forget(hk)
 		log.Info("session refreshed by another request meanwhile; its tokens are kept", slog.String("via", result))
 		return &refreshResult{s: saved, handle: handle}, nil
 	}
+	if err != nil && storeFault(err) && rec.RefreshToken != base.refresh {
+		// The provider rotated the refresh token the store holds: rec is
+		// the only copy of the session's live one.
+		m.metrics.refresh("store_error")
+		if !m.held.put(hk, rec, s.AbsoluteExpiry, m.cfg.Now()) {
+			log.Error("refreshed tokens not saved, and too many sessions' tokens are held already: this session will need a new login",
+				slog.String("via", result), slog.Int("held", heldMax), slog.Any("err", err))
+			return nil, fmt.Errorf("tokens: saving refreshed tokens: %w", err)
+		}
+		if result == "held_saved" {
+			// Held already: one line per hold, not one per request.
+			log.Debug("held tokens still not saved; served from memory", slog.Any("err", err))
+		} else {
+			m.metrics.refresh("held")
+			log.Warn("refreshed tokens not saved; held in memory and served until the session store can write",
+				slog.String("via", result), slog.Any("err", err))
+		}
+		return &refreshResult{s: withTokens(s, rec), handle: handle}, nil
+	}
 	if err != nil {
 		m.metrics.refresh("store_error")
+		if errors.Is(err, session.ErrNotFound) {
+			m.held.forget(hk)
+		}
 		log.Warn("refreshed tokens not saved", slog.String("via", result), slog.Any("err", err))
 		return nil, fmt.Errorf("tokens: saving refreshed tokens: %w", err)
 	}
+	m.held.forget(hk)
 	m.metrics.refresh(result)
 	log.Info("access token refreshed", slog.String("via", result), slog.Time("access_expiry", rec.AccessExpiry))
 	out := *saved

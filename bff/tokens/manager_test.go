@@ -205,6 +205,9 @@ type memStore struct {
 	m      map[string]session.Session
 	n      int
 	writes atomic.Int64
+	// failWrites makes Update fail as a store that cannot write does (a
+	// full disk: session.ErrUnavailable); reads still work.
+	failWrites atomic.Bool
 }
 
 func newMemStore(cookie bool) *memStore {
@@ -256,6 +259,9 @@ func (st *memStore) Get(_ context.Context, handle string) (*session.Session, err
 
 func (st *memStore) Update(ctx context.Context, handle string, fn func(*session.Session) error) (string, error) {
 	st.writes.Add(1)
+	if st.failWrites.Load() {
+		return "", fmt.Errorf("memStore: update: %w: write: no space left on device", session.ErrUnavailable)
+	}
 	if st.cookie {
 		s, err := st.Get(ctx, handle)
 		if err != nil {

@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_token_refresh_total",
-			Help: "Session token refreshes by result: refreshed (at the provider), grace (from a just-rotated grace record), concurrent (done by another request or instance, whose tokens were kept), rejected (invalid_grant: session ended), unavailable (provider down: session kept), no_refresh_token, lock_unavailable, store_error; and, counted besides the refresh's own result, lock_lost (the refresh outlasted its lock) and lock_unverified (the lock could not be checked before saving).",
+			Help: "Session token refreshes by result: refreshed (at the provider), grace (from a just-rotated grace record), concurrent (done by another request or instance, whose tokens were kept), rejected (invalid_grant: session ended), unavailable (provider down: session kept), no_refresh_token, lock_unavailable, store_error, held (the store could not save rotated tokens: held in memory and served), held_saved (held tokens saved later); and, counted besides the refresh's own result, lock_lost (the refresh outlasted its lock) and lock_unverified (the lock could not be checked before saving).",
 		}, []string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "bffgate_token_refresh_duration_seconds",

@@ -78,6 +78,14 @@ type Redis struct {
 	SentinelUsername string   `yaml:"sentinel_username"`
 	SentinelPassword string   `yaml:"sentinel_password"`
 	ClusterAddrs     []string `yaml:"cluster_addrs"`
+	// DialTimeout, ReadTimeout and WriteTimeout bound every Redis call
+	// (see redisBudget): a Redis that stops answering (frozen, or a host
+	// gone without a reset) costs a request about this long, then 503,
+	// rather than go-redis's defaults of 5 s per dial and 3 s per read,
+	// retried.
+	DialTimeout  Duration `yaml:"dial_timeout"`
+	ReadTimeout  Duration `yaml:"read_timeout"`
+	WriteTimeout Duration `yaml:"write_timeout"`
 }
 
 type Issuer struct {
@@ -195,7 +203,8 @@ func defaultConfig() Config {
 		DataDir:         "./bffgate-data",
 		ShutdownTimeout: Duration(15 * time.Second),
 		Log:             LogConfig{Level: "info", Format: "auto", Access: true},
-		Redis:           Redis{Prefix: "bffgate:"},
+		Redis: Redis{Prefix: "bffgate:",
+			DialTimeout: Duration(time.Second), ReadTimeout: Duration(time.Second), WriteTimeout: Duration(time.Second)},
 		Issuer: Issuer{
 			Listen:          "127.0.0.1:9090",
 			Store:           "bbolt",
@@ -572,6 +581,14 @@ func (c *Config) validateRedis() []error {
 	usesRedis := (*c.Issuer.Enabled && c.Issuer.Store == "redis") || (*c.Gateway.Enabled && c.Gateway.Session.Store == "redis")
 	if usesRedis && c.Redis.URL == "" && len(c.Redis.ClusterAddrs) == 0 && len(c.Redis.SentinelAddrs) == 0 {
 		bad("redis.url", "", "a store is set to redis: want a URL such as redis://127.0.0.1:6379/0 (or redis.cluster_addrs / redis.sentinel_addrs)")
+	}
+	for _, t := range []struct {
+		key string
+		d   Duration
+	}{{"redis.dial_timeout", c.Redis.DialTimeout}, {"redis.read_timeout", c.Redis.ReadTimeout}, {"redis.write_timeout", c.Redis.WriteTimeout}} {
+		if t.d <= 0 {
+			bad(t.key, t.d.D().String(), "want a positive duration such as \"1s\"")
+		}
 	}
 	if len(c.Redis.SentinelAddrs) > 0 && c.Redis.MasterName == "" {
 		bad("redis.master_name", "", "redis.sentinel_addrs is set: want the sentinel master's name")

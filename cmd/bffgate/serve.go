@@ -137,12 +137,19 @@ func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, er
 		}
 		rt.istore = st
 	}
+	// Generated secrets lost with the store (a Redis restarted empty) are
+	// put back by the instances that hold them (cmdServe runs the Keeper).
+	settle := time.Duration(0)
+	if cfg.Issuer.Store == "redis" {
+		settle = storage.SettleTime // instances sharing the store may restore its secrets
+	}
+	rt.istore = storage.NewKeeper(rt.istore, log.With("component", "issuer", "subsystem", "secrets"), settle)
 	return rt, nil
 }
 
-// newRedis builds a universal client: a single server, Sentinel or Cluster.
-// redis.url gives the server (or, with sentinel or cluster addresses, only
-// the credentials, TLS and database).
+// newRedis builds a universal client: a single server, Sentinel or Cluster,
+// every call bounded by redis.dial_timeout, read_timeout and write_timeout
+// (redisBudget).
 func newRedis(cfg Redis) (goredis.UniversalClient, error) {
 	base := &goredis.Options{}
 	if cfg.URL != "" {
@@ -153,32 +160,46 @@ func newRedis(cfg Redis) (goredis.UniversalClient, error) {
 			return nil, fmt.Errorf("config: redis.url: %s is not a Redis URL: %s", redactURL(cfg.URL), redisURLWant)
 		}
 	}
+	t := redisTimeoutsOf(cfg)
+	var client goredis.UniversalClient
 	switch {
 	case len(cfg.ClusterAddrs) > 0:
 		// base.DB is 0 here: validate refuses another database with
 		// cluster_addrs, which the cluster client would ignore.
-		return goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: cfg.ClusterAddrs,
-			Username: base.Username, Password: base.Password, TLSConfig: base.TLSConfig}), nil
+		o := &goredis.ClusterOptions{Addrs: cfg.ClusterAddrs,
+			Username: base.Username, Password: base.Password, TLSConfig: base.TLSConfig}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.ContextTimeoutEnabled = t.dial, t.read, t.write, t.pool(), true
+		client = goredis.NewClusterClient(o)
 	case len(cfg.SentinelAddrs) > 0:
-		return goredis.NewFailoverClient(failoverOptions(cfg, base)), nil
+		client = goredis.NewFailoverClient(failoverOptions(cfg, base))
 	default:
-		return goredis.NewClient(base), nil
+		base.DialTimeout, base.ReadTimeout, base.WriteTimeout, base.PoolTimeout, base.ContextTimeoutEnabled = t.dial, t.read, t.write, t.pool(), true
+		client = goredis.NewClient(base)
 	}
+	client.AddHook(redisBudget{d: t.budget()})
+	return client, nil
 }
 
 // failoverOptions are the Sentinel client's options: the sentinels, their
 // own credentials (redis.sentinel_username, redis.sentinel_password), and
-// the master's credentials, TLS and database from redis.url (base).
+// the master's credentials, TLS and database from redis.url (base), with
+// the timeouts of the redis section.
 func failoverOptions(cfg Redis, base *goredis.Options) *goredis.FailoverOptions {
+	t := redisTimeoutsOf(cfg)
 	return &goredis.FailoverOptions{
-		MasterName:       cfg.MasterName,
-		SentinelAddrs:    cfg.SentinelAddrs,
-		SentinelUsername: cfg.SentinelUsername,
-		SentinelPassword: cfg.SentinelPassword,
-		Username:         base.Username,
-		Password:         base.Password,
-		TLSConfig:        base.TLSConfig,
-		DB:               base.DB,
+		MasterName:            cfg.MasterName,
+		SentinelAddrs:         cfg.SentinelAddrs,
+		SentinelUsername:      cfg.SentinelUsername,
+		SentinelPassword:      cfg.SentinelPassword,
+		Username:              base.Username,
+		Password:              base.Password,
+		TLSConfig:             base.TLSConfig,
+		DB:                    base.DB,
+		DialTimeout:           t.dial,
+		ReadTimeout:           t.read,
+		WriteTimeout:          t.write,
+		PoolTimeout:           t.pool(),
+		ContextTimeoutEnabled: true,
 	}
 }
 
@@ -210,6 +231,9 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	defer rt.close()
 
 	g, gctx := errgroup.WithContext(ctx)
+	if k, ok := rt.istore.(*storage.Keeper); ok {
+		g.Go(func() error { k.Run(gctx); return nil })
+	}
 	var listeners []listener
 	serve := func(name, addr string, app *fiber.App) error {
 		ln, err := net.Listen("tcp", addr)

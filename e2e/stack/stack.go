@@ -237,6 +237,10 @@ type Options struct {
 	// NoGateway runs the issuer (and demo API) alone; Start then waits for
 	// the issuer only.
 	NoGateway bool
+	// GatewayPort is the gateway's port (default a free one): a test that
+	// registers the gateway at a provider before starting it knows its
+	// redirect URI.
+	GatewayPort int
 }
 
 // Start runs bffgate and waits until every listener is ready.
@@ -275,7 +279,10 @@ var errPortInUse = errors.New("a listen port is in use")
 // startOn starts bffgate on fresh free ports.
 func startOn(t testing.TB, opts Options, dataDir, host string) (*Stack, error) {
 	t.Helper()
-	gw, is, api := FreePort(t), FreePort(t), FreePort(t)
+	gw, is, api := opts.GatewayPort, FreePort(t), FreePort(t)
+	if gw == 0 {
+		gw = FreePort(t)
+	}
 	s := &Stack{
 		GatewayURL: fmt.Sprintf("http://%s:%d", host, gw),
 		IssuerURL:  fmt.Sprintf("http://127.0.0.1:%d", is),

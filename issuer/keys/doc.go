@@ -9,7 +9,10 @@
 // and a restart keeps them. Open loads them, imports configured key files
 // and generates what is missing, all in one atomic UpdateKeys; Rotate adds
 // a new active key and retires the old one, which keeps verifying until
-// PruneRetired drops it; Set.Reload picks up a rotation made elsewhere.
+// PruneRetired drops it; Set.Reload picks up a rotation made elsewhere,
+// and puts back the keys of the set that the store lost (a Redis restarted
+// empty), so that no instance drops a key it signed with because another
+// instance, started on the empty store, generated a new set.
 //
 // Key ids: the RFC 7638 JWK thumbprint (SHA-256, base64url) for RSA and EC
 // keys, so the same key always gets the same kid; a random id for HMAC and

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -97,6 +98,9 @@ type snapshot struct {
 	byKID  map[string]*entry
 	active map[string]*entry // alg -> active key
 	jwks   []jose.JSONWebKey
+	// stored is the list the snapshot was built from: what Reload puts
+	// back into a store that lost it, and compares to skip a rebuild.
+	stored []storage.Key
 }
 
 // Open loads the key set from cfg.Store, imports cfg.Files, generates
@@ -210,12 +214,32 @@ func (s *Set) sizeFor(alg string) int {
 // Reload re-reads the store and swaps in the keys found, e.g. after
 // another instance or the CLI rotated a key. On error the current keys stay
 // in use.
+//
+// A store that lost keys this Set holds gets them back: when an active key
+// of the current set is missing from the store (nothing removes an active
+// key on purpose: Rotate retires it, PruneRetired keeps it), the store lost
+// its data (a Redis restarted empty) and Reload adds every key of the set
+// that the store lacks, in one UpdateKeys that adds and never replaces.
+// Keys another instance generated meanwhile (one that started on the empty
+// store) stay too: the set then holds both, the newest active key of an
+// alg signs, and every instance verifies what any of them signed. A
+// retired key missing while the active ones are there was pruned, and is
+// dropped.
 func (s *Set) Reload(ctx context.Context) error {
 	s.reload.Lock()
 	defer s.reload.Unlock()
 	list, err := s.store.Keys(ctx)
 	if err != nil {
 		return fmt.Errorf("keys: reload: %w", err)
+	}
+	cur := s.cur.Load()
+	if lostActive(cur, list) {
+		if list, err = s.putBack(ctx, cur); err != nil {
+			return fmt.Errorf("keys: reload: putting back the keys the store lost: %w", err)
+		}
+	}
+	if sameKeys(cur.stored, list) {
+		return nil
 	}
 	snap, err := s.build(list)
 	if err != nil {
@@ -225,10 +249,59 @@ func (s *Set) Reload(ctx context.Context) error {
 	return nil
 }
 
+// lostActive reports whether an active key of snap is missing from list.
+func lostActive(snap *snapshot, list []storage.Key) bool {
+	for _, k := range snap.stored {
+		if k.Active && !slices.ContainsFunc(list, func(l storage.Key) bool { return l.ID == k.ID }) {
+			return true
+		}
+	}
+	return false
+}
+
+// putBack adds to the store every key of snap it lacks, if it still lacks
+// an active one when the transaction runs, and returns the stored list.
+func (s *Set) putBack(ctx context.Context, snap *snapshot) ([]storage.Key, error) {
+	var final []storage.Key
+	var added []storage.Key
+	err := s.store.UpdateKeys(ctx, func(keys []storage.Key) ([]storage.Key, error) {
+		final, added = keys, nil
+		if !lostActive(snap, keys) {
+			return keys, nil // another instance put them back first
+		}
+		out := slices.Clone(keys)
+		for _, k := range snap.stored {
+			if !slices.ContainsFunc(keys, func(l storage.Key) bool { return l.ID == k.ID }) {
+				out = append(out, k)
+				added = append(added, k)
+			}
+		}
+		final = out
+		return out, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range added {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "issuer key put back into the store, which had lost it (was Redis restarted empty?)",
+			slog.String("alg", k.Alg), slog.String("kid", k.ID), slog.Bool("active", k.Active))
+	}
+	return final, nil
+}
+
+// sameKeys reports whether two stored lists hold the same keys in the
+// same states.
+func sameKeys(a, b []storage.Key) bool {
+	return slices.EqualFunc(a, b, func(x, y storage.Key) bool {
+		return x.ID == y.ID && x.Alg == y.Alg && x.Use == y.Use && x.Active == y.Active &&
+			x.Retired.Equal(y.Retired) && x.Created.Equal(y.Created) && bytes.Equal(x.Private, y.Private)
+	})
+}
+
 // build decodes list into a snapshot and checks that every required alg
 // has an active key.
 func (s *Set) build(list []storage.Key) (*snapshot, error) {
-	snap := &snapshot{byKID: make(map[string]*entry, len(list)), active: map[string]*entry{}}
+	snap := &snapshot{byKID: make(map[string]*entry, len(list)), active: map[string]*entry{}, stored: slices.Clone(list)}
 	for _, k := range list {
 		m, err := fromStored(k)
 		if err != nil {

@@ -676,9 +676,13 @@ func TestCorruptStore(t *testing.T) {
 	if k, _ := s.ActiveKID("ES256"); k != kid {
 		t.Fatal("a failed Reload dropped the working keys")
 	}
+	// A store that lost its keys gets them back: the Set holds them.
 	good.keys = nil
-	if err := s.Reload(ctx); !errors.Is(err, ErrNoKey) {
-		t.Fatalf("Reload of an empty store: %v", err)
+	if err := s.Reload(ctx); err != nil {
+		t.Fatalf("Reload of a store that lost its keys: %v", err)
+	}
+	if k, _ := s.ActiveKID("ES256"); k != kid || len(good.keys) != 1 || good.keys[0].ID != kid {
+		t.Fatalf("after Reload of an emptied store: active %s, store %d keys; want %s put back", k, len(good.keys), kid)
 	}
 
 	// A stored key whose material does not fit its alg.

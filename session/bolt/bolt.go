@@ -12,8 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	bbolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/bffgate/bffgate/internal/boltfault"
 	"github.com/bffgate/bffgate/session"
 	"github.com/bffgate/bffgate/session/codec"
 )
@@ -66,6 +66,8 @@ type Store struct {
 	// recs skips the read transaction for a record unchanged since it was
 	// last read.
 	recs *recCache
+	// probe is Ping's write check of the data file.
+	probe *boltfault.Probe
 }
 
 var _ session.Store = (*Store)(nil)
@@ -82,6 +84,7 @@ func New(db *bbolt.DB, cfg Config) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.probe = boltfault.NewProbe(db, "sessions/health", s.now)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -117,13 +120,15 @@ func New(db *bbolt.DB, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// wrapErr adds context to an error from a transaction; a closed database
-// also matches session.ErrUnavailable.
+// wrapErr adds context to an error from a transaction. Every fault of the
+// data file (a full disk, an I/O error, a read-only filesystem, a closed
+// database, a lock timeout: boltfault.Is) also matches
+// session.ErrUnavailable, so callers answer 503 and keep the session.
 func wrapErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+	if boltfault.Is(err) {
 		return fmt.Errorf("session/bolt: %s: %w: %w", op, session.ErrUnavailable, err)
 	}
 	return fmt.Errorf("session/bolt: %s: %w", op, err)
@@ -535,16 +540,24 @@ func (s *Store) endBy(ctx context.Context, op string, index []byte, v string) (i
 	return n, nil
 }
 
-// Ping reports whether the data file is open and holds the store's
-// buckets.
+// Ping reports whether the data file is open, holds the store's buckets
+// and can be written: a session store that can read but not write (a full
+// disk) cannot save a refresh or a login, so it is not ready. The write
+// check (boltfault.Probe) is reused for a second.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("session/bolt: ping: %w", err)
 	}
-	return wrapErr("ping", s.db.View(func(tx *bbolt.Tx) error {
+	err := s.db.View(func(tx *bbolt.Tx) error {
 		_, err := open(tx)
 		return err
-	}))
+	})
+	if err == nil {
+		if err = s.probe.Check(ctx); err != nil {
+			return fmt.Errorf("session/bolt: ping: %w: %w", session.ErrUnavailable, err)
+		}
+	}
+	return wrapErr("ping", err)
 }
 
 // Sweep removes every session expired at now, with its index entries, in

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+
+	"github.com/bffgate/bffgate/internal/boltfault"
+	"github.com/bffgate/bffgate/session"
 )
 
 // Ended remembers ended sids and subjects for the cookie store, which
@@ -30,7 +33,8 @@ import (
 // written through this value, so nothing else can make a remembered
 // answer stale. Use one Ended per data file.
 type Ended struct {
-	db *bbolt.DB
+	db    *bbolt.DB
+	probe *boltfault.Probe
 
 	// gen counts writes; a remembered answer holds while gen is what it
 	// was before the answer's read.
@@ -49,7 +53,9 @@ type endedKey struct {
 const endedCacheMax = 16384
 
 // NewEnded returns an Ended on db.
-func NewEnded(db *bbolt.DB) *Ended { return &Ended{db: db, live: map[endedKey]uint64{}} }
+func NewEnded(db *bbolt.DB) *Ended {
+	return &Ended{db: db, probe: boltfault.NewProbe(db, "sessions/ended_health", nil), live: map[endedKey]uint64{}}
+}
 
 // Ended reports whether a session with the given sid and subject, created
 // at created, has been ended: its sid was ended, or its subject was ended
@@ -102,13 +108,21 @@ func (e *Ended) Ended(ctx context.Context, sid, sub string, created time.Time) (
 	return ended, nil
 }
 
-// Ping reads the data file, past the remembered answers: readiness must
-// notice a file that can no longer be read.
+// Ping reads the data file, past the remembered answers, and checks that
+// it can be written (boltfault.Probe, reused for a second): readiness must
+// notice a file that can no longer be read, and a full disk, on which a
+// logout could not be recorded.
 func (e *Ended) Ping(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("session/bolt: ping: %w", err)
 	}
-	return wrapErr("ping", e.db.View(func(*bbolt.Tx) error { return nil }))
+	if err := e.db.View(func(*bbolt.Tx) error { return nil }); err != nil {
+		return wrapErr("ping", err)
+	}
+	if err := e.probe.Check(ctx); err != nil {
+		return fmt.Errorf("session/bolt: ping: %w: %w", session.ErrUnavailable, err)
+	}
+	return nil
 }
 
 // wrote forgets every remembered answer; called after each committed write.

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/bffgate/bffgate/internal/boltfault"
 	"github.com/bffgate/bffgate/issuer/storage"
 )
 
@@ -67,6 +68,7 @@ type Store struct {
 	db    *bolt.DB
 	cfg   Config
 	names bucketNames
+	probe *boltfault.Probe // Ping's write check
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -118,6 +120,7 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, wrapErr("create buckets", err)
 	}
+	s.probe = boltfault.NewProbe(db, cfg.BucketPrefix+"health", nil)
 	return s, nil
 }
 
@@ -128,12 +131,15 @@ func (n bucketNames) all() [][]byte {
 // wrapErr adds context to an error from a transaction. Errors that are
 // already the contract's (sentinels, *CodeReusedError, the caller's own
 // callback errors) pass through wrapped only with the operation name;
-// bbolt's closed-database error also matches storage.ErrUnavailable.
+// every fault of the data file (a full disk, an I/O error, a read-only
+// filesystem, a closed database, a lock timeout: boltfault.Is) also
+// matches storage.ErrUnavailable, which the issuer answers as 503
+// temporarily_unavailable.
 func wrapErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+	if boltfault.Is(err) {
 		return fmt.Errorf("bolt: %s: %w: %w", op, storage.ErrUnavailable, err)
 	}
 	return fmt.Errorf("bolt: %s: %w", op, err)
@@ -499,9 +505,18 @@ func (s *Store) DeleteLoginSession(ctx context.Context, id string) error {
 	})
 }
 
-// Ping reports whether the database is open.
+// Ping reports whether the database is open and can be written (a
+// boltfault.Probe, reused for a second): an issuer that can read but not
+// write its file (a full disk) can mint no code and rotate no refresh
+// token, so it is not ready.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.view(ctx, "ping", func(*txn) error { return nil })
+	if err := s.view(ctx, "ping", func(*txn) error { return nil }); err != nil {
+		return err
+	}
+	if err := s.probe.Check(ctx); err != nil {
+		return fmt.Errorf("bolt: ping: %w: %w", storage.ErrUnavailable, err)
+	}
+	return nil
 }
 
 // expired reports whether a record with expiry exp has expired at now: a
