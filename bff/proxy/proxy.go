@@ -613,7 +613,15 @@ func scheme(c *fiber.Ctx) []byte {
 // upstream may see: not the gateway's own, not the route's DropCookies.
 func (p *Proxy) keepCookies(dst []byte, rt *route, header []byte) []byte {
 	EachCookie(header, func(name, value []byte) bool {
-		if p.gatewayCookie(name) || containsFold(rt.dropCookies, name) {
+		// A nameless pair ("=__Host-bff=x", or "__Host-bff" alone) goes
+		// upstream as its value, which reads as a cookie named by what
+		// precedes '=': judge it by that name (found by FuzzEachCookie).
+		seen := name
+		if len(seen) == 0 {
+			seen, _, _ = bytes.Cut(value, []byte("="))
+			seen = trimSpace(seen)
+		}
+		if p.gatewayCookie(seen) || containsFold(rt.dropCookies, seen) {
 			return true
 		}
 		if len(dst) > 0 {
