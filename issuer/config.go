@@ -54,7 +54,7 @@ type Client struct {
 	// PostLogoutRedirectURIs are the exact URIs the end_session_endpoint
 	// may redirect to (OpenID Connect RP-Initiated Logout §3): https, or
 	// http on a loopback host.
-	PostLogoutRedirectURIs []string `yaml:"redirect_uris"`
+	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris"`
 	// InsecureAllowHTTPRedirects accepts plain-http redirect and
 	// post-logout URIs on hosts that are not loopback, for development on
 	// a LAN address. Off, such URIs are refused at start: the code would

@@ -271,10 +271,6 @@ func parseConfig(path string, b []byte, env []string) (*Config, error) {
 	src := &source{file: path, env: map[string]bool{}}
 	if b == nil {
 		cfg.zeroConfig = true
-		// The demo SPA says "You have been signed out" when it lands on
-		// ?signed_out; the zero-config client's post-logout URI is made
-		// from this, so the two always match.
-		cfg.Gateway.PostLogoutRedirect = zeroConfigPostLogout
 	} else {
 		var root yaml.Node
 		if err := yaml.Unmarshal(b, &root); err != nil {
@@ -291,6 +287,13 @@ func parseConfig(path string, b []byte, env []string) (*Config, error) {
 		return nil, err
 	}
 	cfg.fill()
+	if cfg.zeroConfig && cfg.embeddedClient() && !src.env["BFFGATE_GATEWAY_POST_LOGOUT_REDIRECT"] {
+		// The demo SPA says "You have been signed out" when it lands on
+		// ?signed_out. The embedded client's post-logout URI is made from
+		// this value, so the two always match; an external provider keeps
+		// the package default ("/"), the URI its users registered.
+		cfg.Gateway.PostLogoutRedirect = zeroConfigPostLogout
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, src.locateAll(err)
 	}

@@ -560,3 +560,33 @@ func TestEmptyConfigFile(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysAreUnique: within every section (a struct, a list's elements)
+// each YAML key names one field. A key written on two fields (a tag
+// copied and not renamed) would silently send a value to the wrong one.
+func TestKeysAreUnique(t *testing.T) {
+	t.Parallel()
+	seen := map[reflect.Type]bool{}
+	var check func(typ reflect.Type, path string)
+	check = func(typ reflect.Type, path string) {
+		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Map {
+			typ = typ.Elem()
+		}
+		if typ.Kind() != reflect.Struct || seen[typ] {
+			return
+		}
+		seen[typ] = true
+		names := map[string]bool{}
+		for _, k := range keysOf(typ) {
+			if names[k.name] {
+				t.Errorf("%s: the key %q is on two fields of %s", path, k.name, typ)
+			}
+			names[k.name] = true
+			check(typ.FieldByIndex(k.index).Type, path+"."+k.name)
+		}
+	}
+	check(reflect.TypeOf(Config{}), "")
+	if len(seen) < 10 {
+		t.Fatalf("walked only %d sections", len(seen))
+	}
+}
