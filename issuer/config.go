@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bffgate/bffgate/issuer/denylist"
 	"github.com/bffgate/bffgate/issuer/keys"
 	"github.com/bffgate/bffgate/issuer/protocol"
 	"github.com/bffgate/bffgate/issuer/storage"
@@ -154,7 +155,12 @@ type Config struct {
 	// token it names, to cover clock skew between instances.
 	DenylistCacheSize    int
 	DenylistPollInterval time.Duration
-	PurgeDelay           time.Duration
+	// DenylistSubscriber, when set, pushes the revocations other
+	// instances make into this instance's denylist cache as they happen
+	// (the Redis store's pub/sub); the poll stays as the floor for a
+	// missed message.
+	DenylistSubscriber denylist.Subscriber `yaml:"-"`
+	PurgeDelay         time.Duration
 	// HTTPClient sends back-channel logout requests; nil means a client
 	// with a 5s timeout.
 	HTTPClient *http.Client

@@ -160,7 +160,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.deny, err = denylist.New(denylist.Config{
 		Store: cfg.Store, CacheSize: cfg.DenylistCacheSize, PollInterval: cfg.DenylistPollInterval,
-		Now: cfg.Now, Logger: cfg.Logger, Registerer: cfg.Registerer,
+		Now: cfg.Now, Logger: cfg.Logger, Registerer: cfg.Registerer, Subscriber: cfg.DenylistSubscriber,
 	}); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bffgate/bffgate/issuer"
+	"github.com/bffgate/bffgate/issuer/denylist"
 	"github.com/bffgate/bffgate/issuer/keys"
 	"github.com/bffgate/bffgate/issuer/storage"
 	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
@@ -80,6 +81,7 @@ type runtime struct {
 	redis    goredis.UniversalClient
 	registry *prometheus.Registry
 	istore   storage.Store
+	denySub  denylist.Subscriber // the Redis store's pub/sub; nil on bbolt
 	closers  []func() error
 }
 
@@ -129,6 +131,7 @@ func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, er
 			return nil, err
 		}
 		rt.istore = st
+		rt.denySub = st // revocations pushed to every instance at once
 	default:
 		st, err := issuerbolt.New(db, issuerbolt.DefaultConfig())
 		if err != nil {
@@ -360,6 +363,7 @@ func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, erro
 	}
 	icfg := cfg.issuerConfig(secret)
 	icfg.Store = rt.istore
+	icfg.DenylistSubscriber = rt.denySub
 	icfg.Logger = rt.log.With("component", "issuer")
 	icfg.Registerer = rt.registry
 	icfg.Gatherer = rt.registry

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -142,9 +144,18 @@ func TestRevocationPropagates(t *testing.T) {
 		if !cb.Introspect(ctx, tk.AccessToken, "access_token") {
 			t.Fatalf("round %d: issuer B reports a fresh access token of issuer A inactive", round)
 		}
+		cachedAtB := denylistEntries(t, b)
 		r, err := ca.Revoke(ctx, tk.AccessToken, "access_token")
 		if err != nil || r.Status != http.StatusOK {
 			t.Fatalf("round %d: revoke at issuer A: %s (%v), want 200", round, r, err)
+		}
+		// Pushed, not polled (the poll is a minute): B's denylist cache
+		// gets the entry without B being asked about the token.
+		for deadline := time.Now().Add(3 * time.Second); denylistEntries(t, b) <= cachedAtB; {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the revocation at issuer A never reached issuer B's denylist cache by push (entries stay %v)", round, cachedAtB)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		deadline := time.Now().Add(time.Second)
 		for cb.Introspect(ctx, tk.AccessToken, "access_token") {
@@ -159,6 +170,33 @@ func TestRevocationPropagates(t *testing.T) {
 			t.Errorf("round %d: issuer B reports the refresh token of a revoked access token's grant active", round)
 		}
 	}
+}
+
+// denylistEntries reads bffgate_issuer_denylist_cache_entries from the
+// issuer's /metrics.
+func denylistEntries(t *testing.T, s *stack.Stack) float64 {
+	t.Helper()
+	resp, err := http.Get(s.IssuerURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if strings.HasPrefix(line, "bffgate_issuer_denylist_cache_entries") {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			return v
+		}
+	}
+	t.Fatal("issuer /metrics has no bffgate_issuer_denylist_cache_entries")
+	return 0
 }
 
 // TestRefreshRaceAcrossIssuers presents one refresh token to issuer A and
