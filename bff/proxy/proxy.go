@@ -747,12 +747,6 @@ func invalidTokenChallenge(values [][]byte) bool {
 // upstreamFailed answers 502 or 504 JSON for a failed upstream call,
 // naming what went wrong.
 func (p *Proxy) upstreamFailed(c *fiber.Ctx, rt *route, err error, start time.Time) {
-	if ee := (*edge.Error)(nil); errors.As(err, &ee) {
-		// The client's body broke off or was malformed, not the upstream.
-		p.log.Info("request body failed", slog.String("route", rt.Prefix), slog.String("reason", ee.Kind))
-		writeJSONError(c, ee.Status, "invalid_request", ee.Description)
-		return
-	}
 	kind := errorKind(err)
 	status := fiber.StatusBadGateway
 	code, desc := "upstream_unavailable", failureText(rt.Prefix, c.Method(), kind, err)
