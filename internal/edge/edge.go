@@ -369,8 +369,8 @@ func discard(c *fiber.Ctx, limit int64) {
 	t, _ := c.Locals(localsStream).(*stream)
 	var r io.Reader
 	switch {
-	case t != nil && t.done:
-		return
+	case t != nil && t.done, c.Context().Response.ConnectionClose():
+		return // nothing left, or the connection closes anyway
 	case t != nil && t.err == nil:
 		r = t
 	case t == nil && cl >= 0:
