@@ -51,43 +51,22 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 // proxy reads and discards before it answers, so that the connection
 // stays in step (and a browser still uploading reads the 413 instead of
 // a connection reset). A longer remainder is not read: the answer goes
-// out at once with Connection: close.
+// out at once with Connection: close (edge.Discard).
 const lingerBytes = 64 << 20
-
-// finishBody leaves the browser's connection in step after the proxy
-// refused a request whose streamed body it did not read to its end:
-// fasthttp would otherwise read the rest of the body as the next request
-// on the connection. It discards a remainder of up to lingerBytes, so
-// that a browser still uploading reads the answer, or marks the
-// connection to close. broken means the body's framing failed (a
-// malformed chunk): it cannot be read on, and the connection closes.
-// internal/edge settles every other handler's unread body the same way
-// (with a smaller drain); reading through edge.BodyStream is what lets it
-// know where the body ended.
-func finishBody(c *fiber.Ctx, broken bool) {
-	src := c.Request()
-	cl := src.Header.ContentLength()
-	if !src.IsBodyStream() || cl == 0 {
-		return // read whole by the server, or none: nothing left on the wire
-	}
-	if broken || cl > lingerBytes {
-		c.Context().SetConnectionClose()
-		return
-	}
-	n, err := io.Copy(io.Discard, io.LimitReader(edge.BodyStream(c), lingerBytes+1))
-	if err != nil || n > lingerBytes {
-		c.Context().SetConnectionClose()
-	}
-}
 
 // refuse answers a request the proxy does not send (or stopped sending)
 // upstream: 400 for a refused path, 413 for a body over the route's
 // limit. The rest of the body is discarded or the connection closed
-// (finishBody).
+// (edge.Discard); a body whose reading failed (a malformed chunk, an
+// upload cut off) cannot be read on, and its connection closes.
 func (p *Proxy) refuse(c *fiber.Ctx, rt *route, err error, start time.Time) {
 	var pe *PathError
 	var be *bodyError
-	finishBody(c, errors.As(err, &be))
+	if errors.As(err, &be) {
+		c.Context().SetConnectionClose()
+	} else {
+		edge.Discard(c, lingerBytes)
+	}
 	switch {
 	case errors.As(err, &be):
 		p.metrics.observe(rt.label, fiber.StatusBadRequest, p.now().Sub(start))

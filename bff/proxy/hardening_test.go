@@ -520,3 +520,24 @@ func TestMalformedChunkedBody(t *testing.T) {
 		t.Errorf("the upstream read a complete body")
 	}
 }
+
+// TestCutOffBodyNotForwarded: a browser that stops sending a body of
+// declared length (small enough to be read into memory before it is
+// sent) gets 400 invalid_body, and the upstream sees no request: the
+// short body is never sent on as a complete one.
+func TestCutOffBodyNotForwarded(t *testing.T) {
+	t.Parallel()
+	up := newCountingUpstream(t)
+	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: up.URL}}})
+	gw := startGateway(t, p, true, "tok", "")
+	r := rawRequest(t, gw, "POST /api/upload HTTP/1.1\nHost: gw\nContent-Length: 100000", func(w io.Writer) {
+		_, _ = w.Write(bytes.Repeat([]byte("a"), 50000))
+		_ = w.(*net.TCPConn).CloseWrite()
+	})
+	if r.err != nil || r.status != 400 || !strings.Contains(r.body, `"error":"invalid_body"`) {
+		t.Errorf("cut-off body: %d %s (%v), want 400 invalid_body", r.status, r.body, r.err)
+	}
+	if n := up.n.Load(); n != 0 {
+		t.Errorf("the upstream received %d requests, want none", n)
+	}
+}

@@ -363,9 +363,9 @@ type outgoingBody struct {
 }
 
 // buildRequest fills req from the browser's request. It returns a
-// *PathError for a refused path and errBodyTooLarge for a declared
-// Content-Length over the route's MaxBodyBytes; nothing has been sent
-// then.
+// *PathError for a refused path, errBodyTooLarge for a declared
+// Content-Length over the route's MaxBodyBytes, and a *bodyError when a
+// body it reads into memory breaks off; nothing has been sent then.
 func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fasthttp.Request, bp *[]byte) (outgoingBody, error) {
 	src := c.Request()
 	uri := src.URI()
@@ -478,7 +478,17 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 	if src.IsBodyStream() {
 		switch {
 		case cl >= 0 && cl <= p.cfg.MaxRequestBodySize:
-			req.SetBodyRaw(src.Body()) // reads the stream in: at most cl bytes
+			// Read in through the edge's stream (errors by kind, the end
+			// noted), and whole: fasthttp's Request.Body would turn a
+			// read error into the body's text, and a browser that stops
+			// short of Content-Length into a shorter body, sent upstream
+			// as a complete request.
+			if n, err := io.CopyN(req.BodyWriter(), edge.BodyStream(c), int64(cl)); err != nil {
+				if err == io.EOF {
+					err = fmt.Errorf("%w: %d of %d bytes", io.ErrUnexpectedEOF, n, cl)
+				}
+				return outgoingBody{}, &bodyError{err}
+			}
 		default:
 			// Wrapped (which also hides the concrete type: fasthttp's
 			// Request returns a *requestStream to its pool when it closes
@@ -737,12 +747,6 @@ func invalidTokenChallenge(values [][]byte) bool {
 // upstreamFailed answers 502 or 504 JSON for a failed upstream call,
 // naming what went wrong.
 func (p *Proxy) upstreamFailed(c *fiber.Ctx, rt *route, err error, start time.Time) {
-	if ee := (*edge.Error)(nil); errors.As(err, &ee) {
-		// The client's body broke off or was malformed, not the upstream.
-		p.log.Info("request body failed", slog.String("route", rt.Prefix), slog.String("reason", ee.Kind))
-		writeJSONError(c, ee.Status, "invalid_request", ee.Description)
-		return
-	}
 	kind := errorKind(err)
 	status := fiber.StatusBadGateway
 	code, desc := "upstream_unavailable", failureText(rt.Prefix, c.Method(), kind, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/bffgate/bffgate/internal/edge"
 	"github.com/bffgate/bffgate/internal/upstream"
 )
 
@@ -90,10 +91,14 @@ func (d *devProxy) handle(c *fiber.Ctx) error {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	c.Request().CopyTo(req)
+	var body *borrowedStream
 	if c.Request().IsBodyStream() {
 		// CopyTo leaves a streamed body behind; such a request is
-		// never sent twice.
-		req.SetBodyStream(borrowedStream{c.Context().RequestBodyStream()}, c.Request().Header.ContentLength())
+		// never sent twice. Read through the edge's stream: its errors
+		// name no request byte, and a body read to its end keeps the
+		// browser's connection.
+		body = &borrowedStream{r: edge.BodyStream(c)}
+		req.SetBodyStream(body, c.Request().Header.ContentLength())
 	}
 	stripHop(&req.Header)
 	// The dev server serves modules; it has no use for the user's cookies
@@ -121,13 +126,20 @@ func (d *devProxy) handle(c *fiber.Ctx) error {
 	})
 	if err != nil {
 		resp.ResetBody()
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		c.Set(fiber.HeaderContentType, fiber.MIMETextPlainCharsetUTF8)
+		var ee *edge.Error
+		if body != nil && errors.As(body.err, &ee) {
+			// The browser's body broke (a malformed chunk or trailer, an
+			// upload cut off): not the dev server's fault.
+			d.log.Info("request body could not be read from the client", "path", c.Path(), "method", c.Method(), "reason", ee.Kind)
+			return c.Status(ee.Status).SendString(ee.Description + "\n")
+		}
 		status := fiber.StatusBadGateway
 		if errors.Is(err, fasthttp.ErrTimeout) {
 			status = fiber.StatusGatewayTimeout
 		}
 		d.log.Warn("SPA dev server request failed", "path", c.Path(), "method", c.Method(), "err", err)
-		c.Set(fiber.HeaderCacheControl, "no-store")
-		c.Set(fiber.HeaderContentType, fiber.MIMETextPlainCharsetUTF8)
 		return c.Status(status).SendString(d.failureText(c.Method(), err))
 	}
 	stripHopResponse(&resp.Header)
@@ -159,8 +171,21 @@ func (d *devProxy) failureText(method string, err error) string {
 
 // borrowedStream hides the concrete type of a reader the upstream request
 // reads but does not own (fasthttp would return its own stream type to a
-// pool when it closes it, and the server's request releases this one).
-type borrowedStream struct{ io.Reader }
+// pool when it closes it, and the server's request releases this one),
+// and keeps the first read error, which tells a failure of the browser's
+// body from one of the dev server.
+type borrowedStream struct {
+	r   io.Reader
+	err error
+}
+
+func (b *borrowedStream) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
 
 // isHopOrFraming reports whether a header describes the message rather
 // than the resource, and so must come from the upstream's answer alone.

@@ -588,5 +588,41 @@ func TestKeysAreUnique(t *testing.T) {
 	check(reflect.TypeOf(Config{}), "")
 	if len(seen) < 10 {
 		t.Fatalf("walked only %d sections", len(seen))
+
+// A secret given where its section belongs (a key pasted one level too
+// high, in the file or a variable) is refused under its key without
+// showing it: configuration errors go to the terminal and the logs.
+func TestConfigErrorsHideSecrets(t *testing.T) {
+	t.Parallel()
+	const secret = "c2VjcmV0S0VZdmFsdWVzZWNyZXRLRVl2YWx1ZXNlY3JldEtFWQ"
+	tests := []struct {
+		name, file string
+		env        []string
+		key        string
+	}{
+		{"cookie key as a list item", "gateway:\n  session:\n    cookie_keys: [" + secret + "]\n", nil, "gateway.session.cookie_keys[0]"},
+		{"cookie key for the list", "gateway:\n  session:\n    cookie_keys: " + secret + "\n", nil, "gateway.session.cookie_keys"},
+		{"client secret as a client", "issuer:\n  clients: [" + secret + "]\n", nil, "issuer.clients[0]"},
+		{"client secret for the provider", "gateway:\n  provider: " + secret + "\n", nil, "gateway.provider"},
+		{"cookie key in a variable", "", []string{"BFFGATE_GATEWAY_SESSION_COOKIE_KEYS=[\"" + secret + "\"]"}, "gateway.session.cookie_keys[0]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tc.file != "" {
+				path = writeFile(t, tc.file)
+			}
+			_, err := loadConfig(path, tc.env)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.key) {
+				t.Errorf("error does not name %s: %v", tc.key, err)
+			}
+			if strings.Contains(err.Error(), secret[:8]) {
+				t.Errorf("error shows the secret: %v", err)
+			}
+		})
 	}
 }

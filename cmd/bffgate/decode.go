@@ -286,7 +286,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string, depth int) {
 		d.mapping(n, v, key, depth)
 	case t.Kind() == reflect.Slice && walked(t.Elem()):
 		if n.Kind != yaml.SequenceNode {
-			d.fail(n, key, "want a list (- key: value entries), not %s", describe(n))
+			d.fail(n, key, "want a list (- key: value entries), not %s", describeFor(t.Elem(), n))
 			return
 		}
 		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
@@ -313,7 +313,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string, depth int) {
 
 func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string, depth int) {
 	if n.Kind != yaml.MappingNode {
-		d.fail(n, key, "want a mapping of keys (such as %s), not %s", sampleKeys(v.Type()), describe(n))
+		d.fail(n, key, "want a mapping of keys (such as %s), not %s", sampleKeys(v.Type()), describeFor(v.Type(), n))
 		return
 	}
 	fields := keysOf(v.Type())
@@ -452,6 +452,42 @@ func describe(n *yaml.Node) string {
 	default:
 		return "this value"
 	}
+}
+
+// secretKeys are the keys whose values are secrets.
+var secretKeys = map[string]bool{"secret": true, "client_secret": true, "password_hash": true,
+	"sentinel_password": true, "hash": true, "block": true, "url": true}
+
+// describeFor is describe for a value wanted as a section of type t (or a
+// list of them): a scalar given where a section holding a secret belongs
+// is likely that secret, pasted one level too high (cookie_keys: [KEY],
+// clients: [SECRET]), and is not shown.
+func describeFor(t reflect.Type, n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode && holdsSecret(t, 0) {
+		return "a single value (not shown: this section holds secrets)"
+	}
+	return describe(n)
+}
+
+// holdsSecret reports whether the section type t has a secret key, at
+// any depth.
+func holdsSecret(t reflect.Type, depth int) bool {
+	if depth > maxDepth {
+		return false
+	}
+	for _, f := range keysOf(t) {
+		if secretKeys[f.name] {
+			return true
+		}
+		ft := t.FieldByIndex(f.index).Type
+		if ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if walked(ft) && holdsSecret(ft, depth+1) {
+			return true
+		}
+	}
+	return false
 }
 
 func sampleKeys(t reflect.Type) string {

@@ -336,27 +336,48 @@ func (s *stream) Read(p []byte) (int, error) {
 
 // settle runs after the handler. A body fasthttp streams (the gateway's
 // chunked or large bodies) and that nobody read to its end would be read
-// as the next request on the connection: a body of known length is
-// drained when little is left, anything else closes the connection.
+// as the next request on the connection: it is drained when little is
+// left, else the connection closes (see discard).
 func settle(c *fiber.Ctx) {
+	if c.Request().IsBodyStream() {
+		discard(c, drainLimit)
+	}
+}
+
+// Discard reads and discards what is left of a streamed request body, at
+// most limit bytes, so that a handler answering before it read the body
+// (a refusal) keeps the connection in step, and a client still uploading
+// reads the answer rather than a reset. A longer rest, or a body whose
+// framing broke, closes the connection after the answer instead. The
+// caller reads the body through BodyStream only, or not at all; the edge
+// then has nothing left to settle.
+func Discard(c *fiber.Ctx, limit int64) {
+	if c.Request().IsBodyStream() {
+		BodyStream(c)
+		discard(c, limit)
+	}
+}
+
+// discard is Discard and settle's one rule. Reading a stream of known
+// length past its end returns EOF at once, so one a handler read directly
+// is safe to drain too. A chunked one is not: past its last chunk the next
+// Read would wait for the next request's bytes; it is drained only
+// through BodyStream's reader, which knows where the body ended.
+func discard(c *fiber.Ctx, limit int64) {
 	req := c.Request()
-	if !req.IsBodyStream() {
-		return // read in full by fasthttp, or by the handler
-	}
+	cl := int64(req.Header.ContentLength())
 	t, _ := c.Locals(localsStream).(*stream)
-	if t != nil && t.done {
-		return
+	var r io.Reader
+	switch {
+	case t != nil && t.done, c.Context().Response.ConnectionClose():
+		return // nothing left, or the connection closes anyway
+	case t != nil && t.err == nil:
+		r = t
+	case t == nil && cl >= 0:
+		r = c.Context().RequestBodyStream()
 	}
-	// Reading a stream of known length past its end returns EOF at once,
-	// so one the handler read directly is safe to drain too. A chunked
-	// one is not: past its last chunk the next Read would wait for the
-	// next request's bytes.
-	if req.Header.ContentLength() >= 0 && (t == nil || t.err == nil) {
-		var r io.Reader = c.Context().RequestBodyStream()
-		if t != nil {
-			r = t
-		}
-		if n, err := io.Copy(io.Discard, io.LimitReader(r, drainLimit+1)); err == nil && n <= drainLimit {
+	if r != nil && cl <= limit {
+		if n, err := io.Copy(io.Discard, io.LimitReader(r, limit+1)); err == nil && n <= limit {
 			return
 		}
 	}
