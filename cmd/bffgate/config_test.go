@@ -588,6 +588,8 @@ func TestKeysAreUnique(t *testing.T) {
 	check(reflect.TypeOf(Config{}), "")
 	if len(seen) < 10 {
 		t.Fatalf("walked only %d sections", len(seen))
+	}
+}
 
 // A secret given where its section belongs (a key pasted one level too
 // high, in the file or a variable) is refused under its key without
