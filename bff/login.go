@@ -223,9 +223,12 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 				"the provider did not accept the sign-in's authorization code (it may have expired or been used already)"),
 				"Sign-in failed", again, "Try again")
 		}
+		// Unreachable is unavailable too: the same 503 as a provider that
+		// answers 5xx, and as the API's provider_unavailable.
 		g.loginFailed(c, "provider_unavailable", err)
-		return g.failPage(c, newError(fiber.StatusBadGateway, "provider_unavailable",
-			"the sign-in provider could not be reached to finish the sign-in; try again shortly"), "Sign-in failed", again, "Try again")
+		c.Set(fiber.HeaderRetryAfter, "5")
+		return g.failPage(c, newError(fiber.StatusServiceUnavailable, "provider_unavailable",
+			"the sign-in provider could not be reached to finish the sign-in; try again shortly"), "Sign-in service unavailable", again, "Try again")
 	}
 	rawID, _ := tok.Extra("id_token").(string)
 	if rawID == "" {

@@ -662,12 +662,12 @@ func TestGatewayProviderErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantPage(t, r, http.StatusBadGateway, "could not be reached")
+		wantPage(t, r, http.StatusServiceUnavailable, "could not be reached")
 		r, err = ps[1].a.do(ctx, http.MethodGet, ps[1].cb, nil, http.Header{"Accept": {jsonAccept}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantJSONError(t, r, http.StatusBadGateway, "provider_unavailable")
+		wantJSONError(t, r, http.StatusServiceUnavailable, "provider_unavailable")
 		stillServed(t)
 		a := ps[0].a
 		rr := a.get(ctx, e.st.GatewayURL+"/readyz", nil)
