@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,36 +13,6 @@ import (
 
 	"github.com/bffgate/bffgate/internal/upstream/upstreamtest"
 )
-
-// parallelGets sends n GETs at once through the gateway at gw, each held
-// for 100 ms by the upstream so that the proxy opens n connections, and
-// fails unless all answer 200.
-func parallelGets(t *testing.T, hc *http.Client, gw string, n int) {
-	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := hc.Get(fmt.Sprintf("%s/api/warm/%d?delay=100", gw, i))
-			if err != nil {
-				errs <- err
-				return
-			}
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if res.StatusCode != http.StatusOK {
-				errs <- fmt.Errorf("HTTP %d %s", res.StatusCode, body)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("GET through the gateway while opening connections: %v", err)
-	}
-}
 
 // TestUpstreamClosedKeptAliveConnection runs an API route against a real
 // Node http server that closes idle connections after 200 ms, with the
@@ -62,7 +31,7 @@ func TestUpstreamClosedKeptAliveConnection(t *testing.T) {
 
 	idle := func() {
 		t.Helper()
-		parallelGets(t, hc, gw, 12)
+		upstreamtest.ParallelGets(t, hc, 12, func(i int) string { return fmt.Sprintf("%s/api/warm/%d?delay=100", gw, i) })
 		if !node.WaitAllClosed(5 * time.Second) {
 			t.Fatalf("Node did not close its idle connections: %s", node)
 		}
@@ -113,7 +82,7 @@ func TestRouteIdleTimeout(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 
-	parallelGets(t, hc, gw, 8)
+	upstreamtest.ParallelGets(t, hc, 8, func(i int) string { return fmt.Sprintf("%s/api/warm/%d?delay=100", gw, i) })
 	if !node.WaitAllClosed(10 * time.Second) {
 		t.Fatalf("idle connections not closed: %s", node)
 	}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,35 +26,6 @@ func devGateway(t *testing.T, cfg Config) string {
 	return serve(t, app)
 }
 
-// devGets sends n GETs at once, each held 100 ms by the dev server so
-// that the proxy opens n connections, and fails unless all answer 200.
-func devGets(t *testing.T, hc *http.Client, base string, n int) {
-	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := hc.Get(fmt.Sprintf("%s/src/module%d.ts?delay=100", base, i))
-			if err != nil {
-				errs <- err
-				return
-			}
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if res.StatusCode != http.StatusOK {
-				errs <- fmt.Errorf("HTTP %d %s", res.StatusCode, body)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("GET through the dev proxy while opening connections: %v", err)
-	}
-}
-
 // TestDevProxyReusedConnectionClosed runs the dev proxy against a real
 // Node http server that closes idle connections after 200 ms while the
 // proxy keeps them for a minute, as Vite (5 s) did against the old 30 s:
@@ -71,7 +41,7 @@ func TestDevProxyReusedConnectionClosed(t *testing.T) {
 
 	idle := func() {
 		t.Helper()
-		devGets(t, hc, base, 12)
+		upstreamtest.ParallelGets(t, hc, 12, func(i int) string { return fmt.Sprintf("%s/src/module%d.ts?delay=100", base, i) })
 		if !node.WaitAllClosed(5 * time.Second) {
 			t.Fatalf("Node did not close its idle connections: %s", node)
 		}
@@ -123,7 +93,7 @@ func TestDevProxyIdleTimeoutDefault(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 
-	devGets(t, hc, base, 8)
+	upstreamtest.ParallelGets(t, hc, 8, func(i int) string { return fmt.Sprintf("%s/src/module%d.ts?delay=100", base, i) })
 	if !node.WaitAllClosed(15 * time.Second) {
 		t.Fatalf("idle connections not closed: %s", node)
 	}

@@ -15,6 +15,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,5 +159,35 @@ func (n *Node) WaitAllClosed(limit time.Duration) bool {
 			return false
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ParallelGets sends n GETs at once with hc, the i-th to url(i) (which
+// should ask the server for ?delay=100 so that the requests overlap and the
+// client under test opens n connections), and fails unless all answer 200.
+func ParallelGets(t testing.TB, hc *http.Client, n int, url func(i int) string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := hc.Get(url(i))
+			if err != nil {
+				errs <- err
+				return
+			}
+			body, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				errs <- fmt.Errorf("HTTP %d %s", res.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("parallel GET while opening connections: %v", err)
 	}
 }
