@@ -6,93 +6,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
-	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-
 	"github.com/bffgate/bffgate/e2e/issuerclient"
+	"github.com/bffgate/bffgate/e2e/redisserver"
 	"github.com/bffgate/bffgate/e2e/stack"
 )
-
-// redisServer is a redis-server of the test's own on a spare loopback
-// port, without persistence: the test may flush it, freeze it (SIGSTOP)
-// and thaw it. No other Redis is touched.
-type redisServer struct {
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed: the Redis fault tests run a Redis of their own (apt-get install redis-server)")
-	}
-	r := &redisServer{port: stack.FreePort(t), done: make(chan struct{})}
-	r.cmd = exec.Command(bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	go func() { _ = r.cmd.Wait(); close(r.done) }()
-	t.Cleanup(func() {
-		_ = r.cmd.Process.Signal(syscall.SIGCONT) // a frozen server cannot exit
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.done:
-		case <-time.After(10 * time.Second):
-			_ = r.cmd.Process.Kill()
-			<-r.done
-		}
-	})
-	rdb := r.client()
-	defer rdb.Close()
-	waitFor(t, fmt.Sprintf("redis-server on port %d answering PING", r.port), func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		return rdb.Ping(ctx).Err() == nil
-	})
-	return r
-}
-
-func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
-
-func (r *redisServer) client() *goredis.Client {
-	return goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port), MaxRetries: -1})
-}
-
-// flush empties the server, as a restart without persistence does.
-func (r *redisServer) flush(t *testing.T) {
-	t.Helper()
-	rdb := r.client()
-	defer rdb.Close()
-	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
-		t.Fatalf("FLUSHALL on the test's own redis-server: %v", err)
-	}
-}
-
-func (r *redisServer) freeze(t *testing.T) {
-	t.Helper()
-	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (r *redisServer) thaw(t *testing.T) {
-	t.Helper()
-	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // redisEnv puts a process's issuer state and gateway sessions in Redis,
 // with the test client registered and keys reloaded every second.
@@ -119,15 +43,15 @@ func redisEnv(redisURL string, extra ...string) []string {
 // B's at its next reload, and refreshes failed with "the refresh token
 // names a key this issuer does not have".
 func TestRedisRestartedEmpty(t *testing.T) {
-	rs := startRedis(t)
+	rs := redisserver.Start(t)
 	refreshing := []string{"BFFGATE_ISSUER_TOKENS_ACCESS_TTL=30s", "BFFGATE_GATEWAY_REFRESH_SKEW=1m"}
-	a := stack.Start(t, stack.Options{Env: redisEnv(rs.url(), refreshing...)})
-	b := stack.Start(t, stack.Options{Env: redisEnv(rs.url(), append(refreshing, "BFFGATE_ISSUER_URL="+a.IssuerURL)...)})
+	a := stack.Start(t, stack.Options{Env: redisEnv(rs.URL(), refreshing...)})
+	b := stack.Start(t, stack.Options{Env: redisEnv(rs.URL(), append(refreshing, "BFFGATE_ISSUER_URL="+a.IssuerURL)...)})
 	ctx := context.Background()
 	ca, cb := issuerclient.New(t, a.IssuerURL, testClient), issuerclient.New(t, b.IssuerURL, testClient)
 	kidsBefore := jwksKIDs(t, a.IssuerURL)
 
-	rs.flush(t)
+	rs.Flush()
 	b.Restart()
 	// Both reload their keys every second: two rounds let A put its keys
 	// back and B read them.
@@ -182,8 +106,8 @@ func TestRedisRestartedEmpty(t *testing.T) {
 // 10 s), /readyz fails, and when Redis resumes the same process serves
 // again, the session intact.
 func TestRedisFrozen(t *testing.T) {
-	rs := startRedis(t)
-	s := stack.Start(t, stack.Options{Env: redisEnv(rs.url())})
+	rs := redisserver.Start(t)
+	s := stack.Start(t, stack.Options{Env: redisEnv(rs.URL())})
 	ctx := context.Background()
 	u := issuerclient.NewBrowser(t)
 	cookie, err := u.GatewayLogin(ctx, s.GatewayURL, issuerclient.DemoUser, issuerclient.DemoPassword)
@@ -193,11 +117,11 @@ func TestRedisFrozen(t *testing.T) {
 	c := issuerclient.New(t, s.IssuerURL, testClient)
 	tk := c.MustGrant()
 
-	rs.freeze(t)
+	rs.Freeze()
 	frozen := true
 	defer func() {
 		if frozen {
-			rs.thaw(t)
+			rs.Thaw()
 		}
 	}()
 	// A client that gives up after 4 s: four times the configured bound,
@@ -252,7 +176,7 @@ func TestRedisFrozen(t *testing.T) {
 		}
 	}
 
-	rs.thaw(t)
+	rs.Thaw()
 	frozen = false
 	waitFor(t, "/readyz after Redis resumed", func() bool {
 		for _, base := range []string{s.GatewayURL, s.IssuerURL} {

@@ -8,107 +8,15 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os/exec"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-
 	"github.com/bffgate/bffgate/e2e/issuerclient"
+	"github.com/bffgate/bffgate/e2e/redisserver"
 	"github.com/bffgate/bffgate/e2e/stack"
 )
-
-// redisServer is a redis-server the test runs on a spare loopback port,
-// without persistence, so that it can stop it and start it again (empty)
-// on the same port.
-type redisServer struct {
-	t    *testing.T
-	bin  string
-	port int
-	dir  string // --dir: where SHUTDOWN SAVE writes the snapshot
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed: the Redis outage test runs a Redis of its own (apt-get install redis-server)")
-	}
-	r := &redisServer{t: t, bin: bin, port: stack.FreePort(t), dir: t.TempDir()}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	r.done = make(chan struct{})
-	go func() { _ = r.cmd.Wait(); close(r.done) }()
-	rdb := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port), MaxRetries: -1})
-	defer rdb.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := rdb.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-r.done:
-			r.t.Fatalf("redis-server on port %d exited: %v", r.port, r.cmd.ProcessState)
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server on port %d did not answer PING: %v", r.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop sends SIGTERM and waits for the server to exit (SIGKILL after 10 s).
-// With no save points configured, the data is lost: the next start is
-// empty.
-func (r *redisServer) stop() { r.shutdown(false) }
-
-// shutdown stops the server; with save, by SHUTDOWN SAVE, which writes a
-// snapshot that the next start loads (a Redis with persistence).
-func (r *redisServer) shutdown(save bool) {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-r.done:
-		return
-	default:
-	}
-	if save {
-		rdb := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", r.port), MaxRetries: -1})
-		// The server closes the connection instead of answering.
-		_ = rdb.ShutdownSave(context.Background()).Err()
-		rdb.Close()
-	} else {
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-r.done:
-	case <-time.After(10 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-r.done
-	}
-}
 
 // phases of the outage run.
 const (
@@ -157,8 +65,8 @@ func TestRedisOutage(t *testing.T) {
 }
 
 func redisOutage(t *testing.T, keep bool) {
-	rs := startRedis(t)
-	s := stack.Start(t, stack.Options{Env: redisEnv(rs.url(), "e2e-outage:")})
+	rs := redisserver.Start(t)
+	s := stack.Start(t, stack.Options{Env: redisEnv(rs.URL(), "e2e-outage:")})
 	ctx := context.Background()
 	u := newUser(t)
 	cookie := u.mustLogin(s.GatewayURL)
@@ -254,7 +162,7 @@ func redisOutage(t *testing.T, keep bool) {
 	waitFor("answers with Redis up", func() bool { return seen.get(phaseUp, "gateway /api/whoami", 200) >= 20 })
 
 	phase.Store(phaseDown)
-	rs.shutdown(keep)
+	rs.Shutdown(keep)
 	waitFor("gateway 503s with Redis down", func() bool { return seen.get(phaseDown, "gateway /bff/user", 503) >= 5 })
 	for _, l := range []struct{ name, url string }{{"gateway", s.GatewayURL}, {"issuer", s.IssuerURL}} {
 		a, err := plainGet(ctx, l.url+"/readyz")
@@ -279,7 +187,7 @@ func redisOutage(t *testing.T, keep bool) {
 	// Redis, answer 401 for the lost session) before start's own PING loop
 	// sees the server, and those answers belong to the back phase.
 	phase.Store(phaseBack)
-	rs.start()
+	rs.Restart()
 	waitFor("/readyz after Redis returned", func() bool {
 		for _, base := range []string{s.GatewayURL, s.IssuerURL} {
 			if a, err := plainGet(ctx, base+"/readyz"); err != nil || a.Status != http.StatusOK {
