@@ -148,8 +148,11 @@ type Config struct {
 	// SPA serves every path not matched by the gateway or the API routes
 	// (bff/spa); nil answers 404 JSON.
 	SPA fiber.Handler
-	// BodyLimit is the largest request body the gateway accepts; default
-	// 10 MiB. Bodies stream to the upstream (fiber StreamRequestBody).
+	// BodyLimit is fiber's BodyLimit under StreamRequestBody: a body of
+	// known length up to it is read in before the handler runs, a larger or
+	// chunked one streams (default 10 MiB). It refuses nothing: the largest
+	// body an API route accepts is its Route.MaxBodyBytes, and the
+	// gateway's own endpoints read bounded bodies (internal/edge).
 	BodyLimit int
 
 	// PostLogoutRedirect is the local path the provider sends the browser
