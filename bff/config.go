@@ -508,26 +508,12 @@ func validHeaderName(s string) bool {
 	return true
 }
 
-// normalizeOrigin parses an origin into scheme://host[:port] in lower case
-// with default ports removed, the form browsers send in Origin.
+// normalizeOrigin is proxy.NormalizeOrigin with an error that names the
+// value, for configuration and the CSRF guard.
 func normalizeOrigin(s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", err
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+	n, ok := proxy.NormalizeOrigin(s)
+	if !ok {
 		return "", fmt.Errorf("%q is not an origin (scheme://host[:port])", s)
 	}
-	host := strings.ToLower(u.Hostname())
-	port := u.Port()
-	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
-		port = ""
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	if port != "" {
-		host += ":" + port
-	}
-	return u.Scheme + "://" + host, nil
+	return n, nil
 }

@@ -74,7 +74,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.pubHost, p.pubProto = []byte(u.Host), []byte(u.Scheme)
 	}
 	for i, o := range cfg.WebSocketOrigins {
-		n, ok := normalizeOrigin(o)
+		n, ok := NormalizeOrigin(o)
 		if !ok {
 			return nil, fmt.Errorf("%w: webSocketOrigins[%d]: %q is not an origin (scheme://host[:port])", ErrInvalidConfig, i, o)
 		}

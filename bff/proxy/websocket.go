@@ -177,13 +177,14 @@ func (p *Proxy) originAllowed(c *fiber.Ctx) bool {
 		u, err := url.Parse(string(origin))
 		return err == nil && u.Host != "" && strings.EqualFold(u.Host, string(c.Request().Host()))
 	}
-	n, ok := normalizeOrigin(string(origin))
+	n, ok := NormalizeOrigin(string(origin))
 	return ok && p.wsOrigins[n]
 }
 
-// normalizeOrigin returns scheme://host[:port] in lower case without a
+// NormalizeOrigin returns scheme://host[:port] in lower case without a
 // default port (RFC 6454 §6.1), or false when s is not an http(s) origin.
-func normalizeOrigin(s string) (string, bool) {
+// The gateway's CSRF guard compares origins in this form too.
+func NormalizeOrigin(s string) (string, bool) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
