@@ -15,6 +15,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/tokens"
 	"github.com/bffgate/bffgate/session"
@@ -38,11 +39,17 @@ const (
 	PolicyNone Policy = "none"
 )
 
-// Route is one proxied API prefix and its token policy.
+// Route is one proxied API prefix, its token policy and who may call it.
 type Route struct {
 	proxy.Route `yaml:",inline"`
 	// Policy defaults to PolicyUser.
 	Policy Policy `yaml:"policy"`
+	// Rules (allow, deny, claims_from) say which signed-in users may call
+	// the route (bff/authz); none means every user the token policy lets
+	// through. They need a user: policy user or user-optional. A denied
+	// call is 403 {"error":"forbidden"} (401 login_required for an
+	// anonymous one on user-optional, since signing in may help).
+	Rules authz.Policy `yaml:",inline"`
 }
 
 // ProviderConfig names the OpenID provider and the gateway's client there.
@@ -443,6 +450,7 @@ func (cfg *Config) check() (*url.URL, error) {
 		if r.MaxBodyBytes < 0 {
 			bad(fmt.Sprintf("routes[%d].max_body_bytes", i), "must not be negative: want zero (the default, %d: 10 MiB) or a positive number of bytes", proxy.DefaultMaxBodyBytes)
 		}
+		errs = append(errs, checkRules(i, r, cfg.Provider.UseUserinfo)...)
 		if r.IdleTimeout < 0 {
 			bad(fmt.Sprintf("routes[%d].idle_timeout", i), "must not be negative: want zero (the default, %s) or a duration under the upstream's keep-alive timeout", proxy.DefaultIdleConnTimeout)
 		}
@@ -461,6 +469,30 @@ func (cfg *Config) check() (*url.URL, error) {
 		return nil, errors.Join(errs...)
 	}
 	return pub, nil
+}
+
+// checkRules compiles a route's allow and deny rules, reporting each
+// problem under routes[i].
+func checkRules(i int, r Route, useUserinfo bool) []error {
+	var errs []error
+	at := func(path string) string { return fmt.Sprintf("routes[%d].%s", i, path) }
+	if _, err := authz.Compile(r.Rules); err != nil {
+		for _, e := range unjoin(err) {
+			var fe *authz.FieldError
+			if errors.As(e, &fe) {
+				errs = append(errs, ferr(at(fe.Path), "%s", fe.Msg))
+			} else {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if !r.Rules.Empty() && (r.Policy == PolicyClient || r.Policy == PolicyNone) {
+		errs = append(errs, ferr(at("allow"), "allow and deny rules read the user's claims, but policy %s calls the upstream without a user: use policy user or user-optional", r.Policy))
+	}
+	if r.Rules.ClaimsFrom == authz.SourceUserinfo && !useUserinfo {
+		errs = append(errs, ferr(at("claims_from"), "userinfo needs gateway.provider.use_userinfo: true (the session has no userinfo claims otherwise)"))
+	}
+	return errs
 }
 
 // unjoin lists the errors an errors.Join holds (err itself otherwise).

@@ -15,6 +15,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/oauth2"
 
+	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/tokens"
 	"github.com/bffgate/bffgate/internal/edge"
@@ -65,9 +66,12 @@ type Gateway struct {
 	tokens   tokenSource
 	proxy    *proxy.Proxy
 	routes   map[string]Policy // proxy route prefix -> policy
-	replay   *replayCache
-	pages    *web.Pages
-	app      *fiber.App
+	// rules are the routes' compiled allow/deny rules by prefix; a route
+	// without rules has none here.
+	rules  map[string]*authz.Decider
+	replay *replayCache
+	pages  *web.Pages
+	app    *fiber.App
 }
 
 // New validates cfg, discovers the provider and builds the gateway. The
@@ -150,12 +154,20 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.tokens = tm
 
 	g.routes = map[string]Policy{}
+	g.rules = map[string]*authz.Decider{}
 	if len(cfg.Routes) > 0 {
 		pcfg := cfg.Proxy
 		pcfg.Routes = nil
 		for _, r := range cfg.Routes {
 			pcfg.Routes = append(pcfg.Routes, r.Route)
 			g.routes[normPrefix(r.Prefix)] = r.Policy
+			d, err := authz.Compile(r.Rules) // checked by fill: cannot fail
+			if err != nil {
+				return nil, fmt.Errorf("bff: routes %s: %w", r.Prefix, err)
+			}
+			if d != nil {
+				g.rules[normPrefix(r.Prefix)] = d
+			}
 		}
 		pcfg.GatewayCookies = append(slices.Clone(pcfg.GatewayCookies), name)
 		if pcfg.PublicURL == "" {
