@@ -74,7 +74,7 @@ func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
 		}
 		switch {
 		case s != nil:
-			src = &sessionTokens{g: g, c: c, handle: handle, s: s, route: r.Prefix, rules: rules}
+			src = &sessionTokens{g: g, c: c, handle: handle, s: s, route: r.Prefix, rules: rules, id: g.idents[normPrefix(r.Prefix)]}
 		case policy == PolicyUserOptional:
 			// Anonymous: the upstream's 401, if any, is its answer. Rules
 			// decide over no claims; a denial asks for a login, which may
@@ -114,6 +114,29 @@ type sessionTokens struct {
 	s      *session.Session
 	route  string
 	rules  *authz.Decider // nil: no rules
+	id     *identity      // nil: no identity headers
+	ident  []proxy.Header // id's headers for the session as Token left it
+}
+
+var _ proxy.IdentitySource = (*sessionTokens)(nil)
+
+// IdentityHeaders implements proxy.IdentitySource.
+func (t *sessionTokens) IdentityHeaders() []proxy.Header { return t.ident }
+
+// setIdentity builds the identity headers for s.
+func (t *sessionTokens) setIdentity(s *session.Session) error {
+	if t.id == nil {
+		return nil
+	}
+	h, err := t.id.headers(s, t.g.now())
+	if err != nil {
+		t.g.log.LogAttrs(t.c.UserContext(), slog.LevelError, "identity headers unavailable",
+			slog.String("request_id", obs.RequestID(t.c)), slog.String("route", t.route), slog.String("sub", s.Subject), slog.Any("err", err))
+		return newError(fiber.StatusBadGateway, "identity_unavailable",
+			"the gateway could not build the identity headers for this route; the error is in its log")
+	}
+	t.ident = h
+	return nil
 }
 
 func (t *sessionTokens) Token(context.Context) (string, error) {
@@ -126,6 +149,9 @@ func (t *sessionTokens) Token(context.Context) (string, error) {
 		if e := t.g.authorize(t.c, t.route, t.rules, s); e != nil {
 			return "", e
 		}
+	}
+	if err := t.setIdentity(s); err != nil {
+		return "", err
 	}
 	return s.AccessToken, nil
 }
@@ -143,6 +169,9 @@ func (t *sessionTokens) Renew(context.Context, string) (string, error) {
 		if e := t.g.authorize(t.c, t.route, t.rules, s); e != nil {
 			return "", e
 		}
+	}
+	if err := t.setIdentity(s); err != nil {
+		return "", err
 	}
 	return s.AccessToken, nil
 }

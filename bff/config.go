@@ -1,6 +1,7 @@
 package bff
 
 import (
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,10 @@ type Route struct {
 	// call is 403 {"error":"forbidden"} (401 login_required for an
 	// anonymous one on user-optional, since signing in may help).
 	Rules authz.Policy `yaml:",inline"`
+	// Identity names the headers that tell the upstream who the user is
+	// (plain, and a signed assertion); none by default. They need policy
+	// user or user-optional, and read claims from Rules.ClaimsFrom.
+	Identity IdentityHeaders `yaml:"identity_headers"`
 }
 
 // ProviderConfig names the OpenID provider and the gateway's client there.
@@ -144,6 +149,11 @@ type Config struct {
 
 	// Routes are the proxied API prefixes.
 	Routes []Route
+	// AssertionKey signs the identity assertions of routes with
+	// identity_headers.assertion (ES256: a P-256 key), published at
+	// BasePath + "/jwks". nil generates one at New, which suits one
+	// instance; several instances behind one URL need the same key.
+	AssertionKey *ecdsa.PrivateKey
 	// Proxy configures the proxy engine; its Routes are filled from Routes
 	// and its GatewayCookies from the cookie names.
 	Proxy proxy.Config
@@ -451,6 +461,7 @@ func (cfg *Config) check() (*url.URL, error) {
 			bad(fmt.Sprintf("routes[%d].max_body_bytes", i), "must not be negative: want zero (the default, %d: 10 MiB) or a positive number of bytes", proxy.DefaultMaxBodyBytes)
 		}
 		errs = append(errs, checkRules(i, r, cfg.Provider.UseUserinfo)...)
+		errs = append(errs, checkIdentity(i, r)...)
 		if r.IdleTimeout < 0 {
 			bad(fmt.Sprintf("routes[%d].idle_timeout", i), "must not be negative: want zero (the default, %s) or a duration under the upstream's keep-alive timeout", proxy.DefaultIdleConnTimeout)
 		}
