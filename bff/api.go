@@ -8,6 +8,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/tokens"
 	"github.com/bffgate/bffgate/internal/obs"
@@ -54,6 +55,7 @@ func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
 		return g.csrf.reject(c, reason)
 	}
 	policy := g.routes[normPrefix(r.Prefix)]
+	rules := g.rules[normPrefix(r.Prefix)]
 	var src proxy.TokenSource
 	switch policy {
 	case PolicyNone:
@@ -72,9 +74,16 @@ func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
 		}
 		switch {
 		case s != nil:
-			src = &sessionTokens{g: g, c: c, handle: handle, s: s}
+			src = &sessionTokens{g: g, c: c, handle: handle, s: s, route: r.Prefix, rules: rules, id: g.idents[normPrefix(r.Prefix)]}
 		case policy == PolicyUserOptional:
-			// Anonymous: the upstream's 401, if any, is its answer.
+			// Anonymous: the upstream's 401, if any, is its answer. Rules
+			// decide over no claims; a denial asks for a login, which may
+			// bring the claims they want.
+			if rules != nil {
+				if e := g.authorize(c, r.Prefix, rules, nil); e != nil {
+					return writeError(c, g.loginRequired())
+				}
+			}
 			src = proxy.Bearer("")
 		default:
 			return writeError(c, g.loginRequired())
@@ -93,11 +102,41 @@ func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
 // within the skew, and refreshed again (forced) when the upstream refuses
 // it. Errors are the gateway's *Error answers (401 session_expired, 503),
 // written by forward.
+//
+// With rules, the route's policy is decided on the session as it is once
+// its tokens are fresh (so that claims read from the access token are the
+// new token's), before anything is sent upstream; a denial is the
+// 403 that forward writes.
 type sessionTokens struct {
 	g      *Gateway
 	c      *fiber.Ctx
 	handle string
 	s      *session.Session
+	route  string
+	rules  *authz.Decider // nil: no rules
+	id     *identity      // nil: no identity headers
+	ident  []proxy.Header // id's headers for the session as Token left it
+}
+
+var _ proxy.IdentitySource = (*sessionTokens)(nil)
+
+// IdentityHeaders implements proxy.IdentitySource.
+func (t *sessionTokens) IdentityHeaders() []proxy.Header { return t.ident }
+
+// setIdentity builds the identity headers for s.
+func (t *sessionTokens) setIdentity(s *session.Session) error {
+	if t.id == nil {
+		return nil
+	}
+	h, err := t.id.headers(s, t.g.now())
+	if err != nil {
+		t.g.log.LogAttrs(t.c.UserContext(), slog.LevelError, "identity headers unavailable",
+			slog.String("request_id", obs.RequestID(t.c)), slog.String("route", t.route), slog.String("sub", s.Subject), slog.Any("err", err))
+		return newError(fiber.StatusBadGateway, "identity_unavailable",
+			"the gateway could not build the identity headers for this route; the error is in its log")
+	}
+	t.ident = h
+	return nil
 }
 
 func (t *sessionTokens) Token(context.Context) (string, error) {
@@ -106,6 +145,14 @@ func (t *sessionTokens) Token(context.Context) (string, error) {
 		return "", err
 	}
 	t.handle, t.s = handle, s
+	if t.rules != nil {
+		if e := t.g.authorize(t.c, t.route, t.rules, s); e != nil {
+			return "", e
+		}
+	}
+	if err := t.setIdentity(s); err != nil {
+		return "", err
+	}
 	return s.AccessToken, nil
 }
 
@@ -117,6 +164,15 @@ func (t *sessionTokens) Renew(context.Context, string) (string, error) {
 		return "", err
 	}
 	t.handle, t.s = handle, s
+	if t.rules != nil && t.rules.Source() == authz.SourceAccessToken {
+		// The renewed token's claims decide the replay.
+		if e := t.g.authorize(t.c, t.route, t.rules, s); e != nil {
+			return "", e
+		}
+	}
+	if err := t.setIdentity(s); err != nil {
+		return "", err
+	}
 	return s.AccessToken, nil
 }
 
@@ -193,4 +249,68 @@ func (g *Gateway) fresh(c *fiber.Ctx, handle string, s *session.Session, force b
 		handle = nh
 	}
 	return handle, ns, nil
+}
+
+// errForbidden is the answer to a call the route's rules deny: no detail
+// for the browser (which rule, which claim), all of it in the log.
+var errForbidden = &Error{Status: fiber.StatusForbidden, Code: "forbidden"}
+
+// authorize decides the route's rules for the request in c and the
+// session s (nil: anonymous). It returns errForbidden when they deny,
+// after logging the route, the subject and the rule that denied.
+func (g *Gateway) authorize(c *fiber.Ctx, route string, d *authz.Decider, s *session.Session) *Error {
+	ctx := c.UserContext()
+	var claims map[string]any
+	var claimsErr error
+	sub := ""
+	if s != nil {
+		sub = s.Subject
+		claims, claimsErr = sessionClaims(d.Source(), s)
+		if claimsErr != nil {
+			// No claims: the rules decide over none, which denies any
+			// rule that needs one.
+			g.log.LogAttrs(ctx, slog.LevelWarn, "authorization claims unreadable",
+				slog.String("request_id", obs.RequestID(c)), slog.String("route", route),
+				slog.String("claims_from", string(d.Source())), slog.String("sub", sub), slog.Any("err", claimsErr))
+		}
+	}
+	path, err := proxy.CanonicalPath(c.Request().URI().PathOriginal())
+	if err != nil {
+		// CheckPath ran before the route matched: not reached.
+		return errForbidden
+	}
+	dec := d.Decide(authz.Input{Claims: claims, Method: c.Method(), Path: path, Host: string(c.Request().Host())})
+	if dec.Allowed {
+		g.met.decisions.WithLabelValues(route, "allowed").Inc()
+		return nil
+	}
+	result := "denied"
+	if dec.Err != nil {
+		result = "error"
+	}
+	g.met.decisions.WithLabelValues(route, result).Inc()
+	attrs := []slog.Attr{
+		slog.String("request_id", obs.RequestID(c)), slog.String("route", route),
+		slog.String("method", c.Method()), slog.String("sub", sub),
+		slog.String("rule", dec.Rule), slog.String("condition", dec.Text),
+	}
+	if dec.Err != nil {
+		attrs = append(attrs, slog.Any("err", dec.Err))
+	}
+	g.log.LogAttrs(ctx, slog.LevelInfo, "request forbidden by the route's rules", attrs...)
+	return errForbidden
+}
+
+// sessionClaims returns the claims a route's rules read from s.
+func sessionClaims(src authz.Source, s *session.Session) (map[string]any, error) {
+	switch src {
+	case authz.SourceIDToken:
+		if s.IDToken == "" {
+			return nil, errors.New("the session keeps no ID token")
+		}
+		return authz.JWTClaims(s.IDToken)
+	case authz.SourceAccessToken:
+		return authz.JWTClaims(s.AccessToken)
+	}
+	return authz.Claims(s.Claims)
 }

@@ -1,6 +1,7 @@
 package bff
 
 import (
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/tokens"
 	"github.com/bffgate/bffgate/session"
@@ -38,11 +40,21 @@ const (
 	PolicyNone Policy = "none"
 )
 
-// Route is one proxied API prefix and its token policy.
+// Route is one proxied API prefix, its token policy and who may call it.
 type Route struct {
 	proxy.Route `yaml:",inline"`
 	// Policy defaults to PolicyUser.
 	Policy Policy `yaml:"policy"`
+	// Rules (allow, deny, claims_from) say which signed-in users may call
+	// the route (bff/authz); none means every user the token policy lets
+	// through. They need a user: policy user or user-optional. A denied
+	// call is 403 {"error":"forbidden"} (401 login_required for an
+	// anonymous one on user-optional, since signing in may help).
+	Rules authz.Policy `yaml:",inline"`
+	// Identity names the headers that tell the upstream who the user is
+	// (plain, and a signed assertion); none by default. They need policy
+	// user or user-optional, and read claims from Rules.ClaimsFrom.
+	Identity IdentityHeaders `yaml:"identity_headers"`
 }
 
 // ProviderConfig names the OpenID provider and the gateway's client there.
@@ -137,6 +149,11 @@ type Config struct {
 
 	// Routes are the proxied API prefixes.
 	Routes []Route
+	// AssertionKey signs the identity assertions of routes with
+	// identity_headers.assertion (ES256: a P-256 key), published at
+	// BasePath + "/jwks". nil generates one at New, which suits one
+	// instance; several instances behind one URL need the same key.
+	AssertionKey *ecdsa.PrivateKey
 	// Proxy configures the proxy engine; its Routes are filled from Routes
 	// and its GatewayCookies from the cookie names.
 	Proxy proxy.Config
@@ -446,6 +463,8 @@ func (cfg *Config) check() (*url.URL, error) {
 		if r.MaxBodyBytes < 0 {
 			bad(fmt.Sprintf("routes[%d].max_body_bytes", i), "must not be negative: want zero (the default, %d: 10 MiB) or a positive number of bytes", proxy.DefaultMaxBodyBytes)
 		}
+		errs = append(errs, checkRules(i, r, cfg.Provider.UseUserinfo)...)
+		errs = append(errs, checkIdentity(i, r)...)
 		if r.IdleTimeout < 0 {
 			bad(fmt.Sprintf("routes[%d].idle_timeout", i), "must not be negative: want zero (the default, %s) or a duration under the upstream's keep-alive timeout", proxy.DefaultIdleConnTimeout)
 		}
@@ -464,6 +483,30 @@ func (cfg *Config) check() (*url.URL, error) {
 		return nil, errors.Join(errs...)
 	}
 	return pub, nil
+}
+
+// checkRules compiles a route's allow and deny rules, reporting each
+// problem under routes[i].
+func checkRules(i int, r Route, useUserinfo bool) []error {
+	var errs []error
+	at := func(path string) string { return fmt.Sprintf("routes[%d].%s", i, path) }
+	if _, err := authz.Compile(r.Rules); err != nil {
+		for _, e := range unjoin(err) {
+			var fe *authz.FieldError
+			if errors.As(e, &fe) {
+				errs = append(errs, ferr(at(fe.Path), "%s", fe.Msg))
+			} else {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if !r.Rules.Empty() && (r.Policy == PolicyClient || r.Policy == PolicyNone) {
+		errs = append(errs, ferr(at("allow"), "allow and deny rules read the user's claims, but policy %s calls the upstream without a user: use policy user or user-optional", r.Policy))
+	}
+	if r.Rules.ClaimsFrom == authz.SourceUserinfo && !useUserinfo {
+		errs = append(errs, ferr(at("claims_from"), "userinfo needs gateway.provider.use_userinfo: true (the session has no userinfo claims otherwise)"))
+	}
+	return errs
 }
 
 // unjoin lists the errors an errors.Join holds (err itself otherwise).

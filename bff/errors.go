@@ -44,7 +44,10 @@ type Error struct {
 func (e *Error) Error() string { return e.Code + ": " + e.Description }
 
 func (e *Error) body() fiber.Map {
-	m := fiber.Map{"error": e.Code, "error_description": e.Description}
+	m := fiber.Map{"error": e.Code}
+	if e.Description != "" {
+		m["error_description"] = e.Description
+	}
 	if e.LoginURL != "" {
 		m["login_url"] = e.LoginURL
 	}

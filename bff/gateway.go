@@ -15,6 +15,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/oauth2"
 
+	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/tokens"
 	"github.com/bffgate/bffgate/internal/edge"
@@ -65,9 +66,16 @@ type Gateway struct {
 	tokens   tokenSource
 	proxy    *proxy.Proxy
 	routes   map[string]Policy // proxy route prefix -> policy
-	replay   *replayCache
-	pages    *web.Pages
-	app      *fiber.App
+	// rules are the routes' compiled allow/deny rules by prefix; a route
+	// without rules has none here.
+	rules map[string]*authz.Decider
+	// idents are the routes' identity headers by prefix; signer signs
+	// their assertions.
+	idents map[string]*identity
+	signer *assertionSigner
+	replay *replayCache
+	pages  *web.Pages
+	app    *fiber.App
 }
 
 // New validates cfg, discovers the provider and builds the gateway. The
@@ -150,12 +158,36 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.tokens = tm
 
 	g.routes = map[string]Policy{}
+	g.rules = map[string]*authz.Decider{}
+	g.idents = map[string]*identity{}
+	if g.signer, err = newAssertionSigner(cfg.AssertionKey, pub.String()); err != nil {
+		return nil, err
+	}
 	if len(cfg.Routes) > 0 {
 		pcfg := cfg.Proxy
 		pcfg.Routes = nil
 		for _, r := range cfg.Routes {
-			pcfg.Routes = append(pcfg.Routes, r.Route)
+			pr := r.Route
+			if !r.Identity.empty() {
+				g.idents[normPrefix(r.Prefix)] = &identity{IdentityHeaders: r.Identity, aud: pub.String() + r.Prefix,
+					source: r.Rules.ClaimsFrom, signer: g.signer}
+				// Only the gateway sets them: the browser's copies go.
+				pr.DropHeaders = slices.Clone(pr.DropHeaders)
+				for _, n := range r.Identity.names() {
+					if n[1] != "" {
+						pr.DropHeaders = append(pr.DropHeaders, n[1])
+					}
+				}
+			}
+			pcfg.Routes = append(pcfg.Routes, pr)
 			g.routes[normPrefix(r.Prefix)] = r.Policy
+			d, err := authz.Compile(r.Rules) // checked by fill: cannot fail
+			if err != nil {
+				return nil, fmt.Errorf("bff: routes %s: %w", r.Prefix, err)
+			}
+			if d != nil {
+				g.rules[normPrefix(r.Prefix)] = d
+			}
 		}
 		pcfg.GatewayCookies = append(slices.Clone(pcfg.GatewayCookies), name)
 		if pcfg.PublicURL == "" {
@@ -307,9 +339,10 @@ func (g *Gateway) newApp() (*fiber.App, error) {
 	bp.Get("/logout", g.logout)
 	bp.Post("/logout", g.csrf.handler, g.logout)
 	bp.Post("/backchannel-logout", g.backchannelLogout)
+	bp.Get("/jwks", g.jwks)
 	bp.Use(func(c *fiber.Ctx) error {
 		return writeError(c, newError(fiber.StatusNotFound, "not_found",
-			"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout and backchannel-logout under "+g.cfg.BasePath))
+			"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout, backchannel-logout and jwks under "+g.cfg.BasePath))
 	})
 	app.Use(g.api)
 	return app, nil

@@ -10,6 +10,7 @@ type metrics struct {
 	logouts            prometheus.Counter
 	backchannelLogouts *prometheus.CounterVec
 	sessionsCreated    prometheus.Counter
+	decisions          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,9 +39,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bffgate_gateway_sessions_created_total",
 			Help: "Sessions created (one per completed login).",
 		}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_gateway_authz_decisions_total",
+			Help: "Authorization decisions of routes with allow/deny rules, by route prefix and result (allowed, denied, error: a rule failed to evaluate and the call was denied).",
+		}, []string{"route", "result"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts, m.backchannelLogouts, m.sessionsCreated} {
+		for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts, m.backchannelLogouts, m.sessionsCreated, m.decisions} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -487,19 +487,25 @@ func (s *Server) clearCookie(c *fiber.Ctx, name string) {
 }
 
 // releasedClaims returns the user claims a scope releases (OIDC Core §5.4):
-// email and email_verified with email; every other configured claim
-// (name, preferred_username, groups, ...) with profile.
+// email and email_verified with email, groups with groups, roles with
+// roles; every other configured claim (name, preferred_username, ...)
+// with profile.
 func releasedClaims(u *user, scope string) map[string]any {
 	profile, email := protocol.HasScope(scope, ScopeProfile), protocol.HasScope(scope, ScopeEmail)
 	out := map[string]any{}
 	for k, v := range u.Claims {
-		if k == "email" || k == "email_verified" {
-			if email {
-				out[k] = v
-			}
-			continue
+		var released bool
+		switch k {
+		case "email", "email_verified":
+			released = email
+		case "groups":
+			released = protocol.HasScope(scope, ScopeGroups)
+		case "roles":
+			released = protocol.HasScope(scope, ScopeRoles)
+		default:
+			released = profile
 		}
-		if profile {
+		if released {
 			out[k] = v
 		}
 	}

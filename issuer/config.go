@@ -33,9 +33,14 @@ const (
 	ScopeProfile       = "profile"
 	ScopeEmail         = "email"
 	ScopeOfflineAccess = "offline_access"
+	// ScopeGroups and ScopeRoles release the groups and roles claims
+	// (not standard scopes, but the names Keycloak's client scopes,
+	// Authentik and Zitadel use), for gateways authorizing by them.
+	ScopeGroups = "groups"
+	ScopeRoles  = "roles"
 )
 
-var supportedScopes = []string{ScopeOpenID, ScopeProfile, ScopeEmail, ScopeOfflineAccess}
+var supportedScopes = []string{ScopeOpenID, ScopeProfile, ScopeEmail, ScopeOfflineAccess, ScopeGroups, ScopeRoles}
 
 // Client is a registered OAuth 2.0 client (RFC 6749 §2). Its yaml tags
 // are the keys of bffgate's issuer.clients[] entries.
@@ -66,8 +71,8 @@ type Client struct {
 	// when it has refresh_token, whether or not it asked for offline_access
 	// (as Keycloak and ForgeRock AM do).
 	GrantTypes []string `yaml:"grant_types"`
-	// Scopes the client may request; empty means openid, profile, email
-	// and offline_access.
+	// Scopes the client may request; empty means all the issuer offers:
+	// openid, profile, email, offline_access, groups and roles.
 	Scopes []string `yaml:"scopes"`
 	// BackchannelLogoutURI receives logout tokens when a login session in
 	// which this client got tokens ends (OpenID Connect Back-Channel Logout
@@ -90,10 +95,16 @@ type User struct {
 	Subject string `yaml:"subject"`
 	// Claims are the user's claims (name, email, email_verified, ...).
 	// They are released by scope (OpenID Connect Core §5.4): profile's
-	// claims with profile, email and email_verified with email; claims of
-	// no standard scope (e.g. groups) go with profile. preferred_username
-	// defaults to Username.
+	// claims with profile, email and email_verified with email, groups
+	// and roles with the groups and roles scopes; claims of no scope go
+	// with profile. preferred_username defaults to Username.
 	Claims map[string]any `yaml:"claims"`
+	// Groups and Roles are the user's groups and roles claims (lists of
+	// strings), released with the groups and roles scopes in the ID
+	// token, at userinfo and in JWT access tokens. Set them here or as
+	// claims.groups / claims.roles, not both.
+	Groups []string `yaml:"groups"`
+	Roles  []string `yaml:"roles"`
 }
 
 // Config configures the issuer. The zero value of every optional field is
@@ -432,6 +443,23 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 				return fail(f+".claims."+k, "is a claim the issuer sets itself; remove it")
 			}
 			claims[k] = v
+		}
+		for _, l := range []struct {
+			name string
+			vals []string
+		}{{"groups", u.Groups}, {"roles", u.Roles}} {
+			if l.vals == nil {
+				continue
+			}
+			if _, dup := claims[l.name]; dup {
+				return fail(f+".claims."+l.name, "is also set as %s.%s; keep one of the two", f, l.name)
+			}
+			for j, v := range l.vals {
+				if v == "" {
+					return fail(fmt.Sprintf("%s.%s[%d]", f, l.name, j), "is empty")
+				}
+			}
+			claims[l.name] = slices.Clone(l.vals)
 		}
 		if _, ok := claims["preferred_username"]; !ok {
 			claims["preferred_username"] = u.Username

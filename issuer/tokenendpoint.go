@@ -349,6 +349,18 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 	if grantType == GrantClientCredentials {
 		atc.GrantType = GrantClientCredentials // marks a token that acts for no user
 	}
+	// The user's groups and roles go into the access token too (when
+	// their scopes were granted, and so released in claims), as Keycloak
+	// puts realm_access.roles there: resource servers and gateways
+	// authorize by them without a userinfo call.
+	for _, k := range []string{"groups", "roles"} {
+		if v, ok := claims[k]; ok {
+			if atc.Extra == nil {
+				atc.Extra = map[string]any{}
+			}
+			atc.Extra[k] = v
+		}
+	}
 	at, err := s.codec.Mint(token.Access, atc)
 	if err != nil {
 		return tokenResponse{}, nil, fmt.Errorf("mint access token: %w", err)

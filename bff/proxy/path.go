@@ -104,6 +104,20 @@ func CheckPath(raw []byte) error {
 	return err
 }
 
+// CanonicalPath returns the canonical form of a raw request path, the one
+// routes are matched on (decoded, path parameters removed: see parsePath),
+// as a new string: what an authorization rule over the path must read,
+// so that "/api/%61dmin" is "/api/admin" to the rule as it is to the
+// upstream. It fails as CheckPath does.
+func CanonicalPath(raw []byte) (string, error) {
+	var fb, cb [256]byte
+	_, canon, err := parsePath(raw, fb[:0], cb[:0])
+	if err != nil {
+		return "", err
+	}
+	return string(canon), nil
+}
+
 // appendCanonical appends the canonical form of one raw segment (already
 // checked for malformed escapes) to dst: decoded until stable, cut at the
 // first ";". It refuses the segment as parsePath documents.

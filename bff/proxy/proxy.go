@@ -259,8 +259,9 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 	if err != nil {
 		return err
 	}
+	ident := identity(src)
 	if websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
-		return p.forwardWebSocket(c, rt, bearer)
+		return p.forwardWebSocket(c, rt, bearer, ident)
 	}
 	start := p.now()
 
@@ -269,7 +270,7 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 	bp := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(bp)
 
-	body, err := p.buildRequest(c, rt, bearer, req, bp)
+	body, err := p.buildRequest(c, rt, bearer, ident, req, bp)
 	if err != nil {
 		p.refuse(c, rt, err, start)
 		return nil
@@ -296,6 +297,7 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 		// whole; nothing of it was written to c.
 		releaseResponse(resp)
 		p.setBearer(req, next, bp)
+		setIdentity(req, identity(src))
 		start = p.now()
 		if resp, ok = p.send(c, rt, req, body, start); !ok {
 			return nil
@@ -366,7 +368,7 @@ type outgoingBody struct {
 // *PathError for a refused path, errBodyTooLarge for a declared
 // Content-Length over the route's MaxBodyBytes, and a *bodyError when a
 // body it reads into memory breaks off; nothing has been sent then.
-func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fasthttp.Request, bp *[]byte) (outgoingBody, error) {
+func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Header, req *fasthttp.Request, bp *[]byte) (outgoingBody, error) {
 	src := c.Request()
 	uri := src.URI()
 
@@ -468,6 +470,7 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 	if bearer != "" {
 		p.setBearer(req, bearer, ub)
 	}
+	setIdentity(req, ident)
 	p.setForwarded(c, req, trusted)
 
 	// Body, as it came: Content-Encoding and all, never decoded (fiber's
@@ -504,6 +507,25 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, req *fastht
 		req.SetBodyRaw(body)
 	}
 	return out, nil
+}
+
+// identity returns src's identity headers, if it gives any.
+func identity(src TokenSource) []Header {
+	if is, ok := src.(IdentitySource); ok {
+		return is.IdentityHeaders()
+	}
+	return nil
+}
+
+// setIdentity sets the identity headers on the upstream request,
+// replacing any copy (the browser's were filtered out before). A value
+// with control characters is not sent: it would split the header.
+func setIdentity(req *fasthttp.Request, ident []Header) {
+	for _, h := range ident {
+		if validHeaderName(h.Name) && validHeaderValue(h.Value) {
+			req.Header.Set(h.Name, h.Value)
+		}
+	}
 }
 
 // peerTrusted reports whether the connection comes from a trusted proxy.

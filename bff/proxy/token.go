@@ -35,3 +35,19 @@ func (b Bearer) Token(context.Context) (string, error) { return string(b), nil }
 
 // Renew implements TokenSource: there is no other token.
 func (b Bearer) Renew(context.Context, string) (string, error) { return "", nil }
+
+// IdentitySource is implemented by a TokenSource that also says who the
+// user is to the upstream: plain identity headers, a signed assertion.
+// ForwardWith asks it once Token (or Renew) has returned, and sets the
+// headers it gives after the browser's headers are filtered, so that no
+// client can supply them (the caller lists their names in the route's
+// DropHeaders, or they are among the identity headers the proxy drops
+// from everyone). Values must be valid header values; names must not be
+// the ones the proxy manages (Host, Authorization, Cookie, the
+// X-Forwarded chain).
+type IdentitySource interface {
+	IdentityHeaders() []Header
+}
+
+// Header is one request header an IdentitySource sets.
+type Header struct{ Name, Value string }

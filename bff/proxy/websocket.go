@@ -24,7 +24,7 @@ import (
 // handshake still gets an HTTP answer (502/504, or the upstream's own
 // status when it refuses the upgrade), and the subprotocol the upstream
 // chose is the one offered to the browser.
-func (p *Proxy) forwardWebSocket(c *fiber.Ctx, rt *route, bearer string) error {
+func (p *Proxy) forwardWebSocket(c *fiber.Ctx, rt *route, bearer string, ident []Header) error {
 	start := p.now()
 	if !p.originAllowed(c) {
 		// Browsers always send Origin on a WebSocket handshake (RFC 6455
@@ -41,7 +41,7 @@ func (p *Proxy) forwardWebSocket(c *fiber.Ctx, rt *route, bearer string) error {
 	defer fasthttp.ReleaseRequest(req)
 	bp := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(bp)
-	if _, err := p.buildRequest(c, rt, bearer, req, bp); err != nil {
+	if _, err := p.buildRequest(c, rt, bearer, ident, req, bp); err != nil {
 		p.refuse(c, rt, err, start)
 		return nil
 	}

@@ -416,6 +416,11 @@ func (c *Config) fill() {
 	c.Gateway.PublicURL = strings.TrimRight(c.Gateway.PublicURL, "/")
 	if embedded && *c.Issuer.Enabled {
 		c.Gateway.Provider.IssuerURL = c.Issuer.URL
+		if len(c.Gateway.Provider.Scopes) == 0 {
+			// The embedded issuer releases the users' groups and roles
+			// with these scopes, which routes' allow rules read.
+			c.Gateway.Provider.Scopes = []string{"openid", "profile", "email", "offline_access", "groups", "roles"}
+		}
 	}
 	if len(c.Gateway.Routes) == 0 && *c.DemoAPI.Enabled {
 		c.Gateway.Routes = []bff.Route{{Route: proxy.Route{Prefix: "/api/", Upstream: "http://" + browsable(c.DemoAPI.Listen)}, Policy: bff.PolicyUser}}

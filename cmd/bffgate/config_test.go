@@ -141,6 +141,10 @@ func TestConfigErrors(t *testing.T) {
 		{"bad listen", "gateway:\n  listen: 8080\n", nil, []string{"gateway.listen", `"8080"`, "host:port"}},
 		{"bad route", "gateway:\n  routes:\n    - prefix: api\n      upstream: ftp://x\n      policy: admin\n", nil,
 			[]string{"gateway.routes[0].prefix", "gateway.routes[0].upstream", "gateway.routes[0].policy", `"admin"`}},
+		{"rule does not compile", "gateway:\n  routes:\n    - prefix: /api/\n      upstream: http://127.0.0.1:9\n      allow:\n        - groups: [admins]\n        - cel: 'claims.groups.exists(g,'\n", nil,
+			[]string{"gateway.routes[0].allow[1].cel", "line 7", "does not compile"}},
+		{"rule names an unknown variable", "gateway:\n  routes:\n    - prefix: /api/\n      upstream: http://127.0.0.1:9\n      deny: [{cel: 'user.admin'}]\n", nil,
+			[]string{"gateway.routes[0].deny[0].cel", "line 5", "undeclared reference"}},
 		{"redis without url", "gateway:\n  session:\n    store: redis\n", nil, []string{"redis.url", "redis://"}},
 		{"no __Host-", "gateway:\n  session:\n    cookie_name: sid\n", nil, []string{"gateway.session.cookie_name", "__Host-"}},
 		{"bad cookie key", "gateway:\n  session:\n    cookie_keys: [{hash: '!!', block: '!!'}]\n", nil, []string{"cookie_keys[0].hash", "base64"}},
@@ -469,6 +473,26 @@ func TestREADMESPAConfig(t *testing.T) {
 	}
 	if users := cfg.issuerConfig("s").Users; len(users) != 1 || users[0].Username != "alice" {
 		t.Errorf("issuer users %+v, want alice only (a file turns the demo user off)", users)
+	}
+}
+
+// The README's Authorization example loads as written: its rules compile.
+func TestREADMEAuthorizationConfig(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- authz-config:[^>]*-->\n```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no authz-config yaml block")
+	}
+	cfg, err := loadConfig(writeFile(t, string(m[1])), nil)
+	if err != nil {
+		t.Fatalf("the README's authorization configuration: %v", err)
+	}
+	if r := cfg.Gateway.Routes; len(r) != 2 || len(r[0].Rules.Allow) != 2 || len(r[0].Rules.Deny) != 1 || r[1].Rules.ClaimsFrom != "access_token" {
+		t.Errorf("routes %+v", r)
 	}
 }
 

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"fmt"
 
 	"github.com/gofiber/fiber/v2"
@@ -33,6 +37,32 @@ func gatewayKeys(ctx context.Context, rt *runtime) ([]keyPair, error) {
 		return nil, fmt.Errorf("gateway: reading the generated cookie keys: %w", err)
 	}
 	return []keyPair{{h, b}}, nil
+}
+
+// assertionKey returns the key that signs the gateway's identity
+// assertions: generated on first start and kept in the issuer's store
+// (the data directory, or Redis), so that every instance signs with the
+// key its /bff/jwks publishes.
+func assertionKey(ctx context.Context, rt *runtime) (*ecdsa.PrivateKey, error) {
+	raw, err := rt.istore.Secret(ctx, "gateway/assertion-key", func() ([]byte, error) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		return x509.MarshalPKCS8PrivateKey(k)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: reading the identity assertion key: %w", err)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: the stored identity assertion key: %w", err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("gateway: the stored identity assertion key is a %T, not an ECDSA key", k)
+	}
+	return ek, nil
 }
 
 // sessionStore builds the configured session store and what must run
@@ -96,6 +126,9 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 		bcfg.Provider.ClientSecret = embeddedSecret
 	}
 	bcfg.Store = store
+	if bcfg.AssertionKey, err = assertionKey(ctx, rt); err != nil {
+		return nil, nil, err
+	}
 	for _, p := range pairs {
 		bcfg.Cookie.FlowKeys = append(bcfg.Cookie.FlowKeys, bff.KeyPair{Hash: p.hash, Block: p.block})
 	}
