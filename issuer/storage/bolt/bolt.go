@@ -101,6 +101,7 @@ type Engine struct {
 	db    *bolt.DB
 	names bucketNames
 	probe *boltfault.Probe // Ping's write check
+	batch batcher          // group commit of Update (batch.go)
 }
 
 var _ storage.Engine = (*Engine)(nil)
@@ -185,25 +186,20 @@ func (e *Engine) View(ctx context.Context, fn func(storage.Tx) error) error {
 	return err
 }
 
-// Update runs fn in a bbolt write transaction; bbolt fsyncs on commit, so
-// when Update returns nil the change survives a crash (kill -9, power
-// loss), and a crash before the commit leaves the previous state. bbolt's
-// single writer is what makes a refresh rotation single-use: of two
-// requests racing with the same refresh token exactly one finds it on the
-// allowlist.
+// Update runs fn in a bbolt write transaction, committed together with
+// those of concurrent callers (group commit, batch.go); bbolt fsyncs on
+// commit, so when Update returns nil the change survives a crash (kill -9,
+// power loss), and a crash before the commit leaves the previous state.
+// bbolt's single writer is what makes a refresh rotation single-use: of
+// two requests racing with the same refresh token exactly one finds it on
+// the allowlist, in one batch or in two. Once queued, fn runs even if ctx
+// is cancelled meanwhile (the caller's answer may be lost, the commit is
+// not half-done).
 func (e *Engine) Update(ctx context.Context, fn func(storage.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var fnErr error
-	err := e.db.Update(func(tx *bolt.Tx) error {
-		fnErr = fn(e.wrap(tx))
-		return fnErr
-	})
-	if err != nil && fnErr == nil {
-		return e.fault("commit", err)
-	}
-	return err
+	return e.update(fn)
 }
 
 // Ping reports whether the database is open and can be written (a
