@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -178,14 +179,23 @@ func (r *Rules) CreateCode(ctx context.Context, c AuthCode) error {
 	})
 }
 
-// RedeemCode marks the code redeemed and stores what mint returns, in one
-// transaction. mint must return a Grant: its ID becomes the code's
-// RedeemedGrant, which a replay of the code reports.
+// RedeemCode marks the code redeemed and stores what mint returns. mint
+// must return a Grant: its ID becomes the code's RedeemedGrant, which a
+// replay of the code reports.
+//
+// mint runs outside the write transaction, on the record as a read found
+// it: signing tokens (three RSA signatures for an RS256 code exchange) is
+// the slow part of a grant, and inside the transaction it would hold the
+// engine's writer (bbolt's single writer, a whole group commit) for
+// everyone. The write transaction then checks that the code is still
+// unredeemed: of two racing redemptions exactly one stores its grant and
+// the other gets the *CodeReusedError of the first, as if it had come
+// after; what the loser's mint returned is dropped.
 func (r *Rules) RedeemCode(ctx context.Context, codeHash string, now time.Time, mint func(AuthCode) (Issued, error)) (AuthCode, error) {
-	var out AuthCode
-	err := r.update(ctx, "redeem code", func(t *rtx) error {
-		c, err := t.code(codeHash)
-		if err != nil {
+	var c AuthCode
+	err := r.view(ctx, "redeem code", func(t *rtx) error {
+		var err error
+		if c, err = t.code(codeHash); err != nil {
 			return err
 		}
 		// A replay is reported even after expiry (until purged): the
@@ -196,45 +206,88 @@ func (r *Rules) RedeemCode(ctx context.Context, codeHash string, now time.Time, 
 		if expired(c.ExpiresAt, now) {
 			return ErrExpired
 		}
-		iss, err := mint(c)
+		return nil
+	})
+	if err != nil {
+		return AuthCode{}, err
+	}
+	iss, err := mint(c)
+	if err != nil {
+		return AuthCode{}, err
+	}
+	if iss.Grant == nil {
+		return AuthCode{}, errors.New("storage: redeem code: mint returned no grant: a redeemed code must name the grant it created")
+	}
+	var out AuthCode
+	err = r.update(ctx, "redeem code", func(t *rtx) error {
+		cur, err := t.code(codeHash)
 		if err != nil {
-			return callbackError{err}
+			return err // purged meanwhile
 		}
-		if iss.Grant == nil {
-			return errors.New("mint returned no grant: a redeemed code must name the grant it created")
+		if cur.RedeemedGrant != "" {
+			return &CodeReusedError{Code: cur} // lost the race
 		}
 		if err := t.storeIssued(iss); err != nil {
 			return err
 		}
-		c.RedeemedGrant = iss.Grant.ID
-		if err := t.putCode(c); err != nil {
+		cur.RedeemedGrant = iss.Grant.ID
+		if err := t.putCode(cur); err != nil {
 			return err
 		}
-		out = c
+		out = cur
 		return nil
 	})
 	return out, err
 }
 
 // RotateRefresh checks jti against the allowlist, removes it when rotate is
-// true and stores what mint returns, in one transaction. Besides the
-// contract's errors it returns ErrExpired for a record past its ExpiresAt
-// that Purge has not removed yet (nothing is changed).
+// true and stores what mint returns. Besides the contract's errors it
+// returns ErrExpired for a record past its ExpiresAt that Purge has not
+// removed yet (nothing is changed).
+//
+// As in RedeemCode, mint runs outside the write transaction on the record
+// a read found; the write transaction stores its result only if that very
+// record is still on the allowlist. Of two rotations racing with one
+// token exactly one commits, the other gets ErrNotFound (the token was
+// rotated away: reuse), as if it had come after.
 func (r *Rules) RotateRefresh(ctx context.Context, jti string, rotate bool, now time.Time, mint func(RefreshToken) (Issued, error)) error {
-	return r.update(ctx, "rotate refresh token", func(t *rtx) error {
-		rt, err := t.refreshToken(jti)
-		if err != nil {
+	var (
+		rt  RefreshToken
+		raw []byte
+	)
+	err := r.view(ctx, "rotate refresh token", func(t *rtx) error {
+		var err error
+		if raw, err = t.Get(BucketRefresh, jti); err != nil || raw == nil {
+			if err == nil {
+				err = ErrNotFound
+			}
 			return err
+		}
+		if err := json.Unmarshal(raw, &rt); err != nil {
+			return fmt.Errorf("decode record %q: %w", jti, err)
 		}
 		if expired(rt.ExpiresAt, now) {
 			return ErrExpired
 		}
-		iss, err := mint(rt)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	iss, err := mint(rt)
+	if err != nil {
+		return err
+	}
+	if iss.Grant != nil && iss.Grant.ID != rt.GrantID {
+		return fmt.Errorf("storage: rotate refresh token: mint returned grant %q for a refresh token of grant %q", iss.Grant.ID, rt.GrantID)
+	}
+	return r.update(ctx, "rotate refresh token", func(t *rtx) error {
+		cur, err := t.Get(BucketRefresh, jti)
 		if err != nil {
-			return callbackError{err}
+			return err
 		}
-		if iss.Grant != nil && iss.Grant.ID != rt.GrantID {
-			return fmt.Errorf("mint returned grant %q for a refresh token of grant %q", iss.Grant.ID, rt.GrantID)
+		if !bytes.Equal(cur, raw) {
+			return ErrNotFound // rotated away or revoked meanwhile
 		}
 		if rotate {
 			if _, err := t.deleteRefresh(jti); err != nil {
