@@ -55,7 +55,9 @@ type Store interface {
 	//
 	// Errors: ErrNotFound when jti is not allowlisted (the caller tells a
 	// revoked grant from a rotated-away token by asking Denied for the
-	// grant), or mint's own error (nothing is changed).
+	// grant), or mint's own error (nothing is changed). As for
+	// RedeemCode, mint may run outside the write transaction and its
+	// result be dropped (a concurrent rotation won: ErrNotFound).
 	RotateRefresh(ctx context.Context, jti string, rotate bool, now time.Time, mint func(RefreshToken) (Issued, error)) error
 
 	// RefreshToken returns the allowlist record of jti, or ErrNotFound.

@@ -1,13 +1,14 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -62,38 +63,68 @@ func DefaultConfig() Config {
 	return Config{BucketPrefix: "issuer.", PurgeBatch: 5000}
 }
 
-// Store is a storage.Store on a bbolt database. It is safe for concurrent
-// use. It does not own the *bolt.DB: the caller closes it.
+// Store is the issuer's storage.Store on a bbolt database: the rules of
+// storage.Rules on this package's Engine. It is safe for concurrent use.
+// It does not own the *bolt.DB: the caller closes it.
 type Store struct {
-	db    *bolt.DB
-	cfg   Config
-	names bucketNames
-	probe *boltfault.Probe // Ping's write check
+	*storage.Rules
+	engine *Engine
 }
 
 var _ storage.Store = (*Store)(nil)
 
-type bucketNames struct {
-	keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures []byte
-}
-
 // New returns a Store on db, creating its buckets when missing.
 func New(db *bolt.DB, cfg Config) (*Store, error) {
-	if db == nil {
-		return nil, errors.New("bolt: New: db is nil")
-	}
 	def := DefaultConfig()
-	if cfg.BucketPrefix == "" {
-		cfg.BucketPrefix = def.BucketPrefix
-	}
 	if cfg.PurgeBatch == 0 {
 		cfg.PurgeBatch = def.PurgeBatch
 	}
 	if cfg.PurgeBatch < 0 {
 		return nil, fmt.Errorf("bolt: Config.PurgeBatch is %d; it must be positive", cfg.PurgeBatch)
 	}
-	p := cfg.BucketPrefix
-	s := &Store{db: db, cfg: cfg, names: bucketNames{
+	e, err := NewEngine(db, cfg.BucketPrefix)
+	if err != nil {
+		return nil, err
+	}
+	r, err := storage.NewRules(e, storage.RulesConfig{PurgeBatch: cfg.PurgeBatch})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{Rules: r, engine: e}, nil
+}
+
+// Engine is the storage.Engine on a bbolt database: each bucket of the
+// issuer's state is a bbolt bucket, each index a bucket of composite keys.
+// The bucket names and key encodings are those of the first release, so a
+// data file written by any earlier bffgate opens unchanged.
+type Engine struct {
+	db    *bolt.DB
+	names bucketNames
+	probe *boltfault.Probe // Ping's write check
+	batch batcher          // group commit of Update (batch.go)
+}
+
+var _ storage.Engine = (*Engine)(nil)
+
+type bucketNames struct {
+	keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures []byte
+}
+
+func (n bucketNames) all() [][]byte {
+	return [][]byte{n.keys, n.secrets, n.codes, n.grants, n.refresh, n.grantRefresh, n.sidGrants, n.deny, n.denylog, n.login, n.expiry, n.loginFailures}
+}
+
+// NewEngine returns the Engine on db for the buckets named with prefix
+// (empty: "issuer."), creating them when missing.
+func NewEngine(db *bolt.DB, prefix string) (*Engine, error) {
+	if db == nil {
+		return nil, errors.New("bolt: New: db is nil")
+	}
+	if prefix == "" {
+		prefix = DefaultConfig().BucketPrefix
+	}
+	p := prefix
+	e := &Engine{db: db, names: bucketNames{
 		keys:         []byte(p + "keys"),
 		secrets:      []byte(p + "secrets"),
 		codes:        []byte(p + "codes"),
@@ -110,7 +141,7 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 		loginFailures: []byte(p + "login_failures"),
 	}}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, name := range s.names.all() {
+		for _, name := range e.names.all() {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -118,409 +149,311 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, wrapErr("create buckets", err)
+		return nil, e.fault("create buckets", err)
 	}
-	s.probe = boltfault.NewProbe(db, cfg.BucketPrefix+"health", nil)
-	return s, nil
+	e.probe = boltfault.NewProbe(db, prefix+"health", nil)
+	return e, nil
 }
 
-func (n bucketNames) all() [][]byte {
-	return [][]byte{n.keys, n.secrets, n.codes, n.grants, n.refresh, n.grantRefresh, n.sidGrants, n.deny, n.denylog, n.login, n.expiry, n.loginFailures}
-}
-
-// wrapErr adds context to an error from a transaction. Errors that are
-// already the contract's (sentinels, *CodeReusedError, the caller's own
-// callback errors) pass through wrapped only with the operation name;
-// every fault of the data file (a full disk, an I/O error, a read-only
-// filesystem, a closed database, a lock timeout: boltfault.Is) also
-// matches storage.ErrUnavailable, which the issuer answers as 503
-// temporarily_unavailable.
-func wrapErr(op string, err error) error {
+// fault adds context to an error of bbolt. Every fault of the data file (a
+// full disk, an I/O error, a read-only filesystem, a closed database, a
+// lock timeout: boltfault.Is) matches storage.ErrUnavailable, which the
+// issuer answers as 503 temporarily_unavailable; the message names the
+// file, for the operator.
+func (e *Engine) fault(op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if boltfault.Is(err) {
-		return fmt.Errorf("bolt: %s: %w: %w", op, storage.ErrUnavailable, err)
+		return fmt.Errorf("bolt: %s in data file %s: %w: %w", op, e.db.Path(), storage.ErrUnavailable, err)
 	}
 	return fmt.Errorf("bolt: %s: %w", op, err)
 }
 
-func (s *Store) view(ctx context.Context, op string, fn func(*txn) error) error {
+// View runs fn in a bbolt read transaction.
+func (e *Engine) View(ctx context.Context, fn func(storage.Tx) error) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bolt: %s: %w", op, err)
+		return err
 	}
-	return wrapErr(op, s.db.View(func(tx *bolt.Tx) error { return fn(s.wrap(tx)) }))
+	var fnErr error
+	err := e.db.View(func(tx *bolt.Tx) error {
+		fnErr = fn(e.wrap(tx))
+		return fnErr
+	})
+	if err != nil && fnErr == nil {
+		return e.fault("read", err)
+	}
+	return err
 }
 
-func (s *Store) update(ctx context.Context, op string, fn func(*txn) error) error {
+// Update runs fn in a bbolt write transaction, committed together with
+// those of concurrent callers (group commit, batch.go); bbolt fsyncs on
+// commit, so when Update returns nil the change survives a crash (kill -9,
+// power loss), and a crash before the commit leaves the previous state.
+// bbolt's single writer is what makes a refresh rotation single-use: of
+// two requests racing with the same refresh token exactly one finds it on
+// the allowlist, in one batch or in two. Once queued, fn runs even if ctx
+// is cancelled meanwhile (the caller's answer may be lost, the commit is
+// not half-done).
+func (e *Engine) Update(ctx context.Context, fn func(storage.Tx) error) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bolt: %s: %w", op, err)
-	}
-	return wrapErr(op, s.db.Update(func(tx *bolt.Tx) error { return fn(s.wrap(tx)) }))
-}
-
-// callbackError marks an error returned by a caller's callback (mint, gen,
-// fn) so that it reaches the caller unchanged rather than wrapped.
-type callbackError struct{ err error }
-
-func (e callbackError) Error() string { return e.err.Error() }
-
-// runCallback runs fn inside a transaction and unwraps its error on the
-// way out: the contract promises the caller its own error back.
-func (s *Store) updateCB(ctx context.Context, op string, fn func(*txn) error) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bolt: %s: %w", op, err)
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error { return fn(s.wrap(tx)) })
-	var cb callbackError
-	if errors.As(err, &cb) {
-		return cb.err
-	}
-	return wrapErr(op, err)
-}
-
-const keysKey = "keys"
-
-// Keys returns every stored key.
-func (s *Store) Keys(ctx context.Context) ([]storage.Key, error) {
-	var keys []storage.Key
-	err := s.view(ctx, "keys", func(t *txn) error {
-		var err error
-		keys, err = t.keys()
-		return err
-	})
-	return keys, err
-}
-
-// UpdateKeys replaces the key list with fn's result in one transaction;
-// an error from fn is returned as is and changes nothing.
-func (s *Store) UpdateKeys(ctx context.Context, fn func([]storage.Key) ([]storage.Key, error)) error {
-	return s.updateCB(ctx, "update keys", func(t *txn) error {
-		old, err := t.keys()
-		if err != nil {
-			return err
-		}
-		next, err := fn(old)
-		if err != nil {
-			return callbackError{err}
-		}
-		seen := make(map[string]bool, len(next))
-		for _, k := range next {
-			if k.ID == "" {
-				return errors.New("key with empty ID")
-			}
-			if seen[k.ID] {
-				return fmt.Errorf("duplicate key ID %q", k.ID)
-			}
-			seen[k.ID] = true
-		}
-		return t.putJSON(t.b.keys, []byte(keysKey), next)
-	})
-}
-
-// Secret returns the secret named name, generating and storing it with gen
-// on first use. gen runs inside the write transaction, so of concurrent
-// first callers exactly one generates and all get its value.
-func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error) {
-	if name == "" {
-		return nil, errors.New("bolt: secret: name is empty")
-	}
-	var out []byte
-	err := s.view(ctx, "secret", func(t *txn) error {
-		if v := t.b.secrets.Get([]byte(name)); v != nil {
-			out = append([]byte(nil), v...)
-		}
-		return nil
-	})
-	if err != nil || out != nil {
-		return out, err
-	}
-	err = s.updateCB(ctx, "secret", func(t *txn) error {
-		if v := t.b.secrets.Get([]byte(name)); v != nil {
-			out = append([]byte(nil), v...)
-			return nil
-		}
-		v, err := gen()
-		if err != nil {
-			return callbackError{err}
-		}
-		if len(v) == 0 {
-			return fmt.Errorf("generator for secret %q returned no bytes", name)
-		}
-		out = append([]byte(nil), v...)
-		return t.b.secrets.Put([]byte(name), out)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// CreateCode stores c; a code already stored under c.Hash is
-// storage.ErrAlreadyExists.
-func (s *Store) CreateCode(ctx context.Context, c storage.AuthCode) error {
-	if err := storage.CheckNewCode(c); err != nil {
 		return err
 	}
-	return s.update(ctx, "create code", func(t *txn) error {
-		if t.b.codes.Get([]byte(c.Hash)) != nil {
-			return storage.ErrAlreadyExists
-		}
-		return t.putCode(c)
-	})
-}
-
-// RedeemCode marks the code redeemed and stores what mint returns, in one
-// transaction. mint must return a Grant: its ID becomes the code's
-// RedeemedGrant, which a replay of the code reports.
-func (s *Store) RedeemCode(ctx context.Context, codeHash string, now time.Time, mint func(storage.AuthCode) (storage.Issued, error)) (storage.AuthCode, error) {
-	var out storage.AuthCode
-	err := s.updateCB(ctx, "redeem code", func(t *txn) error {
-		c, err := t.code(codeHash)
-		if err != nil {
-			return err
-		}
-		// A replay is reported even after expiry (until purged): the
-		// caller revokes the grant either way.
-		if c.RedeemedGrant != "" {
-			return &storage.CodeReusedError{Code: c}
-		}
-		if expired(c.ExpiresAt, now) {
-			return storage.ErrExpired
-		}
-		iss, err := mint(c)
-		if err != nil {
-			return callbackError{err}
-		}
-		if iss.Grant == nil {
-			return errors.New("mint returned no grant: a redeemed code must name the grant it created")
-		}
-		if err := t.storeIssued(iss); err != nil {
-			return err
-		}
-		c.RedeemedGrant = iss.Grant.ID
-		if err := t.putCode(c); err != nil {
-			return err
-		}
-		out = c
-		return nil
-	})
-	return out, err
-}
-
-// RotateRefresh checks jti against the allowlist, removes it when rotate is
-// true and stores what mint returns, in one transaction. Besides the
-// contract's errors it returns storage.ErrExpired for a record past its
-// ExpiresAt that Purge has not removed yet (nothing is changed).
-func (s *Store) RotateRefresh(ctx context.Context, jti string, rotate bool, now time.Time, mint func(storage.RefreshToken) (storage.Issued, error)) error {
-	return s.updateCB(ctx, "rotate refresh token", func(t *txn) error {
-		rt, err := t.refreshToken(jti)
-		if err != nil {
-			return err
-		}
-		if expired(rt.ExpiresAt, now) {
-			return storage.ErrExpired
-		}
-		iss, err := mint(rt)
-		if err != nil {
-			return callbackError{err}
-		}
-		if iss.Grant != nil && iss.Grant.ID != rt.GrantID {
-			return fmt.Errorf("mint returned grant %q for a refresh token of grant %q", iss.Grant.ID, rt.GrantID)
-		}
-		if rotate {
-			if err := t.deleteRefresh(jti); err != nil {
-				return err
-			}
-		}
-		return t.storeIssued(iss)
-	})
-}
-
-// RefreshToken returns the allowlist record of jti. The record is returned
-// even past its ExpiresAt until Purge removes it; callers check expiry.
-func (s *Store) RefreshToken(ctx context.Context, jti string) (storage.RefreshToken, error) {
-	var out storage.RefreshToken
-	err := s.view(ctx, "refresh token", func(t *txn) error {
-		var err error
-		out, err = t.refreshToken(jti)
-		return err
-	})
-	return out, err
-}
-
-// RevokeGrant removes the grant, its refresh tokens and its index entries
-// and denylists its id until deniedUntil.
-func (s *Store) RevokeGrant(ctx context.Context, grantID string, deniedUntil, now time.Time) error {
-	if err := storage.CheckRevoke("revoke grant", "grant id", grantID, deniedUntil, "the latest expiry of the grant's tokens plus the purge delay"); err != nil {
-		return err
-	}
-	return s.update(ctx, "revoke grant", func(t *txn) error {
-		return t.revokeGrant(grantID, deniedUntil)
-	})
-}
-
-// RevokeAccessToken denylists jti until deniedUntil and removes the
-// refresh tokens of grantID (when not empty) from the allowlist. The grant
-// record stays (other access tokens of it remain valid until they expire)
-// and is purged with its expiry.
-func (s *Store) RevokeAccessToken(ctx context.Context, jti, grantID string, deniedUntil, now time.Time) error {
-	if err := storage.CheckRevoke("revoke access token", "jti", jti, deniedUntil, "the token's exp plus the purge delay"); err != nil {
-		return err
-	}
-	return s.update(ctx, "revoke access token", func(t *txn) error {
-		if err := t.deny(storage.DenyEntry{Kind: storage.DenyJTI, ID: jti, Until: deniedUntil}); err != nil {
-			return err
-		}
-		if grantID == "" {
-			return nil
-		}
-		return t.deleteGrantRefresh(grantID)
-	})
-}
-
-// RevokeSID revokes every grant indexed under the login session sid and
-// returns their ids, sorted.
-func (s *Store) RevokeSID(ctx context.Context, sid string, deniedUntil, now time.Time) ([]string, error) {
-	if err := storage.CheckRevoke("revoke sid", "sid", sid, deniedUntil, "the latest token expiry plus the purge delay"); err != nil {
-		return nil, err
-	}
-	var ids []string
-	err := s.update(ctx, "revoke sid", func(t *txn) error {
-		ids = t.indexMembers(t.b.sidGrants, sid)
-		for _, id := range ids {
-			if err := t.revokeGrant(id, deniedUntil); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(ids)
-	return ids, nil
-}
-
-// Denied reports whether kind/id is on the denylist. An entry counts until
-// Purge removes it, past its Until (the token it names has expired by
-// then, so the answer no longer matters).
-func (s *Store) Denied(ctx context.Context, kind storage.DenyKind, id string) (bool, error) {
-	if id == "" {
-		return false, nil
-	}
-	var found bool
-	err := s.view(ctx, "denied", func(t *txn) error {
-		found = t.b.deny.Get(denyKey(kind, id)) != nil
-		return nil
-	})
-	return found, err
-}
-
-// DenylistChanges returns the change-log entries after cursor in order. The
-// cursor is the log bucket's sequence number. limit <= 0 means no limit.
-func (s *Store) DenylistChanges(ctx context.Context, after storage.Cursor, limit int) ([]storage.DenyEntry, storage.Cursor, error) {
-	var out []storage.DenyEntry
-	next := after
-	err := s.view(ctx, "denylist changes", func(t *txn) error {
-		c := t.b.denylog.Cursor()
-		for k, v := c.Seek(u64(uint64(after) + 1)); k != nil; k, v = c.Next() {
-			if limit > 0 && len(out) >= limit {
-				break
-			}
-			e, err := decodeLogEntry(v)
-			if err != nil {
-				return fmt.Errorf("denylog entry %d: %w", be64(k), err)
-			}
-			out = append(out, e)
-			next = storage.Cursor(be64(k))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, after, err
-	}
-	return out, next, nil
-}
-
-// Purge removes every record whose expiry is at or before now, in
-// transactions of at most Config.PurgeBatch records. It counts codes,
-// refresh tokens, grants, denylist entries and login sessions; index and
-// change-log entries go with their records and are not counted.
-func (s *Store) Purge(ctx context.Context, now time.Time) (int, error) {
-	total := 0
-	for {
-		var n int
-		var more bool
-		err := s.update(ctx, "purge", func(t *txn) error {
-			var err error
-			n, more, err = t.purge(now, s.cfg.PurgeBatch)
-			return err
-		})
-		total += n
-		if err != nil || !more {
-			return total, err
-		}
-	}
-}
-
-// CreateLoginSession stores ls; an existing session with its ID is
-// storage.ErrAlreadyExists.
-func (s *Store) CreateLoginSession(ctx context.Context, ls storage.LoginSession) error {
-	if err := storage.CheckNewLoginSession(ls); err != nil {
-		return err
-	}
-	return s.update(ctx, "create login session", func(t *txn) error {
-		if t.b.login.Get([]byte(ls.ID)) != nil {
-			return storage.ErrAlreadyExists
-		}
-		if err := t.putJSON(t.b.login, []byte(ls.ID), ls); err != nil {
-			return err
-		}
-		return t.b.expiry.Put(expiryKey(ls.ExpiresAt, kindLogin, ls.ID), nil)
-	})
-}
-
-// LoginSession returns the login session id, or storage.ErrNotFound. The
-// session is returned even past its ExpiresAt until Purge removes it;
-// callers check expiry.
-func (s *Store) LoginSession(ctx context.Context, id string) (storage.LoginSession, error) {
-	var out storage.LoginSession
-	err := s.view(ctx, "login session", func(t *txn) error {
-		v := t.b.login.Get([]byte(id))
-		if v == nil {
-			return storage.ErrNotFound
-		}
-		return json.Unmarshal(v, &out)
-	})
-	return out, err
-}
-
-// DeleteLoginSession removes the login session id; an unknown id is no
-// error.
-func (s *Store) DeleteLoginSession(ctx context.Context, id string) error {
-	return s.update(ctx, "delete login session", func(t *txn) error {
-		_, err := t.deleteLogin(id)
-		return err
-	})
+	return e.update(fn)
 }
 
 // Ping reports whether the database is open and can be written (a
-// boltfault.Probe, reused for a second): an issuer that can read but not
-// write its file (a full disk) can mint no code and rotate no refresh
-// token, so it is not ready.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.view(ctx, "ping", func(*txn) error { return nil }); err != nil {
-		return err
+// boltfault.Probe, reused for a second).
+func (e *Engine) Ping(ctx context.Context) error {
+	if err := e.View(ctx, func(storage.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("bolt: ping: %w", err)
 	}
-	if err := s.probe.Check(ctx); err != nil {
-		return fmt.Errorf("bolt: ping: %w: %w", storage.ErrUnavailable, err)
+	if err := e.probe.Check(ctx); err != nil {
+		return fmt.Errorf("bolt: ping data file %s: %w: %w", e.db.Path(), storage.ErrUnavailable, err)
 	}
 	return nil
 }
 
-// expired reports whether a record with expiry exp has expired at now: a
-// record is dead at and after its expiry instant (RFC 7519 §4.1.4).
-func expired(exp, now time.Time) bool {
-	return !exp.IsZero() && !now.Before(exp)
+// txn is one bbolt transaction with the Engine's buckets at hand.
+type txn struct {
+	e  *Engine
+	tx *bolt.Tx
+	b  struct {
+		keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures *bolt.Bucket
+	}
 }
+
+var _ storage.Tx = (*txn)(nil)
+
+func (e *Engine) wrap(tx *bolt.Tx) *txn {
+	t := &txn{e: e, tx: tx}
+	n := e.names
+	t.b.keys = tx.Bucket(n.keys)
+	t.b.secrets = tx.Bucket(n.secrets)
+	t.b.codes = tx.Bucket(n.codes)
+	t.b.grants = tx.Bucket(n.grants)
+	t.b.refresh = tx.Bucket(n.refresh)
+	t.b.grantRefresh = tx.Bucket(n.grantRefresh)
+	t.b.sidGrants = tx.Bucket(n.sidGrants)
+	t.b.deny = tx.Bucket(n.deny)
+	t.b.denylog = tx.Bucket(n.denylog)
+	t.b.login = tx.Bucket(n.login)
+	t.b.expiry = tx.Bucket(n.expiry)
+	t.b.loginFailures = tx.Bucket(n.loginFailures)
+	if tx.Writable() {
+		// The change log only grows at its end and the expiry index
+		// mostly does (keys start with a time): pack their pages full
+		// instead of bbolt's default half-full split.
+		t.b.denylog.FillPercent = 0.95
+		t.b.expiry.FillPercent = 0.9
+	}
+	return t
+}
+
+func (t *txn) bucket(b storage.Bucket) (*bolt.Bucket, error) {
+	var bk *bolt.Bucket
+	switch b {
+	case storage.BucketKeys:
+		bk = t.b.keys
+	case storage.BucketSecrets:
+		bk = t.b.secrets
+	case storage.BucketCodes:
+		bk = t.b.codes
+	case storage.BucketGrants:
+		bk = t.b.grants
+	case storage.BucketRefresh:
+		bk = t.b.refresh
+	case storage.BucketDeny:
+		bk = t.b.deny
+	case storage.BucketLogin:
+		bk = t.b.login
+	case storage.BucketLoginFailures:
+		bk = t.b.loginFailures
+	default:
+		return nil, fmt.Errorf("bolt: unknown bucket %d", b)
+	}
+	if bk == nil {
+		return nil, fmt.Errorf("bolt: bucket %d is missing from data file %s", b, t.e.db.Path())
+	}
+	return bk, nil
+}
+
+func (t *txn) index(ix storage.Index) (*bolt.Bucket, error) {
+	switch ix {
+	case storage.IndexGrantRefresh:
+		return t.b.grantRefresh, nil
+	case storage.IndexSIDGrants:
+		return t.b.sidGrants, nil
+	}
+	return nil, fmt.Errorf("bolt: unknown index %d", ix)
+}
+
+// Get copies the value out: what bbolt returns points into the memory
+// map and is valid only until the transaction ends.
+func (t *txn) Get(b storage.Bucket, key string) ([]byte, error) {
+	bk, err := t.bucket(b)
+	if err != nil {
+		return nil, err
+	}
+	if v := bk.Get([]byte(key)); v != nil {
+		return bytes.Clone(v), nil
+	}
+	return nil, nil
+}
+
+// Put hands bbolt a copy: bbolt keeps the slice until commit.
+func (t *txn) Put(b storage.Bucket, key string, value []byte) error {
+	bk, err := t.bucket(b)
+	if err != nil {
+		return err
+	}
+	if len(value) == 0 {
+		return fmt.Errorf("bolt: put %q: empty value", key)
+	}
+	return t.e.fault("put", bk.Put([]byte(key), bytes.Clone(value)))
+}
+
+func (t *txn) Delete(b storage.Bucket, key string) error {
+	bk, err := t.bucket(b)
+	if err != nil {
+		return err
+	}
+	return t.e.fault("delete", bk.Delete([]byte(key)))
+}
+
+func (t *txn) AddMember(ix storage.Index, owner, member string) error {
+	bk, err := t.index(ix)
+	if err != nil {
+		return err
+	}
+	return t.e.fault("put index entry", bk.Put(indexKey(owner, member), nil))
+}
+
+func (t *txn) RemoveMember(ix storage.Index, owner, member string) error {
+	bk, err := t.index(ix)
+	if err != nil {
+		return err
+	}
+	return t.e.fault("delete index entry", bk.Delete(indexKey(owner, member)))
+}
+
+// Members lists the members stored under owner, copied out of the
+// transaction.
+func (t *txn) Members(ix storage.Index, owner string) ([]string, error) {
+	bk, err := t.index(ix)
+	if err != nil {
+		return nil, err
+	}
+	prefix := indexPrefix(owner)
+	var out []string
+	c := bk.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		out = append(out, string(k[len(prefix):]))
+	}
+	return out, nil
+}
+
+func (t *txn) Expire(kind storage.ExpiryKind, id string, at time.Time) error {
+	return t.e.fault("put expiry entry", t.b.expiry.Put(expiryKey(at, byte(kind), id), nil))
+}
+
+func (t *txn) Unexpire(kind storage.ExpiryKind, id string, at time.Time) error {
+	return t.e.fault("delete expiry entry", t.b.expiry.Delete(expiryKey(at, byte(kind), id)))
+}
+
+// Due walks the expiry index from its start: its keys begin with the
+// time, so it visits only what is due.
+func (t *txn) Due(now time.Time, limit int) ([]storage.Due, error) {
+	max := nanos(now)
+	var out []storage.Due
+	c := t.b.expiry.Cursor()
+	for k, _ := c.First(); k != nil && len(k) > 8 && be64(k) <= max; k, _ = c.Next() {
+		if limit > 0 && len(out) == limit {
+			break
+		}
+		out = append(out, storage.Due{At: fromNanos(be64(k)), Kind: storage.ExpiryKind(k[8]), ID: string(k[9:])})
+	}
+	return out, nil
+}
+
+// AppendLog keys the entry by the log bucket's sequence, which bbolt
+// takes in the write transaction: sequence order is commit order.
+func (t *txn) AppendLog(e storage.DenyEntry) (storage.Cursor, error) {
+	seq, err := t.b.denylog.NextSequence()
+	if err != nil {
+		return 0, t.e.fault("next log sequence", err)
+	}
+	if err := t.b.denylog.Put(u64(seq), encodeLogEntry(e)); err != nil {
+		return 0, t.e.fault("append log", err)
+	}
+	return storage.Cursor(seq), nil
+}
+
+func (t *txn) Log(after storage.Cursor, limit int) ([]storage.LogEntry, error) {
+	var out []storage.LogEntry
+	c := t.b.denylog.Cursor()
+	for k, v := c.Seek(u64(uint64(after) + 1)); k != nil; k, v = c.Next() {
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+		e, err := decodeLogEntry(v)
+		if err != nil {
+			return nil, fmt.Errorf("denylog entry %d of data file %s: %w", be64(k), t.e.db.Path(), err)
+		}
+		out = append(out, storage.LogEntry{Cursor: storage.Cursor(be64(k)), Entry: e})
+	}
+	return out, nil
+}
+
+func (t *txn) DeleteLog(c storage.Cursor) error {
+	return t.e.fault("delete log entry", t.b.denylog.Delete(u64(uint64(c))))
+}
+
+// indexPrefix is owner with its length in front (2 bytes, big endian), so
+// that no owner's prefix is a prefix of another's ("ab"+"c" and "a"+"bc"
+// never collide).
+func indexPrefix(owner string) []byte {
+	n := min(len(owner), math.MaxUint16)
+	b := make([]byte, 2, 2+n)
+	binary.BigEndian.PutUint16(b, uint16(n))
+	return append(b, owner[:n]...)
+}
+
+func indexKey(owner, member string) []byte {
+	return append(indexPrefix(owner), member...)
+}
+
+// expiryKey orders records by expiry: 8-byte big-endian nanoseconds, the
+// kind byte, the record's key.
+func expiryKey(t time.Time, kind byte, id string) []byte {
+	b := make([]byte, 9, 9+len(id))
+	binary.BigEndian.PutUint64(b, nanos(t))
+	b[8] = kind
+	return append(b, id...)
+}
+
+// encodeLogEntry is 8 bytes of Until, the kind, a NUL and the id.
+func encodeLogEntry(e storage.DenyEntry) []byte {
+	return append(u64(nanos(e.Until)), storage.DenyKey(e.Kind, e.ID)...)
+}
+
+func decodeLogEntry(v []byte) (storage.DenyEntry, error) {
+	if len(v) < 10 {
+		return storage.DenyEntry{}, errors.New("truncated")
+	}
+	rest := v[8:]
+	i := bytes.IndexByte(rest, 0)
+	if i < 0 {
+		return storage.DenyEntry{}, errors.New("no kind separator")
+	}
+	return storage.DenyEntry{
+		Kind:  storage.DenyKind(rest[:i]),
+		ID:    string(rest[i+1:]),
+		Until: fromNanos(be64(v)),
+	}, nil
+}
+
+func nanos(t time.Time) uint64     { return storage.Nanos(t) }
+func fromNanos(n uint64) time.Time { return storage.FromNanos(n) }
+func u64(v uint64) []byte          { return binary.BigEndian.AppendUint64(nil, v) }
+func be64(b []byte) uint64         { return binary.BigEndian.Uint64(b[:8]) }

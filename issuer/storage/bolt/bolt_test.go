@@ -365,7 +365,7 @@ func checkConsistent(t *testing.T, s *Store, db *bolt.DB) {
 		for err := range tx.Check() {
 			return fmt.Errorf("bbolt check: %w", err)
 		}
-		tt := s.wrap(tx)
+		tt := s.engine.wrap(tx)
 		if err := tt.b.refresh.ForEach(func(k, v []byte) error {
 			var r storage.RefreshToken
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -455,7 +455,7 @@ func TestLoginFailuresPurge(t *testing.T) {
 		}
 		return n
 	}
-	if r, x := count(s.names.loginFailures), count(s.names.expiry); r != 1 || x != 1 {
+	if r, x := count(s.engine.names.loginFailures), count(s.engine.names.expiry); r != 1 || x != 1 {
 		t.Fatalf("after two failures: %d records, %d expiry entries; want 1 and 1", r, x)
 	}
 	if n, err := s.Purge(ctx, now.Add(10*time.Minute)); err != nil || n != 0 {
@@ -464,7 +464,7 @@ func TestLoginFailuresPurge(t *testing.T) {
 	if n, err := s.Purge(ctx, now.Add(11*time.Minute)); err != nil || n != 1 {
 		t.Fatalf("Purge at the expiry = %d, %v; want 1", n, err)
 	}
-	if r, x := count(s.names.loginFailures), count(s.names.expiry); r != 0 || x != 0 {
+	if r, x := count(s.engine.names.loginFailures), count(s.engine.names.expiry); r != 0 || x != 0 {
 		t.Fatalf("after Purge: %d records, %d expiry entries; want none", r, x)
 	}
 }

@@ -1,5 +1,7 @@
 // Package bolt is the issuer's storage.Store on a bbolt file: the default
-// for a single bffgate instance.
+// for a single bffgate instance. Engine is the storage.Engine on the file;
+// Store is storage.Rules (every rule of the issuer's state, shared with the
+// other engines) on it.
 //
 // The binary opens one bbolt file (OpenDB) that the issuer and the
 // gateway's session store share; each owns its own buckets, and this
@@ -13,7 +15,7 @@
 //
 // # Atomicity and durability
 //
-// Every method runs in one bbolt transaction, so RedeemCode, RotateRefresh
+// Every method of the rules runs in one bbolt transaction, so RedeemCode, RotateRefresh
 // and the revocations change all of their records or none. bbolt fsyncs on
 // commit: once a method returns nil its change survives a crash (kill -9,
 // power loss), and a crash before the commit leaves the previous state.
@@ -29,6 +31,10 @@
 // of UpdateKeys run inside the write transaction and hold bbolt's single
 // writer lock while they run: they must be quick and must not call back
 // into the Store (that would deadlock).
+//
+// The bucket names, index keys and value encodings are those of the first
+// release (testdata/release1.db is a file written by it, opened by
+// TestReleaseFixture): nothing is migrated.
 //
 // Records are JSON except the denylist and its log, which use a fixed
 // binary form (8-byte expiry, kind, id) because they are the most numerous
