@@ -643,11 +643,28 @@ func scheme(c *fiber.Ctx) []byte {
 
 // keepCookies appends to dst the cookies of a raw Cookie header that the
 // upstream may see: not the gateway's own, not the route's DropCookies.
+// hasCTL reports whether b holds a control character (RFC 5234 CTL).
+func hasCTL(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *Proxy) keepCookies(dst []byte, rt *route, header []byte) []byte {
 	EachCookie(header, func(name, value []byte) bool {
 		// A nameless pair ("=__Host-bff=x", or "__Host-bff" alone) goes
 		// upstream as its value, which reads as a cookie named by what
 		// precedes '=': judge it by that name (found by FuzzEachCookie).
+		// A pair with a control character is no cookie (RFC 6265 §4.1.1
+		// cookie-octets), and parsers disagree on it: net/http trims CR
+		// and LF that this scanner keeps, so "\r__Host-bff" would read
+		// upstream as the gateway's cookie. Such pairs are dropped.
+		if hasCTL(name) || hasCTL(value) {
+			return true
+		}
 		seen := name
 		if len(seen) == 0 {
 			seen, _, _ = bytes.Cut(value, []byte("="))
