@@ -741,6 +741,11 @@ func decodeEntry(s string) (storage.DenyEntry, error) {
 	if err != nil {
 		return storage.DenyEntry{}, fmt.Errorf("until: %w", err)
 	}
+	// Only the form encodeEntry writes ("-01" or "+1" would decode to a
+	// record that encodes otherwise: a member no writer made).
+	if strconv.FormatInt(ns, 10) != f[0] {
+		return storage.DenyEntry{}, errors.New("until: not a canonical integer")
+	}
 	return storage.DenyEntry{Kind: storage.DenyKind(f[1]), ID: f[2], Until: time.Unix(0, ns).UTC()}, nil
 }
 
@@ -753,6 +758,9 @@ func decodeLogMember(m string) (uint64, storage.DenyEntry, error) {
 	seq, err := strconv.ParseUint(seqStr, 10, 64)
 	if err != nil {
 		return 0, storage.DenyEntry{}, fmt.Errorf("sequence: %w", err)
+	}
+	if strconv.FormatUint(seq, 10) != seqStr {
+		return 0, storage.DenyEntry{}, errors.New("sequence: not a canonical integer")
 	}
 	e, err := decodeEntry(rest)
 	return seq, e, err
