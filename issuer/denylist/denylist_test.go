@@ -321,6 +321,9 @@ func TestRun(t *testing.T) {
 		<-ss.purged
 	}
 	sub <- storage.DenyEntry{Kind: storage.DenyJTI, ID: "pushed", Until: now.Add(time.Hour)}
+	// The subscriber handles entries one at a time: once it has taken the
+	// next one, the first has been added (a send alone returns before).
+	sub <- storage.DenyEntry{Kind: storage.DenyJTI, ID: "sync", Until: now.Add(time.Hour)}
 	cancel()
 	<-done
 	// Both come from the cache: the pushed one never reached the store.
