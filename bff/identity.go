@@ -126,12 +126,12 @@ func (id *identity) headers(s *session.Session, now time.Time) ([]proxy.Header, 
 	}
 	add(id.User, sub)
 	add(id.Email, str("email"))
-	add(id.Groups, strings.Join(claimStrings(claims["groups"]), ","))
+	add(id.Groups, strings.Join(authz.Strings(claims["groups"]), ","))
 	add(id.PreferredUsername, str("preferred_username"))
 	if id.Assertion != "" {
 		tok, err := id.signer.sign(assertionClaims{
 			Issuer: id.signer.issuer, Audience: id.aud, Subject: sub,
-			Email: str("email"), Groups: claimStrings(claims["groups"]), Roles: claimStrings(claims["roles"]),
+			Email: str("email"), Groups: authz.Strings(claims["groups"]), Roles: authz.Strings(claims["roles"]),
 			IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(AssertionLifetime).Unix(),
 		})
 		if err != nil {
@@ -140,24 +140,6 @@ func (id *identity) headers(s *session.Session, now time.Time) ([]proxy.Header, 
 		add(id.Assertion, tok)
 	}
 	return out, nil
-}
-
-// claimStrings reads a list-of-strings claim (or one string), ignoring
-// elements of other types.
-func claimStrings(v any) []string {
-	switch v := v.(type) {
-	case string:
-		return []string{v}
-	case []any:
-		out := make([]string, 0, len(v))
-		for _, e := range v {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
 }
 
 type assertionClaims struct {

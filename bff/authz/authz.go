@@ -303,10 +303,10 @@ func (d *Decider) Decide(in Input) Decision {
 }
 
 func (r *compiled) match(claims map[string]any, vars func() map[string]any) (bool, error) {
-	if len(r.Groups) > 0 && !anyIn(strs(claims["groups"]), r.Groups) {
+	if len(r.Groups) > 0 && !anyIn(Strings(claims["groups"]), r.Groups) {
 		return false, nil
 	}
-	if len(r.Roles) > 0 && !anyIn(strs(claims["roles"]), r.Roles) && !anyIn(strs(lookup(claims, []string{"realm_access", "roles"})), r.Roles) {
+	if len(r.Roles) > 0 && !anyIn(Strings(claims["roles"]), r.Roles) && !anyIn(Strings(lookup(claims, []string{"realm_access", "roles"})), r.Roles) {
 		return false, nil
 	}
 	if len(r.domains) > 0 || len(r.emails) > 0 {
@@ -355,10 +355,11 @@ func lookup(claims map[string]any, path []string) any {
 	return v
 }
 
-// strs reads a claim that should be a list of strings: a list (its
+// Strings reads a claim that should be a list of strings: a list (its
 // string elements; others are ignored) or a single string (as some
-// providers send a one-group claim). Anything else is no value.
-func strs(v any) []string {
+// providers send a one-group claim). Anything else is no value. The
+// gateway's identity headers read groups and roles with it too.
+func Strings(v any) []string {
 	switch v := v.(type) {
 	case string:
 		return []string{v}

@@ -116,7 +116,7 @@ func TestJWTClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strs(lookup(m, []string{"realm_access", "roles"})); len(got) != 1 || got[0] != "admin" {
+	if got := Strings(lookup(m, []string{"realm_access", "roles"})); len(got) != 1 || got[0] != "admin" {
 		t.Fatalf("roles = %v", got)
 	}
 	for _, tok := range []string{"opaque-token", "a.!!!.c", "a.bm90IGpzb24.c"} {
