@@ -84,10 +84,12 @@ const (
 	BucketDeny                            // DenyKey: 8 bytes, Until in Unix ns, big endian
 	BucketLogin                           // login session id: JSON LoginSession
 	BucketLoginFailures                   // throttle key: JSON loginRecord
+	BucketAssertions                      // replay key: 8 bytes, the assertion's exp in Unix ns, big endian
+	BucketClients                         // "states": JSON map[client id]ClientState
 )
 
 // buckets lists every bucket, for engines that create them up front.
-var buckets = [...]Bucket{BucketKeys, BucketSecrets, BucketCodes, BucketGrants, BucketRefresh, BucketDeny, BucketLogin, BucketLoginFailures}
+var buckets = [...]Bucket{BucketKeys, BucketSecrets, BucketCodes, BucketGrants, BucketRefresh, BucketDeny, BucketLogin, BucketLoginFailures, BucketAssertions, BucketClients}
 
 // AllBuckets returns every Bucket.
 func AllBuckets() []Bucket { return buckets[:] }
@@ -112,6 +114,7 @@ const (
 	ExpireLog           ExpiryKind = 'l' // id: the cursor, 8 bytes big endian
 	ExpireLogin         ExpiryKind = 's' // id: login session id
 	ExpireLoginFailures ExpiryKind = 'f' // id: throttle key
+	ExpireAssertion     ExpiryKind = 'a' // id: replay key of a client assertion
 )
 
 // Due is one entry of the expiry index.

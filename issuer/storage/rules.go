@@ -833,6 +833,9 @@ func (t *rtx) purge(now time.Time, batch int) (removed int, more bool, err error
 			// The index entry is moved whenever the record's expiry
 			// changes, so an entry due now names an expired record.
 			ok, err = t.deleteIfPresent(BucketLoginFailures, d.ID)
+		case ExpireAssertion:
+			// Like the throttle's: moved whenever re-recorded.
+			ok, err = t.deleteIfPresent(BucketAssertions, d.ID)
 		default:
 			err = fmt.Errorf("expiry index entry of unknown kind %q", byte(d.Kind))
 		}

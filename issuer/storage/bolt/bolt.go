@@ -107,11 +107,11 @@ type Engine struct {
 var _ storage.Engine = (*Engine)(nil)
 
 type bucketNames struct {
-	keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures []byte
+	keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures, assertions, clients []byte
 }
 
 func (n bucketNames) all() [][]byte {
-	return [][]byte{n.keys, n.secrets, n.codes, n.grants, n.refresh, n.grantRefresh, n.sidGrants, n.deny, n.denylog, n.login, n.expiry, n.loginFailures}
+	return [][]byte{n.keys, n.secrets, n.codes, n.grants, n.refresh, n.grantRefresh, n.sidGrants, n.deny, n.denylog, n.login, n.expiry, n.loginFailures, n.assertions, n.clients}
 }
 
 // NewEngine returns the Engine on db for the buckets named with prefix
@@ -139,6 +139,8 @@ func NewEngine(db *bolt.DB, prefix string) (*Engine, error) {
 		// Added after the first release: CreateBucketIfNotExists below
 		// adds it to existing files.
 		loginFailures: []byte(p + "login_failures"),
+		assertions:    []byte(p + "assertions"),
+		clients:       []byte(p + "clients"),
 	}}
 	err := db.Update(func(tx *bolt.Tx) error {
 		for _, name := range e.names.all() {
@@ -219,7 +221,7 @@ type txn struct {
 	e  *Engine
 	tx *bolt.Tx
 	b  struct {
-		keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures *bolt.Bucket
+		keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures, assertions, clients *bolt.Bucket
 	}
 }
 
@@ -240,6 +242,8 @@ func (e *Engine) wrap(tx *bolt.Tx) *txn {
 	t.b.login = tx.Bucket(n.login)
 	t.b.expiry = tx.Bucket(n.expiry)
 	t.b.loginFailures = tx.Bucket(n.loginFailures)
+	t.b.assertions = tx.Bucket(n.assertions)
+	t.b.clients = tx.Bucket(n.clients)
 	if tx.Writable() {
 		// The change log only grows at its end and the expiry index
 		// mostly does (keys start with a time): pack their pages full
@@ -269,6 +273,10 @@ func (t *txn) bucket(b storage.Bucket) (*bolt.Bucket, error) {
 		bk = t.b.login
 	case storage.BucketLoginFailures:
 		bk = t.b.loginFailures
+	case storage.BucketAssertions:
+		bk = t.b.assertions
+	case storage.BucketClients:
+		bk = t.b.clients
 	default:
 		return nil, fmt.Errorf("bolt: unknown bucket %d", b)
 	}
