@@ -110,6 +110,11 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	if err := checkParams(p); err != nil {
 		return fail(err)
 	}
+	if why := s.clientDisabled(cl.ID); why != "" {
+		s.ag.metrics.refused.WithLabelValues(epAuthorize).Inc()
+		s.audit(c, AuditRecord{Action: "authorize", ClientID: cl.ID, Decision: DecisionDeny, Reason: why})
+		return fail(refuseDisabled(why))
+	}
 	req, prompt, maxAge, err := s.validateAuthRequest(cl, p)
 	if err != nil {
 		return fail(err)
@@ -382,6 +387,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "login failed",
 			slog.String("username", clip(username, 64)), slog.String("client_id", cl.ID), slog.String("reason", reason),
 			slog.String("client_ip", s.clientIP(c)), slog.String("request_id", obs.RequestID(c)))
+		s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Decision: DecisionDeny, Reason: reason})
 		if password != "" {
 			lock, err := s.throttleFailure(c, throttle, username, tnow)
 			if err != nil {
@@ -431,6 +437,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	s.metrics.logins.WithLabelValues("success").Inc()
 	s.log.LogAttrs(ctx, slog.LevelInfo, "login succeeded",
 		slog.String("username", username), slog.String("sub", u.Subject), slog.String("client_id", cl.ID), slog.String("request_id", obs.RequestID(c)))
+	s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Subject: u.Subject, Decision: DecisionAllow, Scope: req.Scope, Reason: "password"})
 	return s.issueCode(c, req, &sess, u)
 }
 

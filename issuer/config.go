@@ -81,6 +81,26 @@ type Client struct {
 	// Audience is the aud of the client's access tokens (RFC 9068 §3: the
 	// resource servers that accept them); empty means [ID].
 	Audience []string `yaml:"audience"`
+
+	// Kind is "" (an application), "agent" or "workload". Agents and
+	// workloads authenticate without a static secret: with private_key_jwt
+	// (JWKS, JWKSFile or JWKSURI) or, when ID is a SPIFFE ID, with a
+	// JWT-SVID. A secret on one is refused at start. See agents.go.
+	Kind string `yaml:"kind"`
+	// JWKS, JWKSFile and JWKSURI give the client's public keys for
+	// private_key_jwt (RFC 7523 §2.2, OpenID Connect Core §9): a JWK set
+	// inline, in a file read at start, or at a URL fetched and cached per
+	// its HTTP cache headers. At most one of the three; none with Secret.
+	JWKS     map[string]any `yaml:"jwks"`
+	JWKSFile string         `yaml:"jwks_file"`
+	JWKSURI  string         `yaml:"jwks_uri"`
+	// AssertionAlgs narrows the JWS algorithms of the client's assertions
+	// (RFC 7591 token_endpoint_auth_signing_alg); empty means every
+	// algorithm of AssertionAlgorithms.
+	AssertionAlgs []string `yaml:"token_endpoint_auth_signing_algs"`
+	// Disabled refuses the client's grants and every token it holds, as
+	// `bffgate agents disable` does at run time.
+	Disabled bool `yaml:"disabled"`
 }
 
 // User is an end user who can log in at the issuer. Its yaml tags are the
@@ -159,6 +179,11 @@ type Config struct {
 	// Clients and Users are the registered clients and end users.
 	Clients []Client
 	Users   []User
+	// SPIFFE lists the trust domains whose JWT-SVIDs authenticate clients
+	// with a SPIFFE ID (spiffe.go).
+	SPIFFE SPIFFE
+	// Audit is the audit trail of the issuer's decisions (agentstate.go).
+	Audit Audit
 	// DenylistCacheSize (default 10000) bounds the in-memory denylist
 	// cache; DenylistPollInterval (default 60s) is how often an instance
 	// reads denylist changes made by others sharing the store; PurgeDelay
@@ -210,9 +235,16 @@ const (
 type client struct {
 	Client
 	secretDigest []byte
+	// authMethod is how the client authenticates at the token,
+	// introspection and revocation endpoints (clientAuthMethod).
+	authMethod string
+	// keys verify its private_key_jwt assertions; assertionAlgs are the
+	// algorithms they may use (private_key_jwt and spiffe_jwt).
+	keys          keySource
+	assertionAlgs []string
 }
 
-func (c *client) public() bool { return c.Secret == "" }
+func (c *client) public() bool { return c.authMethod == authNone }
 
 func (c *client) hasGrant(g string) bool { return slices.Contains(c.GrantTypes, g) }
 
@@ -385,7 +417,15 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 			return fail(f+".id", "client %q is registered twice", c.ID)
 		}
 		cfg.Clients[i] = c
-		clients[c.ID] = &client{Client: c, secretDigest: secretDigest(c.Secret)}
+		cl := &client{Client: c, secretDigest: secretDigest(c.Secret)}
+		if err := cfg.clientAuth(cl); err != nil {
+			var fe *fieldError
+			if errors.As(err, &fe) {
+				return fail(f+fe.field, "%s", fe.msg)
+			}
+			return fail(f, "%v", err)
+		}
+		clients[c.ID] = cl
 	}
 
 	clientIndex := make(map[string]int, len(cfg.Clients))
@@ -483,8 +523,11 @@ func fillClient(c *Client) error {
 	if c.ID == "" {
 		return ferr(".id", "is required")
 	}
-	if len(c.ID) > 255 || !printableASCII(c.ID) || strings.Contains(c.ID, ":") {
-		return ferr(".id", "must be 1 to 255 printable ASCII characters without ':' (it goes into Basic credentials)")
+	if len(c.ID) > 255 || !printableASCII(c.ID) || (strings.Contains(c.ID, ":") && !isSPIFFEID(c.ID)) {
+		return ferr(".id", "must be 1 to 255 printable ASCII characters without ':' (it goes into Basic credentials), or a SPIFFE ID (spiffe://trust-domain/path)")
+	}
+	if err := checkClientCredentials(c); err != nil {
+		return err
 	}
 	if c.Secret != "" && len(c.Secret) < 16 {
 		return ferr(".secret", "is %d characters; use at least 16 random characters, or none for a public client", len(c.Secret))
@@ -497,8 +540,8 @@ func fillClient(c *Client) error {
 		switch g {
 		case GrantAuthorizationCode, GrantRefreshToken:
 		case GrantClientCredentials:
-			if c.Secret == "" {
-				return ferr(fmt.Sprintf(".grant_types[%d]", j), "client_credentials needs a confidential client (set a secret)")
+			if !confidential(c) {
+				return ferr(fmt.Sprintf(".grant_types[%d]", j), "client_credentials needs a confidential client (set a secret, a JWK set for private_key_jwt, or a SPIFFE ID as id)")
 			}
 		default:
 			return ferr(fmt.Sprintf(".grant_types[%d]", j), "%q is not supported (authorization_code, refresh_token, client_credentials)", g)
@@ -518,7 +561,7 @@ func fillClient(c *Client) error {
 		return ferr(".redirect_uris", "the authorization_code grant needs at least one redirect URI")
 	}
 	for j, u := range c.RedirectURIs {
-		if err := validateRedirectURI(u, c.Secret == "", c.InsecureAllowHTTPRedirects); err != nil {
+		if err := validateRedirectURI(u, !confidential(c), c.InsecureAllowHTTPRedirects); err != nil {
 			return ferr(fmt.Sprintf(".redirect_uris[%d]", j), "%v", err)
 		}
 	}

@@ -85,6 +85,10 @@ func (s *Server) activeAccessToken(ctx context.Context, raw string) (*token.Clai
 	if why := s.checkAudience(cl); why != "" {
 		return nil, protocol.ErrInvalidToken.WithDescription("%s", why)
 	}
+	if why := s.tokenRefused(cl); why != "" {
+		s.ag.metrics.refused.WithLabelValues(epUserinfo).Inc()
+		return nil, protocol.ErrInvalidToken.WithDescription("%s", why)
+	}
 	denied, err := s.deny.Denied(ctx, cl.JTI, cl.GrantID)
 	if err != nil {
 		return nil, protocol.ErrTemporarilyUnavailable.WithDescription("the revocation list cannot be read; retry later").WithCause(err)
@@ -192,6 +196,8 @@ func (s *Server) handleRevoke(c *fiber.Ctx) error {
 		s.metrics.revocations.WithLabelValues("access_token").Inc()
 		s.logToken(c, "access token revoked", slog.String("client_id", cl.ID), slog.String("sub", tc.Subject),
 			slog.String("jti", tc.JTI), slog.String("grant_id", tc.GrantID))
+		s.audit(c, AuditRecord{Action: "revoke", ClientID: cl.ID, Subject: tc.Subject, Audience: tc.Audience, Decision: DecisionAllow,
+			Reason: "access token revoked (RFC 7009)", TokenID: tc.JTI})
 	default:
 		if err := s.revokeGrant(ctx, tc.GrantID, now); err != nil {
 			return s.writeError(c, epRevoke, err)
@@ -199,6 +205,8 @@ func (s *Server) handleRevoke(c *fiber.Ctx) error {
 		s.metrics.revocations.WithLabelValues("refresh_token").Inc()
 		s.logToken(c, "refresh token revoked with its grant", slog.String("client_id", cl.ID), slog.String("sub", tc.Subject),
 			slog.String("grant_id", tc.GrantID))
+		s.audit(c, AuditRecord{Action: "revoke", ClientID: cl.ID, Subject: tc.Subject, Decision: DecisionAllow,
+			Reason: "refresh token revoked with its grant (RFC 7009)", TokenID: tc.GrantID})
 	}
 	noStore(c)
 	return c.SendStatus(fiber.StatusOK)
@@ -250,6 +258,7 @@ func (s *Server) handleIntrospect(c *fiber.Ctx) error {
 	if !res.Active {
 		result = "inactive"
 		s.logToken(c, "introspection: token inactive", slog.String("client_id", cl.ID), slog.String("reason", why))
+		s.audit(c, AuditRecord{Action: "introspect", ClientID: cl.ID, Decision: DecisionDeny, Reason: why, TokenID: tokenDigest(raw)})
 	}
 	s.metrics.introspections.WithLabelValues(result).Inc()
 	noStore(c)
@@ -264,6 +273,10 @@ func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (
 			return introspection{}, "expired", nil
 		}
 		return introspection{}, "malformed, foreign or not verifiable", nil
+	}
+	if why := s.tokenRefused(tc); why != "" && (tc.ClientID == cl.ID || slices.Contains(tc.Audience, cl.ID)) {
+		s.ag.metrics.refused.WithLabelValues(epIntrospect).Inc()
+		return introspection{}, why, nil
 	}
 	switch kind {
 	case token.Access:

@@ -103,6 +103,7 @@ type Server struct {
 	pages     *web.Pages
 	obs       *obs.Obs
 	metrics   *metrics
+	ag        *agentState
 	app       *fiber.App
 	basePath  string
 	// seal protects the hidden fields of the login and logout forms.
@@ -161,6 +162,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.deny, err = denylist.New(denylist.Config{
 		Store: cfg.Store, CacheSize: cfg.DenylistCacheSize, PollInterval: cfg.DenylistPollInterval,
 		Now: cfg.Now, Logger: cfg.Logger, Registerer: cfg.Registerer, Subscriber: cfg.DenylistSubscriber,
+		OnClient: s.clientChanged,
 	}); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -169,6 +171,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("issuer: register metrics: %w", err)
+	}
+	if s.ag, err = s.newAgentState(ctx); err != nil {
+		return nil, err
 	}
 	if s.obs, err = obs.New(obs.Config{Component: "issuer", Logger: cfg.Logger, Registerer: cfg.Registerer, Gatherer: cfg.Gatherer, AccessLog: cfg.AccessLog}); err != nil {
 		return nil, fmt.Errorf("issuer: register request metrics: %w", err)
@@ -215,6 +220,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(done)
 		s.deny.Run(ctx)
 	}()
+	agentsDone := make(chan struct{})
+	go func() {
+		defer close(agentsDone)
+		s.runClientStates(ctx)
+	}()
 	// Keys are reloaded every second (or poll interval, when shorter): a
 	// read and a compare, rebuilt only on a change. A store that lost keys
 	// this instance holds gets them back within that second (keys.Reload),
@@ -226,6 +236,7 @@ func (s *Server) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-done
+			<-agentsDone
 			return nil
 		case <-t.C:
 			if err := s.keys.Reload(ctx); err != nil && ctx.Err() == nil {
@@ -322,6 +333,9 @@ type discovery struct {
 	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
 	RevocationAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported"`
 	IntrospectionAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAlgs      []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	RevocationAuthSigningAlgs         []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
+	IntrospectionAuthSigningAlgs      []string `json:"introspection_endpoint_auth_signing_alg_values_supported"`
 	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
 	ClaimsSupported                   []string `json:"claims_supported"`
 	PromptValuesSupported             []string `json:"prompt_values_supported"`
@@ -353,9 +367,12 @@ func (s *Server) discovery() discovery {
 		GrantTypesSupported:               []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials},
 		SubjectTypesSupported:             []string{"public"},
 		IDTokenSigningAlgValuesSupported:  []string{s.cfg.IDTokenAlg},
-		TokenEndpointAuthMethodsSupported: []string{authBasic, authPost, authNone},
-		RevocationAuthMethodsSupported:    []string{authBasic, authPost, authNone},
-		IntrospectionAuthMethodsSupported: []string{authBasic, authPost},
+		TokenEndpointAuthMethodsSupported: []string{authBasic, authPost, authPrivateKeyJWT, authSPIFFEJWT, authNone},
+		RevocationAuthMethodsSupported:    []string{authBasic, authPost, authPrivateKeyJWT, authSPIFFEJWT, authNone},
+		IntrospectionAuthMethodsSupported: []string{authBasic, authPost, authPrivateKeyJWT, authSPIFFEJWT},
+		TokenEndpointAuthSigningAlgs:      AssertionAlgorithms,
+		RevocationAuthSigningAlgs:         AssertionAlgorithms,
+		IntrospectionAuthSigningAlgs:      AssertionAlgorithms,
 		CodeChallengeMethodsSupported:     []string{protocol.PKCEMethodS256},
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid",
 			"name", "given_name", "family_name", "preferred_username", "email", "email_verified"},

@@ -28,6 +28,9 @@ type tokenResponse struct {
 	RefreshToken string `json:"refresh_token,omitempty"`
 	IDToken      string `json:"id_token,omitempty"`
 	Scope        string `json:"scope,omitempty"`
+
+	// audit is what the audit record of the grant names (never a token).
+	audit grantAudit
 }
 
 // grantInfo is what every token of one grant shares.
@@ -85,12 +88,33 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 	if err != nil {
 		return s.writeError(c, epToken, err)
 	}
-	cl, _, err := s.authenticateClient(c, form, true)
+	cl, method, err := s.authenticateClient(c, form, true)
 	if err != nil {
 		return s.writeError(c, epToken, err)
 	}
 	var resp tokenResponse
 	gt := form.Get("grant_type")
+	if why := s.clientDisabled(cl.ID); why != "" {
+		s.ag.metrics.refused.WithLabelValues(epToken).Inc()
+		gt, err = "", refuseDisabled(why)
+	}
+	switch {
+	case err != nil:
+	default:
+		resp, err = s.grant(c, cl, gt, form)
+	}
+	s.auditGrant(c, cl, method, gt, form, resp, err)
+	if err != nil {
+		pe := toProtocol(err)
+		s.logError(c, epToken, pe, cl.ID)
+		return s.writeErrorLogged(c, pe)
+	}
+	noStore(c)
+	return c.JSON(resp)
+}
+
+// grant runs the grant of a token request by an authenticated client.
+func (s *Server) grant(c *fiber.Ctx, cl *client, gt string, form url.Values) (resp tokenResponse, err error) {
 	switch gt {
 	case GrantAuthorizationCode:
 		resp, err = s.exchangeCode(c.UserContext(), cl, form)
@@ -103,13 +127,7 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 	default:
 		err = protocol.ErrUnsupportedGrantType.WithDescription("grant_type %q is not supported (authorization_code, refresh_token, client_credentials)", clip(gt, 64))
 	}
-	if err != nil {
-		pe := toProtocol(err)
-		s.logError(c, epToken, pe, cl.ID)
-		return s.writeErrorLogged(c, pe)
-	}
-	noStore(c)
-	return c.JSON(resp)
+	return resp, err
 }
 
 // writeErrorLogged writes pe like writeError, for an error logError has
@@ -220,6 +238,9 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 	}
 	if rc.ClientID != cl.ID {
 		return tokenResponse{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
+	}
+	if why := s.tokenRefused(rc); why != "" {
+		return tokenResponse{}, invalidGrant("%s", why)
 	}
 	// A scope parameter narrows this access token only (RFC 6749 §6: the
 	// requested scope "MUST NOT include any scope not originally granted");
@@ -367,7 +388,8 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 	}
 	format := string(s.codec.Format())
 	s.metrics.minted.WithLabelValues(grantType, "access", format).Inc()
-	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: scope}
+	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: scope,
+		audit: grantAudit{subject: g.Subject, audience: cl.Audience, grantID: g.ID, tokenHash: tokenDigest(at)}}
 
 	var rec *storage.RefreshToken
 	if withRefresh && g.ID != "" {
