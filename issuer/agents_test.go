@@ -1,0 +1,525 @@
+package issuer_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bffgate/bffgate/issuer"
+	"github.com/bffgate/bffgate/issuer/audit"
+)
+
+const (
+	agentID     = "agent-1"
+	agentURIID  = "agent-uri"
+	spiffeAgent = "spiffe://example.org/agents/mailer"
+	otherTD     = "spiffe://other.test/agents/mailer"
+	epTD        = "spiffe://endpoint.test/agents/sync"
+)
+
+// signer is a test key pair.
+type signer struct {
+	kid  string
+	priv *ecdsa.PrivateKey
+}
+
+func newSigner(t testing.TB, kid string) signer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer{kid: kid, priv: k}
+}
+
+func (s signer) public() jose.JSONWebKey {
+	return jose.JSONWebKey{Key: s.priv.Public(), KeyID: s.kid, Algorithm: "ES256", Use: "sig"}
+}
+
+func jwksOf(keys ...jose.JSONWebKey) map[string]any {
+	var m map[string]any
+	b, _ := json.Marshal(jose.JSONWebKeySet{Keys: keys})
+	json.Unmarshal(b, &m)
+	return m
+}
+
+// sign makes a JWT of claims with s (ES256, kid).
+func (s signer) sign(t testing.TB, claims any, extraHeader map[jose.HeaderKey]any) string {
+	t.Helper()
+	opts := (&jose.SignerOptions{}).WithType("JWT")
+	if s.kid != "" {
+		opts = opts.WithHeader("kid", s.kid)
+	}
+	for k, v := range extraHeader {
+		opts = opts.WithHeader(k, v)
+	}
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: s.priv}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := jwt.Signed(sig).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// agentEnv is an issuer with agent clients: agent-1 (inline JWK set),
+// agent-uri (a jwks_uri), a SPIFFE agent of example.org (bundle file) and
+// one of endpoint.test (bundle endpoint).
+type agentEnv struct {
+	*env
+	key, uriKey, tdKey, epKey signer
+	jwksHits, bundleHits     atomic.Int32
+	jwksDown                 atomic.Bool
+	auditPath                string
+}
+
+func startAgents(t *testing.T, edit func(*issuer.Config)) *agentEnv {
+	t.Helper()
+	a := &agentEnv{key: newSigner(t, "k1"), uriKey: newSigner(t, "u1"), tdKey: newSigner(t, "td1"), epKey: newSigner(t, "ep1")}
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.jwksHits.Add(1)
+		if a.jwksDown.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Header().Set("Cache-Control", "max-age=600")
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{a.uriKey.public()}})
+	}))
+	t.Cleanup(jwks.Close)
+	dir := t.TempDir()
+	bundleFile := filepath.Join(dir, "example.org.bundle.json")
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	b := spiffebundle.FromJWTAuthorities(td, map[string]crypto.PublicKey{a.tdKey.kid: a.tdKey.priv.Public()})
+	b.SetRefreshHint(time.Minute)
+	raw, err := b.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bundleFile, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	epBundle := spiffebundle.FromJWTAuthorities(spiffeid.RequireTrustDomainFromString("endpoint.test"),
+		map[string]crypto.PublicKey{a.epKey.kid: a.epKey.priv.Public()})
+	epRaw, _ := epBundle.Marshal()
+	bundles := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.bundleHits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(epRaw)
+	}))
+	t.Cleanup(bundles.Close)
+	a.auditPath = filepath.Join(dir, "audit.log")
+	a.env = start(t, envOptions{cfg: func(c *issuer.Config) {
+		c.Clients = append(c.Clients,
+			issuer.Client{ID: agentID, Kind: issuer.KindAgent, JWKS: jwksOf(a.key.public()),
+				GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}},
+			issuer.Client{ID: agentURIID, Kind: issuer.KindAgent, JWKSURI: jwks.URL,
+				GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}},
+			issuer.Client{ID: spiffeAgent, Kind: issuer.KindWorkload,
+				GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}},
+			issuer.Client{ID: epTD, Kind: issuer.KindWorkload,
+				GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}},
+		)
+		c.SPIFFE.TrustDomains = []issuer.TrustDomain{
+			{Name: "example.org", BundleFile: bundleFile},
+			{Name: "endpoint.test", BundleEndpoint: bundles.URL},
+		}
+		c.Audit.File = a.auditPath
+		if edit != nil {
+			edit(c)
+		}
+	}})
+	return a
+}
+
+// claims are assertion claims for client id at the env's issuer.
+func (a *agentEnv) claims(id string) map[string]any {
+	now := a.clock.Now()
+	return map[string]any{"iss": id, "sub": id, "aud": a.url, "exp": now.Add(time.Minute).Unix(),
+		"iat": now.Unix(), "jti": base64.RawURLEncoding.EncodeToString([]byte(time.Now().String() + id + randomSuffix()))}
+}
+
+var suffix atomic.Int64
+
+func randomSuffix() string { return string(rune('a'+suffix.Add(1)%26)) + time.Now().Format("150405.000000000") }
+
+// postAssertion posts form to path authenticated with an assertion of typ.
+func (a *agentEnv) postAssertion(path, id, typ, assertion string, form url.Values) oauthResponse {
+	a.t.Helper()
+	form = cloneValues(form)
+	if id != "" {
+		form.Set("client_id", id)
+	}
+	form.Set("client_assertion_type", typ)
+	form.Set("client_assertion", assertion)
+	return a.request(http.MethodPost, path, strings.NewReader(form.Encode()), http.Header{"Content-Type": {"application/x-www-form-urlencoded"}})
+}
+
+var ccForm = url.Values{"grant_type": {"client_credentials"}, "scope": {"profile"}}
+
+func TestPrivateKeyJWTGrants(t *testing.T) {
+	a := startAgents(t, nil)
+	r := a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), ccForm)
+	if r.status != 200 {
+		t.Fatalf("client_credentials with private_key_jwt: %d %s", r.status, r.raw)
+	}
+	at := r.str("access_token")
+	if p := payload(t, at); p["sub"] != issuer.ClientSubject(agentID) || p["client_id"] != agentID {
+		t.Fatalf("token sub/client_id = %v/%v; want %q/%q", p["sub"], p["client_id"], issuer.ClientSubject(agentID), agentID)
+	}
+	// Without client_id: the client is the assertion's sub (RFC 7523 §3).
+	if r := a.postAssertion("/token", "", issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), ccForm); r.status != 200 {
+		t.Fatalf("without client_id: %d %s", r.status, r.raw)
+	}
+	// aud = the token endpoint URL is accepted too (OpenID Connect Core §9).
+	c := a.claims(agentID)
+	c["aud"] = a.url + "/token"
+	if r := a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, c, nil), ccForm); r.status != 200 {
+		t.Fatalf("aud = token endpoint: %d %s", r.status, r.raw)
+	}
+	// Introspection and revocation by the agent itself, authenticated the same way.
+	c = a.claims(agentID)
+	c["aud"] = a.url + "/introspect"
+	r = a.postAssertion("/introspect", agentID, issuer.AssertionTypeJWT, a.key.sign(t, c, nil), url.Values{"token": {at}})
+	wantActive(t, r)
+	if r.str("gty") != "client_credentials" || r.str("sub") != issuer.ClientSubject(agentID) {
+		t.Fatalf("introspection = %s", r.raw)
+	}
+	r = a.postAssertion("/revoke", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), url.Values{"token": {at}})
+	if r.status != 200 {
+		t.Fatalf("revoke: %d %s", r.status, r.raw)
+	}
+	wantInactive(t, a.postAssertion("/introspect", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), url.Values{"token": {at}}))
+	// A jwks_uri client.
+	if r := a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, a.uriKey.sign(t, a.claims(agentURIID), nil), ccForm); r.status != 200 {
+		t.Fatalf("jwks_uri client: %d %s", r.status, r.raw)
+	}
+	// Discovery advertises the methods and algorithms.
+	d := a.request(http.MethodGet, "/.well-known/openid-configuration", nil, nil)
+	for _, k := range []string{"token_endpoint_auth_methods_supported", "introspection_endpoint_auth_methods_supported", "revocation_endpoint_auth_methods_supported"} {
+		if !strings.Contains(string(mustJSON(d.body[k])), "private_key_jwt") || !strings.Contains(string(mustJSON(d.body[k])), "spiffe_jwt") {
+			t.Errorf("discovery %s = %v", k, d.body[k])
+		}
+	}
+	if algs := string(mustJSON(d.body["token_endpoint_auth_signing_alg_values_supported"])); !strings.Contains(algs, "ES256") || strings.Contains(algs, "HS") || strings.Contains(algs, "none") {
+		t.Errorf("token_endpoint_auth_signing_alg_values_supported = %s", algs)
+	}
+}
+
+func TestPrivateKeyJWTRefused(t *testing.T) {
+	a := startAgents(t, nil)
+	pubDER, _ := x509.MarshalPKIXPublicKey(a.key.priv.Public())
+	other := newSigner(t, "k1") // same kid, another key
+	stranger := newSigner(t, "k9")
+	hs := func(key []byte, claims any) string {
+		sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := jwt.Signed(sig).Claims(claims).Serialize()
+		return raw
+	}
+	none := func(claims any) string {
+		h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"k1"}`))
+		return h + "." + base64.RawURLEncoding.EncodeToString(mustJSON(claims)) + "."
+	}
+	with := func(k string, v any) map[string]any {
+		c := a.claims(agentID)
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	now := a.clock.Now()
+	replayed := a.key.sign(t, a.claims(agentID), nil)
+	if r := a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, replayed, ccForm); r.status != 200 {
+		t.Fatalf("first use: %d %s", r.status, r.raw)
+	}
+	tests := []struct {
+		name      string
+		assertion string
+		typ       string
+		want      string // in error_description
+	}{
+		{"expired", a.key.sign(t, with("exp", now.Add(-time.Minute).Unix()), nil), "", "expired"},
+		{"not yet valid", a.key.sign(t, with("nbf", now.Add(time.Hour).Unix()), nil), "", "nbf"},
+		{"iat in the future", a.key.sign(t, with("iat", now.Add(time.Hour).Unix()), nil), "", "iat is in the future"},
+		{"exp too far", a.key.sign(t, with("exp", now.Add(time.Hour).Unix()), nil), "", "more than 5m0s ahead"},
+		{"replayed", replayed, "", "already used"},
+		{"wrong aud", a.key.sign(t, with("aud", "https://elsewhere.example"), nil), "", "aud must name this issuer"},
+		{"wrong iss", a.key.sign(t, with("iss", "someone"), nil), "", "iss must be the client_id"},
+		{"wrong sub", a.key.sign(t, with("sub", otherID), nil), "", "sub must be the client_id"},
+		{"no jti", a.key.sign(t, with("jti", nil), nil), "", "no jti"},
+		{"unknown key", stranger.sign(t, a.claims(agentID), nil), "", `key 'k9', which is not in the registered key set`},
+		{"key not in the set under a known kid", other.sign(t, a.claims(agentID), nil), "", "signature does not verify"},
+		{"alg none", none(a.claims(agentID)), "", "unsigned"},
+		{"HS256 keyed with the public key", hs(pubDER, a.claims(agentID)), "", "symmetric algorithm"},
+		{"not a JWT", "not.a.jwt", "", "not"},
+		{"unknown assertion type", a.key.sign(t, a.claims(agentID), nil), "urn:example:other", "not supported"},
+		{"SVID type for a private_key_jwt client", a.key.sign(t, a.claims(agentID), nil), issuer.AssertionTypeSPIFFE, "does not authenticate with spiffe_jwt"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			typ := tc.typ
+			if typ == "" {
+				typ = issuer.AssertionTypeJWT
+			}
+			r := a.postAssertion("/token", agentID, typ, tc.assertion, ccForm)
+			wantError(t, r, http.StatusUnauthorized, "invalid_client")
+			if d := r.str("error_description"); !strings.Contains(d, tc.want) {
+				t.Fatalf("error_description = %q; want it to contain %q", d, tc.want)
+			}
+		})
+	}
+	t.Run("assertion and secret", func(t *testing.T) {
+		form := cloneValues(ccForm)
+		form.Set("client_secret", "x")
+		r := a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), form)
+		wantError(t, r, http.StatusBadRequest, "invalid_request")
+	})
+	t.Run("no assertion", func(t *testing.T) {
+		r := a.post("/token", auth{id: agentID}, ccForm)
+		wantError(t, r, http.StatusUnauthorized, "invalid_client")
+		if !strings.Contains(r.str("error_description"), "private_key_jwt") {
+			t.Fatalf("error_description = %q", r.str("error_description"))
+		}
+	})
+}
+
+func TestJWKSURIRefetchAndFailure(t *testing.T) {
+	a := startAgents(t, nil)
+	ok := func() oauthResponse {
+		return a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, a.uriKey.sign(t, a.claims(agentURIID), nil), ccForm)
+	}
+	if r := ok(); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	if n := a.jwksHits.Load(); n != 1 {
+		t.Fatalf("jwks_uri fetched %d times; want 1", n)
+	}
+	// Cached per max-age: no refetch for a known kid.
+	ok()
+	// An unknown kid refetches, at most once a minute.
+	a.clock.Advance(61 * time.Second)
+	stranger := newSigner(t, "nope")
+	for range 3 {
+		r := a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, stranger.sign(t, a.claims(agentURIID), nil), ccForm)
+		wantError(t, r, http.StatusUnauthorized, "invalid_client")
+	}
+	if n := a.jwksHits.Load(); n != 2 {
+		t.Fatalf("jwks_uri fetched %d times after three unknown kids within a minute; want 2", n)
+	}
+	a.clock.Advance(61 * time.Second)
+	a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, stranger.sign(t, a.claims(agentURIID), nil), ccForm)
+	if n := a.jwksHits.Load(); n != 3 {
+		t.Fatalf("jwks_uri fetched %d times a minute later; want 3", n)
+	}
+}
+
+func TestJWKSURIUnreachable(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	key := newSigner(t, "d1")
+	a := startAgents(t, func(c *issuer.Config) {
+		c.Clients = append(c.Clients, issuer.Client{ID: "agent-dead", Kind: issuer.KindAgent, JWKSURI: deadURL + "/jwks",
+			GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}})
+	})
+	start := time.Now()
+	r := a.postAssertion("/token", "agent-dead", issuer.AssertionTypeJWT, key.sign(t, a.claims("agent-dead"), nil), ccForm)
+	wantError(t, r, http.StatusUnauthorized, "invalid_client")
+	if !strings.Contains(r.str("error_description"), "jwks_uri could not be fetched") {
+		t.Fatalf("error_description = %q", r.str("error_description"))
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the answer took %s, past the fetch timeout", d)
+	}
+}
+
+func TestSPIFFEClientAuth(t *testing.T) {
+	a := startAgents(t, nil)
+	svid := func(s signer, id string, edit func(map[string]any)) string {
+		now := a.clock.Now()
+		c := map[string]any{"sub": id, "aud": []string{a.url}, "exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix()}
+		if edit != nil {
+			edit(c)
+		}
+		return s.sign(t, c, nil)
+	}
+	// Twice the same SVID: the Workload API reuses one until near expiry.
+	good := svid(a.tdKey, spiffeAgent, nil)
+	for i := range 2 {
+		r := a.postAssertion("/token", spiffeAgent, issuer.AssertionTypeSPIFFE, good, ccForm)
+		if r.status != 200 {
+			t.Fatalf("JWT-SVID (use %d): %d %s", i+1, r.status, r.raw)
+		}
+		if p := payload(t, r.str("access_token")); p["client_id"] != spiffeAgent || p["sub"] != issuer.ClientSubject(spiffeAgent) {
+			t.Fatalf("token = %v", p)
+		}
+	}
+	// A bundle endpoint.
+	if r := a.postAssertion("/token", epTD, issuer.AssertionTypeSPIFFE, svid(a.epKey, epTD, nil), ccForm); r.status != 200 {
+		t.Fatalf("bundle endpoint: %d %s", r.status, r.raw)
+	}
+	if a.bundleHits.Load() != 1 {
+		t.Fatalf("bundle endpoint fetched %d times", a.bundleHits.Load())
+	}
+	otherKey := newSigner(t, "td1")
+	tests := []struct {
+		name, client, assertion, want string
+	}{
+		{"another trust domain", spiffeAgent, svid(a.tdKey, otherTD, nil), "does not trust"},
+		{"untrusted trust domain as client", otherTD, svid(a.tdKey, otherTD, nil), "is unknown"},
+		{"unknown SPIFFE ID", "spiffe://example.org/agents/nobody", svid(a.tdKey, "spiffe://example.org/agents/nobody", nil), "is unknown"},
+		{"another SPIFFE ID of the domain", spiffeAgent, svid(a.tdKey, "spiffe://example.org/agents/other", nil), "not the client_id"},
+		{"key not in the bundle", spiffeAgent, svid(otherKey, spiffeAgent, nil), "does not verify"},
+		{"expired", spiffeAgent, svid(a.tdKey, spiffeAgent, func(c map[string]any) { c["exp"] = time.Now().Add(-2 * time.Minute).Unix() }), "expired"},
+		{"wrong aud", spiffeAgent, svid(a.tdKey, spiffeAgent, func(c map[string]any) { c["aud"] = []string{"https://elsewhere"} }), "audience"},
+		{"too long-lived", spiffeAgent, svid(a.tdKey, spiffeAgent, func(c map[string]any) { c["exp"] = a.clock.Now().Add(48 * time.Hour).Unix() }), "ahead"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := a.postAssertion("/token", tc.client, issuer.AssertionTypeSPIFFE, tc.assertion, ccForm)
+			wantError(t, r, http.StatusUnauthorized, "invalid_client")
+			if d := r.str("error_description"); !strings.Contains(d, tc.want) {
+				t.Fatalf("error_description = %q; want it to contain %q", d, tc.want)
+			}
+		})
+	}
+}
+
+func TestAgentConfigRefusesSecret(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Issuer = "http://127.0.0.1:9"
+	cfg.Clients = append(cfg.Clients, issuer.Client{ID: "bot", Kind: issuer.KindAgent, Secret: "0123456789abcdef0123", GrantTypes: []string{issuer.GrantClientCredentials}})
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "issuer.clients[4].secret") || !strings.Contains(err.Error(), "must not have a static secret") {
+		t.Fatalf("Validate = %v; want an error at issuer.clients[4].secret", err)
+	}
+	cfg.Clients[4] = issuer.Client{ID: "spiffe://nowhere.test/a", Kind: issuer.KindAgent, GrantTypes: []string{issuer.GrantClientCredentials}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "issuer.clients[4].id") || !strings.Contains(err.Error(), "nowhere.test") {
+		t.Fatalf("Validate = %v; want an error naming the untrusted trust domain", err)
+	}
+}
+
+func TestAgentDisable(t *testing.T) {
+	a := startAgents(t, nil)
+	mint := func() oauthResponse {
+		return a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), ccForm)
+	}
+	r := mint()
+	if r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	old := r.str("access_token")
+	introspect := func(tok string) oauthResponse {
+		return a.postAssertion("/introspect", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), url.Values{"token": {tok}})
+	}
+	wantActive(t, introspect(old))
+	ctx := context.Background()
+	if _, err := issuer.SetClientDisabled(ctx, a.store, agentID, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// The resource server's introspection (by web, in the token's
+	// audience? no: by the agent itself) refuses within the reload.
+	eventually(t, "the disabled agent's token is inactive", func() bool {
+		return introspect(old).body["active"] == false
+	})
+	wantError(t, mint(), http.StatusBadRequest, "unauthorized_client")
+	a.clock.Advance(2 * time.Second)
+	if _, err := issuer.SetClientDisabled(ctx, a.store, agentID, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var fresh string
+	eventually(t, "the enabled agent gets tokens again", func() bool {
+		r := mint()
+		fresh = r.str("access_token")
+		return r.status == 200
+	})
+	wantActive(t, introspect(fresh))
+	// The tokens of before the disable stay revoked.
+	wantInactive(t, introspect(old))
+}
+
+func TestAuditChain(t *testing.T) {
+	a := startAgents(t, nil)
+	a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), ccForm)
+	a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, "bad.assertion.x", ccForm)
+	r := a.post("/token", svcBasic, url.Values{"grant_type": {"client_credentials"}})
+	a.revoke(svcBasic, r.str("access_token"), "")
+	a.introspect("garbage")
+	key, err := issuer.AuditKey(context.Background(), a.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Stop()
+	if err := a.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(a.auditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{svcSecret, r.str("access_token")} {
+		if strings.Contains(string(raw), secret) {
+			t.Fatal("the audit file holds a secret or token")
+		}
+	}
+	n, err := audit.Verify(key, a.auditPath)
+	if err != nil || n < 5 {
+		t.Fatalf("Verify = %d, %v; want at least 5 records", n, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	var recs []audit.Record
+	for _, l := range lines {
+		var r audit.Record
+		json.Unmarshal([]byte(l), &r)
+		recs = append(recs, r)
+	}
+	found := map[string]bool{}
+	for _, r := range recs {
+		found[r.Action+"/"+r.Decision] = true
+	}
+	for _, want := range []string{"token/allow", "client_auth/deny", "revoke/allow", "introspect/deny"} {
+		if !found[want] {
+			t.Errorf("no %s record in %v", want, found)
+		}
+	}
+	// Edit the third record: the break is found there.
+	edited := strings.Replace(lines[2], `"decision":"`+recs[2].Decision+`"`, `"decision":"x`+recs[2].Decision+`"`, 1)
+	lines[2] = edited
+	if err := os.WriteFile(a.auditPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = audit.Verify(key, a.auditPath)
+	var be *audit.BrokenError
+	if !errorsAs(err, &be) || be.Seq != recs[2].Seq || be.Line != 3 {
+		t.Fatalf("Verify after an edit = %v; want a break at line 3 (seq %d)", err, recs[2].Seq)
+	}
+}
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
