@@ -90,9 +90,9 @@ func (s signer) sign(t testing.TB, claims any, extraHeader map[jose.HeaderKey]an
 type agentEnv struct {
 	*env
 	key, uriKey, tdKey, epKey signer
-	jwksHits, bundleHits     atomic.Int32
-	jwksDown                 atomic.Bool
-	auditPath                string
+	jwksHits, bundleHits      atomic.Int32
+	jwksDown                  atomic.Bool
+	auditPath                 string
 }
 
 func startAgents(t *testing.T, edit func(*issuer.Config)) *agentEnv {
@@ -163,7 +163,9 @@ func (a *agentEnv) claims(id string) map[string]any {
 
 var suffix atomic.Int64
 
-func randomSuffix() string { return string(rune('a'+suffix.Add(1)%26)) + time.Now().Format("150405.000000000") }
+func randomSuffix() string {
+	return string(rune('a'+suffix.Add(1)%26)) + time.Now().Format("150405.000000000")
+}
 
 // postAssertion posts form to path authenticated with an assertion of typ.
 func (a *agentEnv) postAssertion(path, id, typ, assertion string, form url.Values) oauthResponse {

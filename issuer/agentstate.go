@@ -287,7 +287,6 @@ func SetClientDisabled(ctx context.Context, st storage.Store, id string, disable
 	return a.SetClientDisabled(ctx, id, disabled, now)
 }
 
-
 // grantAudit is what a token response's audit record names.
 type grantAudit struct {
 	subject   string
