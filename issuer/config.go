@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bffgate/bffgate/issuer/audit"
 	"github.com/bffgate/bffgate/issuer/denylist"
 	"github.com/bffgate/bffgate/issuer/keys"
 	"github.com/bffgate/bffgate/issuer/protocol"
@@ -285,6 +286,7 @@ func DefaultConfig() Config {
 		DenylistCacheSize:    DefaultDenylistCacheSize,
 		DenylistPollInterval: DefaultDenylistPollInterval,
 		PurgeDelay:           DefaultPurgeDelay,
+		Audit:                Audit{MaxSize: audit.DefaultMaxSize},
 		LoginThrottle: LoginThrottle{
 			MaxFailures: DefaultLoginMaxFailures, Window: DefaultLoginWindow, Lockout: DefaultLoginLockout,
 			MaxLockout: DefaultLoginMaxLockout, MaxIPFailures: DefaultLoginMaxIPFailures,

@@ -101,6 +101,8 @@ type Issuer struct {
 	TrustedProxies  []string             `yaml:"trusted_proxies"`
 	Clients         []issuer.Client      `yaml:"clients"`
 	Users           []issuer.User        `yaml:"users"`
+	SPIFFE          issuer.SPIFFE        `yaml:"spiffe"`
+	Audit           issuer.Audit         `yaml:"audit"`
 }
 
 // IssuerTokens is issuer.Config's token fields, grouped as the file groups
@@ -222,6 +224,7 @@ func defaultConfig() Config {
 			},
 			Denylist:      Denylist{CacheSize: is.DenylistCacheSize, PollInterval: is.DenylistPollInterval, PurgeDelay: is.PurgeDelay},
 			LoginThrottle: is.LoginThrottle,
+			Audit:         is.Audit,
 		},
 		Gateway: Gateway{
 			Listen:   "127.0.0.1:8080",

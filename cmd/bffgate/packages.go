@@ -49,6 +49,8 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.KeyFiles = slices.Clone(is.Keys)
 	icfg.Clients = slices.Clone(is.Clients)
 	icfg.Users = slices.Clone(is.Users)
+	icfg.SPIFFE = issuer.SPIFFE{TrustDomains: slices.Clone(is.SPIFFE.TrustDomains)}
+	icfg.Audit = is.Audit
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
 		gw := c.Gateway
