@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -35,6 +36,8 @@ const (
 	spiffeAgent = "spiffe://example.org/agents/mailer"
 	otherTD     = "spiffe://other.test/agents/mailer"
 	epTD        = "spiffe://endpoint.test/agents/sync"
+
+	agentRedirect = "https://agent.example.test/callback"
 )
 
 // signer is a test key pair.
@@ -134,7 +137,8 @@ func startAgents(t *testing.T, edit func(*issuer.Config)) *agentEnv {
 	a.env = start(t, envOptions{cfg: func(c *issuer.Config) {
 		c.Clients = append(c.Clients,
 			issuer.Client{ID: agentID, Kind: issuer.KindAgent, JWKS: jwksOf(a.key.public()),
-				GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}},
+				GrantTypes:   []string{issuer.GrantClientCredentials, issuer.GrantAuthorizationCode, issuer.GrantRefreshToken},
+				RedirectURIs: []string{agentRedirect}, Audience: []string{"mail-api"}},
 			issuer.Client{ID: agentURIID, Kind: issuer.KindAgent, JWKSURI: jwks.URL,
 				GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}},
 			issuer.Client{ID: spiffeAgent, Kind: issuer.KindWorkload,
@@ -525,3 +529,65 @@ func TestAuditChain(t *testing.T) {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// TestAgentCodeFlowConsent: an agent gets a user's token by the code flow
+// with PKCE, after the user consents on a page naming it; the token has
+// sub = the user and client_id = the agent. Denying, and prompt=none,
+// give no code.
+func TestAgentCodeFlowConsent(t *testing.T) {
+	a := startAgents(t, nil)
+	b := a.browser()
+	verifier := "v-" + strings.Repeat("x", 50)
+	sum := sha256.Sum256([]byte(verifier))
+	authURL := func(state, extra string) string {
+		return a.url + "/authorize?" + url.Values{"response_type": {"code"}, "client_id": {agentID}, "redirect_uri": {agentRedirect},
+			"scope": {"openid profile"}, "state": {state}, "code_challenge_method": {"S256"},
+			"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}}.Encode() + extra
+	}
+	p := b.authorize(authURL("s1", ""), aliceUser, alicePassword)
+	if p.status != 200 || !strings.Contains(p.body, "Allow "+agentID) || !strings.Contains(p.body, "an AI agent") ||
+		!strings.Contains(p.body, "openid, profile") || !strings.Contains(p.body, "mail-api") {
+		t.Fatalf("consent page: %d\n%s", p.status, clipText(p.body, 3000))
+	}
+	p = b.submit(p, url.Values{"decision": {"allow"}})
+	if p.location == nil || p.location.Query().Get("code") == "" || p.location.Query().Get("state") != "s1" {
+		t.Fatalf("after allow: %d %v", p.status, p.location)
+	}
+	code := p.location.Query().Get("code")
+	r := a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {agentRedirect}, "code_verifier": {verifier}})
+	if r.status != 200 {
+		t.Fatalf("code exchange with private_key_jwt: %d %s", r.status, r.raw)
+	}
+	pl := payload(t, r.str("access_token"))
+	if pl["sub"] != "user-alice" || pl["client_id"] != agentID {
+		t.Fatalf("access token sub/client_id = %v/%v; want user-alice/%s", pl["sub"], pl["client_id"], agentID)
+	}
+	// The refresh works with the agent's assertion too.
+	rr := a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), url.Values{
+		"grant_type": {"refresh_token"}, "refresh_token": {r.str("refresh_token")}})
+	if rr.status != 200 {
+		t.Fatalf("refresh: %d %s", rr.status, rr.raw)
+	}
+	// Consent is asked each time (SSO session or not); deny gives access_denied.
+	p = b.get(authURL("s2", ""))
+	if !strings.Contains(p.body, "Allow "+agentID) {
+		t.Fatalf("second request shows no consent page: %d", p.status)
+	}
+	p = b.submit(p, url.Values{"decision": {"deny"}})
+	if p.location == nil || p.location.Query().Get("error") != "access_denied" || p.location.Query().Get("code") != "" {
+		t.Fatalf("after deny: %v", p.location)
+	}
+	p = b.get(authURL("s3", "&prompt=none"))
+	if p.location == nil || p.location.Query().Get("error") != "consent_required" {
+		t.Fatalf("prompt=none: %d %v", p.status, p.location)
+	}
+	// A consent form replayed in another browser (no CSRF cookie) is refused.
+	p = b.get(authURL("s4", ""))
+	other := a.browser()
+	f := parseForm(t, p.body)
+	f.fields.Set("decision", "allow")
+	if q := other.postForm(a.url+"/consent", f.fields); q.status != http.StatusForbidden || q.location != nil {
+		t.Fatalf("consent from another browser: %d %v", q.status, q.location)
+	}
+}

@@ -132,7 +132,7 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	}
 	if !login {
 		s.metrics.logins.WithLabelValues("sso").Inc()
-		return s.issueCode(c, req, sess, u)
+		return s.issueOrConsent(c, req, sess, u, prompt["none"])
 	}
 	return s.renderLogin(c, req, req.LoginHint, "", fiber.StatusOK)
 }
@@ -438,7 +438,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	s.log.LogAttrs(ctx, slog.LevelInfo, "login succeeded",
 		slog.String("username", username), slog.String("sub", u.Subject), slog.String("client_id", cl.ID), slog.String("request_id", obs.RequestID(c)))
 	s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Subject: u.Subject, Decision: DecisionAllow, Scope: req.Scope, Reason: "password"})
-	return s.issueCode(c, req, &sess, u)
+	return s.issueOrConsent(c, req, &sess, u, false)
 }
 
 // issueCode stores an authorization code for req and redirects to the

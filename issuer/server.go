@@ -278,6 +278,7 @@ func (s *Server) buildApp() (*fiber.App, error) {
 	r.Get(pathAuthorize, s.handleAuthorize)
 	r.Post(pathAuthorize, s.handleAuthorize)
 	r.Post(pathLogin, s.handleLogin)
+	r.Post(pathConsent, s.handleConsent)
 	r.Post(pathToken, s.handleToken)
 	r.Get(pathUserinfo, s.handleUserinfo)
 	r.Post(pathUserinfo, s.handleUserinfo)
