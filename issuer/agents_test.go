@@ -591,3 +591,89 @@ func TestAgentCodeFlowConsent(t *testing.T) {
 		t.Fatalf("consent from another browser: %d %v", q.status, q.location)
 	}
 }
+
+// TestJWTBearerGrant: an assertion of a trusted issuer (its keys at a
+// jwks_url) becomes an access token for the mapped subject with the
+// authenticated client as client_id; an untrusted issuer, a replayed jti,
+// a wrong aud and a scope past the cap are refused.
+func TestJWTBearerGrant(t *testing.T) {
+	idpKey := newSigner(t, "idp1")
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{idpKey.public()}})
+	}))
+	t.Cleanup(idp.Close)
+	const idpIss = "https://workloads.example.test"
+	a := startAgents(t, func(c *issuer.Config) {
+		c.TrustedIssuers = []issuer.TrustedIssuer{
+			{Issuer: idpIss, JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Scopes: []string{"profile"}},
+			{Issuer: "https://users.example.test", JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Audience: []string{"bffgate"},
+				Subject: issuer.SubjectMapping{Mode: issuer.MapLookup, Claim: "email"}},
+		}
+		for i := range c.Clients {
+			if c.Clients[i].ID == agentID {
+				c.Clients[i].GrantTypes = append(c.Clients[i].GrantTypes, issuer.GrantJWTBearer)
+			}
+		}
+	})
+	assertion := func(s signer, iss, sub string, edit func(map[string]any)) string {
+		now := a.clock.Now()
+		c := map[string]any{"iss": iss, "sub": sub, "aud": a.url, "exp": now.Add(10 * time.Minute).Unix(), "iat": now.Unix(), "jti": randomSuffix()}
+		if edit != nil {
+			edit(c)
+		}
+		return s.sign(t, c, nil)
+	}
+	grant := func(asr, scope string) oauthResponse {
+		form := url.Values{"grant_type": {issuer.GrantJWTBearer}, "assertion": {asr}}
+		if scope != "" {
+			form.Set("scope", scope)
+		}
+		return a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), form)
+	}
+	ok := assertion(idpKey, idpIss, "spiffe://partner.test/ns/batch", nil)
+	r := grant(ok, "profile")
+	if r.status != 200 {
+		t.Fatalf("jwt-bearer: %d %s", r.status, r.raw)
+	}
+	p := payload(t, r.str("access_token"))
+	if p["sub"] != idpIss+"#spiffe://partner.test/ns/batch" || p["client_id"] != agentID || r.str("refresh_token") != "" {
+		t.Fatalf("token = %v (refresh %q)", p, r.str("refresh_token"))
+	}
+	// A user of this issuer, found by a verified email.
+	r = grant(assertion(idpKey, "https://users.example.test", "ext-77", func(c map[string]any) {
+		c["aud"] = "bffgate"
+		c["email"] = aliceEmail
+		c["email_verified"] = true
+	}), "")
+	if r.status != 200 || payload(t, r.str("access_token"))["sub"] != "user-alice" {
+		t.Fatalf("lookup mapping: %d %s", r.status, r.raw)
+	}
+	tests := []struct{ name, assertion, scope, want string }{
+		{"untrusted issuer", assertion(idpKey, "https://evil.example.test", "x", nil), "", "not a trusted issuer"},
+		{"replayed", ok, "", "already used"},
+		{"wrong aud", assertion(idpKey, idpIss, "x", func(c map[string]any) { c["aud"] = "https://elsewhere" }), "", "aud must name"},
+		{"expired", assertion(idpKey, idpIss, "x", func(c map[string]any) { c["exp"] = a.clock.Now().Add(-time.Hour).Unix() }), "", "expired"},
+		{"key of another issuer", assertion(newSigner(t, "idp1"), idpIss, "x", nil), "", "does not verify"},
+		{"scope past the cap", assertion(idpKey, idpIss, "x", nil), "email", "email"},
+		{"no user with that email", assertion(idpKey, "https://users.example.test", "x", func(c map[string]any) {
+			c["aud"] = "bffgate"
+			c["email"] = "nobody@example.test"
+		}), "", "no user"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := grant(tc.assertion, tc.scope)
+			if r.status != 400 || (r.str("error") != "invalid_grant" && r.str("error") != "invalid_scope") {
+				t.Fatalf("%d %s", r.status, r.raw)
+			}
+			if !strings.Contains(r.str("error_description"), tc.want) {
+				t.Fatalf("error_description = %q; want %q", r.str("error_description"), tc.want)
+			}
+		})
+	}
+	// A client not allowed the grant.
+	r = a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, a.uriKey.sign(t, a.claims(agentURIID), nil),
+		url.Values{"grant_type": {issuer.GrantJWTBearer}, "assertion": {assertion(idpKey, idpIss, "y", nil)}})
+	wantError(t, r, http.StatusBadRequest, "unauthorized_client")
+}

@@ -59,6 +59,7 @@ type agentState struct {
 	file    *audit.File // nil without an audit file
 	store   storage.AgentStore
 	spiffe  *spiffeBundles
+	trusted map[string]*trusted
 
 	mu     sync.RWMutex
 	states map[string]storage.ClientState
@@ -133,6 +134,9 @@ func (s *Server) newAgentState(ctx context.Context) (*agentState, error) {
 		return nil, fmt.Errorf("issuer: the store (%T) keeps no replay record of client assertions, which private_key_jwt and spiffe_jwt clients need; use the data file or a store on storage.Rules", s.cfg.Store)
 	}
 	if a.spiffe, err = newSPIFFEBundles(s.cfg.SPIFFE, s.cfg.HTTPClient, s.log); err != nil {
+		return nil, err
+	}
+	if a.trusted, err = s.cfg.trustedIssuers(); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -185,6 +185,9 @@ type Config struct {
 	SPIFFE SPIFFE
 	// Audit is the audit trail of the issuer's decisions (agentstate.go).
 	Audit Audit
+	// TrustedIssuers are the issuers whose JWTs the JWT bearer grant
+	// accepts as assertions (jwtbearer.go).
+	TrustedIssuers []TrustedIssuer
 	// DenylistCacheSize (default 10000) bounds the in-memory denylist
 	// cache; DenylistPollInterval (default 60s) is how often an instance
 	// reads denylist changes made by others sharing the store; PurgeDelay
@@ -403,6 +406,9 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 	if len(cfg.Clients) == 0 {
 		return fail("clients", "no client is registered; register at least one")
 	}
+	if _, err := cfg.trustedIssuers(); err != nil {
+		return Config{}, nil, nil, err
+	}
 	clients := make(map[string]*client, len(cfg.Clients))
 	cfg.Clients = slices.Clone(cfg.Clients)
 	for i := range cfg.Clients {
@@ -540,13 +546,13 @@ func fillClient(c *Client) error {
 	}
 	for j, g := range c.GrantTypes {
 		switch g {
-		case GrantAuthorizationCode, GrantRefreshToken:
+		case GrantAuthorizationCode, GrantRefreshToken, GrantJWTBearer:
 		case GrantClientCredentials:
 			if !confidential(c) {
 				return ferr(fmt.Sprintf(".grant_types[%d]", j), "client_credentials needs a confidential client (set a secret, a JWK set for private_key_jwt, or a SPIFFE ID as id)")
 			}
 		default:
-			return ferr(fmt.Sprintf(".grant_types[%d]", j), "%q is not supported (authorization_code, refresh_token, client_credentials)", g)
+			return ferr(fmt.Sprintf(".grant_types[%d]", j), "%q is not supported (authorization_code, refresh_token, client_credentials, %s)", g, GrantJWTBearer)
 		}
 	}
 	c.Scopes = slices.Clone(c.Scopes)

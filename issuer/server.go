@@ -365,7 +365,7 @@ func (s *Server) discovery() discovery {
 		ScopesSupported:                   supportedScopes,
 		ResponseTypesSupported:            []string{"code"},
 		ResponseModesSupported:            []string{"query"},
-		GrantTypesSupported:               []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials},
+		GrantTypesSupported:               []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantJWTBearer},
 		SubjectTypesSupported:             []string{"public"},
 		IDTokenSigningAlgValuesSupported:  []string{s.cfg.IDTokenAlg},
 		TokenEndpointAuthMethodsSupported: []string{authBasic, authPost, authPrivateKeyJWT, authSPIFFEJWT, authNone},

@@ -122,6 +122,8 @@ func (s *Server) grant(c *fiber.Ctx, cl *client, gt string, form url.Values) (re
 		resp, err = s.refresh(c.UserContext(), cl, form)
 	case GrantClientCredentials:
 		resp, err = s.clientCredentials(cl, form)
+	case GrantJWTBearer:
+		resp, err = s.jwtBearer(c.UserContext(), cl, form)
 	case "":
 		err = protocol.ErrInvalidRequest.WithDescription("grant_type is missing (authorization_code, refresh_token or client_credentials)")
 	default:

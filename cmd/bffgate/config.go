@@ -89,20 +89,21 @@ type Redis struct {
 }
 
 type Issuer struct {
-	Enabled         *bool                `yaml:"enabled"`
-	Listen          string               `yaml:"listen"`
-	URL             string               `yaml:"url"`
-	Store           string               `yaml:"store"` // bbolt, redis
-	LoginSessionTTL time.Duration        `yaml:"login_session_ttl"`
-	Tokens          IssuerTokens         `yaml:"tokens"`
-	Keys            []keys.FileKey       `yaml:"keys"`
-	Denylist        Denylist             `yaml:"denylist"`
-	LoginThrottle   issuer.LoginThrottle `yaml:"login_throttle"`
-	TrustedProxies  []string             `yaml:"trusted_proxies"`
-	Clients         []issuer.Client      `yaml:"clients"`
-	Users           []issuer.User        `yaml:"users"`
-	SPIFFE          issuer.SPIFFE        `yaml:"spiffe"`
-	Audit           issuer.Audit         `yaml:"audit"`
+	Enabled         *bool                  `yaml:"enabled"`
+	Listen          string                 `yaml:"listen"`
+	URL             string                 `yaml:"url"`
+	Store           string                 `yaml:"store"` // bbolt, redis
+	LoginSessionTTL time.Duration          `yaml:"login_session_ttl"`
+	Tokens          IssuerTokens           `yaml:"tokens"`
+	Keys            []keys.FileKey         `yaml:"keys"`
+	Denylist        Denylist               `yaml:"denylist"`
+	LoginThrottle   issuer.LoginThrottle   `yaml:"login_throttle"`
+	TrustedProxies  []string               `yaml:"trusted_proxies"`
+	Clients         []issuer.Client        `yaml:"clients"`
+	Users           []issuer.User          `yaml:"users"`
+	SPIFFE          issuer.SPIFFE          `yaml:"spiffe"`
+	TrustedIssuers  []issuer.TrustedIssuer `yaml:"trusted_issuers"`
+	Audit           issuer.Audit           `yaml:"audit"`
 }
 
 // IssuerTokens is issuer.Config's token fields, grouped as the file groups

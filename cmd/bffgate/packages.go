@@ -51,6 +51,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.Users = slices.Clone(is.Users)
 	icfg.SPIFFE = issuer.SPIFFE{TrustDomains: slices.Clone(is.SPIFFE.TrustDomains)}
 	icfg.Audit = is.Audit
+	icfg.TrustedIssuers = slices.Clone(is.TrustedIssuers)
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
 		gw := c.Gateway
