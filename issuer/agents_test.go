@@ -677,3 +677,30 @@ func TestJWTBearerGrant(t *testing.T) {
 		url.Values{"grant_type": {issuer.GrantJWTBearer}, "assertion": {assertion(idpKey, idpIss, "y", nil)}})
 	wantError(t, r, http.StatusBadRequest, "unauthorized_client")
 }
+
+// TestAgentDisableReachesAnotherInstance: two instances share one store
+// (a bbolt file here; Redis in e2e/agents). A disable written to the store
+// by anyone reaches the other instance's introspection by its reload of
+// the client states, without a poll of the denylist (60s here).
+func TestAgentDisableReachesAnotherInstance(t *testing.T) {
+	a := startAgents(t, nil)
+	b := start(t, envOptions{db: a.db, path: a.path, issuerURL: a.url, clock: a.clock, cfg: func(c *issuer.Config) {
+		*c = a.cfg
+		c.Audit.File = filepath.Join(t.TempDir(), "audit-b.log")
+		c.Registerer, c.Gatherer = nil, nil
+		c.DenylistPollInterval = time.Minute
+	}})
+	r := a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), ccForm)
+	tok := r.str("access_token")
+	// Introspection at B by the agent itself (its token's only audience).
+	agentB := &agentEnv{env: b, key: a.key}
+	wantActive(t, agentB.postAssertion("/introspect", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), url.Values{"token": {tok}}))
+	if _, err := issuer.SetClientDisabled(context.Background(), a.store, agentID, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, "instance B refuses the disabled agent's token", func() bool {
+		return agentB.postAssertion("/introspect", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), url.Values{"token": {tok}}).body["active"] == false
+	})
+	t.Logf("instance B refused the token %s after the disable", time.Since(start).Round(time.Millisecond))
+}

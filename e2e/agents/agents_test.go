@@ -115,8 +115,17 @@ type world struct {
 	auditFile                   string
 }
 
-// worldEnv is the configuration (as BFFGATE_* variables) of a world.
+// newWorld prepares a world and starts its issuer.
 func newWorld(t *testing.T, extra ...string) *world {
+	t.Helper()
+	w := prepareWorld(t, extra...)
+	w.st = stack.Start(t, stack.Options{NoGateway: true, Env: w.env})
+	return w
+}
+
+// prepareWorld makes the keys, bundles and key servers of a world and its
+// configuration (as BFFGATE_* variables), starting no issuer.
+func prepareWorld(t *testing.T, extra ...string) *world {
 	t.Helper()
 	w := &world{agentKey: newKey(t, "agent-k1"), tdKey: newKey(t, "td-k1"), epKey: newKey(t, "ep-k1"), idp: newKey(t, "idp-k1")}
 	w.agentJWKS = serveJSON(t, func() []byte { return jwksJSON(w.agentKey.publicJWK()) }).URL + "/jwks.json"
@@ -154,7 +163,6 @@ func newWorld(t *testing.T, extra ...string) *world {
 		"BFFGATE_ISSUER_TRUSTED_ISSUERS=" + string(trusted),
 		"BFFGATE_ISSUER_AUDIT_FILE=" + w.auditFile,
 	}, extra...)
-	w.st = stack.Start(t, stack.Options{NoGateway: true, Env: w.env})
 	return w
 }
 
@@ -189,6 +197,12 @@ func (r reply) str(k string) string { s, _ := r.body[k].(string); return s }
 // postAssertion posts form to the issuer's path with a client assertion.
 func (w *world) postAssertion(t *testing.T, path, clientID, typ, assertion string, form url.Values) reply {
 	t.Helper()
+	return postAssertionTo(t, w.st.IssuerURL, path, clientID, typ, assertion, form)
+}
+
+// postAssertionTo is postAssertion to the instance at base.
+func postAssertionTo(t *testing.T, base, path, clientID, typ, assertion string, form url.Values) reply {
+	t.Helper()
 	f := url.Values{}
 	for k, v := range form {
 		f[k] = v
@@ -198,7 +212,7 @@ func (w *world) postAssertion(t *testing.T, path, clientID, typ, assertion strin
 	}
 	f.Set("client_assertion_type", typ)
 	f.Set("client_assertion", assertion)
-	resp, err := http.PostForm(w.st.IssuerURL+path, f)
+	resp, err := http.PostForm(base+path, f)
 	if err != nil {
 		t.Fatal(err)
 	}
