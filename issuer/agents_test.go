@@ -98,7 +98,7 @@ type agentEnv struct {
 	auditPath                 string
 }
 
-func startAgents(t *testing.T, edit func(*issuer.Config)) *agentEnv {
+func startAgents(t testing.TB, edit func(*issuer.Config)) *agentEnv {
 	t.Helper()
 	a := &agentEnv{key: newSigner(t, "k1"), uriKey: newSigner(t, "u1"), tdKey: newSigner(t, "td1"), epKey: newSigner(t, "ep1")}
 	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
