@@ -125,24 +125,24 @@ func checkAlg(what, alg string, allowed []string) error {
 	return nil
 }
 
-// verifyJWS verifies raw's signature with a key of src: the key named by
-// the header's kid, or, without a kid, each key in turn. It returns the
-// verified token (its claims readable with the key returned).
-func verifyJWS(what, raw string, h joseHeader, allowed []string, src keySource, now time.Time) (*jwt.JSONWebToken, any, error) {
+// verifyJWS verifies raw's signature with a key of src (the key named by
+// the header's kid, or, without a kid, each key in turn) and decodes its
+// claims into dest, verifying the signature once.
+func verifyJWS(what, raw string, h joseHeader, allowed []string, src keySource, now time.Time, dest ...any) error {
 	algs := make([]jose.SignatureAlgorithm, len(allowed))
 	for i, a := range allowed {
 		algs[i] = jose.SignatureAlgorithm(a)
 	}
 	tok, err := jwt.ParseSigned(raw, algs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("the %s is not a well-formed signed JWT", what)
+		return fmt.Errorf("the %s is not a well-formed signed JWT", what)
 	}
 	if len(tok.Headers) != 1 {
-		return nil, nil, fmt.Errorf("the %s must carry exactly one signature", what)
+		return fmt.Errorf("the %s must carry exactly one signature", what)
 	}
 	keys, err := src.Keys(now, h.Kid)
 	if err != nil {
-		return nil, nil, fmt.Errorf("the keys to verify the %s cannot be read: %w", what, err)
+		return fmt.Errorf("the keys to verify the %s cannot be read: %w", what, err)
 	}
 	tried := 0
 	for _, k := range keys {
@@ -156,18 +156,21 @@ func verifyJWS(what, raw string, h joseHeader, allowed []string, src keySource, 
 			continue
 		}
 		tried++
-		var probe map[string]any
-		if err := tok.Claims(k.Key, &probe); err == nil {
-			return tok, k.Key, nil
+		err := tok.Claims(k.Key, dest...)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jose.ErrCryptoFailure) {
+			return fmt.Errorf("the %s's claims are not valid JSON claims", what)
 		}
 	}
 	switch {
 	case tried == 0 && h.Kid != "":
-		return nil, nil, fmt.Errorf("the %s is signed with key %q, which is not in the registered key set", what, clip(h.Kid, 64))
+		return fmt.Errorf("the %s is signed with key %q, which is not in the registered key set", what, clip(h.Kid, 64))
 	case tried == 0:
-		return nil, nil, fmt.Errorf("the %s is signed with %s, and the registered key set has no key for it", what, h.Alg)
+		return fmt.Errorf("the %s is signed with %s, and the registered key set has no key for it", what, h.Alg)
 	}
-	return nil, nil, fmt.Errorf("the %s's signature does not verify with the registered key set", what)
+	return fmt.Errorf("the %s's signature does not verify with the registered key set", what)
 }
 
 // audienceOK reports whether aud names the issuer, the token endpoint or
@@ -205,7 +208,8 @@ func (s *Server) verifyClientAssertion(ctx context.Context, cl *client, raw, end
 	if h.Typ != "" && !strings.EqualFold(h.Typ, "JWT") && !strings.EqualFold(h.Typ, "client-authentication+jwt") {
 		return bad("the client assertion has typ %q; a client assertion is a plain JWT (typ JWT or none)", clip(h.Typ, 32))
 	}
-	tok, key, err := verifyJWS("client assertion", raw, h, cl.assertionAlgs, cl.keys, now)
+	var c jwt.Claims
+	err = verifyJWS("client assertion", raw, h, cl.assertionAlgs, cl.keys, now, &c)
 	if err != nil {
 		var pe *protocol.Error
 		if errors.As(err, &pe) {
@@ -215,10 +219,6 @@ func (s *Server) verifyClientAssertion(ctx context.Context, cl *client, raw, end
 			return bad("the client's jwks_uri could not be fetched to verify the client assertion; retry later").WithCause(err)
 		}
 		return bad("%v", err)
-	}
-	var c jwt.Claims
-	if err := tok.Claims(key, &c); err != nil {
-		return bad("the client assertion's claims are not valid JSON claims (iss, sub, aud, exp, jti)")
 	}
 	switch {
 	case c.Issuer != cl.ID:

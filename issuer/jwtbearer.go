@@ -253,16 +253,13 @@ func (s *Server) verifyBearerAssertion(raw string, now time.Time) (*trusted, jwt
 	if err := checkAlg("assertion", h.Alg, ti.Algorithms); err != nil {
 		return nil, c, nil, invalidGrant("%v", err)
 	}
-	tok, key, err := verifyJWS("assertion", raw, h, ti.Algorithms, ti.keys, now)
+	var claims map[string]any
+	err = verifyJWS("assertion", raw, h, ti.Algorithms, ti.keys, now, &c, &claims)
 	if err != nil {
 		if errors.Is(err, errKeySetFetch) {
 			return nil, c, nil, invalidGrant("the keys of trusted issuer %s could not be fetched; retry later", ti.Issuer).WithCause(err)
 		}
 		return nil, c, nil, invalidGrant("%v", err)
-	}
-	var claims map[string]any
-	if err := tok.Claims(key, &c, &claims); err != nil {
-		return nil, c, nil, invalidGrant("the assertion's claims are not valid JSON claims")
 	}
 	auds := ti.Audience
 	if len(auds) == 0 {
