@@ -409,6 +409,15 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 	if _, err := cfg.trustedIssuers(); err != nil {
 		return Config{}, nil, nil, err
 	}
+	if _, err := newSPIFFEBundles(cfg.SPIFFE, cfg.HTTPClient, cfg.Logger); err != nil {
+		return Config{}, nil, nil, err
+	}
+	if cfg.Audit.MaxSize == 0 {
+		cfg.Audit.MaxSize = audit.DefaultMaxSize
+	}
+	if cfg.Audit.MaxSize < 4096 {
+		return fail("audit.max_size", "is %d bytes; it must be at least 4096 (default %d)", cfg.Audit.MaxSize, audit.DefaultMaxSize)
+	}
 	clients := make(map[string]*client, len(cfg.Clients))
 	cfg.Clients = slices.Clone(cfg.Clients)
 	for i := range cfg.Clients {

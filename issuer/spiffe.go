@@ -59,13 +59,16 @@ type spiffeBundles struct {
 func newSPIFFEBundles(cfg SPIFFE, client *http.Client, log *slog.Logger) (*spiffeBundles, error) {
 	b := &spiffeBundles{domains: map[spiffeid.TrustDomain]keySource{}}
 	for i, tdc := range cfg.TrustDomains {
-		field := fmt.Sprintf("issuer.spiffe.trust_domains[%d]", i)
+		field := fmt.Sprintf("spiffe.trust_domains[%d]", i)
+		fail := func(key, format string, args ...any) (*spiffeBundles, error) {
+			return nil, &FieldError{Path: field + key, Msg: fmt.Sprintf(format, args...)}
+		}
 		td, err := spiffeid.TrustDomainFromString(tdc.Name)
 		if err != nil {
-			return nil, fmt.Errorf("%s.name: %q is not a trust domain name: %v", field, tdc.Name, err)
+			return fail(".name", "%q is not a trust domain name: %v", tdc.Name, err)
 		}
 		if _, dup := b.domains[td]; dup {
-			return nil, fmt.Errorf("%s.name: trust domain %q is listed twice", field, tdc.Name)
+			return fail(".name", "trust domain %q is listed twice", tdc.Name)
 		}
 		parse := func(body []byte) ([]jose.JSONWebKey, time.Duration, error) {
 			bundle, err := spiffebundle.Parse(td, body)
@@ -81,16 +84,16 @@ func newSPIFFEBundles(cfg SPIFFE, client *http.Client, log *slog.Logger) (*spiff
 		}
 		switch {
 		case (tdc.BundleFile == "") == (tdc.BundleEndpoint == ""):
-			return nil, fmt.Errorf("%s: give exactly one of bundle_file and bundle_endpoint", field)
+			return fail(".bundle_file", "give exactly one of bundle_file and bundle_endpoint")
 		case tdc.BundleFile != "":
 			f := &fileBundle{path: tdc.BundleFile, parse: parse, log: log}
 			if err := f.load(time.Now()); err != nil {
-				return nil, fmt.Errorf("%s.bundle_file: %v", field, err)
+				return fail(".bundle_file", "%v", err)
 			}
 			b.domains[td] = f
 		default:
 			if err := validateFetchURL(tdc.BundleEndpoint); err != nil {
-				return nil, fmt.Errorf("%s.bundle_endpoint: %v", field, err)
+				return fail(".bundle_endpoint", "%v", err)
 			}
 			b.domains[td] = &remoteKeySet{url: tdc.BundleEndpoint, what: fmt.Sprintf("bundle endpoint of trust domain %q", td.Name()),
 				client: client, log: log.With("subsystem", "spiffe-bundle"), parse: parse}
