@@ -353,7 +353,10 @@ func TestJWKSURIUnreachable(t *testing.T) {
 	key := newSigner(t, "d1")
 	a := startAgents(t, func(c *issuer.Config) {
 		c.Clients = append(c.Clients, issuer.Client{ID: "agent-dead", Kind: issuer.KindAgent, JWKSURI: deadURL + "/jwks",
-			GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}})
+			GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}},
+			issuer.Client{ID: "spiffe://dead.test/agent", Kind: issuer.KindWorkload,
+				GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}})
+		c.SPIFFE.TrustDomains = append(c.SPIFFE.TrustDomains, issuer.TrustDomain{Name: "dead.test", BundleEndpoint: deadURL + "/bundle"})
 	})
 	start := time.Now()
 	r := a.postAssertion("/token", "agent-dead", issuer.AssertionTypeJWT, key.sign(t, a.claims("agent-dead"), nil), ccForm)
@@ -363,6 +366,14 @@ func TestJWKSURIUnreachable(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("the answer took %s, past the fetch timeout", d)
+	}
+	// An unreachable bundle endpoint: the same, for a JWT-SVID.
+	now := a.clock.Now()
+	svid := key.sign(t, map[string]any{"sub": "spiffe://dead.test/agent", "aud": a.url, "exp": now.Add(time.Minute).Unix()}, nil)
+	r = a.postAssertion("/token", "spiffe://dead.test/agent", issuer.AssertionTypeSPIFFE, svid, ccForm)
+	wantError(t, r, http.StatusUnauthorized, "invalid_client")
+	if !strings.Contains(r.str("error_description"), "bundle of the JWT-SVID's trust domain could not be fetched") {
+		t.Fatalf("error_description = %q", r.str("error_description"))
 	}
 }
 

@@ -5,6 +5,14 @@
 // client_credentials), userinfo, revocation (RFC 7009), introspection (RFC
 // 7662) and RP-initiated logout with back-channel logout.
 //
+// Agents and workloads authenticate without secrets (private_key_jwt, and
+// JWT-SVIDs for clients whose id is a SPIFFE ID), get tokens for
+// themselves, for a user after a consent page naming them, or for the
+// subject of a trusted issuer's assertion (the JWT bearer grant); an
+// operator can disable one at run time, and every decision goes to a
+// chained audit file (agents.go, assertion.go, spiffe.go, jwtbearer.go,
+// consent.go, agentstate.go, package audit).
+//
 // Access and refresh tokens are client-side tokens (ForgeRock AM's design):
 // self-contained JWTs, signed or encrypted (issuer/token), made revocable by
 // the store's denylist (access tokens, by jti and by grant) and allowlist

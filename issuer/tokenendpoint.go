@@ -96,11 +96,8 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 	gt := form.Get("grant_type")
 	if why := s.clientDisabled(cl.ID); why != "" {
 		s.ag.metrics.refused.WithLabelValues(epToken).Inc()
-		gt, err = "", refuseDisabled(why)
-	}
-	switch {
-	case err != nil:
-	default:
+		err = refuseDisabled(why)
+	} else {
 		resp, err = s.grant(c, cl, gt, form)
 	}
 	s.auditGrant(c, cl, method, gt, form, resp, err)
@@ -125,9 +122,9 @@ func (s *Server) grant(c *fiber.Ctx, cl *client, gt string, form url.Values) (re
 	case GrantJWTBearer:
 		resp, err = s.jwtBearer(c.UserContext(), cl, form)
 	case "":
-		err = protocol.ErrInvalidRequest.WithDescription("grant_type is missing (authorization_code, refresh_token or client_credentials)")
+		err = protocol.ErrInvalidRequest.WithDescription("grant_type is missing (authorization_code, refresh_token, client_credentials or %s)", GrantJWTBearer)
 	default:
-		err = protocol.ErrUnsupportedGrantType.WithDescription("grant_type %q is not supported (authorization_code, refresh_token, client_credentials)", clip(gt, 64))
+		err = protocol.ErrUnsupportedGrantType.WithDescription("grant_type %q is not supported (authorization_code, refresh_token, client_credentials, %s)", clip(gt, 64), GrantJWTBearer)
 	}
 	return resp, err
 }
