@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,10 @@ func TestAgentDisableAcrossInstances(t *testing.T) {
 		t.Fatalf("bffgate agents enable on Redis: %v\n%s", err, out)
 	}
 	a := stack.Start(t, stack.Options{NoGateway: true, Env: w.env})
-	b := stack.Start(t, stack.Options{NoGateway: true, Env: append(w.env[:len(w.env):len(w.env)], "BFFGATE_ISSUER_URL="+a.IssuerURL)})
+	// B presents A's issuer identifier from its own port, and keeps an
+	// audit file of its own (one chain per process).
+	b := stack.Start(t, stack.Options{NoGateway: true, Env: append(w.env[:len(w.env):len(w.env)],
+		"BFFGATE_ISSUER_URL="+a.IssuerURL, "BFFGATE_ISSUER_AUDIT_FILE="+filepath.Join(t.TempDir(), "audit-b.log"))})
 	w.st = a
 	mintAt := func(base string) reply {
 		return postAssertionTo(t, base, "/token", agentID, assertionJWT, w.agentKey.sign(t, w.claims(agentID)), ccForm)
