@@ -113,6 +113,9 @@ type world struct {
 	agentKey, tdKey, epKey, idp key
 	agentJWKS                   string
 	auditFile                   string
+	// cliDataDir, when set, is the data directory of the sub-commands (an
+	// operator's machine, with the state in Redis) instead of the stack's.
+	cliDataDir string
 }
 
 // newWorld prepares a world and starts its issuer.
@@ -468,7 +471,11 @@ func TestJWTBearerGrant(t *testing.T) {
 func (w *world) bffgate(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(stack.Binary(t), args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "BFFGATE_DATA_DIR=" + w.st.DataDir,
+	dataDir := w.cliDataDir
+	if dataDir == "" {
+		dataDir = w.st.DataDir
+	}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "BFFGATE_DATA_DIR=" + dataDir,
 		"BFFGATE_LOG_LEVEL=warn"}, w.env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
