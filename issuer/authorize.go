@@ -112,8 +112,7 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	}
 	if why := s.clientDisabled(cl.ID); why != "" {
 		s.ag.metrics.refused.WithLabelValues(epAuthorize).Inc()
-		s.audit(c, AuditRecord{Action: "authorize", ClientID: cl.ID, Decision: DecisionDeny, Reason: why})
-		return fail(refuseDisabled(why))
+		return fail(refuseDisabled(why)) // audited by redirectError
 	}
 	req, prompt, maxAge, err := s.validateAuthRequest(cl, p)
 	if err != nil {
@@ -132,6 +131,7 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	}
 	if !login {
 		s.metrics.logins.WithLabelValues("sso").Inc()
+		s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Subject: u.Subject, Decision: DecisionAllow, Scope: req.Scope, Reason: "sso (an existing login session)"})
 		return s.issueOrConsent(c, req, sess, u, prompt["none"])
 	}
 	return s.renderLogin(c, req, req.LoginHint, "", fiber.StatusOK)
@@ -336,6 +336,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 			slog.String("scope", l.scope), slog.String("username", clip(username, 64)), slog.String("client_ip", s.clientIP(c)),
 			slog.String("client_id", cl.ID), slog.Bool("password_checked", checked), slog.Time("locked_until", l.until),
 			slog.String("request_id", obs.RequestID(c)))
+		s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Decision: DecisionDeny, Reason: "locked by the login throttle (" + l.scope + ")"})
 		return s.refuseLocked(c, req, username, l, tnow)
 	}
 	if lock, err := s.throttleCheck(ctx, throttle, tnow); err != nil {

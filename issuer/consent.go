@@ -108,8 +108,7 @@ func (s *Server) handleConsent(c *fiber.Ctx) error {
 	}
 	s.clearCookie(c, cookieCSRF)
 	if p.Get("decision") != "allow" {
-		s.audit(c, AuditRecord{Action: "consent", ClientID: cl.ID, Subject: u.Subject, Audience: cl.Audience, Scope: req.Scope,
-			Decision: DecisionDeny, Reason: "the user denied the agent's request"})
+		// Audited by redirectError (action authorize, access_denied).
 		return s.redirectError(c, req.RedirectURI, req.State, cl.ID,
 			protocol.ErrAccessDenied.WithDescription("the user denied %s %q's request", cl.Kind, cl.ID))
 	}
