@@ -33,7 +33,7 @@ func BenchmarkClientCredentialsAuth(b *testing.B) {
 	a := startAgents(b, func(c *issuer.Config) {
 		quiet(nil)(c)
 		c.TokenAlg, c.IDTokenAlg = "ES256", "ES256"
-		c.Audit.File = "" // measured on its own below
+		c.Audit.File = "" // measured on its own: audit BenchmarkLog
 		c.Clients = append(c.Clients, issuer.Client{ID: "agent-rsa", Kind: issuer.KindAgent,
 			JWKS:       jwksOf(jose.JSONWebKey{Key: rsaKey.Public(), KeyID: "r1", Algorithm: "RS256", Use: "sig"}),
 			GrantTypes: []string{issuer.GrantClientCredentials}, Scopes: []string{"profile"}})
