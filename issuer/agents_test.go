@@ -601,6 +601,24 @@ func TestAgentCodeFlowConsent(t *testing.T) {
 	if q := other.postForm(a.url+"/consent", f.fields); q.status != http.StatusForbidden || q.location != nil {
 		t.Fatalf("consent from another browser: %d %v", q.status, q.location)
 	}
+	// The user's token of the agent answers at userinfo until the agent is
+	// disabled; then userinfo refuses it, and the agent's refresh too.
+	if u := a.userinfo(rr.str("access_token")); u.status != 200 || u.str("sub") != "user-alice" {
+		t.Fatalf("userinfo: %d %s", u.status, u.raw)
+	}
+	if _, err := issuer.SetClientDisabled(context.Background(), a.store, agentID, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "userinfo refuses the disabled agent's user token", func() bool {
+		return a.userinfo(rr.str("access_token")).status == http.StatusUnauthorized
+	})
+	wantError(t, a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), url.Values{
+		"grant_type": {"refresh_token"}, "refresh_token": {rr.str("refresh_token")}}), http.StatusBadRequest, "unauthorized_client")
+	// And its authorization requests get unauthorized_client at the redirect URI.
+	p = b.get(authURL("s5", ""))
+	if p.location == nil || p.location.Query().Get("error") != "unauthorized_client" {
+		t.Fatalf("authorization request of a disabled agent: %d %v", p.status, p.location)
+	}
 }
 
 // TestJWTBearerGrant: an assertion of a trusted issuer (its keys at a
