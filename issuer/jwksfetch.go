@@ -129,6 +129,9 @@ func (r *remoteKeySet) get() ([]jose.JSONWebKey, time.Duration, error) {
 		return nil, 0, err
 	}
 	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	// Set explicitly, so that net/http does not ask for gzip and inflate
+	// the answer itself: a compressed body is refused, never decoded.
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := r.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
