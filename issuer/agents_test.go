@@ -733,3 +733,11 @@ func TestAgentDisableReachesAnotherInstance(t *testing.T) {
 	})
 	t.Logf("instance B refused the token %s after the disable", time.Since(start).Round(time.Millisecond))
 }
+
+func TestKeySetFetchMetric(t *testing.T) {
+	a := startAgents(t, nil)
+	a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, a.uriKey.sign(t, a.claims(agentURIID), nil), ccForm)
+	if v, ok := a.metric("bffgate_issuer_key_set_fetches_total", "kind", "client", "result", "ok"); !ok || v != 1 {
+		t.Fatalf("bffgate_issuer_key_set_fetches_total{kind=client,result=ok} = %v, %v; want 1", v, ok)
+	}
+}

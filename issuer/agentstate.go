@@ -68,6 +68,7 @@ type agentState struct {
 type agentMetrics struct {
 	// clientAuth counts client authentications by method and result.
 	clientAuth  *prometheus.CounterVec
+	keyFetches  *prometheus.CounterVec
 	replays     prometheus.Counter
 	refused     *prometheus.CounterVec
 	auditErrors prometheus.Counter
@@ -79,6 +80,10 @@ func newAgentMetrics(reg prometheus.Registerer) (agentMetrics, error) {
 			Name: "bffgate_issuer_client_auth_total",
 			Help: "Client authentications at the token, introspection and revocation endpoints, by method (client_secret_basic, client_secret_post, private_key_jwt, spiffe_jwt, none) and result (ok, refused).",
 		}, []string{"method", "result"}),
+		keyFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_issuer_key_set_fetches_total",
+			Help: "Fetches of remote key sets (clients' jwks_uri, trusted issuers' jwks_url, SPIFFE bundle endpoints), by kind (client, trusted_issuer, spiffe_bundle) and result (ok, error).",
+		}, []string{"kind", "result"}),
 		replays: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bffgate_issuer_assertion_replays_total",
 			Help: "Client assertions refused because their jti was used before (RFC 7523 §3).",
@@ -93,7 +98,7 @@ func newAgentMetrics(reg prometheus.Registerer) (agentMetrics, error) {
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.clientAuth, m.replays, m.refused, m.auditErrors} {
+		for _, c := range []prometheus.Collector{m.clientAuth, m.keyFetches, m.replays, m.refused, m.auditErrors} {
 			if err := reg.Register(c); err != nil {
 				return m, err
 			}
@@ -138,6 +143,26 @@ func (s *Server) newAgentState(ctx context.Context) (*agentState, error) {
 	}
 	if a.trusted, err = s.cfg.trustedIssuers(); err != nil {
 		return nil, err
+	}
+	observe := func(kind string, src keySource) {
+		if r, ok := src.(*remoteKeySet); ok {
+			r.observe = func(err error) {
+				result := "ok"
+				if err != nil {
+					result = "error"
+				}
+				m.keyFetches.WithLabelValues(kind, result).Inc()
+			}
+		}
+	}
+	for _, cl := range s.clients {
+		observe("client", cl.keys)
+	}
+	for _, t := range a.trusted {
+		observe("trusted_issuer", t.keys)
+	}
+	for _, src := range a.spiffe.domains {
+		observe("spiffe_bundle", src)
 	}
 	return a, nil
 }

@@ -56,6 +56,9 @@ type remoteKeySet struct {
 	// spiffe_refresh_hint), zero for none.
 	parse func(body []byte) (keys []jose.JSONWebKey, refresh time.Duration, err error)
 
+	// observe, when set, is told the result of each fetch (a metric).
+	observe func(err error)
+
 	sf singleflight.Group
 	mu sync.Mutex
 	// keys is the last good set (kept past expires when a refetch fails:
@@ -110,6 +113,9 @@ func (r *remoteKeySet) fetch(now time.Time) ([]jose.JSONWebKey, error) {
 	r.lastFetch = now
 	r.mu.Unlock()
 	keys, ttl, err := r.get()
+	if r.observe != nil {
+		r.observe(err)
+	}
 	if err != nil {
 		r.log.Error("key set fetch failed", "source", r.what, "url", r.url, "err", err)
 		return nil, fmt.Errorf("%w: %s: %v", errKeySetFetch, r.what, err)
