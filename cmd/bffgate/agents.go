@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -58,11 +59,49 @@ func cmdAgentsSet(name string, disable bool, args []string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
+	if err := auditAgentChange(ctx, rt, cfg, id, disable, st); err != nil {
+		return err
+	}
 	if disable {
 		fmt.Fprintf(stdout, "client %q disabled at %s: its grants are refused, and every token it holds is refused at introspection and userinfo by every instance on this store within about a second.\n", id, st.NotBefore.Format(time.RFC3339))
 		return nil
 	}
 	fmt.Fprintf(stdout, "client %q enabled: it gets tokens again; the tokens it held before its disable (%s) stay revoked.\n", id, st.NotBefore.Format(time.RFC3339))
+	return nil
+}
+
+// auditAgentChange records a disable or enable in the audit file when
+// no instance can: on the data file, this command holds it, so no
+// bffgate runs on this data directory, and the instance started next
+// reads the state as it is (it records the changes it sees happen, not
+// the state it starts with). On Redis the running instances record it
+// when they learn it, each in its own file: the command leaves the files
+// alone.
+func auditAgentChange(ctx context.Context, rt *runtime, cfg *Config, id string, disable bool, st storage.ClientState) error {
+	if cfg.Issuer.Audit.File == "" || cfg.Issuer.Store == "redis" {
+		return nil
+	}
+	key, err := issuer.AuditKey(ctx, rt.istore)
+	if err != nil {
+		return fmt.Errorf("reading the audit key from the store: %w", err)
+	}
+	var werr error
+	f, err := audit.Open(audit.FileConfig{Path: cfg.Issuer.Audit.File, Key: key, MaxSize: cfg.Issuer.Audit.MaxSize, OnError: func(err error) { werr = err }})
+	if err != nil {
+		return fmt.Errorf("issuer.audit.file: %w", err)
+	}
+	action, verb := "agent_enable", "enabled"
+	if disable {
+		action, verb = "agent_disable", "disabled"
+	}
+	f.Log(ctx, audit.Record{Time: st.Changed, Action: action, ClientID: id, Decision: audit.Allow,
+		Reason: "client " + verb + " with bffgate agents " + strings.TrimSuffix(verb, "d") + " (command line)"})
+	if err := f.Close(); err != nil && werr == nil {
+		werr = err
+	}
+	if werr != nil {
+		return fmt.Errorf("the client is %s, but its audit record was not written: %w", verb, werr)
+	}
 	return nil
 }
 

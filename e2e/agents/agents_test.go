@@ -528,6 +528,18 @@ func TestAgentsDisableEnable(t *testing.T) {
 	if in := introspect(old); in.body["active"] != false {
 		t.Fatalf("the token of before the disable after enable: %s; want it still revoked", in.raw)
 	}
+	// Both changes are in the audit chain (written by the command: no
+	// instance ran), which still verifies.
+	w.st.Stop()
+	b, _ := os.ReadFile(w.auditFile)
+	for _, action := range []string{`"action":"agent_disable"`, `"action":"agent_enable"`} {
+		if !strings.Contains(string(b), action) {
+			t.Errorf("the audit file has no %s record", action)
+		}
+	}
+	if out, err := w.bffgate(t, "audit", "verify"); err != nil {
+		t.Fatalf("bffgate audit verify: %v\n%s", err, out)
+	}
 }
 
 // TestAuditVerify: the audit chain of a run verifies with `bffgate audit
