@@ -768,15 +768,12 @@ func (t *rtx) deny(e DenyEntry) error {
 	if err := t.Expire(ExpireDeny, key, e.Until); err != nil {
 		return err
 	}
-	c, err := t.AppendLog(e)
-	if err != nil {
-		return err
-	}
-	return t.Expire(ExpireLog, logID(c), e.Until)
+	return t.AppendLog(e)
 }
 
-// logID is the expiry-index id of the log entry at c.
-func logID(c Cursor) string { return string(binary.BigEndian.AppendUint64(nil, uint64(c))) }
+// LogExpiryID is the expiry-index id of the change-log entry at c (the
+// ExpireLog entries that AppendLog makes).
+func LogExpiryID(c Cursor) string { return string(binary.BigEndian.AppendUint64(nil, uint64(c))) }
 
 func (t *rtx) deleteLogin(id string) (bool, error) {
 	var ls LoginSession

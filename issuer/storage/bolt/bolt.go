@@ -378,15 +378,15 @@ func (t *txn) Due(now time.Time, limit int) ([]storage.Due, error) {
 
 // AppendLog keys the entry by the log bucket's sequence, which bbolt
 // takes in the write transaction: sequence order is commit order.
-func (t *txn) AppendLog(e storage.DenyEntry) (storage.Cursor, error) {
+func (t *txn) AppendLog(e storage.DenyEntry) error {
 	seq, err := t.b.denylog.NextSequence()
 	if err != nil {
-		return 0, t.e.fault("next log sequence", err)
+		return t.e.fault("next log sequence", err)
 	}
 	if err := t.b.denylog.Put(u64(seq), encodeLogEntry(e)); err != nil {
-		return 0, t.e.fault("append log", err)
+		return t.e.fault("append log", err)
 	}
-	return storage.Cursor(seq), nil
+	return t.Expire(storage.ExpireLog, storage.LogExpiryID(storage.Cursor(seq)), e.Until)
 }
 
 func (t *txn) Log(after storage.Cursor, limit int) ([]storage.LogEntry, error) {

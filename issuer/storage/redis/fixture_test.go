@@ -177,14 +177,6 @@ func load(ctx context.Context, c goredis.UniversalClient, prefix string, keys []
 	return nil
 }
 
-func anys(s []string) []any {
-	out := make([]any, len(s))
-	for i, v := range s {
-		out[i] = v
-	}
-	return out
-}
-
 func readFixture(t *testing.T) []dumpedKey {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", "release1.json"))
