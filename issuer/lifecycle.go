@@ -185,7 +185,7 @@ func (s *Server) handleRevoke(c *fiber.Ctx) error {
 			slog.String("client_id", cl.ID), slog.String("token_client_id", tc.ClientID))
 	case kind == token.Access:
 		until := tc.Expiry.Add(s.cfg.PurgeDelay + token.DefaultLeeway)
-		if err := s.cfg.Store.RevokeAccessToken(bgContext(ctx), tc.JTI, tc.GrantID, until, now); err != nil {
+		if err := s.stores.lifecycle.RevokeAccessToken(bgContext(ctx), tc.JTI, tc.GrantID, until, now); err != nil {
 			return s.writeError(c, epRevoke, err)
 		}
 		s.deny.Add(storage.DenyEntry{Kind: storage.DenyJTI, ID: tc.JTI, Until: until})
@@ -284,7 +284,7 @@ func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (
 		if tc.ClientID != cl.ID || s.clients[tc.ClientID] == nil {
 			return introspection{}, "refresh token of another client", nil
 		}
-		rec, err := s.cfg.Store.RefreshToken(ctx, tc.JTI)
+		rec, err := s.stores.lifecycle.RefreshToken(ctx, tc.JTI)
 		switch {
 		case errors.Is(err, storage.ErrNotFound):
 			return introspection{}, "refresh token not on the allowlist (rotated away or revoked)", nil

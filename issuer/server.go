@@ -92,19 +92,21 @@ const (
 // Server is the embedded issuer. Build it with New, serve App, and run the
 // background jobs with Run.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	clients   map[string]*client
-	users     map[string]*user
-	bySubject map[string]*user
-	keys      *keys.Set
-	codec     *token.Codec
-	deny      *denylist.List
-	pages     *web.Pages
-	obs       *obs.Obs
-	metrics   *metrics
-	app       *fiber.App
-	basePath  string
+	cfg          Config
+	log          *slog.Logger
+	clients      map[string]*client
+	users        map[string]*user
+	bySubject    map[string]*user
+	keys         *keys.Set
+	codec        *token.Codec
+	deny         *denylist.List
+	stores       stores
+	purgeMetrics purgeMetrics
+	pages        *web.Pages
+	obs          *obs.Obs
+	metrics      *metrics
+	app          *fiber.App
+	basePath     string
 	// seal protects the hidden fields of the login and logout forms.
 	seal *securecookie.SecureCookie
 	// dummySecret is compared against when a client id is unknown, so
@@ -122,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, clients: clients, users: users, bySubject: make(map[string]*user, len(users))}
+	s := &Server{cfg: cfg, log: cfg.Logger, clients: clients, users: users, bySubject: make(map[string]*user, len(users)), stores: storesOf(cfg.Store)}
 	for _, u := range users {
 		if other := s.bySubject[u.Subject]; other != nil {
 			return nil, fmt.Errorf("issuer.users: users %q and %q have the same subject %q; subjects must be unique", other.Username, u.Username, u.Subject)
@@ -170,6 +172,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("issuer: register metrics: %w", err)
 	}
+	if s.purgeMetrics, err = newPurgeMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("issuer: register metrics: %w", err)
+	}
 	if s.obs, err = obs.New(obs.Config{Component: "issuer", Logger: cfg.Logger, Registerer: cfg.Registerer, Gatherer: cfg.Gatherer, AccessLog: cfg.AccessLog}); err != nil {
 		return nil, fmt.Errorf("issuer: register request metrics: %w", err)
 	}
@@ -206,14 +211,19 @@ func (s *Server) Codec() *token.Codec { return s.codec }
 
 // Run runs the background jobs until ctx is done: the denylist poll (which
 // learns revocations made by other instances sharing the store), the purge
-// of expired records (denylist entries, codes, allowlist records, grants,
-// login sessions), and a key reload at the poll interval (which picks up a
-// rotation made by another instance). It returns nil when ctx ends.
+// of expired records every PurgeInterval (denylist entries, codes,
+// allowlist records, grants, login sessions, throttle state), and a key
+// reload at the poll interval (which picks up a rotation made by another
+// instance). It returns nil when ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	done := make(chan struct{})
+	done := make(chan struct{}, 2)
 	go func() {
-		defer close(done)
+		defer func() { done <- struct{}{} }()
 		s.deny.Run(ctx)
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		s.runPurge(ctx)
 	}()
 	// Keys are reloaded every second (or poll interval, when shorter): a
 	// read and a compare, rebuilt only on a change. A store that lost keys
@@ -225,6 +235,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			<-done
 			<-done
 			return nil
 		case <-t.C:

@@ -144,7 +144,7 @@ func (s *Server) exchangeCode(ctx context.Context, cl *client, form url.Values) 
 	redirectURI := form.Get("redirect_uri")
 	now := s.now()
 	var resp tokenResponse
-	_, err := s.cfg.Store.RedeemCode(ctx, codeHash(code), now, func(ac storage.AuthCode) (storage.Issued, error) {
+	_, err := s.stores.token.RedeemCode(ctx, codeHash(code), now, func(ac storage.AuthCode) (storage.Issued, error) {
 		if ac.ClientID != cl.ID {
 			return storage.Issued{}, invalidGrant("the authorization code was issued to another client, not to %q", cl.ID)
 		}
@@ -235,7 +235,7 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 	}
 	rotate := !s.cfg.DisableRefreshRotation
 	var resp tokenResponse
-	err = s.cfg.Store.RotateRefresh(ctx, rc.JTI, rotate, now, func(rec storage.RefreshToken) (storage.Issued, error) {
+	err = s.stores.token.RotateRefresh(ctx, rc.JTI, rotate, now, func(rec storage.RefreshToken) (storage.Issued, error) {
 		if rec.ClientID != cl.ID {
 			return storage.Issued{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
 		}
@@ -417,7 +417,7 @@ func (s *Server) grantDenyUntil(now time.Time) time.Time {
 // this instance refuses its access tokens at once.
 func (s *Server) revokeGrant(ctx context.Context, grantID string, now time.Time) error {
 	until := s.grantDenyUntil(now)
-	if err := s.cfg.Store.RevokeGrant(bgContext(ctx), grantID, until, now); err != nil {
+	if err := s.stores.token.RevokeGrant(bgContext(ctx), grantID, until, now); err != nil {
 		return fmt.Errorf("revoke grant: %w", err)
 	}
 	s.deny.Add(storage.DenyEntry{Kind: storage.DenyGrant, ID: grantID, Until: until})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -29,6 +30,8 @@ type RulesConfig struct {
 type Rules struct {
 	e   Engine
 	cfg RulesConfig
+	// secretMu lets one first caller of Secret at a time generate.
+	secretMu sync.Mutex
 }
 
 var _ Store = (*Rules)(nil)
@@ -126,6 +129,10 @@ const keysKey = "keys"
 // Secret returns the secret named name, generating and storing it with gen
 // on first use. gen runs inside the write transaction, so of concurrent
 // first callers on one store exactly one value is stored and all get it.
+// The first callers of one Rules generate one at a time: an engine with
+// optimistic transactions (Redis) runs the losers' transactions again,
+// and each would have called gen first. (Instances sharing a Redis may
+// each call gen once; all get the value stored first.)
 func (r *Rules) Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error) {
 	if name == "" {
 		return nil, errors.New("storage: secret: name is empty")
@@ -139,6 +146,8 @@ func (r *Rules) Secret(ctx context.Context, name string, gen func() ([]byte, err
 	if err != nil || out != nil {
 		return out, err
 	}
+	r.secretMu.Lock()
+	defer r.secretMu.Unlock()
 	err = r.update(ctx, "secret", func(t *rtx) error {
 		v, err := t.Get(BucketSecrets, name)
 		if err != nil || v != nil {
