@@ -10,9 +10,27 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/issuer"
+	"github.com/bffgate/bffgate/issuer/storage/redis"
 	"github.com/bffgate/bffgate/issuer/token"
 )
+
+// onEachStore runs a grant benchmark on every storage engine: bbolt (a
+// file of its own, group commit, fsync before the answer) and Redis (the
+// rules' optimistic transactions on BFFGATE_TEST_REDIS_URL, under a prefix
+// of its own; skipped when the variable is unset).
+func onEachStore(b *testing.B, run func(b *testing.B, o envOptions)) {
+	b.Run("bolt", func(b *testing.B) { run(b, envOptions{}) })
+	b.Run("redis", func(b *testing.B) {
+		c := redistest.Client(b)
+		st, err := redis.New(c, redis.Config{Prefix: redistest.Prefix(b, c, "")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, envOptions{store: st})
+	})
+}
 
 // grantWorkers is how many clients the grant benchmarks run at once (the
 // issue's measurement: 32 workers, each with its own grant).
@@ -77,9 +95,14 @@ func runWorkers(b *testing.B, n int, op func(w int) error) {
 // of the store, durable before the answer), for access, refresh and ID
 // tokens signed with ES256 and with RS256.
 func BenchmarkRefreshGrant(b *testing.B) {
+	onEachStore(b, func(b *testing.B, o envOptions) { benchmarkRefreshGrant(b, o) })
+}
+
+func benchmarkRefreshGrant(b *testing.B, o envOptions) {
 	for _, alg := range []string{"ES256", "RS256"} {
 		b.Run(alg, func(b *testing.B) {
-			e := start(b, envOptions{cfg: quiet(func(c *issuer.Config) { c.TokenAlg, c.IDTokenAlg = alg, alg })})
+			o.cfg = quiet(func(c *issuer.Config) { c.TokenAlg, c.IDTokenAlg = alg, alg })
+			e := start(b, o)
 			refresh := make([]string, grantWorkers)
 			for w := range refresh {
 				_, _, tok := e.loginTokens(webID)
@@ -106,7 +129,12 @@ func BenchmarkRefreshGrant(b *testing.B) {
 // BenchmarkCodeExchangeParallel is BenchmarkCodeExchange with
 // grantWorkers clients at once.
 func BenchmarkCodeExchangeParallel(b *testing.B) {
-	e := start(b, envOptions{cfg: quiet(nil)})
+	onEachStore(b, benchmarkCodeExchangeParallel)
+}
+
+func benchmarkCodeExchangeParallel(b *testing.B, o envOptions) {
+	o.cfg = quiet(nil)
+	e := start(b, o)
 	fl := newFlow(e.oauth2Config(e.provider(), webID))
 	br := e.browser()
 	codes := make(chan string, b.N)
@@ -127,7 +155,12 @@ func BenchmarkCodeExchangeParallel(b *testing.B) {
 // the timer starts: one denylist write (and its change-log entry) per
 // revocation, durable before the answer.
 func BenchmarkRevoke(b *testing.B) {
-	e := start(b, envOptions{cfg: quiet(nil)})
+	onEachStore(b, benchmarkRevoke)
+}
+
+func benchmarkRevoke(b *testing.B, o envOptions) {
+	o.cfg = quiet(nil)
+	e := start(b, o)
 	codec := e.srv.Codec()
 	toks := make(chan string, b.N)
 	for range b.N {

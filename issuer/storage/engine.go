@@ -73,6 +73,21 @@ type Tx interface {
 	DeleteLog(c Cursor) error
 }
 
+// Prefetcher is a Tx that can read several records in one step, which an
+// engine whose every read is a round trip (Redis) offers. The rules call
+// it with the records a rule is about to read; it changes nothing, and
+// the reads that follow return what it read (or the transaction's own
+// writes).
+type Prefetcher interface {
+	Prefetch(refs ...Ref) error
+}
+
+// Ref names one record.
+type Ref struct {
+	Bucket Bucket
+	Key    string
+}
+
 // Bucket names one kind of record: a map from string keys to byte values.
 type Bucket uint8
 

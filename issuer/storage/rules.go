@@ -229,6 +229,9 @@ func (r *Rules) RedeemCode(ctx context.Context, codeHash string, now time.Time, 
 	}
 	var out AuthCode
 	err = r.update(ctx, "redeem code", func(t *rtx) error {
+		if err := t.prefetch(Ref{BucketCodes, codeHash}, Ref{BucketGrants, iss.Grant.ID}, refreshRef(iss.Refresh)); err != nil {
+			return err
+		}
 		cur, err := t.code(codeHash)
 		if err != nil {
 			return err // purged meanwhile
@@ -291,6 +294,9 @@ func (r *Rules) RotateRefresh(ctx context.Context, jti string, rotate bool, now 
 		return fmt.Errorf("storage: rotate refresh token: mint returned grant %q for a refresh token of grant %q", iss.Grant.ID, rt.GrantID)
 	}
 	return r.update(ctx, "rotate refresh token", func(t *rtx) error {
+		if err := t.prefetch(Ref{BucketRefresh, jti}, Ref{BucketGrants, rt.GrantID}, refreshRef(iss.Refresh)); err != nil {
+			return err
+		}
 		cur, err := t.Get(BucketRefresh, jti)
 		if err != nil {
 			return err
@@ -326,6 +332,9 @@ func (r *Rules) RevokeGrant(ctx context.Context, grantID string, deniedUntil, no
 		return err
 	}
 	return r.update(ctx, "revoke grant", func(t *rtx) error {
+		if err := t.prefetch(Ref{BucketGrants, grantID}, Ref{BucketDeny, DenyKey(DenyGrant, grantID)}); err != nil {
+			return err
+		}
 		return t.revokeGrant(grantID, deniedUntil)
 	})
 }
@@ -514,6 +523,25 @@ func expired(exp, now time.Time) bool {
 
 // rtx is one transaction with the rules' record helpers.
 type rtx struct{ Tx }
+
+// prefetch reads refs in one step where the engine can (Prefetcher);
+// refs with an empty Key are skipped.
+func (t *rtx) prefetch(refs ...Ref) error {
+	p, ok := t.Tx.(Prefetcher)
+	if !ok {
+		return nil
+	}
+	refs = slices.DeleteFunc(refs, func(r Ref) bool { return r.Key == "" })
+	return p.Prefetch(refs...)
+}
+
+// refreshRef names the allowlist record of r (none for nil).
+func refreshRef(r *RefreshToken) Ref {
+	if r == nil {
+		return Ref{}
+	}
+	return Ref{BucketRefresh, r.JTI}
+}
 
 func (t *rtx) putJSON(b Bucket, key string, v any) error {
 	data, err := json.Marshal(v)

@@ -35,7 +35,10 @@ type Engine struct {
 	k   keys
 }
 
-var _ storage.Engine = (*Engine)(nil)
+var (
+	_ storage.Engine     = (*Engine)(nil)
+	_ storage.Prefetcher = (*tx)(nil)
+)
 
 // ErrConflict means an Update lost its optimistic race Config.MaxRetries
 // times in a row (other writers kept changing what it read). Nothing of it
@@ -333,6 +336,20 @@ func (t *tx) fetch(refs ...recordRef) error {
 		t.vals[r.key] = v
 	}
 	return nil
+}
+
+// Prefetch reads (and, in an Update, watches) every record of refs in one
+// round trip.
+func (t *tx) Prefetch(refs ...storage.Ref) error {
+	rr := make([]recordRef, 0, len(refs))
+	for _, r := range refs {
+		rk, err := t.e.k.record(r.Bucket, r.Key)
+		if err != nil {
+			return err
+		}
+		rr = append(rr, recordRef{r.Bucket, rk})
+	}
+	return t.fetch(rr...)
 }
 
 func (t *tx) Get(b storage.Bucket, key string) ([]byte, error) {
