@@ -251,7 +251,12 @@ type setMember struct {
 	key, expiry string // the set; kind+id of the member's record
 }
 
+// newTx returns a transaction; a View's (rtx nil) reads Redis directly
+// and keeps nothing.
 func (e *Engine) newTx(ctx context.Context, rtx *goredis.Tx) *tx {
+	if rtx == nil {
+		return &tx{e: e, ctx: ctx}
+	}
 	return &tx{
 		e: e, ctx: ctx, rtx: rtx,
 		vals: map[string][]byte{}, sets: map[string]*setState{}, ttl: map[string]int64{},
@@ -301,9 +306,30 @@ type recordRef struct {
 	key string
 }
 
+// read1 reads one record outside a transaction.
+func (t *tx) read1(r recordRef) ([]byte, error) {
+	var c goredis.Cmder
+	if r.b == storage.BucketLoginFailures {
+		c = t.e.rdb.HMGet(t.ctx, r.key, throttleFields...)
+	} else {
+		c = t.e.rdb.Get(t.ctx, r.key)
+	}
+	if err := c.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, fault("read", err)
+	}
+	v, err := decodeValue(r.b, c)
+	if err != nil {
+		return nil, fmt.Errorf("redis: read %s: %w", r.key, err)
+	}
+	return v, nil
+}
+
 // fetch reads the records not yet in vals, watching them, in one round
-// trip.
+// trip (an Update's reads; a View reads with read1).
 func (t *tx) fetch(refs ...recordRef) error {
+	if t.rtx == nil {
+		return nil
+	}
 	var need []recordRef
 	var watch []string
 	for _, r := range refs {
@@ -356,6 +382,9 @@ func (t *tx) Get(b storage.Bucket, key string) ([]byte, error) {
 	rk, err := t.e.k.record(b, key)
 	if err != nil {
 		return nil, err
+	}
+	if t.rtx == nil {
+		return t.read1(recordRef{b, rk})
 	}
 	if err := t.fetch(recordRef{b, rk}); err != nil {
 		return nil, err
@@ -430,6 +459,17 @@ func (t *tx) loadSet(ix storage.Index, owner string) (*setState, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t.rtx == nil {
+		ms, err := t.e.rdb.SMembers(t.ctx, key).Result()
+		if err != nil {
+			return nil, fault("read set", err)
+		}
+		st := &setState{loaded: true, members: make(map[string]bool, len(ms))}
+		for _, m := range ms {
+			st.members[m] = true
+		}
+		return st, nil
+	}
 	st := t.sets[key]
 	if st == nil {
 		st = &setState{members: map[string]bool{}}
@@ -448,7 +488,7 @@ func (t *tx) loadSet(ix storage.Index, owner string) (*setState, error) {
 		}
 	}
 	st.loaded = true
-	if t.rtx != nil {
+	{
 		refs := make([]recordRef, 0, len(st.members))
 		for m := range st.members {
 			rk, err := t.e.k.record(b, m)
@@ -634,7 +674,7 @@ func (t *tx) Due(now time.Time, limit int) ([]storage.Due, error) {
 	out := make([]storage.Due, len(cands))
 	for i, c := range cands {
 		out[i] = c.due
-		if c.due.Kind == storage.ExpireLog {
+		if c.due.Kind == storage.ExpireLog && t.rtx != nil {
 			t.logMembers[c.due.ID] = c.member
 		}
 	}
