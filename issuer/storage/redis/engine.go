@@ -33,6 +33,11 @@ type Engine struct {
 	rdb goredis.UniversalClient
 	cfg Config
 	k   keys
+	// route is what Update passes to the client's Watch: a Cluster client
+	// needs a key to pick the node (the key list, in the {issuer} slot,
+	// rarely written); other clients need none, which saves the round
+	// trip of watching it.
+	route []string
 }
 
 var (
@@ -52,7 +57,11 @@ func NewEngine(client goredis.UniversalClient, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{rdb: client, cfg: cfg, k: keys{base: cfg.Prefix + "{issuer}:"}}, nil
+	e := &Engine{rdb: client, cfg: cfg, k: keys{base: cfg.Prefix + "{issuer}:"}}
+	if _, ok := client.(*goredis.ClusterClient); ok {
+		e.route = []string{e.k.keyList()}
+	}
+	return e, nil
 }
 
 // View runs fn with plain reads (no snapshot across keys: each read sees
@@ -82,7 +91,7 @@ func (e *Engine) Update(ctx context.Context, fn func(storage.Tx) error) error {
 				return fnErr
 			}
 			return t.commit()
-		}, e.k.keyList())
+		}, e.route...)
 		switch {
 		case fnErr != nil:
 			return fnErr

@@ -24,8 +24,9 @@ type Config struct {
 	// backstop that removes records when no instance purges. Purge removes
 	// them at their expiry. Default 10 minutes.
 	TTLGrace time.Duration
-	// MaxRetries bounds how often a transaction is retried after losing an
-	// optimistic race (WATCH). Default 50.
+	// MaxRetries bounds how many times a transaction is tried while it
+	// loses optimistic races (another client changed a key it WATCHed);
+	// then it fails with ErrConflict, nothing of it applied. Default 50.
 	MaxRetries int
 	// PurgeBatch is how many expired records Purge removes per
 	// transaction. Default 200.
