@@ -125,7 +125,7 @@ func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, er
 			rt.close()
 			return nil, errors.New("config: issuer.store: \"redis\" needs redis.url")
 		}
-		st, err := issuerredis.New(rt.redis, issuerredis.Config{Prefix: cfg.Redis.Prefix + "issuer:", Logger: log})
+		st, err := issuerredis.New(rt.redis, issuerredis.Config{Prefix: cfg.Redis.Prefix + "issuer:", Logger: log, Registerer: rt.registry})
 		if err != nil {
 			rt.close()
 			return nil, err

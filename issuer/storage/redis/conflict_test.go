@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/bffgate/bffgate/internal/redistest"
@@ -25,7 +27,8 @@ func TestConflictBounded(t *testing.T) {
 	c := redistest.Client(t)
 	other := redistest.Client(t)
 	prefix := redistest.Prefix(t, c, "")
-	e, err := NewEngine(c, Config{Prefix: prefix, MaxRetries: 3})
+	reg := prometheus.NewRegistry()
+	e, err := NewEngine(c, Config{Prefix: prefix, MaxRetries: 3, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,12 +54,24 @@ func TestConflictBounded(t *testing.T) {
 	if runs != 3 {
 		t.Errorf("fn ran %d times; want MaxRetries = 3", runs)
 	}
+	if r, g := counter(t, e.retries), counter(t, e.conflicts); r != 2 || g != 1 {
+		t.Errorf("metrics: %v retries, %v conflicts; want 2 and 1", r, g)
+	}
 	if n, err := c.Exists(ctx, e.k.code("c"), e.k.sidGrants("sid")).Result(); err != nil || n != 0 {
 		t.Errorf("after the failed Update %d of its keys exist (%v); want none", n, err)
 	}
 	if v, _ := c.Get(ctx, e.k.grant("g")).Result(); v != "theirs-3" {
 		t.Errorf("the other writer's value = %q; want theirs-3", v)
 	}
+}
+
+func counter(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetCounter().GetValue()
 }
 
 // TestConcurrentRotateRevoke races many rotations and revocations of a few

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/bffgate/bffgate/issuer/storage"
@@ -38,6 +39,9 @@ type Engine struct {
 	// rarely written); other clients need none, which saves the round
 	// trip of watching it.
 	route []string
+
+	retries   prometheus.Counter
+	conflicts prometheus.Counter
 }
 
 var (
@@ -57,9 +61,26 @@ func NewEngine(client goredis.UniversalClient, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{rdb: client, cfg: cfg, k: keys{base: cfg.Prefix + "{issuer}:"}}
+	e := &Engine{
+		rdb: client, cfg: cfg, k: keys{base: cfg.Prefix + "{issuer}:"},
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bffgate_issuer_store_redis_tx_retries_total",
+			Help: "Transactions of the issuer's Redis store run again because another client changed a key they had read (WATCH).",
+		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bffgate_issuer_store_redis_tx_conflicts_total",
+			Help: "Transactions of the issuer's Redis store that lost every one of their tries to concurrent writers and failed (answered 503, nothing applied).",
+		}),
+	}
 	if _, ok := client.(*goredis.ClusterClient); ok {
 		e.route = []string{e.k.keyList()}
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{e.retries, e.conflicts} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("redis: register metrics: %w", err)
+			}
+		}
 	}
 	return e, nil
 }
@@ -96,13 +117,19 @@ func (e *Engine) Update(ctx context.Context, fn func(storage.Tx) error) error {
 		case fnErr != nil:
 			return fnErr
 		case errors.Is(err, goredis.TxFailedErr):
+			if attempt+1 < e.cfg.MaxRetries {
+				e.retries.Inc()
+			}
 			continue
 		case err != nil:
 			return fault("commit", err)
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: %w (%d attempts)", storage.ErrUnavailable, ErrConflict, e.cfg.MaxRetries)
+	e.conflicts.Inc()
+	e.cfg.Logger.Warn("issuer store transaction gave up: other writers kept changing what it read (answered 503, nothing applied)",
+		"subsystem", "storage.redis", "tries", e.cfg.MaxRetries)
+	return fmt.Errorf("%w: %w (%d tries)", storage.ErrUnavailable, ErrConflict, e.cfg.MaxRetries)
 }
 
 // Ping reports whether Redis answers.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/bffgate/bffgate/issuer/storage"
@@ -34,8 +35,13 @@ type Config struct {
 	// Now is the clock that seeds the change-log sequence; nil means
 	// time.Now. Record expiry always comes from the times callers pass.
 	Now func() time.Time
-	// Logger receives subscription failures; nil means slog.Default().
+	// Logger receives subscription failures and transactions that gave
+	// up; nil means slog.Default().
 	Logger *slog.Logger
+	// Registerer receives the engine's metrics (transactions run again
+	// after a conflict, and those that gave up); nil means none are
+	// registered.
+	Registerer prometheus.Registerer
 }
 
 // DefaultConfig returns the defaults New fills in.
