@@ -43,9 +43,9 @@ func newPurgeMetrics(reg prometheus.Registerer) (purgeMetrics, error) {
 	return m, nil
 }
 
-// Purge removes the records expired at the issuer's clock from the store
+// purge removes the records expired at the issuer's clock from the store
 // and reports how many it removed. Run calls it every PurgeInterval.
-func (s *Server) Purge(ctx context.Context) (int, error) {
+func (s *Server) purge(ctx context.Context) (int, error) {
 	n, err := s.stores.purge.Purge(ctx, s.now())
 	s.purgeMetrics.purged.Add(float64(n))
 	if err != nil {
@@ -60,7 +60,7 @@ func (s *Server) runPurge(ctx context.Context) {
 	t := time.NewTicker(PurgeInterval)
 	defer t.Stop()
 	for {
-		n, err := s.Purge(ctx)
+		n, err := s.purge(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Warn("purge of expired issuer records failed; they stay until the next purge", "err", err, "removed", n, "next_in", PurgeInterval.String())
