@@ -263,3 +263,83 @@ func checkWhole(t *testing.T, c goredis.UniversalClient, s *Store) {
 		}
 	}
 }
+
+// TestDueWatchesRecords: the expiry index is read without a watch, but
+// the records Due lists are watched, so a purge whose record another
+// instance changed meanwhile runs again and no longer finds it due.
+func TestDueWatchesRecords(t *testing.T) {
+	t.Parallel()
+	c := redistest.Client(t)
+	prefix := redistest.Prefix(t, c, "")
+	e, err := NewEngine(c, Config{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := New(redistest.Client(t), Config{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Millisecond).UTC()
+	soon := now.Add(time.Minute)
+	if err := other.CreateCode(ctx, storage.AuthCode{Hash: "h", ClientID: "c", ExpiresAt: soon}); err != nil {
+		t.Fatal(err)
+	}
+	var seen [][]storage.Due
+	err = e.Update(ctx, func(tx storage.Tx) error {
+		due, err := tx.Due(soon.Add(time.Second), 0)
+		if err != nil {
+			return err
+		}
+		seen = append(seen, due)
+		if len(seen) == 1 {
+			// Another instance redeems the code meanwhile (a write of
+			// its record) and revokes what it minted.
+			if _, err := other.RedeemCode(ctx, "h", now, func(storage.AuthCode) (storage.Issued, error) {
+				return storage.Issued{Grant: &storage.Grant{ID: "g", ExpiresAt: soon.Add(time.Hour)}}, nil
+			}); err != nil {
+				return err
+			}
+		}
+		for _, d := range due {
+			if d.Kind == storage.ExpireCode {
+				if err := tx.Delete(storage.BucketCodes, d.ID); err != nil {
+					return err
+				}
+				if err := tx.Unexpire(d.Kind, d.ID, d.At); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 2 {
+		t.Fatalf("the purge ran %d times; want 2 (its first commit met the other instance's write)", len(seen))
+	}
+	if len(seen[0]) != 1 || seen[0][0].Kind != storage.ExpireCode || seen[0][0].ID != "h" || !seen[0][0].At.Equal(soon) {
+		t.Errorf("first Due = %+v; want the code at %v", seen[0], soon)
+	}
+	// The code was rewritten (redeemed) with the same expiry: still due,
+	// and now deleted on a state that includes the redemption.
+	if _, err := other.RedeemCode(ctx, "h", now, nil); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("RedeemCode after the purge = %v; want ErrNotFound", err)
+	}
+	// Not early: an entry is due only once its millisecond has passed.
+	if err := other.CreateCode(ctx, storage.AuthCode{Hash: "h2", ClientID: "c", ExpiresAt: soon}); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.View(ctx, func(tx storage.Tx) error {
+		for _, at := range []time.Time{soon.Add(-time.Millisecond), soon, soon.Add(time.Millisecond - 1)} {
+			if d, err := tx.Due(at, 0); err != nil || len(d) != 0 {
+				t.Errorf("Due(%v) with an entry at %v = %+v, %v; want nothing yet", at, soon, d, err)
+			}
+		}
+		if d, err := tx.Due(soon.Add(time.Millisecond), 0); err != nil || len(d) != 1 {
+			t.Errorf("Due a millisecond after = %+v, %v; want the entry", d, err)
+		}
+		return nil
+	})
+}
