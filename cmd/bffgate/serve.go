@@ -222,7 +222,8 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	log, logBuf := newBufferedLogger(cfg.Log, stderr)
+	defer logBuf.Close() // first in, last out: after the final line
 	slog.SetDefault(log)
 	ctx, stop := signalContext()
 	defer stop()
