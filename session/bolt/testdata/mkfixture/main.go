@@ -37,8 +37,8 @@ func main() {
 	sess := func(n, sid, sub string, abs time.Time) *session.Session {
 		return &session.Session{
 			Subject: sub, SID: sid, Issuer: "https://issuer.example/",
-			Claims:      []byte(`{"sub":"` + sub + `","name":"Fixture ` + n + `"}`),
-			IDToken:     "id-token-" + n, AccessToken: "access-token-" + n, RefreshToken: "refresh-token-" + n,
+			Claims:  []byte(`{"sub":"` + sub + `","name":"Fixture ` + n + `"}`),
+			IDToken: "id-token-" + n, AccessToken: "access-token-" + n, RefreshToken: "refresh-token-" + n,
 			TokenType: "Bearer", AccessExpiry: now.Add(5 * time.Minute),
 			Created: now, LastSeen: now, IdleTimeout: 0, AbsoluteExpiry: abs, Version: 3,
 		}
