@@ -380,7 +380,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 		if err != nil {
 			return tokenResponse{}, nil, fmt.Errorf("mint refresh token: %w", err)
 		}
-		s.metrics.minted.WithLabelValues(grantType, "refresh", format).Inc()
+		s.metrics.minted.WithLabelValues(grantType, "refresh", s.codec.FormatOf(token.Refresh)).Inc()
 		resp.RefreshToken = rt
 		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp}
 	}
