@@ -279,3 +279,48 @@ func BenchmarkUpdate(b *testing.B) {
 		}
 	}
 }
+
+// An Update that keeps losing its WATCH to other writers gives up after
+// Config.MaxRetries attempts with an error matching session.ErrUnavailable
+// (the gateway answers 503 and keeps the session), having written nothing.
+func TestUpdateConflictsAreBounded(t *testing.T) {
+	t.Parallel()
+	clock := sessiontest.NewClock(sessiontest.Start())
+	c := redistest.Client(t)
+	s, err := New(c, Config{Prefix: redistest.Prefix(t, c, "session:"), Now: clock.Now, MaxRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	h, err := s.Create(ctx, sessiontest.Sample(clock.Now(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := codec.ParseTicket(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := s.e.recordKey(tk.IDBytes())
+	runs := 0
+	_, err = s.Update(ctx, h, func(x *session.Session) error {
+		runs++
+		// Another writer touches the record between this read and the
+		// EXEC: the transaction fails and is tried again.
+		rec, err := c.Get(ctx, key).Bytes()
+		if err != nil {
+			return err
+		}
+		if err := c.Set(ctx, key, rec, goredis.KeepTTL).Err(); err != nil {
+			return err
+		}
+		x.AccessToken = "lost"
+		return nil
+	})
+	if !errors.Is(err, session.ErrUnavailable) || runs != 3 {
+		t.Fatalf("Update = %v after %d runs; want ErrUnavailable after 3", err, runs)
+	}
+	got, err := s.Get(ctx, h)
+	if err != nil || got.AccessToken == "lost" || got.Version != 7 {
+		t.Errorf("after the failed Update: %+v, %v; want the session unchanged", got, err)
+	}
+}
