@@ -46,6 +46,11 @@ func TestSealedRefreshTokens(t *testing.T) {
 		rt := tk.refresh
 		for i := range 3 {
 			r := e.refresh(webBasic, rt)
+			// The client cannot read exp from a sealed token: the
+			// response says how long it lives (Keycloak's parameter).
+			if got, _ := r.body["refresh_expires_in"].(float64); got != issuer.DefaultRefreshTokenTTL.Seconds() {
+				t.Errorf("refresh %d: refresh_expires_in = %v, want %v", i, r.body["refresh_expires_in"], issuer.DefaultRefreshTokenTTL.Seconds())
+			}
 			if r.status != http.StatusOK || r.str("refresh_token") == "" || r.str("refresh_token") == rt {
 				t.Fatalf("refresh %d: %d %s, want a new refresh token", i, r.status, r.raw)
 			}
