@@ -15,13 +15,14 @@ import (
 //
 // Checks, in order: the compact shape of the format (JWS for signed and ID
 // tokens, JWE for encrypted ones; a refresh token in the signed format may
-// be either, a JWE being a sealed one, enc SealEnc); the header alg is exactly the one
-// configured for kind (and enc the configured enc; alg "none" and every
-// other alg are refused); the kid names a known key of that alg (active or
-// retired); the signature verifies (or the JWE decrypts and its tag holds);
-// typ is kind's typ; iss is the issuer; exp (required) is not past and nbf
-// and iat are not in the future, with the leeway; sub is present; jti and
-// client_id are present in access and refresh tokens.
+// be either, a JWE being a sealed one, enc SealEnc); the header alg is
+// exactly the one configured for kind (and enc the configured enc; alg
+// "none" and every other alg are refused); the kid names a known key of
+// that alg (active or retired); the signature verifies (or the JWE
+// decrypts and its tag holds); typ is kind's typ; iss is the issuer; exp
+// (required) is not past and nbf and iat are not in the future, with the
+// leeway; sub is present; jti and client_id are present in access and
+// refresh tokens.
 //
 // The audience is not checked: the caller knows which it expects (the
 // resource, the client) and compares Claims.Audience. Revocation is not
