@@ -27,6 +27,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer"
 	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
 	"github.com/bffgate/bffgate/session"
@@ -128,7 +129,7 @@ func newEnv(t testing.TB, kind storeKind, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, clock: newClock(), kind: kind, reg: prometheus.NewRegistry(), issuerReg: prometheus.NewRegistry()}
 	var err error
-	if e.db, err = issuerbolt.OpenDB(filepath.Join(t.TempDir(), "bffgate.db"), 5*time.Second); err != nil {
+	if e.db, err = datafile.Open(filepath.Join(t.TempDir(), "bffgate.db"), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.db.Close() })

@@ -131,6 +131,13 @@ type Config struct {
 	// Encryption is the JWE enc of the encrypted format: A128CBC-HS256
 	// (default) or A256GCM. Only with TokenFormat encrypted.
 	Encryption string
+	// RefreshTokenFormat is the format of refresh tokens when TokenFormat
+	// is signed: signed (default, ForgeRock AM's all-signed tokens) or
+	// sealed (a JWE, dir + A256GCM, under a dir key the issuer keeps with
+	// its other keys in the store: cheaper than a signature and opaque to
+	// the client; see issuer/token). Refresh tokens of both formats are
+	// accepted whatever it says, so switching it logs nobody out.
+	RefreshTokenFormat token.RefreshFormat
 	// Lifetimes: access token 5m, refresh token 24h (from its issuance;
 	// each rotation issues one with a fresh lifetime), authorization code
 	// 60s (RFC 6749 §4.1.2: at most 10 minutes), ID token 5m, issuer login
@@ -243,6 +250,7 @@ func (e *FieldError) Problem() string { return e.Msg }
 func DefaultConfig() Config {
 	return Config{
 		TokenFormat:          token.FormatSigned,
+		RefreshTokenFormat:   token.RefreshSigned,
 		TokenAlg:             DefaultAlg,
 		IDTokenAlg:           DefaultAlg,
 		AccessTokenTTL:       DefaultAccessTokenTTL,
@@ -313,6 +321,17 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		}
 	case cfg.Encryption != "":
 		return fail("encryption", "is set but token_format is %q; set token_format: encrypted, or remove encryption", cfg.TokenFormat)
+	}
+	switch cfg.RefreshTokenFormat {
+	case "":
+		cfg.RefreshTokenFormat = token.RefreshSigned
+	case token.RefreshSigned:
+	case token.RefreshSealed:
+		if cfg.TokenFormat != token.FormatSigned {
+			return fail("refresh_token_format", "%q needs token_format %q: with token_format %q every refresh token is already encrypted", cfg.RefreshTokenFormat, token.FormatSigned, cfg.TokenFormat)
+		}
+	default:
+		return fail("refresh_token_format", "%q is not %q or %q", cfg.RefreshTokenFormat, token.RefreshSigned, token.RefreshSealed)
 	}
 	for _, d := range []struct {
 		field string

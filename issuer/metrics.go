@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		minted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_issuer_tokens_minted_total",
-			Help: "Tokens minted by the issuer, by grant type, kind (access, refresh, id) and format (signed, encrypted).",
+			Help: "Tokens minted by the issuer, by grant type, kind (access, refresh, id) and format (signed, encrypted, sealed).",
 		}, []string{"grant_type", "kind", "format"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_issuer_errors_total",

@@ -147,8 +147,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		algs = append(algs, cfg.TokenAlg)
 	}
 	kcfg := keys.Config{Store: cfg.Store, Algorithms: algs, Files: cfg.KeyFiles, Now: cfg.Now, Logger: cfg.Logger}
-	if cfg.TokenFormat == token.FormatEncrypted {
+	switch {
+	case cfg.TokenFormat == token.FormatEncrypted:
 		kcfg.Encryption = cfg.Encryption
+	case cfg.RefreshTokenFormat == token.RefreshSealed:
+		kcfg.Encryption = token.SealEnc // the sealing key: a dir key, rotated as any other
 	}
 	if s.keys, err = keys.Open(ctx, kcfg); err != nil {
 		return nil, fmt.Errorf("issuer: keys: %w", err)
@@ -156,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	tcfg := token.Config{Issuer: cfg.Issuer, Keys: s.keys, Format: cfg.TokenFormat, IDTokenAlg: cfg.IDTokenAlg, Now: cfg.Now}
 	if cfg.TokenFormat == token.FormatSigned {
 		tcfg.Alg = cfg.TokenAlg
+		tcfg.RefreshFormat = cfg.RefreshTokenFormat
 	}
 	if s.codec, err = token.New(tcfg); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)

@@ -28,6 +28,11 @@ type tokenResponse struct {
 	RefreshToken string `json:"refresh_token,omitempty"`
 	IDToken      string `json:"id_token,omitempty"`
 	Scope        string `json:"scope,omitempty"`
+
+	// RefreshExpiresIn is the refresh token's lifetime in seconds, as
+	// Keycloak sends it: a client cannot read it from a sealed or
+	// encrypted refresh token (the gateway bounds its sessions by it).
+	RefreshExpiresIn int64 `json:"refresh_expires_in,omitempty"`
 }
 
 // grantInfo is what every token of one grant shares.
@@ -380,8 +385,9 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 		if err != nil {
 			return tokenResponse{}, nil, fmt.Errorf("mint refresh token: %w", err)
 		}
-		s.metrics.minted.WithLabelValues(grantType, "refresh", format).Inc()
+		s.metrics.minted.WithLabelValues(grantType, "refresh", s.codec.FormatOf(token.Refresh)).Inc()
 		resp.RefreshToken = rt
+		resp.RefreshExpiresIn = int64(s.cfg.RefreshTokenTTL / time.Second)
 		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp}
 	}
 

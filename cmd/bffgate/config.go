@@ -110,6 +110,7 @@ type IssuerTokens struct {
 	Alg             string        `yaml:"alg"`
 	IDTokenAlg      string        `yaml:"id_token_alg"`
 	Encryption      string        `yaml:"encryption"`
+	RefreshFormat   string        `yaml:"refresh_format"` // signed, sealed
 	AccessTTL       time.Duration `yaml:"access_ttl"`
 	RefreshTTL      time.Duration `yaml:"refresh_ttl"`
 	IDTokenTTL      time.Duration `yaml:"id_token_ttl"`
@@ -214,6 +215,7 @@ func defaultConfig() Config {
 				Alg:             is.TokenAlg,
 				IDTokenAlg:      is.IDTokenAlg,
 				Encryption:      issuer.DefaultEncryption,
+				RefreshFormat:   string(is.RefreshTokenFormat),
 				AccessTTL:       is.AccessTokenTTL,
 				RefreshTTL:      is.RefreshTokenTTL,
 				IDTokenTTL:      is.IDTokenTTL,

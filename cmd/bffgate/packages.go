@@ -35,6 +35,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	if icfg.TokenFormat == token.FormatEncrypted {
 		icfg.Encryption = is.Tokens.Encryption
 	}
+	icfg.RefreshTokenFormat = token.RefreshFormat(is.Tokens.RefreshFormat)
 	icfg.AccessTokenTTL = is.Tokens.AccessTTL
 	icfg.RefreshTokenTTL = is.Tokens.RefreshTTL
 	icfg.CodeTTL = is.Tokens.CodeTTL
@@ -168,6 +169,7 @@ var issuerKeyNames = map[string]string{
 	"token_alg":              "tokens.alg",
 	"id_token_alg":           "tokens.id_token_alg",
 	"encryption":             "tokens.encryption",
+	"refresh_token_format":   "tokens.refresh_format",
 	"access_token_ttl":       "tokens.access_ttl",
 	"refresh_token_ttl":      "tokens.refresh_ttl",
 	"code_ttl":               "tokens.code_ttl",

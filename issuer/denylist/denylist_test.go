@@ -13,13 +13,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 )
 
 func newStore(t testing.TB) (*bolt.Store, *bbolt.DB) {
 	t.Helper()
-	db, err := bolt.OpenDB(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
+	db, err := datafile.Open(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
