@@ -61,6 +61,7 @@ import (
 	"github.com/bffgate/bffgate/issuer/keys"
 	"github.com/bffgate/bffgate/issuer/protocol"
 	"github.com/bffgate/bffgate/issuer/token"
+	"github.com/bffgate/bffgate/issuer/trust"
 	"github.com/bffgate/bffgate/web"
 )
 
@@ -100,6 +101,7 @@ type Server struct {
 	keys      *keys.Set
 	codec     *token.Codec
 	deny      *denylist.List
+	trust     *trust.Set
 	pages     *web.Pages
 	obs       *obs.Obs
 	metrics   *metrics
@@ -157,6 +159,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.codec, err = token.New(tcfg); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	if s.trust, err = newTrust(cfg, users); err != nil {
+		return nil, fmt.Errorf("issuer.%w", err)
 	}
 	if s.deny, err = denylist.New(denylist.Config{
 		Store: cfg.Store, CacheSize: cfg.DenylistCacheSize, PollInterval: cfg.DenylistPollInterval,
@@ -363,6 +368,9 @@ func (s *Server) discovery() discovery {
 		BackchannelLogoutSupported:        true,
 		BackchannelLogoutSessionSupported: true,
 		AuthorizationResponseISSSupported: true,
+	}
+	if s.exchangeEnabled() {
+		d.GrantTypesSupported = append(d.GrantTypesSupported, GrantTokenExchange)
 	}
 	if s.cfg.TokenFormat == token.FormatEncrypted {
 		d.AccessTokenEncryptionAlgs = []string{keys.AlgDir}

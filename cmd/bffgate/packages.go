@@ -49,6 +49,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.KeyFiles = slices.Clone(is.Keys)
 	icfg.Clients = slices.Clone(is.Clients)
 	icfg.Users = slices.Clone(is.Users)
+	icfg.TrustedIssuers = slices.Clone(is.TrustedIssuers)
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
 		gw := c.Gateway
