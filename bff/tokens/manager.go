@@ -31,6 +31,9 @@ type Manager struct {
 
 	// held keeps refreshed tokens the session store could not save.
 	held held
+
+	// exchanges caches the routes' exchanged tokens (exchange.go).
+	exchanges exchangeCache
 }
 
 // New validates cfg and returns a Manager.
