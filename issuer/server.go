@@ -2,7 +2,8 @@
 // OpenID Connect provider: discovery, JWKS, the authorization endpoint with
 // its login form and SSO session, the token endpoint (authorization_code
 // with PKCE, refresh_token with rotation and reuse detection,
-// client_credentials), userinfo, revocation (RFC 7009), introspection (RFC
+// client_credentials, token exchange of RFC 8693 with trusted external
+// issuers in issuer/trust), userinfo, revocation (RFC 7009), introspection (RFC
 // 7662) and RP-initiated logout with back-channel logout.
 //
 // Access and refresh tokens are client-side tokens (ForgeRock AM's design):

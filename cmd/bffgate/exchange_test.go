@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -53,5 +56,25 @@ func TestGatewayExchangePolicy(t *testing.T) {
 	}
 	if err := cfg.issuerConfig("gateway-secret-0123456789abcdef").Validate(); err != nil {
 		t.Fatalf("the issuer configuration with the gateway's policy: %v", err)
+	}
+}
+
+// The README's STS example loads.
+func TestREADMEExchangeConfig(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- sts-config:[^>]*-->\n```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no sts-config yaml block")
+	}
+	cfg, err := loadConfig(writeFile(t, string(m[1])), nil)
+	if err != nil {
+		t.Fatalf("the README's STS configuration: %v", err)
+	}
+	if len(cfg.Issuer.TrustedIssuers) != 1 || len(cfg.Issuer.Clients) != 1 || !cfg.Issuer.Clients[0].TokenExchange.Allowed {
+		t.Errorf("issuer %+v", cfg.Issuer)
 	}
 }
