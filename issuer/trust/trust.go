@@ -332,13 +332,14 @@ func PeekIssuer(raw string) string {
 	if err != nil {
 		return ""
 	}
-	var c struct {
-		Iss string `json:"iss"`
-	}
+	// A map, not a struct: encoding/json matches struct tags without
+	// case, and "ISS" is not the iss claim (found by FuzzPeekIssuer).
+	var c map[string]any
 	if json.Unmarshal(b, &c) != nil {
 		return ""
 	}
-	return c.Iss
+	iss, _ := c["iss"].(string)
+	return iss
 }
 
 // Verify verifies raw as a token of a trusted issuer: issuer, signature
