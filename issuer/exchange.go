@@ -111,12 +111,8 @@ var tokenTypes = map[string][]token.Kind{
 // 8707 §2: "may be used multiple times") and carry subject and actor
 // tokens longer than other parameters.
 func parseTokenForm(c *fiber.Ctx) (url.Values, error) {
-	ct := c.Get(fiber.HeaderContentType)
-	form, err := parseFormLoose(c)
+	form, err := formValues(c)
 	if err != nil {
-		if ct == "" || !strings.HasPrefix(strings.ToLower(ct), fiber.MIMEApplicationForm) {
-			return parseForm(c) // the same error, in parseForm's words
-		}
 		return nil, err
 	}
 	exchange := len(form["grant_type"]) == 1 && form.Get("grant_type") == GrantTokenExchange

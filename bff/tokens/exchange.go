@@ -107,10 +107,22 @@ type exchanged struct {
 	until time.Time
 }
 
-// exchangeCache is the in-process cache of exchanged tokens.
+// exchangeCache is the in-process cache of exchanged tokens. Expired
+// entries (those of sessions that ended or refreshed) are swept as new
+// ones come in, so the map holds about the live ones.
 type exchangeCache struct {
-	mu sync.Mutex
-	m  map[string]exchanged
+	mu   sync.Mutex
+	m    map[string]exchanged
+	puts int
+}
+
+// sweep drops expired entries; the caller holds mu.
+func (c *exchangeCache) sweep(now time.Time) {
+	for k, v := range c.m {
+		if !now.Before(v.until) {
+			delete(c.m, k)
+		}
+	}
 }
 
 func (c *exchangeCache) get(key, subject string, now time.Time) (string, bool) {
@@ -129,12 +141,13 @@ func (c *exchangeCache) put(key string, e exchanged, now time.Time) {
 	if c.m == nil {
 		c.m = map[string]exchanged{}
 	}
+	c.puts++
+	if c.puts >= 64 && c.puts >= len(c.m)/2 {
+		c.puts = 0
+		c.sweep(now)
+	}
 	if len(c.m) >= exchangeCacheMax {
-		for k, v := range c.m {
-			if !now.Before(v.until) {
-				delete(c.m, k)
-			}
-		}
+		c.sweep(now)
 		if len(c.m) >= exchangeCacheMax {
 			return
 		}
