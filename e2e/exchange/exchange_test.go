@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/peers"
@@ -173,11 +176,28 @@ type env struct {
 
 func start(t *testing.T) *env {
 	t.Helper()
+	e, setIssuer := newEnv(t)
+	e.st = stack.Start(t, stack.Options{ConfigYAML: e.yaml()})
+	setIssuer(e.st.IssuerURL)
+	e.peers(t)
+	return e
+}
+
+// newEnv makes the external issuer and the upstream; the caller starts
+// the stack and then tells the upstream the issuer's URL.
+func newEnv(t *testing.T) (*env, func(string)) {
+	t.Helper()
 	peers.NodeModules(t)
 	e := &env{idp: newExtIdP(t)}
 	var setIssuer func(string)
 	e.up, setIssuer = newOrdersUpstream(t)
-	yaml := fmt.Sprintf(`issuer:
+	return e, setIssuer
+}
+
+// yaml is the stack's configuration: the STS clients, the trusted
+// external issuer, a user, and the gateway's exchange route.
+func (e *env) yaml() string {
+	return fmt.Sprintf(`issuer:
   tokens:
     access_ttl: 20s
   trusted_issuers:
@@ -212,15 +232,18 @@ gateway:
       upstream: %[13]s
       token: {exchange: {audience: %[7]s, scope: "openid profile", actor: gateway}}
 `, extIssuer, e.idp.srv.URL, extAudience, stsID, stsSecret, stsRedirect, ordersID, ordersURI, ordersSecret, inventoryID, demoHash, demoSubject, e.up.srv.URL)
-	e.st = stack.Start(t, stack.Options{ConfigYAML: yaml})
-	setIssuer(e.st.IssuerURL)
+}
+
+// peers starts openid-client (as sts-client and as orders-api) and jose
+// against the stack, and gets the user's tokens for sts-client.
+func (e *env) peers(t *testing.T) {
+	t.Helper()
 	e.sts = peers.StartRP(t, peers.RPOptions{Issuer: e.st.IssuerURL, ClientID: stsID, ClientSecret: stsSecret, RedirectURI: stsRedirect})
 	e.orders = peers.StartRP(t, peers.RPOptions{Issuer: e.st.IssuerURL, ClientID: ordersID, ClientSecret: ordersSecret, RedirectURI: "http://127.0.0.1/unused"})
 	e.jose = peers.StartJose(t)
 	e.jwksURI = e.st.IssuerURL + "/jwks"
 	ic := issuerclient.New(t, e.st.IssuerURL, issuerclient.Config{ClientID: stsID, ClientSecret: stsSecret, RedirectURI: stsRedirect})
 	e.user = ic.MustGrant()
-	return e
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -484,8 +507,13 @@ func (e *env) subjectExp(ctx context.Context, t *testing.T) float64 {
 
 // issuerMetric reads one series of the issuer's /metrics.
 func (e *env) issuerMetric(ctx context.Context, t *testing.T, series string) float64 {
+	return metric(ctx, t, e.st.IssuerURL, series)
+}
+
+// metric reads one series of the /metrics of the listener at base.
+func metric(ctx context.Context, t *testing.T, base, series string) float64 {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.st.IssuerURL+"/metrics", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -542,4 +570,95 @@ func containsAny(list []any, want string) bool {
 		}
 	}
 	return false
+}
+
+// TestGatewayExchangeAcrossInstances: two bffgate processes (issuer and
+// gateway each) on one Redis; 100 parallel calls of one session, half
+// through each gateway, make one exchange: the instances share the
+// session's lock and the sealed result. Logout through B kills the token
+// A's calls used.
+func TestGatewayExchangeAcrossInstances(t *testing.T) {
+	t.Parallel()
+	redisURL := os.Getenv("BFFGATE_TEST_REDIS_URL")
+	if redisURL == "" {
+		t.Skip("BFFGATE_TEST_REDIS_URL is not set: set it to a Redis URL such as redis://127.0.0.1:6379/0 to run the Redis tests")
+	}
+	prefix := "e2e-exchange:" + rand.Text() + ":"
+	t.Cleanup(func() { dropPrefix(t, redisURL, prefix) })
+	env := []string{"BFFGATE_REDIS_URL=" + redisURL, "BFFGATE_REDIS_PREFIX=" + prefix, "BFFGATE_ISSUER_STORE=redis", "BFFGATE_GATEWAY_SESSION_STORE=redis"}
+	e, setIssuer := newEnv(t)
+	a := stack.Start(t, stack.Options{ConfigYAML: e.yaml(), Env: env})
+	setIssuer(a.IssuerURL)
+	b := stack.Start(t, stack.Options{ConfigYAML: e.yaml(), Env: append(slices.Clone(env), "BFFGATE_ISSUER_URL="+a.IssuerURL)})
+	e.st = a
+	e.peers(t)
+	ctx := ctxT(t)
+
+	br := issuerclient.NewBrowser(t)
+	cookie, err := br.GatewayLogin(ctx, a.GatewayURL, "demo", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	answers := make([]issuerclient.Answer, 100)
+	errs := make([]error, 100)
+	for i := range answers {
+		gw := a.GatewayURL
+		if i%2 == 1 {
+			gw = b.GatewayURL
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i], errs[i] = br.Get(ctx, gw+"/orders/list", cookie)
+		}()
+	}
+	wg.Wait()
+	for i := range answers {
+		if errs[i] != nil || answers[i].Status != http.StatusOK {
+			_, bad := e.up.seen()
+			t.Fatalf("call %d: %v %v (upstream refusals: %v)", i, answers[i], errs[i], bad)
+		}
+	}
+	if n, bad := e.up.seen(); n != 1 || len(bad) != 0 {
+		t.Fatalf("the upstream saw %d distinct tokens for 100 calls through two gateways (want 1), refusals %v", n, bad)
+	}
+	series := `bffgate_issuer_token_exchanges_total{client_id="bffgate",decision="granted",error=""}`
+	if n := metric(ctx, t, a.IssuerURL, series) + metric(ctx, t, b.IssuerURL, series); n != 1 {
+		t.Fatalf("the two issuers counted %v exchanges, want 1", n)
+	}
+	var tok string
+	e.up.mu.Lock()
+	for k := range e.up.tokens {
+		tok = k
+	}
+	e.up.mu.Unlock()
+	if r, err := br.Call(ctx, http.MethodPost, b.GatewayURL+"/bff/logout", cookie); err != nil || r.Status >= 400 {
+		t.Fatalf("logout through B: %v %v", r, err)
+	}
+	in, err := e.orders.Introspect(ctx, tok, "")
+	if err != nil || in["active"] != false {
+		t.Fatalf("the exchanged token after logout through the other instance: %v %v, want inactive", in, err)
+	}
+}
+
+// dropPrefix deletes the test's keys from the shared Redis.
+func dropPrefix(t *testing.T, redisURL, prefix string) {
+	opts, err := goredis.ParseURL(redisURL)
+	if err != nil {
+		t.Errorf("BFFGATE_TEST_REDIS_URL: %v", err)
+		return
+	}
+	rdb := goredis.NewClient(opts)
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var keys []string
+	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if len(keys) > 0 {
+		rdb.Del(ctx, keys...)
+	}
 }
