@@ -1,9 +1,13 @@
 package tokens
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/bffgate/bffgate/session"
 )
 
 // TestExchangeCacheSweeps: entries of ended or refreshed sessions go as
@@ -37,5 +41,25 @@ func TestExchangeCacheSweeps(t *testing.T) {
 	c.forgetPrefix("new-")
 	if _, ok := c.get("new-2", "s", later); ok {
 		t.Fatal("forgetPrefix left an entry of the session")
+	}
+}
+
+// BenchmarkExchangedCached is the per-request cost of a route with
+// token.exchange once the session's exchanged token is cached: a hash of
+// the session's access token and a map read.
+func BenchmarkExchangedCached(b *testing.B) {
+	m := &Manager{cfg: Config{Now: time.Now}}
+	now := time.Now()
+	s := &session.Session{ID: "session-id-0123456789", AccessToken: strings.Repeat("a", 900)}
+	target := ExchangeTarget{Audience: "orders-api", Scope: "openid profile"}
+	key := flightKey(s) + "|" + hashOf(target.key())
+	m.exchanges.put(key, exchanged{subject: hashOf(s.AccessToken), token: "exchanged", until: now.Add(time.Hour)}, now)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if tok, err := m.Exchanged(ctx, s, target); err != nil || tok != "exchanged" {
+			b.Fatal(tok, err)
+		}
 	}
 }
