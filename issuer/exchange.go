@@ -200,15 +200,8 @@ func dedupe(vals []string) []string {
 func (s *Server) handleTokenExchange(c *fiber.Ctx, cl *client, form url.Values) error {
 	var out exchangeOutcome
 	resp, err := s.tokenExchange(c.UserContext(), cl, form, &out)
-	decision, code, reason := "granted", "", ""
-	if err != nil {
-		pe := toProtocol(err)
-		decision, code, reason = "refused", pe.Code, pe.Description
-		err = pe
-	}
-	s.metrics.exchanges.WithLabelValues(cl.ID, decision, code).Inc()
 	attrs := []slog.Attr{
-		slog.String("client_id", cl.ID), slog.String("decision", decision),
+		slog.String("client_id", cl.ID), slog.String("decision", "granted"),
 		slog.String("sub", out.subject), slog.String("actor", out.actor),
 		slog.String("target", strings.Join(out.targets, " ")), slog.String("scope", out.scope),
 		slog.String("request_id", obs.RequestID(c)),
@@ -216,24 +209,27 @@ func (s *Server) handleTokenExchange(c *fiber.Ctx, cl *client, form url.Values) 
 	if out.subjectIssuer != "" {
 		attrs = append(attrs, slog.String("subject_issuer", out.subjectIssuer))
 	}
-	level := slog.LevelInfo
-	if err != nil {
-		pe := err.(*protocol.Error)
-		s.metrics.errors.WithLabelValues(epToken, pe.Code).Inc()
-		attrs = append(attrs, slog.String("error", code), slog.String("reason", reason))
-		if cause := pe.Cause(); cause != nil {
-			attrs = append(attrs, slog.String("cause", cause.Error()))
-		}
-		if pe.Status >= 500 {
-			level = slog.LevelError
-		}
-		s.log.LogAttrs(c.UserContext(), level, "token exchange", attrs...)
-		return s.writeErrorLogged(c, pe)
+	if err == nil {
+		s.metrics.exchanges.WithLabelValues(cl.ID, "granted", "").Inc()
+		attrs = append(attrs, slog.String("grant_id", out.grantID), slog.String("jti", out.jti), slog.Time("exp", out.expiry))
+		s.log.LogAttrs(c.UserContext(), slog.LevelInfo, "token exchange", attrs...)
+		noStore(c)
+		return c.JSON(resp)
 	}
-	attrs = append(attrs, slog.String("grant_id", out.grantID), slog.String("jti", out.jti), slog.Time("exp", out.expiry))
+	pe := toProtocol(err)
+	s.metrics.exchanges.WithLabelValues(cl.ID, "refused", pe.Code).Inc()
+	s.metrics.errors.WithLabelValues(epToken, pe.Code).Inc()
+	attrs[1] = slog.String("decision", "refused")
+	attrs = append(attrs, slog.String("error", pe.Code), slog.String("reason", pe.Description))
+	if cause := pe.Cause(); cause != nil {
+		attrs = append(attrs, slog.String("cause", cause.Error()))
+	}
+	level := slog.LevelInfo
+	if pe.Status >= 500 {
+		level = slog.LevelError
+	}
 	s.log.LogAttrs(c.UserContext(), level, "token exchange", attrs...)
-	noStore(c)
-	return c.JSON(resp)
+	return s.writeErrorLogged(c, pe)
 }
 
 // tokenExchange makes the checks of RFC 8693 §2.1 and mints the token.
