@@ -45,9 +45,12 @@ const (
 	ordersSecret = "orders-api-secret-0123456789abcdef"
 	ordersURI    = "https://orders.example.test/"
 	inventoryID  = "inventory-api"
-	extIssuer    = "https://idp.example.test"
-	extAudience  = "bffgate-sts"
-	demoSubject  = "demo-user-1"
+	// inventorySecret: inventory-api is a client without a token
+	// exchange policy.
+	inventorySecret = "inventory-api-secret-0123456789abcdef"
+	extIssuer       = "https://idp.example.test"
+	extAudience     = "bffgate-sts"
+	demoSubject     = "demo-user-1"
 	// demoHash is the argon2id hash of the demo password "demo" (the one
 	// cmd/bffgate uses for its zero-config demo user).
 	demoHash = "$argon2id$v=19$m=65536,t=3,p=4$+ls2TPbBTnDx8LLW5C1tkQ$+uJtJyaHr8paY7LZ+BJPwnUvyOiKa3P/ygn9o7GwhL0"
@@ -221,6 +224,9 @@ func (e *env) yaml() string {
       secret: %[9]s
       grant_types: [client_credentials]
       token_exchange: {allowed: true, audiences: [%[10]s]}
+    - id: %[10]s
+      secret: %[14]s
+      grant_types: [client_credentials]
   users:
     - username: demo
       password_hash: "%[11]s"
@@ -231,7 +237,7 @@ gateway:
     - prefix: /orders/
       upstream: %[13]s
       token: {exchange: {audience: %[7]s, scope: "openid profile", actor: gateway}}
-`, extIssuer, e.idp.srv.URL, extAudience, stsID, stsSecret, stsRedirect, ordersID, ordersURI, ordersSecret, inventoryID, demoHash, demoSubject, e.up.srv.URL)
+`, extIssuer, e.idp.srv.URL, extAudience, stsID, stsSecret, stsRedirect, ordersID, ordersURI, ordersSecret, inventoryID, demoHash, demoSubject, e.up.srv.URL, inventorySecret)
 }
 
 // peers starts openid-client (as sts-client and as orders-api) and jose
@@ -351,6 +357,27 @@ func TestTokenExchange(t *testing.T) {
 	_, err = exchange(ctx, e.sts, map[string]any{"subject_token": e.user.AccessToken, "subject_token_type": typeAccess, "audience": ordersID,
 		"actor_token": "not.a.token", "actor_token_type": typeAccess})
 	wantRefused(t, "bad actor token", err, "invalid_grant", "actor token")
+
+	// Bad subject tokens and requests, as the issue lists them.
+	algNone, err := e.jose.Forge(ctx, peers.ForgeAlgNone, e.user.AccessToken, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = exchange(ctx, e.sts, map[string]any{"subject_token": algNone, "subject_token_type": typeAccess, "audience": ordersID})
+	wantRefused(t, "alg none", err, "invalid_grant", "algorithm")
+	foreign, err := e.jose.Forge(ctx, peers.ForgeUnknownKID, e.user.AccessToken, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = exchange(ctx, e.sts, map[string]any{"subject_token": foreign, "subject_token_type": typeAccess, "audience": ordersID})
+	wantRefused(t, "a foreign key", err, "invalid_grant", "key")
+	_, err = exchange(ctx, e.sts, map[string]any{"subject_token": []string{e.user.AccessToken, e.user.AccessToken}, "subject_token_type": typeAccess, "audience": ordersID})
+	wantRefused(t, "duplicated subject_token", err, "invalid_request", "repeated")
+	_, err = exchange(ctx, e.sts, map[string]any{"subject_token": sign(t, e.idp.key, map[string]any{"exp": time.Now().Add(-time.Minute).Unix()}), "subject_token_type": typeJWT, "audience": ordersID})
+	wantRefused(t, "expired subject", err, "invalid_grant", "expired")
+	inventory := peers.StartRP(t, peers.RPOptions{Issuer: e.st.IssuerURL, ClientID: inventoryID, ClientSecret: inventorySecret, RedirectURI: "http://127.0.0.1/unused"})
+	_, err = exchange(ctx, inventory, map[string]any{"subject_token": t2, "subject_token_type": typeAccess, "audience": ordersID})
+	wantRefused(t, "a client without the grant", err, "unauthorized_client", "token-exchange")
 
 	// A refresh token as subject: the policy's 15s.
 	r, err = exchange(ctx, e.sts, map[string]any{"subject_token": e.user.RefreshToken, "subject_token_type": typeRefresh, "audience": ordersID})
