@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -528,4 +529,30 @@ func wantExchangedTok(t *testing.T, r oauthResponse) string {
 	t.Helper()
 	wantExchanged(t, r)
 	return r.str("access_token")
+}
+
+// TestTokenExchangeTrustedIssuerDown: a trusted issuer whose JWKS cannot
+// be fetched is the issuer's trouble, not the client's: 503
+// temporarily_unavailable, and the exchange works once the keys answer.
+func TestTokenExchangeTrustedIssuerDown(t *testing.T) {
+	t.Parallel()
+	idp := newExtIdP(t)
+	var up atomic.Bool
+	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		idp.srv.Config.Handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(gate.Close)
+	e := start(t, envOptions{cfg: func(c *issuer.Config) {
+		withExchange(c)
+		c.TrustedIssuers = []trust.Issuer{{Issuer: extIssuer, JWKSURL: gate.URL, Algorithms: []string{"ES256"}, Audience: []string{"bffgate"}}}
+	}})
+	tok := idp.token(t, e.clock.Now(), nil)
+	r := e.post("/token", webBasic, exchangeForm(tok, "audience", ordersID, "scope", "orders:read"))
+	wantError(t, r, http.StatusServiceUnavailable, "temporarily_unavailable")
+	up.Store(true)
+	wantExchanged(t, e.post("/token", webBasic, exchangeForm(tok, "audience", ordersID, "scope", "orders:read")))
 }

@@ -360,7 +360,9 @@ func (s *Set) Verify(ctx context.Context, raw string) (*Token, error) {
 		if errors.As(err, &exp) {
 			return nil, fmt.Errorf("%w: it expired", ErrInvalid)
 		}
-		if strings.HasPrefix(err.Error(), "fetching keys") {
+		// go-oidc wraps a failed JWKS fetch as "failed to verify
+		// signature: fetching keys ..." (no typed error).
+		if strings.Contains(err.Error(), "fetching keys") {
 			return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, iss, err)
 		}
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, describe(err))
