@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -112,4 +113,22 @@ func (t *sessionTokens) exchanged(ctx context.Context) (string, error) {
 		return "", t.g.exchangeError(t.c, t.route, t.exchange, t.s.Subject, err)
 	}
 	return tok, nil
+}
+
+// grantTokenExchange is the RFC 8693 grant type, as discovery lists it.
+const grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+// warnExchange logs, at start, routes that ask for token exchange when
+// the provider's discovery lists grant types without it: the exchanges
+// will most likely be refused (403 exchange_refused). A provider that
+// lists no grant types at all (the field is optional) is not warned
+// about.
+func (g *Gateway) warnExchange() {
+	if len(g.exchanges) == 0 || len(g.meta.GrantTypes) == 0 || slices.Contains(g.meta.GrantTypes, grantTokenExchange) {
+		return
+	}
+	for prefix, t := range g.exchanges {
+		g.log.Warn("route asks for token exchange, which the provider does not list in grant_types_supported; its calls will likely be refused (403 exchange_refused)",
+			"route", prefix, "target", t.String(), "grant_types_supported", g.meta.GrantTypes)
+	}
 }

@@ -47,6 +47,7 @@ type providerMeta struct {
 	Algs                 []string `json:"id_token_signing_alg_values_supported"`
 	IssParameter         bool     `json:"authorization_response_iss_parameter_supported"`
 	BackchannelLogout    bool     `json:"backchannel_logout_supported"`
+	GrantTypes           []string `json:"grant_types_supported"`
 }
 
 // Gateway is the BFF: its fiber app serves the gateway endpoints under
@@ -219,6 +220,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("bff: Proxy: %w", err)
 		}
 	}
+	g.warnExchange()
 	g.replay = newReplayCache(10000)
 	if g.app, err = g.newApp(); err != nil {
 		return nil, fmt.Errorf("bff: %w", err)
