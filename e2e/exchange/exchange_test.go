@@ -1,9 +1,3 @@
-// Package exchange tests token exchange (RFC 8693) end to end: the real
-// bffgate binary as the Security Token Service, driven by panva's
-// openid-client (genericGrantRequest) with panva's jose verifying every
-// issued token, a trusted external issuer whose JWKS the test serves, and
-// the gateway exchanging the session's token for an API route whose
-// upstream verifies the exchanged token.
 package exchange
 
 import (
