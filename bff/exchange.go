@@ -107,8 +107,22 @@ func (g *Gateway) exchangeError(c *fiber.Ctx, route string, t *tokens.ExchangeTa
 }
 
 // exchanged returns the route's exchanged token for the session t holds.
+// The provider's invalid_grant (the session's token revoked, or its grant)
+// forces one refresh of the session, once per access token: a revoked
+// session then ends (401 session_expired) rather than answering 403 until
+// its token expires, and a token revoked alone is replaced and exchanged
+// again.
 func (t *sessionTokens) exchanged(ctx context.Context) (string, error) {
 	tok, err := t.g.tokens.Exchanged(ctx, t.s, *t.exchange)
+	var re *tokens.ExchangeRefusedError
+	if errors.As(err, &re) && re.Code == "invalid_grant" && t.g.tokens.RefreshOnRefusal(t.s) {
+		handle, s, ferr := t.g.fresh(t.c, t.handle, t.s, true)
+		if ferr != nil {
+			return "", ferr
+		}
+		t.handle, t.s = handle, s
+		tok, err = t.g.tokens.Exchanged(ctx, t.s, *t.exchange)
+	}
 	if err != nil {
 		return "", t.g.exchangeError(t.c, t.route, t.exchange, t.s.Subject, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -247,5 +248,41 @@ func TestRouteExchangeConfig(t *testing.T) {
 	route(PolicyUserOptional, RouteExchange{Audience: "orders-api", Resource: "https://orders.example.test/", Scope: "orders:read", Actor: ActorGateway})(&cfg)
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("a valid exchange route: %v", err)
+	}
+}
+
+// TestRouteExchangeRevokedSession: the session's grant revoked at the
+// provider: the exchange is refused (invalid_grant), the gateway forces
+// one refresh, the provider refuses it, and the session ends (401
+// session_expired), rather than answering 403 until its token expires.
+func TestRouteExchangeRevokedSession(t *testing.T) {
+	t.Parallel()
+	var orders *ordersAPI
+	e := newEnv(t, kindBolt, envOptions{
+		issuer: func(c *issuer.Config) {
+			c.Clients[0].TokenExchange = issuer.TokenExchange{Allowed: true, Audiences: []string{"orders-api"}, Impersonation: true}
+		},
+		beforeGateway: func(e *env) { orders = newOrdersAPI(t, e.issuer, "orders-api", e.clock) },
+		gateway: func(c *Config) {
+			c.Routes = append(c.Routes, Route{Route: proxy.Route{Prefix: "/orders/", Upstream: orders.srv.URL}, Policy: PolicyUser,
+				Token: RouteToken{Exchange: RouteExchange{Audience: "orders-api"}}})
+		},
+	})
+	b := e.browser()
+	b.mustLogin("alice", alicePassword)
+	form := url.Values{"token": {b.session().RefreshToken}, "token_type_hint": {"refresh_token"}}
+	req, _ := http.NewRequest(http.MethodPost, e.issuer+"/revoke", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(testClientID, testClientSecret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("revoke at the issuer: %v %v", res, err)
+	}
+	res.Body.Close()
+	r := b.api(http.MethodGet, "/orders/list")
+	var body map[string]string
+	r.json(t, &body)
+	if r.status != http.StatusUnauthorized || body["error"] != "session_expired" {
+		t.Fatalf("exchange of a revoked session: %d %s, want 401 session_expired", r.status, r.body)
 	}
 }

@@ -35,6 +35,7 @@ type tokenSource interface {
 	Exchanged(ctx context.Context, s *session.Session, t tokens.ExchangeTarget) (string, error)
 	ForgetExchanged(s *session.Session, t tokens.ExchangeTarget, token string)
 	ForgetSession(s *session.Session)
+	RefreshOnRefusal(s *session.Session) bool
 }
 
 // providerMeta holds the discovery fields go-oidc does not expose

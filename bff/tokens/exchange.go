@@ -114,6 +114,9 @@ type exchangeCache struct {
 	mu   sync.Mutex
 	m    map[string]exchanged
 	puts int
+	// forced holds, by session access token hash, until when a refusal
+	// of that token may not force another refresh (RefreshOnRefusal).
+	forced map[string]time.Time
 }
 
 // sweep drops expired entries; the caller holds mu.
@@ -121,6 +124,11 @@ func (c *exchangeCache) sweep(now time.Time) {
 	for k, v := range c.m {
 		if !now.Before(v.until) {
 			delete(c.m, k)
+		}
+	}
+	for k, until := range c.forced {
+		if !now.Before(until) {
+			delete(c.forced, k)
 		}
 	}
 }
@@ -226,6 +234,42 @@ func (m *Manager) ForgetExchanged(s *session.Session, t ExchangeTarget, token st
 		return
 	}
 	m.exchanges.forget(flightKey(s)+"|"+hashOf(t.key()), token)
+}
+
+// refusalWindow is how long a session access token whose exchange was
+// refused with invalid_grant is not refreshed again for that reason.
+const refusalWindow = 5 * time.Minute
+
+// RefreshOnRefusal reports whether a refusal (invalid_grant) of an
+// exchange of s's access token should force a refresh of the session: a
+// revoked session's refresh then fails and ends it (401), and a token
+// revoked alone is replaced. It answers true once per session access
+// token (within refusalWindow), so that a refusal that a refresh does not
+// cure (a policy, a user the provider no longer has) costs one refresh,
+// not one per request.
+func (m *Manager) RefreshOnRefusal(s *session.Session) bool {
+	if s == nil || s.AccessToken == "" {
+		return false
+	}
+	subject := hashOf(s.AccessToken)
+	now := m.cfg.Now()
+	c := &m.exchanges
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if until, ok := c.forced[subject]; ok && now.Before(until) {
+		return false
+	}
+	if c.forced == nil {
+		c.forced = map[string]time.Time{}
+	}
+	if len(c.forced) >= exchangeCacheMax {
+		c.sweep(now)
+		if len(c.forced) >= exchangeCacheMax {
+			return false
+		}
+	}
+	c.forced[subject] = now.Add(refusalWindow)
+	return true
 }
 
 // ForgetSession drops every exchanged token cached for s (logout).

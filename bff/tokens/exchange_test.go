@@ -63,3 +63,21 @@ func BenchmarkExchangedCached(b *testing.B) {
 		}
 	}
 }
+
+// TestRefreshOnRefusal: one forced refresh per session access token.
+func TestRefreshOnRefusal(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	m := &Manager{cfg: Config{Now: func() time.Time { return now }}}
+	s := &session.Session{ID: "s", AccessToken: "at-1"}
+	if !m.RefreshOnRefusal(s) || m.RefreshOnRefusal(s) {
+		t.Fatal("want true once for one access token, then false")
+	}
+	if !m.RefreshOnRefusal(&session.Session{ID: "s", AccessToken: "at-2"}) {
+		t.Fatal("a new access token (the session refreshed) may force again")
+	}
+	now = now.Add(refusalWindow)
+	if !m.RefreshOnRefusal(s) {
+		t.Fatal("after the window, the same token may force again")
+	}
+}
