@@ -49,7 +49,8 @@ type TokenExchange struct {
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
 }
 
-// targets are every aud the policy allows.
+// allows reports whether target is one of the policy's audiences or
+// resources.
 func (p *TokenExchange) allows(target string) bool {
 	return slices.Contains(p.Audiences, target) || slices.Contains(p.Resources, target)
 }
