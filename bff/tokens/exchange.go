@@ -107,12 +107,15 @@ type exchanged struct {
 	until time.Time
 }
 
-// exchangeCache is the in-process cache of exchanged tokens. Expired
-// entries (those of sessions that ended or refreshed) are swept as new
-// ones come in, so the map holds about the live ones.
+// exchangeCache is the in-process cache of exchanged tokens, by session
+// (flightKey) and target, so that a session's entries go together when it
+// refreshes or ends. Expired entries (of sessions that ended without a
+// logout here) are swept as new ones come in, so the cache holds about
+// the live ones.
 type exchangeCache struct {
 	mu   sync.Mutex
-	m    map[string]exchanged
+	m    map[string]map[string]exchanged
+	n    int // entries in m
 	puts int
 	// forced holds, by session access token hash, until when a refusal
 	// of that token may not force another refresh (RefreshOnRefusal).
@@ -121,9 +124,15 @@ type exchangeCache struct {
 
 // sweep drops expired entries; the caller holds mu.
 func (c *exchangeCache) sweep(now time.Time) {
-	for k, v := range c.m {
-		if !now.Before(v.until) {
-			delete(c.m, k)
+	for sess, targets := range c.m {
+		for k, v := range targets {
+			if !now.Before(v.until) {
+				delete(targets, k)
+				c.n--
+			}
+		}
+		if len(targets) == 0 {
+			delete(c.m, sess)
 		}
 	}
 	for k, until := range c.forced {
@@ -133,55 +142,63 @@ func (c *exchangeCache) sweep(now time.Time) {
 	}
 }
 
-func (c *exchangeCache) get(key, subject string, now time.Time) (string, bool) {
+func (c *exchangeCache) get(sess, target, subject string, now time.Time) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.m[key]
+	e, ok := c.m[sess][target]
 	if !ok || e.subject != subject || !now.Before(e.until) {
 		return "", false
 	}
 	return e.token, true
 }
 
-func (c *exchangeCache) put(key string, e exchanged, now time.Time) {
+func (c *exchangeCache) put(sess, target string, e exchanged, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]exchanged{}
+		c.m = map[string]map[string]exchanged{}
 	}
 	c.puts++
-	if c.puts >= 64 && c.puts >= len(c.m)/2 {
+	if c.puts >= 64 && c.puts >= c.n/2 {
 		c.puts = 0
 		c.sweep(now)
 	}
-	if len(c.m) >= exchangeCacheMax {
+	if c.n >= exchangeCacheMax {
 		c.sweep(now)
-		if len(c.m) >= exchangeCacheMax {
+		if c.n >= exchangeCacheMax {
 			return
 		}
 	}
-	c.m[key] = e
-}
-
-// forget drops key's entry if it holds token ("" drops it whatever it
-// holds).
-func (c *exchangeCache) forget(key, token string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[key]; ok && (token == "" || e.token == token) {
-		delete(c.m, key)
+	targets := c.m[sess]
+	if targets == nil {
+		targets = map[string]exchanged{}
+		c.m[sess] = targets
 	}
+	if _, ok := targets[target]; !ok {
+		c.n++
+	}
+	targets[target] = e
 }
 
-// forgetPrefix drops every entry of one session.
-func (c *exchangeCache) forgetPrefix(prefix string) {
+// forget drops the session's entry for target if it holds token.
+func (c *exchangeCache) forget(sess, target, token string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k := range c.m {
-		if strings.HasPrefix(k, prefix) {
-			delete(c.m, k)
+	if e, ok := c.m[sess][target]; ok && e.token == token {
+		delete(c.m[sess], target)
+		c.n--
+		if len(c.m[sess]) == 0 {
+			delete(c.m, sess)
 		}
 	}
+}
+
+// forgetSession drops every entry of one session.
+func (c *exchangeCache) forgetSession(sess string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n -= len(c.m[sess])
+	delete(c.m, sess)
 }
 
 // subjectSecret is what the shared record of an exchange is keyed and
@@ -204,15 +221,16 @@ func (m *Manager) Exchanged(ctx context.Context, s *session.Session, t ExchangeT
 	if s == nil || s.AccessToken == "" {
 		return "", &ExchangeRefusedError{Code: "no_token", Description: "the session holds no access token to exchange"}
 	}
-	key := flightKey(s) + "|" + hashOf(t.key())
+	sess, target := flightKey(s), hashOf(t.key())
+	key := sess + "|" + target
 	subject := hashOf(s.AccessToken)
-	if tok, ok := m.exchanges.get(key, subject, m.cfg.Now()); ok {
+	if tok, ok := m.exchanges.get(sess, target, subject, m.cfg.Now()); ok {
 		m.metrics.exchange(t.String(), "cached")
 		return tok, nil
 	}
 	fctx := context.WithoutCancel(ctx)
 	ch := m.flight.DoChan("exchange|"+key+"|"+subject, func() (any, error) {
-		return m.exchangeShared(fctx, key, subject, s.AccessToken, t)
+		return m.exchangeShared(fctx, sess, target, subject, s.AccessToken, t)
 	})
 	select {
 	case res := <-ch:
@@ -233,7 +251,7 @@ func (m *Manager) ForgetExchanged(s *session.Session, t ExchangeTarget, token st
 	if s == nil {
 		return
 	}
-	m.exchanges.forget(flightKey(s)+"|"+hashOf(t.key()), token)
+	m.exchanges.forget(flightKey(s), hashOf(t.key()), token)
 }
 
 // refusalWindow is how long a session access token whose exchange was
@@ -277,26 +295,26 @@ func (m *Manager) ForgetSession(s *session.Session) {
 	if s == nil {
 		return
 	}
-	m.exchanges.forgetPrefix(flightKey(s) + "|")
+	m.exchanges.forgetSession(flightKey(s))
 }
 
 // exchangeShared runs one exchange for the instance: the shared record,
 // else the lock, the shared record again, and the token endpoint.
-func (m *Manager) exchangeShared(ctx context.Context, key, subject, access string, t ExchangeTarget) (string, error) {
+func (m *Manager) exchangeShared(ctx context.Context, sess, target, subject, access string, t ExchangeTarget) (string, error) {
 	secret := subjectSecret(access, t)
-	log := m.log.With(slog.String("session", key[:strings.IndexByte(key, '|')]), slog.String("target", t.String()))
-	if tok, ok := m.sharedExchange(ctx, log, key, subject, secret); ok {
+	log := m.log.With(slog.String("session", sess), slog.String("target", t.String()))
+	if tok, ok := m.sharedExchange(ctx, log, sess, target, subject, secret); ok {
 		m.metrics.exchange(t.String(), "shared")
 		return tok, nil
 	}
-	unlock, _, err := m.lock(ctx, "bffgate:exchange:"+key)
+	unlock, _, err := m.lock(ctx, "bffgate:exchange:"+sess+":"+target)
 	if err != nil {
 		m.metrics.exchange(t.String(), "lock_unavailable")
 		log.Warn("token exchange lock unavailable", slog.Any("err", err))
 		return "", fmt.Errorf("%w: token exchange lock: %v", ErrProviderUnavailable, err)
 	}
 	defer unlock()
-	if tok, ok := m.sharedExchange(ctx, log, key, subject, secret); ok {
+	if tok, ok := m.sharedExchange(ctx, log, sess, target, subject, secret); ok {
 		m.metrics.exchange(t.String(), "shared")
 		return tok, nil
 	}
@@ -318,7 +336,7 @@ func (m *Manager) exchangeShared(ctx context.Context, key, subject, access strin
 	// its life: a short-lived exchanged token is still worth caching.
 	skew := min(m.cfg.Skew, expiresIn/2)
 	until := now.Add(expiresIn - skew)
-	m.exchanges.put(key, exchanged{subject: subject, token: tok, until: until}, now)
+	m.exchanges.put(sess, target, exchanged{subject: subject, token: tok, until: until}, now)
 	if sealed, err := sealGrace(secret, &graceRecord{AccessToken: tok, AccessExpiry: until}); err == nil {
 		if _, err := m.cfg.Grace.Put(ctx, graceKey(secret), sealed, until.Sub(now)); err != nil {
 			log.Warn("exchanged token not shared with other instances", slog.Any("err", err))
@@ -331,7 +349,7 @@ func (m *Manager) exchangeShared(ctx context.Context, key, subject, access strin
 
 // sharedExchange reads another instance's exchange of the same token for
 // the same target.
-func (m *Manager) sharedExchange(ctx context.Context, log *slog.Logger, key, subject, secret string) (string, bool) {
+func (m *Manager) sharedExchange(ctx context.Context, log *slog.Logger, sess, target, subject, secret string) (string, bool) {
 	val, ok, err := m.cfg.Grace.Get(ctx, graceKey(secret))
 	if err != nil {
 		log.Warn("shared exchanged token lookup failed; exchanging at the provider", slog.Any("err", err))
@@ -345,7 +363,7 @@ func (m *Manager) sharedExchange(ctx context.Context, log *slog.Logger, key, sub
 	if err != nil || !now.Before(rec.AccessExpiry) {
 		return "", false
 	}
-	m.exchanges.put(key, exchanged{subject: subject, token: rec.AccessToken, until: rec.AccessExpiry}, now)
+	m.exchanges.put(sess, target, exchanged{subject: subject, token: rec.AccessToken, until: rec.AccessExpiry}, now)
 	return rec.AccessToken, true
 }
 

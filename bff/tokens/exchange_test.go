@@ -17,30 +17,34 @@ func TestExchangeCacheSweeps(t *testing.T) {
 	var c exchangeCache
 	now := time.Now()
 	for i := range 1000 {
-		c.put(fmt.Sprintf("old-%d", i), exchanged{subject: "s", token: "t", until: now.Add(time.Second)}, now)
+		c.put(fmt.Sprintf("old-%d", i), "orders", exchanged{subject: "s", token: "t", until: now.Add(time.Second)}, now)
 	}
 	later := now.Add(2 * time.Second)
 	for i := range 200 {
-		c.put(fmt.Sprintf("new-%d", i), exchanged{subject: "s", token: "t", until: later.Add(time.Minute)}, later)
+		c.put("new", fmt.Sprint(i), exchanged{subject: "s", token: "t", until: later.Add(time.Minute)}, later)
 	}
 	c.mu.Lock()
-	n := len(c.m)
+	n, sessions := c.n, len(c.m)
 	c.mu.Unlock()
-	if n > 400 {
-		t.Fatalf("%d entries after 1000 expired and 200 live ones, want the expired swept", n)
+	if n > 400 || sessions > 400 {
+		t.Fatalf("%d entries of %d sessions after 1000 expired and 200 live ones, want the expired swept", n, sessions)
 	}
-	if tok, ok := c.get("new-1", "s", later); !ok || tok != "t" {
+	if tok, ok := c.get("new", "1", "s", later); !ok || tok != "t" {
 		t.Fatal("a live entry is not served")
 	}
-	if _, ok := c.get("new-1", "another subject token", later); ok {
+	if _, ok := c.get("new", "1", "another subject token", later); ok {
 		t.Fatal("an entry was served for another subject token (the session refreshed)")
 	}
-	if _, ok := c.get("new-1", "s", later.Add(time.Hour)); ok {
+	if _, ok := c.get("new", "1", "s", later.Add(time.Hour)); ok {
 		t.Fatal("an expired entry was served")
 	}
-	c.forgetPrefix("new-")
-	if _, ok := c.get("new-2", "s", later); ok {
-		t.Fatal("forgetPrefix left an entry of the session")
+	c.forget("new", "1", "another token")
+	if _, ok := c.get("new", "1", "s", later); !ok {
+		t.Fatal("forget dropped an entry holding another token")
+	}
+	c.forgetSession("new")
+	if _, ok := c.get("new", "2", "s", later); ok || c.n != 0 {
+		t.Fatalf("forgetSession left entries (%d)", c.n)
 	}
 }
 
@@ -52,8 +56,7 @@ func BenchmarkExchangedCached(b *testing.B) {
 	now := time.Now()
 	s := &session.Session{ID: "session-id-0123456789", AccessToken: strings.Repeat("a", 900)}
 	target := ExchangeTarget{Audience: "orders-api", Scope: "openid profile"}
-	key := flightKey(s) + "|" + hashOf(target.key())
-	m.exchanges.put(key, exchanged{subject: hashOf(s.AccessToken), token: "exchanged", until: now.Add(time.Hour)}, now)
+	m.exchanges.put(flightKey(s), hashOf(target.key()), exchanged{subject: hashOf(s.AccessToken), token: "exchanged", until: now.Add(time.Hour)}, now)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
