@@ -108,6 +108,9 @@ type envOptions struct {
 	issuer  func(*issuer.Config)
 	// cookieKeys are the cookie store's key pairs (hash, block, ...).
 	cookieKeys [][]byte
+	// beforeGateway runs once the issuer serves, before the gateway is
+	// configured (an upstream that needs the issuer's URL).
+	beforeGateway func(*env)
 }
 
 func randomKey(n int) []byte {
@@ -186,6 +189,9 @@ func newEnv(t testing.TB, kind storeKind, o envOptions) *env {
 	}
 	e.store = e.newStore(e.cookieKeys)
 
+	if o.beforeGateway != nil {
+		o.beforeGateway(e)
+	}
 	cfg := e.gatewayConfig()
 	if o.gateway != nil {
 		o.gateway(&cfg)

@@ -18,6 +18,7 @@ import (
 	"github.com/bffgate/bffgate/issuer/protocol"
 	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/token"
+	"github.com/bffgate/bffgate/issuer/trust"
 )
 
 // Grant types (RFC 6749 §4.1.3, §6, §4.4).
@@ -81,6 +82,9 @@ type Client struct {
 	// Audience is the aud of the client's access tokens (RFC 9068 §3: the
 	// resource servers that accept them); empty means [ID].
 	Audience []string `yaml:"audience"`
+	// TokenExchange is the client's token exchange policy (RFC 8693);
+	// the zero value allows none.
+	TokenExchange TokenExchange `yaml:"token_exchange"`
 }
 
 // User is an end user who can log in at the issuer. Its yaml tags are the
@@ -166,6 +170,10 @@ type Config struct {
 	// Clients and Users are the registered clients and end users.
 	Clients []Client
 	Users   []User
+	// TrustedIssuers are the other issuers whose JWTs token exchange
+	// accepts as subject and actor tokens (the STS case, RFC 8693); none
+	// by default. Their JWKS URLs are fetched with HTTPClient.
+	TrustedIssuers []trust.Issuer
 	// DenylistCacheSize (default 10000) bounds the in-memory denylist
 	// cache; DenylistPollInterval (default 60s) is how often an instance
 	// reads denylist changes made by others sharing the store; PurgeDelay
@@ -487,6 +495,14 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		cfg.Users[i] = u
 		users[u.Username] = &user{User: u, hash: h}
 	}
+	cfg.TrustedIssuers = slices.Clone(cfg.TrustedIssuers)
+	if _, err := newTrust(cfg, users); err != nil {
+		var fe *trust.FieldError
+		if errors.As(err, &fe) {
+			return fail(fe.Path, "%s", fe.Msg)
+		}
+		return fail("trusted_issuers", "%v", err)
+	}
 	return cfg, clients, users, nil
 }
 
@@ -564,7 +580,7 @@ func fillClient(c *Client) error {
 			return ferr(fmt.Sprintf(".audience[%d]", j), "is empty")
 		}
 	}
-	return nil
+	return validateExchange(c)
 }
 
 func validateIssuerURL(s string) error {

@@ -144,6 +144,45 @@ func benchmarkRefreshGrant(b *testing.B, o envOptions) {
 	}
 }
 
+// BenchmarkTokenExchange is the token-exchange grant rate of /token (RFC
+// 8693) over loopback with grantWorkers clients, each exchanging its own
+// user's access token for orders-api with web's client-credentials token
+// as actor (delegation): two tokens verified as introspection verifies
+// them (signature, the denylist by jti and by grant), one access token
+// signed. Nothing is written to the store. ES256 and RS256, as
+// BenchmarkRefreshGrant.
+func BenchmarkTokenExchange(b *testing.B) {
+	for _, alg := range []string{"ES256", "RS256"} {
+		b.Run(alg, func(b *testing.B) {
+			e := start(b, envOptions{cfg: quiet(func(c *issuer.Config) {
+				withExchange(c)
+				c.TokenAlg, c.IDTokenAlg = alg, alg
+			})})
+			actor := e.clientToken(webBasic)
+			subjects := make([]string, grantWorkers)
+			for w := range subjects {
+				_, _, tok := e.loginTokens(webID)
+				subjects[w] = tok.access
+			}
+			b.ResetTimer()
+			runWorkers(b, b.N, func(w int) error {
+				raw, err := postForm(e, "/token", url.Values{
+					"grant_type": {issuer.GrantTokenExchange}, "subject_token": {subjects[w]}, "subject_token_type": {issuer.TokenTypeAccess},
+					"actor_token": {actor}, "actor_token_type": {issuer.TokenTypeAccess}, "audience": {ordersID},
+				})
+				if err != nil {
+					return err
+				}
+				if jsonString(raw, "access_token") == "" {
+					return fmt.Errorf("token exchange answered no access token: %s", raw)
+				}
+				return nil
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "exchanges/s")
+		})
+	}
+}
+
 // BenchmarkCodeExchangeParallel is BenchmarkCodeExchange with
 // grantWorkers clients at once.
 func BenchmarkCodeExchangeParallel(b *testing.B) {

@@ -2,7 +2,8 @@
 // OpenID Connect provider: discovery, JWKS, the authorization endpoint with
 // its login form and SSO session, the token endpoint (authorization_code
 // with PKCE, refresh_token with rotation and reuse detection,
-// client_credentials), userinfo, revocation (RFC 7009), introspection (RFC
+// client_credentials, token exchange of RFC 8693 with trusted external
+// issuers in issuer/trust), userinfo, revocation (RFC 7009), introspection (RFC
 // 7662) and RP-initiated logout with back-channel logout.
 //
 // Access and refresh tokens are client-side tokens (ForgeRock AM's design):
@@ -61,6 +62,7 @@ import (
 	"github.com/bffgate/bffgate/issuer/keys"
 	"github.com/bffgate/bffgate/issuer/protocol"
 	"github.com/bffgate/bffgate/issuer/token"
+	"github.com/bffgate/bffgate/issuer/trust"
 	"github.com/bffgate/bffgate/web"
 )
 
@@ -100,6 +102,7 @@ type Server struct {
 	keys         *keys.Set
 	codec        *token.Codec
 	deny         *denylist.List
+	trust        *trust.Set
 	stores       stores
 	purgeMetrics purgeMetrics
 	pages        *web.Pages
@@ -163,6 +166,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.codec, err = token.New(tcfg); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	if s.trust, err = newTrust(cfg, users); err != nil {
+		return nil, fmt.Errorf("issuer.%w", err)
 	}
 	if s.deny, err = denylist.New(denylist.Config{
 		Store: cfg.Store, CacheSize: cfg.DenylistCacheSize, PollInterval: cfg.DenylistPollInterval,
@@ -378,6 +384,9 @@ func (s *Server) discovery() discovery {
 		BackchannelLogoutSupported:        true,
 		BackchannelLogoutSessionSupported: true,
 		AuthorizationResponseISSSupported: true,
+	}
+	if s.exchangeEnabled() {
+		d.GrantTypesSupported = append(d.GrantTypesSupported, GrantTokenExchange)
 	}
 	if s.cfg.TokenFormat == token.FormatEncrypted {
 		d.AccessTokenEncryptionAlgs = []string{keys.AlgDir}

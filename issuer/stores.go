@@ -32,10 +32,12 @@ type tokenStore interface {
 	RevokeGrant(ctx context.Context, grantID string, deniedUntil, now time.Time) error
 }
 
-// lifecycleStore is what revocation (RFC 7009) and introspection
-// (RFC 7662) read and change beyond the denylist.
+// lifecycleStore is what revocation (RFC 7009), introspection (RFC 7662)
+// and the token checks of token exchange (RFC 8693) read and change beyond
+// the denylist: an ID token is live while its login session is.
 type lifecycleStore interface {
 	RefreshToken(ctx context.Context, jti string) (storage.RefreshToken, error)
+	LoginSession(ctx context.Context, id string) (storage.LoginSession, error)
 	RevokeAccessToken(ctx context.Context, jti, grantID string, deniedUntil, now time.Time) error
 }
 

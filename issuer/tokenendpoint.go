@@ -86,7 +86,7 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 	if len(c.Request().URI().QueryString()) > 0 {
 		return s.writeError(c, epToken, protocol.ErrInvalidRequest.WithDescription("the token endpoint takes its parameters in the form body, not in the URL query (which ends up in logs)"))
 	}
-	form, err := parseForm(c)
+	form, err := parseTokenForm(c)
 	if err != nil {
 		return s.writeError(c, epToken, err)
 	}
@@ -103,6 +103,8 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 		resp, err = s.refresh(c.UserContext(), cl, form)
 	case GrantClientCredentials:
 		resp, err = s.clientCredentials(cl, form)
+	case GrantTokenExchange:
+		return s.handleTokenExchange(c, cl, form)
 	case "":
 		err = protocol.ErrInvalidRequest.WithDescription("grant_type is missing (authorization_code, refresh_token or client_credentials)")
 	default:

@@ -24,6 +24,7 @@ import (
 	"github.com/bffgate/bffgate/internal/upstream"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/keys"
+	"github.com/bffgate/bffgate/issuer/trust"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 	sessioncookie "github.com/bffgate/bffgate/session/cookie"
 )
@@ -101,6 +102,7 @@ type Issuer struct {
 	TrustedProxies  []string             `yaml:"trusted_proxies"`
 	Clients         []issuer.Client      `yaml:"clients"`
 	Users           []issuer.User        `yaml:"users"`
+	TrustedIssuers  []trust.Issuer       `yaml:"trusted_issuers"`
 }
 
 // IssuerTokens is issuer.Config's token fields, grouped as the file groups

@@ -50,6 +50,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.KeyFiles = slices.Clone(is.Keys)
 	icfg.Clients = slices.Clone(is.Clients)
 	icfg.Users = slices.Clone(is.Users)
+	icfg.TrustedIssuers = slices.Clone(is.TrustedIssuers)
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
 		gw := c.Gateway
@@ -69,6 +70,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 			// A plain-http public_url on a LAN host is allowed by the
 			// gateway's insecure_allow_http; its callback then is too.
 			InsecureAllowHTTPRedirects: gw.InsecureAllowHTTP,
+			TokenExchange:              c.gatewayExchangePolicy(),
 		})
 	}
 	if c.zeroConfig {
@@ -259,4 +261,29 @@ func listIndex(path, name string) (int, bool) {
 	}
 	i, err := strconv.Atoi(rest[:end])
 	return i, err == nil
+}
+
+// gatewayExchangePolicy is the token exchange policy of the gateway's own
+// client at the embedded issuer: exactly the targets its routes'
+// token.exchange name, impersonation when a route exchanges without the
+// gateway as actor. No route exchanging: none.
+func (c *Config) gatewayExchangePolicy() issuer.TokenExchange {
+	var p issuer.TokenExchange
+	for _, r := range c.Gateway.Routes {
+		e := r.Token.Exchange
+		if e.Audience == "" && e.Resource == "" {
+			continue
+		}
+		p.Allowed = true
+		if e.Audience != "" && !slices.Contains(p.Audiences, e.Audience) {
+			p.Audiences = append(p.Audiences, e.Audience)
+		}
+		if e.Resource != "" && !slices.Contains(p.Resources, e.Resource) {
+			p.Resources = append(p.Resources, e.Resource)
+		}
+		if e.Actor != bff.ActorGateway {
+			p.Impersonation = true
+		}
+	}
+	return p
 }

@@ -145,3 +145,15 @@ func (r *RP) EndSessionURL(ctx context.Context, idTokenHint, postLogoutRedirectU
 	}, &res)
 	return res.URL, err
 }
+
+// Grant sends a grant of grantType to the token endpoint with
+// openid-client's genericGrantRequest (token exchange, RFC 8693; the
+// jwt-bearer grant, RFC 7523) and returns the token response. A param
+// given as a []string is sent once per value (audience, resource). An
+// OAuth error response is a *PeerError with OAuthError and
+// ErrorDescription set.
+func (r *RP) Grant(ctx context.Context, grantType string, params map[string]any) (map[string]any, error) {
+	var m map[string]any
+	err := r.proc.call(ctx, "grant", map[string]any{"grant_type": grantType, "params": params}, &m)
+	return m, err
+}

@@ -26,6 +26,10 @@
 //   introspect {token, token_type_hint?}      -> introspection response
 //   revoke {token, token_type_hint?}          -> {}
 //   end_session_url {id_token_hint?, post_logout_redirect_uri?, state?} -> {url}
+//   grant {grant_type, params}                -> the token endpoint's response
+//                                                (genericGrantRequest: token
+//                                                exchange, jwt-bearer); a param
+//                                                given as a list is repeated
 
 import * as client from 'openid-client';
 import { serveLines } from './lines.mjs';
@@ -133,6 +137,13 @@ const ops = {
     const params = cmd.token_type_hint ? { token_type_hint: cmd.token_type_hint } : undefined;
     await client.tokenRevocation(config, cmd.token, params);
     return {};
+  },
+  async grant(cmd) {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(cmd.params ?? {})) {
+      for (const one of Array.isArray(v) ? v : [v]) params.append(k, one);
+    }
+    return client.genericGrantRequest(config, cmd.grant_type, params);
   },
   async end_session_url(cmd) {
     const params = {};
