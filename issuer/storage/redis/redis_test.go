@@ -34,6 +34,24 @@ func TestStore(t *testing.T) {
 	})
 }
 
+// TestRulesOnEngine runs the contract suite over the plain rules on the
+// Engine, the login throttle included (the Store runs it as Lua scripts):
+// both write the same hash.
+func TestRulesOnEngine(t *testing.T) {
+	storagetest.RunStoreTests(t, func(t *testing.T) storage.Store {
+		c := redistest.Client(t)
+		e, err := NewEngine(c, Config{Prefix: redistest.Prefix(t, c, "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := storage.NewRules(e, storage.RulesConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
 func TestNewConfig(t *testing.T) {
 	t.Parallel()
 	c := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"})
