@@ -634,12 +634,17 @@ func TestJWTBearerGrant(t *testing.T) {
 	}))
 	t.Cleanup(idp.Close)
 	const idpIss = "https://workloads.example.test"
+	// An issuer whose keys cannot be fetched (its server is gone).
+	const downIss = "https://down.example.test"
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
 	a := startAgents(t, func(c *issuer.Config) {
 		c.TrustedIssuers = []trust.Issuer{
 			{Issuer: idpIss, JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Scopes: []string{"profile"},
 				Audience: []string{c.Issuer}, Subject: trust.Mapping{Mode: trust.MapPrefix, Prefix: idpIss + "#"}},
 			{Issuer: "https://users.example.test", JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Audience: []string{"bffgate"},
 				Subject: trust.Mapping{Mode: trust.MapLookup, Claim: "email"}},
+			{Issuer: downIss, JWKSURL: down.URL, Algorithms: []string{"ES256"}, Audience: []string{c.Issuer}},
 		}
 		for i := range c.Clients {
 			if c.Clients[i].ID == agentID {
@@ -702,6 +707,11 @@ func TestJWTBearerGrant(t *testing.T) {
 				t.Fatalf("error_description = %q; want %q", r.str("error_description"), tc.want)
 			}
 		})
+	}
+	// Keys that cannot be fetched: not the assertion's fault, 503.
+	r = grant(assertion(idpKey, downIss, "x", nil), "")
+	if r.status != http.StatusServiceUnavailable || r.str("error") != "temporarily_unavailable" || !strings.Contains(r.str("error_description"), downIss) {
+		t.Fatalf("jwt-bearer with the issuer's keys unreachable: %d %s", r.status, r.raw)
 	}
 	// A client not allowed the grant.
 	r = a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, a.uriKey.sign(t, a.claims(agentURIID), nil),
@@ -785,4 +795,35 @@ func TestExchangeRefusesDisabledAgent(t *testing.T) {
 	wantInactive(t, a.post("/introspect", webBasic, url.Values{"token": {agentTok}}))
 	// The user's own token still exchanges (impersonation, no agent).
 	wantExchanged(t, a.post("/token", webBasic, exchangeForm(tk.access, "audience", ordersID)))
+
+	// Every exchange is an audit record: the delegation names the agent
+	// as actor, the refusal its reason; no token is in the file.
+	raw, err := os.ReadFile(a.auditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allowed, refused int
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var rec audit.Record
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		if rec.Action != "token_exchange" {
+			continue
+		}
+		switch {
+		case rec.Decision == audit.Allow && rec.Actor == issuer.ClientSubject(agentID) && rec.Subject == "user-alice" && rec.TokenID != "":
+			allowed++
+		case rec.Decision == audit.Deny && strings.Contains(rec.Reason, "disabled"):
+			refused++
+		}
+	}
+	if allowed == 0 || refused < 2 {
+		t.Fatalf("audit: %d delegations to the agent allowed, %d refusals naming the disable; want at least 1 and 2", allowed, refused)
+	}
+	for _, tok := range []string{agentTok, tk.access} {
+		if strings.Contains(string(raw), tok) {
+			t.Fatal("the audit file holds a token")
+		}
+	}
 }
