@@ -629,7 +629,9 @@ func TestAgentCodeFlowConsent(t *testing.T) {
 // a wrong aud and a scope past the cap are refused.
 func TestJWTBearerGrant(t *testing.T) {
 	idpKey := newSigner(t, "idp1")
+	var idpHits atomic.Int32
 	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		idpHits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{idpKey.public()}})
 	}))
@@ -722,6 +724,11 @@ func TestJWTBearerGrant(t *testing.T) {
 				t.Fatalf("error_description = %q; want %q", r.str("error_description"), tc.want)
 			}
 		})
+	}
+	// The assertions of another key (and so of kids go-oidc does not
+	// hold) made no new fetch within the minute after the first.
+	if n := idpHits.Load(); n != 1 {
+		t.Errorf("the trusted issuer's jwks_url was fetched %d times; want 1 (at most once a minute)", n)
 	}
 	// Keys that cannot be fetched: not the assertion's fault, 503.
 	r = grant(assertion(idpKey, downIss, "x", nil), "")
