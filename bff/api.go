@@ -34,6 +34,11 @@ func (g *Gateway) api(c *fiber.Ctx) error {
 	}
 	if g.cfg.SPA != nil {
 		obs.SetRoute(c, "spa")
+		if g.spaRules != nil {
+			if answered, err := g.guardSPA(c); answered {
+				return err
+			}
+		}
 		return g.cfg.SPA(c)
 	}
 	return writeError(c, newError(fiber.StatusNotFound, "not_found",

@@ -75,13 +75,23 @@ var managedHeaders = []string{"host", "authorization", "cookie", "content-length
 
 // checkIdentity validates a route's identity_headers.
 func checkIdentity(i int, r Route) []error {
+	errs := checkIdentityHeaders(fmt.Sprintf("routes[%d].identity_headers", i), r.Identity)
+	if !r.Identity.empty() && (r.Policy == PolicyClient || r.Policy == PolicyNone) {
+		errs = append(errs, ferr(fmt.Sprintf("routes[%d].identity_headers", i), "says who the user is, but policy %s calls the upstream without a user: use policy user or user-optional", r.Policy))
+	}
+	return errs
+}
+
+// checkIdentityHeaders validates the header names of identity_headers at
+// prefix (a route's or a forward-auth rule's).
+func checkIdentityHeaders(prefix string, h IdentityHeaders) []error {
 	var errs []error
 	seen := map[string]string{}
-	for _, n := range r.Identity.names() {
+	for _, n := range h.names() {
 		if n[1] == "" {
 			continue
 		}
-		key := fmt.Sprintf("routes[%d].identity_headers.%s", i, n[0])
+		key := prefix + "." + n[0]
 		lower := strings.ToLower(n[1])
 		switch {
 		case !validHeaderName(n[1]) || strings.Contains(n[1], "_"):
@@ -92,9 +102,6 @@ func checkIdentity(i int, r Route) []error {
 			errs = append(errs, ferr(key, "%q is also identity_headers.%s", n[1], seen[lower]))
 		}
 		seen[lower] = n[0]
-	}
-	if !r.Identity.empty() && (r.Policy == PolicyClient || r.Policy == PolicyNone) {
-		errs = append(errs, ferr(fmt.Sprintf("routes[%d].identity_headers", i), "says who the user is, but policy %s calls the upstream without a user: use policy user or user-optional", r.Policy))
 	}
 	return errs
 }

@@ -137,8 +137,9 @@ type Gateway struct {
 	TrustedProxies     []string           `yaml:"trusted_proxies"`
 	Routes             []bff.Route        `yaml:"routes"`
 	Refresh            tokens.Config      `yaml:"refresh"`
-	SPA                spa.Config         `yaml:"spa"`
+	SPA                SPA                `yaml:"spa"`
 	PostLogoutRedirect string             `yaml:"post_logout_redirect"`
+	ForwardAuth        bff.ForwardAuth    `yaml:"forward_auth"`
 }
 
 // SessionConfig gathers the session's keys, which bff.Config (lifetimes,
@@ -238,7 +239,7 @@ func defaultConfig() Config {
 			},
 			CSRF:               CSRF{Header: gw.CSRFHeader, Value: gw.CSRFValue},
 			Refresh:            tokens.DefaultConfig(),
-			SPA:                spa.Config{DevIdleTimeout: upstream.DefaultIdleTimeout},
+			SPA:                SPA{Config: spa.Config{DevIdleTimeout: upstream.DefaultIdleTimeout}},
 			PostLogoutRedirect: gw.PostLogoutRedirect,
 		},
 		DemoAPI: DemoAPI{Listen: "127.0.0.1:9091", Audience: embeddedClientID, Mode: "auto"},
