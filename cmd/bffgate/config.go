@@ -200,6 +200,9 @@ func defaultConfig() Config {
 	gw := bff.DefaultConfig()
 	provider := gw.Provider
 	provider.ClientID = embeddedClientID
+	// Unset: fill chooses bff's default, plus groups and roles with the
+	// embedded issuer (a default list here would never read as unset).
+	provider.Scopes = nil
 	return Config{
 		DataDir:         "./bffgate-data",
 		ShutdownTimeout: Duration(15 * time.Second),
@@ -422,6 +425,9 @@ func (c *Config) fill() {
 			// with these scopes, which routes' allow rules read.
 			c.Gateway.Provider.Scopes = []string{"openid", "profile", "email", "offline_access", "groups", "roles"}
 		}
+	}
+	if len(c.Gateway.Provider.Scopes) == 0 {
+		c.Gateway.Provider.Scopes = bff.DefaultConfig().Provider.Scopes
 	}
 	if len(c.Gateway.Routes) == 0 && *c.DemoAPI.Enabled {
 		c.Gateway.Routes = []bff.Route{{Route: proxy.Route{Prefix: "/api/", Upstream: "http://" + browsable(c.DemoAPI.Listen)}, Policy: bff.PolicyUser}}
