@@ -22,7 +22,7 @@ func nginxSite(t *testing.T, port int, gateway, app string) string {
 	t.Helper()
 	site := recipe(t, "nginx.conf")
 	for old, repl := range map[string]string{
-		"listen 443 ssl;":      fmt.Sprintf("listen 127.0.0.1:%d;", port),
+		"listen 443 ssl;":       fmt.Sprintf("listen 127.0.0.1:%d;", port),
 		"server 127.0.0.1:8080": "server " + gateway,
 		"server 127.0.0.1:3000": "server " + app,
 	} {
