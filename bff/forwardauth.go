@@ -379,6 +379,16 @@ func (g *Gateway) forwardAuthHandler(c *fiber.Ctx) error {
 			return writeError(c, newError(fiber.StatusBadGateway, "identity_unavailable",
 				"the gateway could not build the identity headers for this rule; the error is in its log"))
 		}
+		// Every configured header is in the answer, empty when the claim
+		// is missing: a proxy that copies named headers must find each
+		// (Caddy 2.6 copies its placeholder's text for a missing one, and
+		// later releases the browser's own copy); nginx sends no header
+		// for an empty value.
+		for _, n := range r.Identity.names() {
+			if n[1] != "" {
+				c.Set(n[1], "")
+			}
+		}
 		for _, x := range h {
 			c.Set(x.Name, x.Value)
 		}
