@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,8 +65,9 @@ func recipe(t testing.TB, name string) string {
 
 // startBffgate runs the real bffgate with testdata/bffgate.yaml (the
 // README's gateway section), the test users at the embedded issuer, and
-// publicURL (the proxy's origin) as gateway.public_url.
-func startBffgate(t *testing.T, publicURL string) *stack.Stack {
+// publicURL (the proxy's origin) as gateway.public_url, and env (more
+// BFFGATE_* variables).
+func startBffgate(t *testing.T, publicURL string, env ...string) *stack.Stack {
 	t.Helper()
 	hash := func(p string) string {
 		h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
@@ -93,7 +95,7 @@ issuer:
       claims: {name: Carol}
       groups: [staff]
 `, alice, hash(alicePassword), bob, hash(bobPassword), carol, hash(carolPassword))
-	return stack.Start(t, stack.Options{ConfigYAML: cfg, Env: []string{"BFFGATE_GATEWAY_PUBLIC_URL=" + publicURL}})
+	return stack.Start(t, stack.Options{ConfigYAML: cfg, Env: append([]string{"BFFGATE_GATEWAY_PUBLIC_URL=" + publicURL}, env...)})
 }
 
 // seen is what the test app received: the identity headers, the
@@ -114,9 +116,13 @@ type seen struct {
 // app is the protected application: it answers every request with what
 // it received, as JSON, and keeps a record.
 type app struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	reqs []seen
+	srv *httptest.Server
+	// quiet keeps no record (a load run): it only counts the requests
+	// outside /open/ that came without a user.
+	quiet     atomic.Bool
+	anonymous atomic.Int64
+	mu        sync.Mutex
+	reqs      []seen
 }
 
 func newApp(t *testing.T) *app {
@@ -126,6 +132,14 @@ func newApp(t *testing.T) *app {
 			User: r.Header.Get("X-Auth-Request-User"), Email: r.Header.Get("X-Auth-Request-Email"),
 			Groups: r.Header.Get("X-Auth-Request-Groups"), Assertion: r.Header.Get("X-Bffgate-Jwt-Assertion"),
 			Authorization: r.Header.Get("Authorization"), EmailHeaders: len(r.Header.Values("X-Auth-Request-Email"))}
+		if a.quiet.Load() {
+			if s.User == "" && !strings.HasPrefix(r.URL.Path, "/open/") {
+				a.anonymous.Add(1)
+			}
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "ok\n")
+			return
+		}
 		a.mu.Lock()
 		a.reqs = append(a.reqs, s)
 		a.mu.Unlock()
@@ -135,6 +149,9 @@ func newApp(t *testing.T) *app {
 	t.Cleanup(a.srv.Close)
 	return a
 }
+
+// denied is the number of requests a quiet app received without a user.
+func (a *app) denied() int64 { return a.anonymous.Load() }
 
 // addr is the app's host:port.
 func (a *app) addr() string { return strings.TrimPrefix(a.srv.URL, "http://") }
