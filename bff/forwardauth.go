@@ -197,7 +197,8 @@ type original struct {
 	forwarded           bool   // read from a trusted proxy's headers
 }
 
-// url is the original URL: the return URL of a login.
+// returnURL is the original request's path and query: where a login
+// returns.
 func (o original) returnURL() string { return o.uri }
 
 // errConflict: a trusted proxy sent two different values for one fact.
@@ -414,10 +415,7 @@ func (g *Gateway) faDeny(c *fiber.Ctx, o original, d faDecision, err error) erro
 // to it instead.
 func (g *Gateway) faLogin(c *fiber.Ctx, o original, d faDecision, e *Error) error {
 	g.faLog(c, o, d, nil)
-	login := g.pub.String() + g.cfg.BasePath + "/login"
-	if ret, err := validReturnURL(o.returnURL(), g.cfg.BasePath); err == nil && ret != "/" {
-		login += "?returnUrl=" + url.QueryEscape(ret)
-	}
+	login := loginURLFor(g.pub.String(), g.cfg.BasePath, o.returnURL())
 	c.Set(LoginURLHeader, login)
 	if c.Query("login") == "redirect" && navigation(c) {
 		return c.Redirect(login, fiber.StatusFound)
@@ -425,6 +423,17 @@ func (g *Gateway) faLogin(c *fiber.Ctx, o original, d faDecision, e *Error) erro
 	ec := *e
 	ec.LoginURL = login
 	return writeError(c, &ec)
+}
+
+// loginURLFor is the login URL on the public origin pub that returns to
+// uri, the original request's path and query, when it passes the returnUrl
+// rules (validReturnURL: a local path); to "/" otherwise.
+func loginURLFor(pub, basePath, uri string) string {
+	login := pub + basePath + "/login"
+	if ret, err := validReturnURL(uri, basePath); err == nil && ret != "/" {
+		login += "?returnUrl=" + url.QueryEscape(ret)
+	}
+	return login
 }
 
 // navigation reports whether the original request (whose headers the
