@@ -356,8 +356,10 @@ func (g *Gateway) forwardAuthHandler(c *fiber.Ctx) error {
 			return writeError(c, e)
 		}
 	}
+	// One decode serves the rules and the identity headers: both read
+	// the rule's claims_from.
+	claims, cerr := sessionClaims(r.Rules.ClaimsFrom, s)
 	if r.rules != nil {
-		claims, cerr := sessionClaims(r.rules.Source(), s)
 		if cerr != nil {
 			g.log.LogAttrs(c.UserContext(), slog.LevelWarn, "authorization claims unreadable",
 				slog.String("request_id", obs.RequestID(c)), slog.String("rule", r.name),
@@ -373,7 +375,10 @@ func (g *Gateway) forwardAuthHandler(c *fiber.Ctx) error {
 		}
 	}
 	if r.id != nil {
-		h, err := r.id.headers(s, g.now())
+		h, err := r.id.headersFrom(s, claims, g.now())
+		if cerr != nil {
+			err = cerr
+		}
 		if err != nil {
 			d.result, d.reason = "error", "identity_unavailable"
 			g.faLog(c, o, d, err)

@@ -120,6 +120,11 @@ func (id *identity) headers(s *session.Session, now time.Time) ([]proxy.Header, 
 	if err != nil {
 		return nil, err
 	}
+	return id.headersFrom(s, claims, now)
+}
+
+// headersFrom is headers with the claims of id.source already read.
+func (id *identity) headersFrom(s *session.Session, claims map[string]any, now time.Time) ([]proxy.Header, error) {
 	var out []proxy.Header
 	add := func(name, value string) {
 		if name != "" && value != "" {
