@@ -26,7 +26,7 @@ import (
 //
 // The original request's method, URI and host are read from the headers
 // those proxies send (X-Original-Method / X-Forwarded-Method,
-// X-Original-URI / X-Forwarded-Uri, X-Forwarded-Host, X-Forwarded-Proto),
+// X-Original-URI / X-Forwarded-Uri, X-Forwarded-Host),
 // or from the path under BasePath + "/auth/" (Envoy's path_prefix), only
 // when the peer is one of the gateway's trusted proxies
 // (gateway.trusted_proxies). From any other peer they are ignored and the
@@ -75,7 +75,7 @@ const LoginURLHeader = "X-Bffgate-Login-Url"
 var (
 	originalURIHeaders    = []string{"X-Original-URI", "X-Forwarded-Uri"}
 	originalMethodHeaders = []string{"X-Original-Method", "X-Forwarded-Method"}
-	forwardedHeaders      = append(append([]string{fiber.HeaderXForwardedHost, fiber.HeaderXForwardedProto}, originalURIHeaders...), originalMethodHeaders...)
+	forwardedHeaders      = append(append([]string{fiber.HeaderXForwardedHost}, originalURIHeaders...), originalMethodHeaders...)
 )
 
 // faAnswerHeaders are headers of the forward-auth answer an identity
@@ -191,10 +191,9 @@ func (fa *forwardAuth) match(host, path string) *faRule {
 
 // original is the request a forward-auth call asks about.
 type original struct {
-	method, host, proto string
-	uri                 string // path and query as the proxy sent them
-	path                string // canonical path
-	forwarded           bool   // read from a trusted proxy's headers
+	method, host string
+	uri          string // path and query as the proxy sent them
+	path         string // canonical path
 }
 
 // returnURL is the original request's path and query: where a login
@@ -209,8 +208,7 @@ var errConflict = errors.New("the proxy sent different values in two headers for
 // Envoy's ext_authz path_prefix sends it); from anyone else the auth
 // request itself.
 func (g *Gateway) readOriginal(c *fiber.Ctx, trusted bool) (original, error) {
-	o := original{method: c.Method(), host: string(c.Request().Host()), proto: g.pub.Scheme,
-		uri: string(c.Request().RequestURI())}
+	o := original{method: c.Method(), host: string(c.Request().Host()), uri: string(c.Request().RequestURI())}
 	if !trusted {
 		return o, nil
 	}
@@ -239,24 +237,22 @@ func (g *Gateway) readOriginal(c *fiber.Ctx, trusted bool) (original, error) {
 	auth := g.cfg.BasePath + "/auth/"
 	switch {
 	case uri != "":
-		o.uri, o.forwarded = uri, true
+		o.uri = uri
 	case strings.HasPrefix(o.uri, auth):
 		// Envoy: path_prefix + the original path; method and Host are
 		// the original request's own.
-		o.uri, o.forwarded = o.uri[len(auth)-1:], true
+		o.uri = o.uri[len(auth)-1:]
 	}
 	if method != "" {
-		o.method, o.forwarded = strings.ToUpper(method), true
+		o.method = strings.ToUpper(method)
 	}
 	if v := c.Get(fiber.HeaderXForwardedHost); v != "" {
 		// A list (proxies chained): the first is the client's.
 		v, _, _ = strings.Cut(v, ",")
-		o.host, o.forwarded = strings.TrimSpace(v), true
+		o.host = strings.TrimSpace(v)
 	}
-	if v := c.Get(fiber.HeaderXForwardedProto); v != "" {
-		v, _, _ = strings.Cut(v, ",")
-		o.proto = strings.ToLower(strings.TrimSpace(v))
-	}
+	// X-Forwarded-Proto is not read: the login URL and the assertion's
+	// audience come from the public URL, whose scheme the browser uses.
 	return o, nil
 }
 
