@@ -2,6 +2,7 @@ package main
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +33,38 @@ func TestDefaultScopes(t *testing.T) {
 		}
 		if got := cfg.Gateway.Provider.Scopes; !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: scopes %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Forward-auth rules that cannot work as meant are start-up warnings: no
+// trusted proxy (every decision denies), cookie sessions (renewed cookies
+// do not reach the browser through the proxy).
+func TestForwardAuthWarnings(t *testing.T) {
+	t.Parallel()
+	rules := "gateway:\n  forward_auth:\n    rules: [{prefix: /}]\n"
+	for _, tc := range []struct {
+		name, file string
+		want       []string
+	}{
+		{"no trusted proxy", rules, []string{"trusted_proxies is empty"}},
+		{"cookie sessions", rules + "  trusted_proxies: [127.0.0.1]\n  session: {store: cookie}\n", []string{"session.store: cookie"}},
+		{"fine", rules + "  trusted_proxies: [127.0.0.1]\n", nil},
+		{"no rules", "gateway:\n  session: {store: cookie}\n", nil},
+	} {
+		cfg, err := loadConfig(writeFile(t, tc.file), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := forwardAuthWarnings(cfg)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: warnings %q, want %d", tc.name, got, len(tc.want))
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.Contains(got[i], w) {
+				t.Errorf("%s: warning %q lacks %q", tc.name, got[i], w)
+			}
 		}
 	}
 }
