@@ -1,11 +1,14 @@
 package bff
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/issuer"
@@ -20,8 +23,13 @@ var faIdentity = IdentityHeaders{User: "X-Auth-Request-User", Email: "X-Auth-Req
 // request headers are believed from trusted (the test client is
 // 127.0.0.1).
 func faEnv(t *testing.T, trusted []string, edit func(*Config)) (*env, *logBuffer) {
+	return faEnvKind(t, kindBolt, trusted, edit)
+}
+
+// faEnvKind is faEnv on a session store of kind.
+func faEnvKind(t *testing.T, kind storeKind, trusted []string, edit func(*Config)) (*env, *logBuffer) {
 	logs := &logBuffer{}
-	e := newEnv(t, kindBolt, envOptions{
+	e := newEnv(t, kind, envOptions{
 		issuer: func(c *issuer.Config) {
 			c.Users[0].Claims = map[string]any{"name": "Alice Example", "email": "alice@example.test", "email_verified": true}
 			c.Users[0].Groups = []string{"admin", "dev"}
@@ -386,4 +394,88 @@ func TestForwardAuthConfig(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid rules refused: %v", err)
 	}
+}
+
+// TestForwardAuthRefresh, on every session store: a rule with
+// pass_access_token answers a token the upstream still takes (refreshed
+// once for parallel decisions of one session, the rotated refresh token
+// never presented again), the cookie store's renewed session rides on the
+// answer; a refresh the provider refuses ends the session: 401 with the
+// login URL back to the original request.
+func TestForwardAuthRefresh(t *testing.T) {
+	t.Parallel()
+	forKinds(t, func(t *testing.T, kind storeKind) {
+		e, _ := faEnvKind(t, kind, []string{"127.0.0.1"}, nil)
+		b := e.browser()
+		b.mustLogin("alice", alicePassword)
+		hdr := map[string]string{"X-Original-URI": "/token/x"}
+		first := b.auth("", hdr).header.Get("Authorization")
+		e.clock.Advance(6 * time.Minute) // the 5-minute access token expired
+
+		before := e.issuerCount("bffgate_issuer_tokens_minted_total", map[string]string{"grant_type": "refresh_token", "kind": "access"})
+		cookie := b.cookieHeader()
+		const n = 20
+		var wg sync.WaitGroup
+		errs := make(chan string, n)
+		tokens := make(chan string, n)
+		client := &http.Client{Timeout: 20 * time.Second, Transport: ownTransport()}
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest(http.MethodGet, e.gwURL+"/bff/auth", nil)
+				req.Header.Set("Cookie", cookie)
+				req.Header.Set("X-Original-URI", "/token/x")
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Sprintf("status %d", resp.StatusCode)
+					return
+				}
+				if kind == kindCookie && len(resp.Cookies()) == 0 {
+					errs <- "a renewed cookie session answered no cookie"
+				}
+				tokens <- resp.Header.Get("Authorization")
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		close(tokens)
+		for err := range errs {
+			t.Error(err)
+		}
+		for tok := range tokens {
+			if tok == first || !e.introspect(strings.TrimPrefix(tok, "Bearer ")) {
+				t.Fatal("an answer after expiry carried the old token or an inactive one")
+			}
+		}
+		if got := e.issuerCount("bffgate_issuer_tokens_minted_total", map[string]string{"grant_type": "refresh_token", "kind": "access"}) - before; got != 1 {
+			t.Errorf("%v refreshes at the provider, want 1", got)
+		}
+		if got := e.issuerCount("bffgate_issuer_refresh_reuse_total", nil); got != 0 {
+			t.Errorf("%v refresh token reuses", got)
+		}
+
+		// The browser, still with the cookie from before the refresh (a
+		// cookie session's renewed cookie went to the parallel callers),
+		// is answered from the refresh that happened (the grace record)
+		// and gets the current cookie.
+		if r := b.auth("", hdr); r.status != 200 || r.header.Get("Authorization") == first {
+			t.Fatalf("the browser's next decision: %d", r.status)
+		}
+		e.revoke(b.session().RefreshToken)
+		e.clock.Advance(6 * time.Minute)
+		r := b.auth("", map[string]string{"X-Original-URI": "/token/x?a=1"})
+		want := e.gwURL + "/bff/login?returnUrl=" + url.QueryEscape("/token/x?a=1")
+		if r.status != 401 || !strings.Contains(r.body, `"error":"session_expired"`) || r.header.Get(LoginURLHeader) != want {
+			t.Errorf("refused refresh: %d %s %s, want 401 session_expired to %s", r.status, r.body, r.header.Get(LoginURLHeader), want)
+		}
+		if b.handle() != "" {
+			t.Error("the session cookies were not cleared")
+		}
+	})
 }
