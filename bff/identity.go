@@ -13,7 +13,6 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/bffgate/bffgate/bff/authz"
@@ -209,7 +208,18 @@ func (a *assertionSigner) sign(c assertionClaims) (string, error) {
 		return "", err
 	}
 	c.JTI = base64.RawURLEncoding.EncodeToString(id[:])
-	return jwt.Signed(a.signer).Claims(c).Serialize()
+	// The claims are marshalled here and signed as the payload: go-jose's
+	// jwt builder would marshal them, decode them into a map and marshal
+	// that again (a third of the signing time, BenchmarkForwardAuth).
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	sig, err := a.signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return sig.CompactSerialize()
 }
 
 // jwks serves the public key of identity assertions.
