@@ -36,7 +36,8 @@ import (
 // Where a section has the shape of a package's own configuration it is
 // that package's type (gateway.provider is bff.ProviderConfig,
 // gateway.routes[] bff.Route, gateway.refresh tokens.Config, gateway.spa
-// spa.Config, issuer.clients[] issuer.Client, issuer.users[] issuer.User,
+// spa.Config and authz.Policy (SPA), gateway.forward_auth bff.ForwardAuth,
+// issuer.clients[] issuer.Client, issuer.users[] issuer.User,
 // issuer.login_throttle issuer.LoginThrottle, issuer.keys[] keys.FileKey):
 // its yaml tags are the keys, its DefaultConfig the defaults and its
 // Validate the rules, so a key added there is a key here. The other
