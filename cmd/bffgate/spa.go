@@ -12,4 +12,3 @@ type SPA struct {
 	spa.Config `yaml:",inline"`
 	Rules      authz.Policy `yaml:",inline"`
 }
-
