@@ -137,6 +137,27 @@ func TestForwardAuth(t *testing.T) {
 		}
 	}
 
+	t.Run("Envoy: the original method and Host", func(t *testing.T) {
+		// Envoy's check keeps the original request's method and Host and
+		// appends its path to path_prefix.
+		for _, tc := range []struct {
+			method, host string
+			want         int
+		}{{"GET", "shop.example.test", 200}, {"HEAD", "shop.example.test", 200}, {"POST", "shop.example.test", 403}, {"GET", "blog.example.test", 403}} {
+			req, _ := http.NewRequest(tc.method, e.gwURL+"/bff/auth/reads/a?x=1", nil)
+			req.Host = tc.host
+			req.Header.Set("Cookie", alice.cookieHeader())
+			resp, err := (&http.Client{Transport: ownTransport()}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s %s: %d, want %d", tc.method, tc.host, resp.StatusCode, tc.want)
+			}
+		}
+	})
+
 	t.Run("identity headers and assertion", func(t *testing.T) {
 		r := alice.auth("", nginx("/app/page"))
 		if r.status != 200 {
