@@ -1,7 +1,6 @@
 package forwardauth
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -108,8 +107,8 @@ type seen struct {
 	Groups        string `json:"groups"`
 	Assertion     string `json:"assertion"`
 	Authorization string `json:"authorization"`
-	// EmailHeaders counts the X-Auth-Request-Email lines (Caddy 2.6.2's
-	// placeholder bug would send one with a literal placeholder).
+	// EmailHeaders counts the X-Auth-Request-Email lines (nginx sends
+	// none for an empty value).
 	EmailHeaders int `json:"email_headers"`
 }
 
@@ -449,13 +448,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
-}
-
-// testContext ends with the test.
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // waitLog waits (up to 5 s: the process's output arrives through a pipe)
