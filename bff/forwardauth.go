@@ -262,14 +262,14 @@ func sentForwarded(c *fiber.Ctx) bool {
 	return slices.ContainsFunc(forwardedHeaders, func(h string) bool { return c.Get(h) != "" })
 }
 
-// parseOriginalURI splits a proxy's URI (origin-form, or absolute as
-// some send it) into its raw path, checked and canonicalised as the API
-// routes' are.
-func parseOriginalURI(uri string) (string, error) {
+// parseOriginalURI reads a proxy's URI (origin-form, or absolute as some
+// send it): its origin-form (path and query, where a login returns) and
+// its path, checked and canonicalised as the API routes' are.
+func parseOriginalURI(uri string) (requestURI, path string, err error) {
 	if !strings.HasPrefix(uri, "/") {
 		u, err := url.Parse(uri)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return "", errors.New("the original URI is neither a path nor an http(s) URL")
+			return "", "", errors.New("the original URI is neither a path nor an http(s) URL")
 		}
 		uri = u.RequestURI()
 	}
@@ -277,7 +277,8 @@ func parseOriginalURI(uri string) (string, error) {
 	if i := strings.IndexAny(raw, "?#"); i >= 0 {
 		raw = raw[:i]
 	}
-	return proxy.CanonicalPath([]byte(raw))
+	path, err = proxy.CanonicalPath([]byte(raw))
+	return uri, path, err
 }
 
 // faDecision is one forward-auth decision, for the log line and metrics.
@@ -305,7 +306,7 @@ func (g *Gateway) forwardAuthHandler(c *fiber.Ctx) error {
 		d.result, d.reason = "denied", "conflicting_headers"
 		return g.faDeny(c, o, d, err)
 	}
-	if o.path, err = parseOriginalURI(o.uri); err != nil {
+	if o.uri, o.path, err = parseOriginalURI(o.uri); err != nil {
 		d.result, d.reason = "denied", "invalid_path"
 		return g.faDeny(c, o, d, err)
 	}

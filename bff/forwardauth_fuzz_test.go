@@ -19,9 +19,9 @@ func FuzzForwardAuthOriginal(f *testing.F) {
 	}
 	const pub = "https://app.example.com"
 	f.Fuzz(func(t *testing.T, uri string) {
-		if p, err := parseOriginalURI(uri); err == nil {
-			if !strings.HasPrefix(p, "/") {
-				t.Fatalf("path %q of %q is not absolute", p, uri)
+		if ruri, p, err := parseOriginalURI(uri); err == nil {
+			if !strings.HasPrefix(p, "/") || !strings.HasPrefix(ruri, "/") {
+				t.Fatalf("path %q or request URI %q of %q is not absolute", p, ruri, uri)
 			}
 			for _, seg := range strings.Split(p, "/") {
 				if seg == ".." || seg == "." {

@@ -106,6 +106,7 @@ func TestForwardAuth(t *testing.T) {
 		{"Envoy path form", "/app/page", map[string]string{"X-Forwarded-Proto": "https"}, 200, 403, 401},
 		{"conflicting URIs denied", "", map[string]string{"X-Original-URI": "/everyone/x", "X-Forwarded-Uri": "/app/x"}, 403, 403, 403},
 		{"traversal refused", "", nginx("/everyone/../app/x"), 403, 403, 403},
+		{"absolute URI", "", nginx("https://app.example.test/app/page"), 200, 403, 401},
 	} {
 		for _, u := range []struct {
 			name string
@@ -216,6 +217,10 @@ func TestForwardAuth(t *testing.T) {
 		}
 		if got := r.header.Get(LoginURLHeader); got != want {
 			t.Errorf("%s %q, want %q", LoginURLHeader, got, want)
+		}
+		abs := anon.auth("", nginx("https://app.example.test/app/page?x=1&y=%2F2"))
+		if got := abs.header.Get(LoginURLHeader); got != want {
+			t.Errorf("absolute original URI: %s %q, want %q", LoginURLHeader, got, want)
 		}
 		// The login lands on the original URL (served here by the SPA).
 		b := e.browser()
