@@ -270,7 +270,7 @@ func (g *Gateway) authorize(c *fiber.Ctx, route string, d *authz.Decider, s *ses
 	sub := ""
 	if s != nil {
 		sub = s.Subject
-		claims, claimsErr = sessionClaims(d.Source(), s)
+		claims, claimsErr = g.claims.claims(d.Source(), s)
 		if claimsErr != nil {
 			// No claims: the rules decide over none, which denies any
 			// rule that needs one.

@@ -355,7 +355,7 @@ func (g *Gateway) forwardAuthHandler(c *fiber.Ctx) error {
 	}
 	// One decode serves the rules and the identity headers: both read
 	// the rule's claims_from.
-	claims, cerr := sessionClaims(r.Rules.ClaimsFrom, s)
+	claims, cerr := g.claims.claims(r.Rules.ClaimsFrom, s)
 	if r.rules != nil {
 		if cerr != nil {
 			g.log.LogAttrs(c.UserContext(), slog.LevelWarn, "authorization claims unreadable",

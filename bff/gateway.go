@@ -77,9 +77,12 @@ type Gateway struct {
 	// spaRules guard the SPA (nil: none).
 	fa       *forwardAuth
 	spaRules *authz.Decider
-	replay   *replayCache
-	pages    *web.Pages
-	app      *fiber.App
+	// claims caches decoded session claims for rules and identity
+	// headers.
+	claims *claimsCache
+	replay *replayCache
+	pages  *web.Pages
+	app    *fiber.App
 }
 
 // New validates cfg, discovers the provider and builds the gateway. The
@@ -213,6 +216,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("bff: Proxy: %w", err)
 		}
 	}
+	g.claims = newClaimsCache(10000)
 	if g.fa, err = g.newForwardAuth(); err != nil {
 		return nil, err
 	}

@@ -40,7 +40,7 @@ func (g *Gateway) guardSPA(c *fiber.Ctx) (bool, error) {
 	if s != nil {
 		sub = s.Subject
 		var cerr error
-		if claims, cerr = sessionClaims(g.spaRules.Source(), s); cerr != nil {
+		if claims, cerr = g.claims.claims(g.spaRules.Source(), s); cerr != nil {
 			g.log.LogAttrs(c.UserContext(), slog.LevelWarn, "authorization claims unreadable",
 				slog.String("request_id", obs.RequestID(c)), slog.String("route", "spa"),
 				slog.String("claims_from", string(g.spaRules.Source())), slog.String("sub", sub), slog.Any("err", cerr))
