@@ -133,7 +133,11 @@ func (t *sessionTokens) setIdentity(s *session.Session) error {
 	if t.id == nil {
 		return nil
 	}
-	h, err := t.id.headers(s, t.g.now())
+	claims, err := t.g.claims.claims(t.id.source, s)
+	var h []proxy.Header
+	if err == nil {
+		h, err = t.id.headersFrom(s, claims, t.g.now())
+	}
 	if err != nil {
 		t.g.log.LogAttrs(t.c.UserContext(), slog.LevelError, "identity headers unavailable",
 			slog.String("request_id", obs.RequestID(t.c)), slog.String("route", t.route), slog.String("sub", s.Subject), slog.Any("err", err))
