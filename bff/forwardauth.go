@@ -234,22 +234,37 @@ func (g *Gateway) readOriginal(c *fiber.Ctx, trusted bool) (original, error) {
 	if err != nil {
 		return o, err
 	}
-	auth := g.cfg.BasePath + "/auth/"
-	switch {
-	case uri != "":
-		o.uri = uri
-	case strings.HasPrefix(o.uri, auth):
+	host := ""
+	if v := c.Get(fiber.HeaderXForwardedHost); v != "" {
+		// A list (proxies chained): the first is the client's.
+		v, _, _ = strings.Cut(v, ",")
+		host = strings.TrimSpace(v)
+	}
+	if auth := g.cfg.BasePath + "/auth/"; strings.HasPrefix(o.uri, auth) {
 		// Envoy: path_prefix + the original path; method and Host are
-		// the original request's own.
+		// the original request's own. A header saying otherwise is a
+		// visitor's copy the proxy passed on (ext_authz forwards every
+		// header allowed_headers lets through): it must not choose what
+		// is decided.
 		o.uri = o.uri[len(auth)-1:]
+		switch {
+		case uri != "" && uri != o.uri:
+			return o, fmt.Errorf("%w: the path after %s and %s", errConflict, auth, strings.Join(originalURIHeaders, " or "))
+		case method != "" && !strings.EqualFold(method, o.method):
+			return o, fmt.Errorf("%w: the request's method and %s", errConflict, strings.Join(originalMethodHeaders, " or "))
+		case host != "" && !strings.EqualFold(host, o.host):
+			return o, fmt.Errorf("%w: the request's Host and %s", errConflict, fiber.HeaderXForwardedHost)
+		}
+		return o, nil
+	}
+	if uri != "" {
+		o.uri = uri
 	}
 	if method != "" {
 		o.method = strings.ToUpper(method)
 	}
-	if v := c.Get(fiber.HeaderXForwardedHost); v != "" {
-		// A list (proxies chained): the first is the client's.
-		v, _, _ = strings.Cut(v, ",")
-		o.host = strings.TrimSpace(v)
+	if host != "" {
+		o.host = host
 	}
 	// X-Forwarded-Proto is not read: the login URL and the assertion's
 	// audience come from the public URL, whose scheme the browser uses.

@@ -159,6 +159,41 @@ func TestForwardAuth(t *testing.T) {
 		}
 	})
 
+	t.Run("Envoy: a visitor's headers do not choose the decision", func(t *testing.T) {
+		// ext_authz passes on the headers allowed_headers lets through,
+		// a visitor's copies included: in the path form the request's own
+		// path, method and Host are the original's, and a header saying
+		// otherwise denies.
+		for _, tc := range []struct {
+			name, method, path, host string
+			hdr                      map[string]string
+			who                      *browser
+			want                     int
+		}{
+			{"another URI", "GET", "/app/page", "app.example.test", map[string]string{"X-Original-URI": "/everyone/x"}, bob, 403},
+			{"the same URI", "GET", "/app/page?x=1", "app.example.test", map[string]string{"X-Forwarded-Uri": "/app/page?x=1"}, alice, 200},
+			{"another method", "POST", "/reads/a", "shop.example.test", map[string]string{"X-Original-Method": "GET"}, alice, 403},
+			{"the same method", "GET", "/reads/a", "shop.example.test", map[string]string{"X-Forwarded-Method": "get"}, alice, 200},
+			{"another host", "GET", "/reads/a", "blog.example.test", map[string]string{"X-Forwarded-Host": "shop.example.test"}, alice, 403},
+			{"the same host", "GET", "/reads/a", "shop.example.test", map[string]string{"X-Forwarded-Host": "shop.example.test"}, alice, 200},
+		} {
+			req, _ := http.NewRequest(tc.method, e.gwURL+"/bff/auth"+tc.path, nil)
+			req.Host = tc.host
+			req.Header.Set("Cookie", tc.who.cookieHeader())
+			for k, v := range tc.hdr {
+				req.Header.Set(k, v)
+			}
+			resp, err := (&http.Client{Transport: ownTransport()}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.want)
+			}
+		}
+	})
+
 	t.Run("identity headers and assertion", func(t *testing.T) {
 		r := alice.auth("", nginx("/app/page"))
 		if r.status != 200 {
