@@ -182,7 +182,10 @@ func (fa *forwardAuth) match(host, path string) *faRule {
 			continue
 		}
 		if best == nil || (r.host != "") != (best.host != "") && r.host != "" ||
-			(r.host != "") == (best.host != "") && len(r.prefix) > len(best.prefix) {
+			(r.host != "") == (best.host != "") && len(r.prefix) > len(best.prefix) ||
+			// Of one prefix on host and host:port, the rule naming the
+			// port is the more specific, whatever the order of the list.
+			len(r.prefix) == len(best.prefix) && strings.Contains(r.host, ":") && !strings.Contains(best.host, ":") && best.host != "" {
 			best = r
 		}
 	}

@@ -540,3 +540,31 @@ func TestForwardAuthRefresh(t *testing.T) {
 		}
 	})
 }
+
+// TestForwardAuthHostPortRule: of two rules for one prefix, one naming a
+// host and one the same host with a port, a request to that port gets
+// the port's rule whichever comes first in the list.
+func TestForwardAuthHostPortRule(t *testing.T) {
+	t.Parallel()
+	e, _ := faEnv(t, []string{"127.0.0.1"}, func(c *Config) {
+		c.ForwardAuth.Rules = append(c.ForwardAuth.Rules,
+			ForwardAuthRule{Host: "port.example.test", Prefix: "/"},
+			ForwardAuthRule{Host: "port.example.test:8443", Prefix: "/", Rules: authz.Policy{Allow: []authz.Rule{{Groups: []string{"admin"}}}}},
+		)
+	})
+	alice, bob := e.browser(), e.browser()
+	alice.mustLogin("alice", alicePassword)
+	bob.mustLogin("bob", bobPassword)
+	for _, tc := range []struct {
+		host       string
+		alice, bob int
+	}{{"port.example.test:8443", 200, 403}, {"port.example.test", 200, 200}, {"port.example.test:9000", 200, 200}} {
+		hdr := map[string]string{"X-Forwarded-Uri": "/x", "X-Forwarded-Method": "GET", "X-Forwarded-Host": tc.host}
+		if r := alice.auth("", hdr); r.status != tc.alice {
+			t.Errorf("%s: alice %d, want %d", tc.host, r.status, tc.alice)
+		}
+		if r := bob.auth("", hdr); r.status != tc.bob {
+			t.Errorf("%s: bob %d, want %d", tc.host, r.status, tc.bob)
+		}
+	}
+}
