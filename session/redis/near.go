@@ -52,13 +52,20 @@ const nearShards = 32
 // channel in the same transaction (MULTI/EXEC or script) as the write, so
 // that every instance that subscribes hears of every committed write.
 //
-// An entry is served only while the channel is verified: the listener
-// pings it every MaxStaleness/4 with the ping's send time as payload, and
-// the pong, which Redis sends after every message it published before the
-// PING, proves that every write committed before that time has been heard.
-// A lost, re-established or silent channel, or an emptied Redis (the epoch
-// key the listener checks before each ping is gone or replaced), drops
-// every entry and bypasses the cache until a new pong verifies it.
+// An entry is served only while the channel is verified: every
+// MaxStaleness/4 the listener publishes a probe, with its send time as
+// payload, through the client (to the master, where the writes and their
+// invalidations go) on a probe channel of its own that its subscription
+// also listens to. The probe arrives after every message the master
+// published before it (one connection, or the replication stream, keeps
+// their order), so its arrival proves that every write committed before
+// its send time has been heard. (A PING on the subscription would not: on
+// a Sentinel failover go-redis keeps the subscription on the old master,
+// which answers pings but, until it replicates from the new one, hears no
+// writes.) A lost, re-established or silent channel, or an emptied Redis
+// (the epoch key the listener checks before each probe is gone or
+// replaced), drops every entry and bypasses the cache until a new probe
+// verifies it.
 //
 // A read that raced an invalidation must not remember what it read: get
 // hands out a token (the shard's generation and the cache's epoch) taken
@@ -76,7 +83,7 @@ type nearCache struct {
 	seed     maphash.Seed
 	shards   [nearShards]nearShard
 	epoch    atomic.Uint64
-	verified atomic.Int64 // UnixNano of the send time of the last answered ping; 0: not verified
+	verified atomic.Int64 // UnixNano of the send time of the last probe heard; 0: not verified
 
 	hits, misses, bypassed, invalidations prometheus.Counter
 	drops                                 *prometheus.CounterVec
@@ -217,7 +224,7 @@ func (c *nearCache) invalidate(id []byte) {
 }
 
 // drop forgets every record and stops serving until verify is called with
-// a ping sent after the drop.
+// a probe sent after the drop.
 func (c *nearCache) drop(reason string) {
 	c.verified.Store(0)
 	c.epoch.Add(1)
@@ -231,11 +238,11 @@ func (c *nearCache) drop(reason string) {
 	c.drops.WithLabelValues(reason).Inc()
 }
 
-// verify records that a ping sent at sent (UnixNano) was answered: every
+// verify records that a probe sent at sent (UnixNano) was heard: every
 // write committed before it has been heard.
 func (c *nearCache) verify(sent int64, dropped uint64) {
 	if c.epoch.Load() != dropped {
-		return // a drop since the ping was sent: wait for the next one
+		return // a drop since the probe was sent: wait for the next one
 	}
 	for {
 		v := c.verified.Load()
@@ -257,10 +264,11 @@ func (c *nearCache) len() int {
 }
 
 // listener keeps the near cache's invalidation channel: it subscribes,
-// pings, checks the epoch key, and applies invalidations.
+// probes, checks the epoch key, and applies invalidations.
 type listener struct {
 	rdb      goredis.UniversalClient
 	channel  string
+	probe    string // this listener's own probe channel
 	epochKey string
 	near     *nearCache
 	log      *slog.Logger
@@ -290,13 +298,13 @@ func (l *listener) run(ctx context.Context) {
 func (l *listener) session(ctx context.Context) error {
 	ps := l.rdb.Subscribe(ctx) // no connection yet
 	defer ps.Close()
-	if err := ps.Subscribe(ctx, l.channel); err != nil {
+	if err := ps.Subscribe(ctx, l.channel, l.probe); err != nil {
 		l.near.drop("lost")
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var pingErr chan error // the pinger starts once subscribed
+	var probeErr chan error // the prober starts once subscribed
 
 	stale := l.near.stale
 	for {
@@ -321,13 +329,19 @@ func (l *listener) session(ctx context.Context) error {
 				// A (re)subscription: what was published while there
 				// was none is unknown.
 				l.near.drop("subscribed")
-				l.log.Debug("session cache invalidation channel subscribed", "channel", l.channel)
-				if pingErr == nil {
-					pingErr = make(chan error, 1)
-					go func() { pingErr <- l.ping(ctx, ps) }()
+				if m.Count == 2 && probeErr == nil {
+					l.log.Debug("session cache invalidation channel subscribed", "channel", l.channel)
+					probeErr = make(chan error, 1)
+					go func() { probeErr <- l.prober(ctx) }()
 				}
 			}
 		case *goredis.Message:
+			if m.Channel == l.probe {
+				if sent, epoch, ok := parseProbe(m.Payload); ok {
+					l.near.verify(sent, epoch)
+				}
+				break
+			}
 			id, err := base64.RawURLEncoding.DecodeString(m.Payload)
 			if err != nil || len(id) != codec.TicketIDSize {
 				l.log.Warn("session cache invalidation that names no ticket id; emptying the cache", "channel", l.channel)
@@ -336,29 +350,24 @@ func (l *listener) session(ctx context.Context) error {
 			}
 			l.near.invalidate(id)
 			l.near.invalidations.Inc()
-		case *goredis.Pong:
-			sent, epoch, ok := parsePing(m.Payload)
-			if ok {
-				l.near.verify(sent, epoch)
-			}
 		}
 		select {
-		case err := <-pingErr:
+		case err := <-probeErr:
 			if err == nil { // ctx ended
 				return ctx.Err()
 			}
 			l.near.drop("lost")
-			return fmt.Errorf("ping: %w", err)
+			return fmt.Errorf("probe: %w", err)
 		default:
 		}
 	}
 }
 
-// ping sends a PING every MaxStaleness/4, after checking that the epoch
-// key still holds the value this listener knows (or setting it): a Redis
-// emptied under running instances (FLUSHALL, a restart that lost the
-// data) publishes nothing for the records it lost.
-func (l *listener) ping(ctx context.Context, ps *goredis.PubSub) error {
+// prober publishes a probe every MaxStaleness/4, after checking that the
+// epoch key still holds the value this listener knows (or setting it): a
+// Redis emptied under running instances (FLUSHALL, a restart that lost
+// the data) publishes nothing for the records it lost.
+func (l *listener) prober(ctx context.Context) error {
 	every := max(l.near.stale/4, time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -376,7 +385,7 @@ func (l *listener) ping(ctx context.Context, ps *goredis.PubSub) error {
 			epoch = l.near.epoch.Load()
 		}
 		known = cur
-		if err := ps.Ping(ctx, strconv.FormatInt(sent, 10)+":"+strconv.FormatUint(epoch, 10)); err != nil {
+		if err := l.rdb.Publish(ctx, l.probe, strconv.FormatInt(sent, 10)+":"+strconv.FormatUint(epoch, 10)).Err(); err != nil {
 			return err
 		}
 		select {
@@ -408,7 +417,7 @@ func (l *listener) checkEpoch(ctx context.Context, known string) (string, error)
 	return l.rdb.Get(ctx, l.epochKey).Result() // another instance set it first
 }
 
-func parsePing(p string) (sent int64, epoch uint64, ok bool) {
+func parseProbe(p string) (sent int64, epoch uint64, ok bool) {
 	for i := 0; i < len(p); i++ {
 		if p[i] == ':' {
 			s, err1 := strconv.ParseInt(p[:i], 10, 64)

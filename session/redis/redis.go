@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -249,7 +250,7 @@ func (e *Engine) Run(ctx context.Context) {
 	if e.near == nil {
 		return
 	}
-	l := &listener{rdb: e.rdb, channel: e.channel, epochKey: e.prefix + "epoch", near: e.near, log: e.log}
+	l := &listener{rdb: e.rdb, channel: e.channel, probe: e.channel + ":probe:" + crand.Text(), epochKey: e.prefix + "epoch", near: e.near, log: e.log}
 	l.run(ctx)
 }
 
