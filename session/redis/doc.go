@@ -69,18 +69,24 @@
 // publishes nothing and needs nothing: an entry is never served at or past
 // its record's expiry, which is the record's TTL in Redis.
 //
-// Staleness bound. Run subscribes to the channel and pings it every
-// MaxStaleness/4 with the ping's send time; Redis answers a PING on a
-// subscribed connection after every message it published before, so the
-// pong proves that every write committed before that send time has been
-// applied. An entry is served only while such a proof is younger than
-// Config.Cache.MaxStaleness (1 s by default). So another instance serves a
+// Staleness bound. Run subscribes to the channel and to a probe channel
+// of its own, and every MaxStaleness/4 publishes on the latter, through
+// the client (so to the master, where the writes go), the probe's send
+// time. The probe reaches the subscription after every message the master
+// published before it, so its arrival proves that every write committed
+// before that send time has been applied. (A PING on the subscription
+// would prove less: after a Sentinel failover go-redis keeps the
+// subscription on the old master, which answers but hears no writes until
+// it replicates from the new one.) An entry is served only while such a
+// proof is younger than Config.Cache.MaxStaleness (1 s by default). So another instance serves a
 // session that was written (logged out, ended by a back-channel logout,
 // refreshed) normally until the invalidation reaches it, the time Redis
 // takes to pass a message on (less than one round trip: it is sent when
 // the write's reply is), and at worst MaxStaleness after the write
-// returned, however the channel fails. A channel that errs, reconnects,
-// stays silent for MaxStaleness, or finds the epoch key gone or replaced
+// returned, however the channel fails (on a Cluster, plus the cluster
+// bus's delay between the record's node and the subscriber's). A channel
+// that errs, reconnects, stays silent for MaxStaleness, or finds the epoch
+// key gone or replaced
 // (FLUSHALL, a restart that lost the data, which publish nothing) empties
 // the cache, which every read then bypasses until a new pong vouches for
 // it. A read that raced an invalidation does not remember what it read.
