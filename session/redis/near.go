@@ -272,6 +272,7 @@ type listener struct {
 	epochKey string
 	near     *nearCache
 	log      *slog.Logger
+	down     bool // the loss was logged; log the return once
 }
 
 // run subscribes and listens until ctx ends; the cache is dropped and
@@ -284,7 +285,11 @@ func (l *listener) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		l.log.Warn("session cache invalidation channel lost; reading every session from Redis until it is back", "err", err)
+		if !l.down {
+			l.log.Warn("session cache invalidation channel lost; reading every session from Redis until it is back", "err", err)
+			l.down = true
+			backoff = 50 * time.Millisecond // the first retry after a healthy spell is quick
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -330,7 +335,10 @@ func (l *listener) session(ctx context.Context) error {
 				// was none is unknown.
 				l.near.drop("subscribed")
 				if m.Count == 2 && probeErr == nil {
-					l.log.Debug("session cache invalidation channel subscribed", "channel", l.channel)
+					if l.down {
+						l.log.Info("session cache invalidation channel back", "channel", l.channel)
+						l.down = false
+					}
 					probeErr = make(chan error, 1)
 					go func() { probeErr <- l.prober(ctx) }()
 				}

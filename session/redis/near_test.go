@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -406,5 +407,108 @@ func BenchmarkGetCached(b *testing.B) {
 		if _, err := s.Get(ctx, h); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNearCacheRaces: a read that raced an invalidation or a drop does
+// not remember what it read, and nothing is served while the channel is
+// not verified.
+func TestNearCacheRaces(t *testing.T) {
+	t.Parallel()
+	clock := sessiontest.NewClock(sessiontest.Start())
+	c := newNearCache(CacheConfig{Entries: 8, MaxStaleness: time.Second}, clock.Now)
+	sess := sessiontest.Sample(clock.Now(), 1)
+	tk, rec, err := codec.SealNew(sess, clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := tk.IDBytes()
+	if got, tok := c.get(id); got != nil || tok.ok {
+		t.Fatal("an unverified cache hands out a token or a record")
+	}
+	c.verify(clock.Now().UnixNano(), c.epoch.Load())
+
+	_, tok := c.get(id)
+	c.invalidate(id) // a write committed while the read was in flight
+	c.put(id, rec, tok)
+	if got, _ := c.get(id); got != nil {
+		t.Error("a read that raced an invalidation was remembered")
+	}
+
+	_, tok = c.get(id)
+	c.drop("lost")
+	c.verify(clock.Now().UnixNano(), c.epoch.Load())
+	c.put(id, rec, tok)
+	if got, _ := c.get(id); got != nil {
+		t.Error("a read that raced a drop was remembered")
+	}
+
+	_, tok = c.get(id)
+	c.put(id, rec, tok)
+	if got, _ := c.get(id); got == nil {
+		t.Fatal("an undisturbed read was not remembered")
+	}
+	// A probe sent before a drop does not vouch for the cache after it.
+	sent, epoch := clock.Now().UnixNano(), c.epoch.Load()
+	c.drop("lost")
+	c.verify(sent, epoch)
+	if c.usable(clock.Now()) {
+		t.Error("a probe sent before the drop verified the cache")
+	}
+	c.verify(sent, c.epoch.Load())
+	clock.Advance(time.Second)
+	if c.usable(clock.Now()) {
+		t.Error("the cache is usable MaxStaleness after the last probe was sent")
+	}
+}
+
+// TestConcurrentWritesSettle: while A rewrites a session many times and B
+// reads it without pause, B may serve any of the versions; once B has
+// heard past A's last write, it serves the last one.
+func TestConcurrentWritesSettle(t *testing.T) {
+	t.Parallel()
+	ca, cb := redistest.Client(t), redistest.Client(t)
+	prefix := redistest.Prefix(t, ca, "session:")
+	a, b := cached(t, ca, prefix, nil, nil), cached(t, cb, prefix, nil, nil)
+	ctx := t.Context()
+	h, err := a.Create(ctx, sessiontest.Sample(time.Now(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for range 4 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := b.Get(ctx, h); err != nil {
+					t.Errorf("B's read during A's writes: %v", err)
+					return
+				}
+			}
+		})
+	}
+	const writes = 200
+	for i := range writes {
+		if _, err := a.Update(ctx, h, func(s *session.Session) error { s.AccessToken = "v" + strconv.Itoa(i); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := time.Now().UnixNano()
+	waitVerified(t, b, done)
+	close(stop)
+	readers.Wait()
+	for range 3 {
+		got, err := b.Get(ctx, h)
+		if err != nil || got.AccessToken != "v"+strconv.Itoa(writes-1) {
+			t.Fatalf("B after A's last write: %+v, %v; want access token v%d", got, err, writes-1)
+		}
+	}
+	if value(b.e.near.hits) == 0 {
+		t.Error("B never served from its cache")
 	}
 }
