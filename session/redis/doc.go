@@ -88,7 +88,7 @@
 // that errs, reconnects, stays silent for MaxStaleness, or finds the epoch
 // key gone or replaced
 // (FLUSHALL, a restart that lost the data, which publish nothing) empties
-// the cache, which every read then bypasses until a new pong vouches for
+// the cache, which every read then bypasses until a new probe vouches for
 // it. A read that raced an invalidation does not remember what it read.
 //
 // Why not Redis 6 server-assisted client-side caching: go-redis v9's

@@ -320,7 +320,7 @@ func (l *listener) session(ctx context.Context) error {
 			case ctx.Err() != nil:
 				return ctx.Err()
 			case errors.As(err, &ne) && ne.Timeout():
-				// Not even a pong for MaxStaleness: the connection is
+				// Not even a probe for MaxStaleness: the connection is
 				// silent, perhaps dead without a reset. Start over.
 				l.near.drop("silent")
 			default:
@@ -383,7 +383,7 @@ func (l *listener) prober(ctx context.Context) error {
 	for {
 		sent := l.near.now().UnixNano()
 		epoch := l.near.epoch.Load()
-		cur, err := l.checkEpoch(ctx, known)
+		cur, err := l.checkEpoch(ctx)
 		if err != nil {
 			return err
 		}
@@ -406,7 +406,7 @@ func (l *listener) prober(ctx context.Context) error {
 
 // checkEpoch returns the epoch key's value, setting a fresh one when it is
 // missing.
-func (l *listener) checkEpoch(ctx context.Context, known string) (string, error) {
+func (l *listener) checkEpoch(ctx context.Context) (string, error) {
 	v, err := l.rdb.Get(ctx, l.epochKey).Result()
 	if err == nil {
 		return v, nil
