@@ -86,10 +86,10 @@
 // returned, however the channel fails (on a Cluster, plus the cluster
 // bus's delay between the record's node and the subscriber's). A channel
 // that errs, reconnects, stays silent for MaxStaleness, or finds the epoch
-// key gone or replaced
-// (FLUSHALL, a restart that lost the data, which publish nothing) empties
-// the cache, which every read then bypasses until a new probe vouches for
-// it. A read that raced an invalidation does not remember what it read.
+// key gone or replaced (FLUSHALL, a restart that lost the data, which
+// publish nothing) empties the cache, which every read then bypasses
+// until a new probe vouches for it. A read that raced an invalidation
+// does not remember what it read.
 //
 // Why not Redis 6 server-assisted client-side caching: go-redis v9's
 // (experimental) implementation serves the standalone client only, on
