@@ -512,3 +512,72 @@ func TestConcurrentWritesSettle(t *testing.T) {
 		t.Error("B never served from its cache")
 	}
 }
+
+// splitClient sends its commands to one Redis and subscribes on another:
+// an instance whose subscription stayed on a Sentinel's old master after a
+// failover (go-redis keeps it there), which answers but hears none of the
+// new master's writes until it replicates from it.
+type splitClient struct {
+	*goredis.Client
+	sub *goredis.Client
+}
+
+func (c splitClient) Subscribe(ctx context.Context, channels ...string) *goredis.PubSub {
+	return c.sub.Subscribe(ctx, channels...)
+}
+
+// probes counts the PUBLISHes of near cache probes a client sends.
+type probes struct{ recordGets }
+
+func (h *probes) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if args := cmd.Args(); cmd.Name() == "publish" && len(args) == 3 && strings.Contains(args[1].(string), ":probe:") {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestSubscriptionElsewhereNeverVerifies: a subscription on a server that
+// does not hear the writes (the old master after a failover) answers
+// PINGs, but never hears the probes published through the client, so the
+// cache is never used: a logout through another instance is honoured.
+func TestSubscriptionElsewhereNeverVerifies(t *testing.T) {
+	t.Parallel()
+	primary, old := redisserver.Start(t), redisserver.Start(t)
+	main, stale := primary.Client(), old.Client()
+	t.Cleanup(func() { main.Close(); stale.Close() })
+	sent := &probes{}
+	main.AddHook(sent)
+	b, err := New(splitClient{Client: main, sub: stale}, Config{Cache: CacheConfig{Entries: DefaultCacheEntries}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, b)
+	ac := primary.Client()
+	t.Cleanup(func() { ac.Close() })
+	a, err := New(ac, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	h, err := a.Create(ctx, sessiontest.Sample(time.Now(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "three probes published", func() bool { return sent.n.Load() >= 3 })
+	for range 2 {
+		if _, err := b.Get(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b.e.near.verified.Load() != 0 || value(b.e.near.hits) != 0 {
+		t.Fatal("a subscription that hears no writes vouched for the cache")
+	}
+	if err := a.Delete(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Get(ctx, h); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("B after A's logout: %+v, %v; want not found", got, err)
+	}
+}
