@@ -524,7 +524,9 @@ func (c *Config) validate() error {
 		if s.RedisCache.Entries < 0 {
 			bad("gateway.session.redis_cache.entries", s.RedisCache.Entries, "want a number of sessions, or 0 for no near cache")
 		}
-		positive("gateway.session.redis_cache.max_staleness", s.RedisCache.MaxStaleness)
+		if d := s.RedisCache.MaxStaleness; d < sessionredis.MinMaxStaleness {
+			bad("gateway.session.redis_cache.max_staleness", d.String(), "want at least "+sessionredis.MinMaxStaleness.String()+" (each instance publishes a probe every quarter of it)")
+		}
 		if !strings.HasPrefix(s.CookieName, "__Host-") && !s.InsecureDevCookies {
 			bad("gateway.session.cookie_name", s.CookieName, "want a name with the __Host- prefix (or set gateway.session.insecure_dev_cookies for plain-http development hosts)")
 		}

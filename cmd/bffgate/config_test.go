@@ -149,7 +149,7 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"gateway.routes[0].deny[0].cel", "line 5", "undeclared reference"}},
 		{"redis without url", "gateway:\n  session:\n    store: redis\n", nil, []string{"redis.url", "redis://"}},
 		{"no __Host-", "gateway:\n  session:\n    cookie_name: sid\n", nil, []string{"gateway.session.cookie_name", "__Host-"}},
-		{"redis cache", "gateway:\n  session:\n    redis_cache: {entries: -1, max_staleness: 0s}\n", nil,
+		{"redis cache", "gateway:\n  session:\n    redis_cache: {entries: -1, max_staleness: 10ms}\n", nil,
 			[]string{"gateway.session.redis_cache.entries", "gateway.session.redis_cache.max_staleness"}},
 		{"bad cookie key", "gateway:\n  session:\n    cookie_keys: [{hash: '!!', block: '!!'}]\n", nil, []string{"cookie_keys[0].hash", "base64"}},
 		{"plain password", "issuer:\n  users: [{username: a, password_hash: secret}]\n", nil, []string{"issuer.users[0].password_hash", "bffgate users hash"}},

@@ -28,6 +28,10 @@ const DefaultCacheEntries = 4096
 // DefaultMaxStaleness is CacheConfig.MaxStaleness when zero.
 const DefaultMaxStaleness = time.Second
 
+// MinMaxStaleness is the least CacheConfig.MaxStaleness: each instance
+// publishes a probe every quarter of it.
+const MinMaxStaleness = 100 * time.Millisecond
+
 // CacheConfig configures the near cache of unchanged session records (see
 // the package documentation, "Near cache").
 type CacheConfig struct {
@@ -37,8 +41,9 @@ type CacheConfig struct {
 	// MaxStaleness bounds how long after a write committed another
 	// instance may still serve the record it replaced, when the
 	// invalidation channel fails silently (a partition that drops packets
-	// without a reset): the cache is used only while the channel answered
-	// a PING sent less than MaxStaleness ago. Default DefaultMaxStaleness.
+	// without a reset): the cache is used only while the channel carried
+	// a probe sent less than MaxStaleness ago. Default DefaultMaxStaleness,
+	// at least MinMaxStaleness.
 	MaxStaleness time.Duration `yaml:"max_staleness"`
 }
 

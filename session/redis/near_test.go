@@ -42,7 +42,7 @@ func run(tb testing.TB, s *Store) {
 	tb.Cleanup(func() { cancel(); wg.Wait() })
 }
 
-// waitVerified waits until s's channel answered a ping sent at or after
+// waitVerified waits until s's channel carried a probe sent at or after
 // since (UnixNano; 0: any): every write committed before since has been
 // heard. It waits for an event, not for a time: the bound is generous.
 func waitVerified(tb testing.TB, s *Store, since int64) {
@@ -215,8 +215,8 @@ func TestWriteOnOneInstanceSeenByAnother(t *testing.T) {
 
 // TestStalenessBound: with B's clock at MaxStaleness past A's write, B's
 // very next read is right, whether or not the invalidation has reached B:
-// its cache is only used while a ping sent less than MaxStaleness ago was
-// answered.
+// its cache is only used while a probe sent less than MaxStaleness ago was
+// heard.
 func TestStalenessBound(t *testing.T) {
 	t.Parallel()
 	clock := sessiontest.NewClock(sessiontest.Start())
@@ -380,7 +380,7 @@ func TestCacheDroppedWhenChannelLost(t *testing.T) {
 func TestNewCacheConfig(t *testing.T) {
 	c := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
-	for _, cc := range []CacheConfig{{Entries: -1}, {Entries: 1, MaxStaleness: -time.Second}} {
+	for _, cc := range []CacheConfig{{Entries: -1}, {Entries: 1, MaxStaleness: -time.Second}, {Entries: 1, MaxStaleness: 10 * time.Millisecond}} {
 		if _, err := New(c, Config{Cache: cc}); err == nil || !strings.Contains(err.Error(), "Config.Cache.") {
 			t.Errorf("New with %+v: %v, want an error naming Config.Cache", cc, err)
 		}

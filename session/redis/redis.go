@@ -111,8 +111,8 @@ func NewEngine(client goredis.UniversalClient, cfg Config) (*Engine, error) {
 	if cfg.Cache.Entries < 0 {
 		return nil, fmt.Errorf("session/redis: Config.Cache.Entries is %d; it must be positive (or zero: no near cache)", cfg.Cache.Entries)
 	}
-	if cfg.Cache.MaxStaleness < 0 {
-		return nil, fmt.Errorf("session/redis: Config.Cache.MaxStaleness is %s; it must be positive (or zero for %s)", cfg.Cache.MaxStaleness, DefaultMaxStaleness)
+	if s := cfg.Cache.MaxStaleness; s != 0 && s < MinMaxStaleness {
+		return nil, fmt.Errorf("session/redis: Config.Cache.MaxStaleness is %s; it must be at least %s (or zero for %s)", s, MinMaxStaleness, DefaultMaxStaleness)
 	}
 	e := &Engine{rdb: client, prefix: cfg.Prefix, now: cfg.Now, log: cfg.Logger, retries: cfg.MaxRetries}
 	if e.prefix == "" {
