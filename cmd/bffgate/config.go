@@ -27,6 +27,7 @@ import (
 	"github.com/bffgate/bffgate/issuer/trust"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 	sessioncookie "github.com/bffgate/bffgate/session/cookie"
+	sessionredis "github.com/bffgate/bffgate/session/redis"
 )
 
 // Config is the bffgate configuration file. Every key can be overridden by
@@ -160,6 +161,9 @@ type SessionConfig struct {
 	MaxCookieBytes     int           `yaml:"max_cookie_bytes"`
 	InsecureDevCookies bool          `yaml:"insecure_dev_cookies"`
 	SweepInterval      time.Duration `yaml:"sweep_interval"`
+	// RedisCache is the Redis store's near cache (session/redis owns its
+	// defaults and meaning).
+	RedisCache sessionredis.CacheConfig `yaml:"redis_cache"`
 }
 
 // CookieKey is one securecookie key pair, base64 (standard or URL) encoded.
@@ -247,6 +251,7 @@ func defaultConfig() Config {
 				SameSite:         strings.ToLower(gw.Cookie.SameSite),
 				MaxCookieBytes:   sessioncookie.DefaultMaxSize,
 				SweepInterval:    sessionbolt.DefaultSweepInterval,
+				RedisCache:       sessionredis.CacheConfig{Entries: sessionredis.DefaultCacheEntries, MaxStaleness: sessionredis.DefaultMaxStaleness},
 			},
 			CSRF:               CSRF{Header: gw.CSRFHeader, Value: gw.CSRFValue},
 			Refresh:            tokens.DefaultConfig(),
@@ -529,6 +534,12 @@ func (c *Config) validate() error {
 		s := &g.Session
 		oneOf("gateway.session.store", s.Store, "cookie", "bbolt", "redis")
 		positive("gateway.session.sweep_interval", s.SweepInterval)
+		if s.RedisCache.Entries < 0 {
+			bad("gateway.session.redis_cache.entries", s.RedisCache.Entries, "want a number of sessions, or 0 for no near cache")
+		}
+		if d := s.RedisCache.MaxStaleness; d < sessionredis.MinMaxStaleness {
+			bad("gateway.session.redis_cache.max_staleness", d.String(), "want at least "+sessionredis.MinMaxStaleness.String()+" (each instance publishes a probe every quarter of it)")
+		}
 		if !strings.HasPrefix(s.CookieName, "__Host-") && !s.InsecureDevCookies {
 			bad("gateway.session.cookie_name", s.CookieName, "want a name with the __Host- prefix (or set gateway.session.insecure_dev_cookies for plain-http development hosts)")
 		}

@@ -155,6 +155,8 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"gateway.routes[0].deny[0].cel", "line 5", "undeclared reference"}},
 		{"redis without url", "gateway:\n  session:\n    store: redis\n", nil, []string{"redis.url", "redis://"}},
 		{"no __Host-", "gateway:\n  session:\n    cookie_name: sid\n", nil, []string{"gateway.session.cookie_name", "__Host-"}},
+		{"redis cache", "gateway:\n  session:\n    redis_cache: {entries: -1, max_staleness: 10ms}\n", nil,
+			[]string{"gateway.session.redis_cache.entries", "gateway.session.redis_cache.max_staleness"}},
 		{"bad cookie key", "gateway:\n  session:\n    cookie_keys: [{hash: '!!', block: '!!'}]\n", nil, []string{"cookie_keys[0].hash", "base64"}},
 		{"plain password", "issuer:\n  users: [{username: a, password_hash: secret}]\n", nil, []string{"issuer.users[0].password_hash", "bffgate users hash"}},
 		{"bad env value", "", []string{"BFFGATE_ISSUER_DENYLIST_CACHE_SIZE=many"}, []string{"issuer.denylist.cache_size", "BFFGATE_ISSUER_DENYLIST_CACHE_SIZE", "many"}},
@@ -537,6 +539,7 @@ func TestEnvironmentReachesPackageTypes(t *testing.T) {
 		`BFFGATE_GATEWAY_ROUTES=[{prefix: /v1/, upstream: "http://127.0.0.1:7000", timeout: 5s, strip_prefix: true}]`,
 		`BFFGATE_ISSUER_USERS=[{username: alice, password_hash: "` + demoPasswordHash + `"}]`,
 		"BFFGATE_GATEWAY_SESSION_IDLE_TIMEOUT=10m",
+		"BFFGATE_GATEWAY_SESSION_REDIS_CACHE_ENTRIES=0",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -547,6 +550,9 @@ func TestEnvironmentReachesPackageTypes(t *testing.T) {
 	}
 	if !b.Provider.UseUserinfo || b.Provider.ExtraAuthParams["audience"] != "my-api" || b.IdleTimeout != 10*time.Minute {
 		t.Errorf("provider %+v idle %s", b.Provider, b.IdleTimeout)
+	}
+	if rc := cfg.Gateway.Session.RedisCache; rc.Entries != 0 || rc.MaxStaleness != time.Second {
+		t.Errorf("redis cache %+v, want entries 0 from the environment, max_staleness 1s", rc)
 	}
 	if len(b.Routes) != 1 || b.Routes[0].Timeout != 5*time.Second || !b.Routes[0].StripPrefix || b.Routes[0].Policy != "user" {
 		t.Errorf("routes %+v", b.Routes)

@@ -66,7 +66,8 @@ func assertionKey(ctx context.Context, rt *runtime) (*ecdsa.PrivateKey, error) {
 }
 
 // sessionStore builds the configured session store and what must run
-// beside it (the bbolt sweeper).
+// beside it (the bbolt sweeper, the Redis near cache's invalidation
+// listener).
 func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.Store, func(context.Context) error, error) {
 	sc := rt.cfg.Gateway.Session
 	log := rt.log.With("component", "session")
@@ -97,8 +98,13 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.St
 		if rt.redis == nil {
 			return nil, nil, fmt.Errorf("config: gateway.session.store: \"redis\" needs redis.url")
 		}
-		st, err := sessionredis.New(rt.redis, sessionredis.Config{Prefix: rt.cfg.Redis.Prefix + "session:", Logger: log})
-		return st, idle, err
+		st, err := sessionredis.New(rt.redis, sessionredis.Config{
+			Prefix: rt.cfg.Redis.Prefix + "session:", Logger: log, Registerer: rt.registry, Cache: sc.RedisCache,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func(ctx context.Context) error { st.Run(ctx); return nil }, nil
 	default:
 		st, err := sessionbolt.New(rt.db, sessionbolt.Config{Logger: log, Registerer: rt.registry})
 		if err != nil {

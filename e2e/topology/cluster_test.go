@@ -18,6 +18,10 @@ func TestCluster(t *testing.T) {
 	rdb := c.client(t)
 
 	t.Run("SessionStore", func(t *testing.T) { runSessionSuite(t, rdb) })
+	t.Run("SessionStoreCached", func(t *testing.T) { runCachedSessionSuite(t, rdb) })
+	// Two instances' near caches on their own clients: every write is
+	// heard by the other's subscriber, wherever each subscribed.
+	t.Run("NearCache", func(t *testing.T) { testNearCache(t, rdb, c.client(t)) })
 	t.Run("IssuerStore", func(t *testing.T) { runIssuerSuite(t, rdb) })
 	t.Run("EndedRecords", func(t *testing.T) { testEnded(t, rdb) })
 

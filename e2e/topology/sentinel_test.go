@@ -23,6 +23,8 @@ func TestSentinel(t *testing.T) {
 	rdb := sn.client(t)
 
 	t.Run("SessionStore", func(t *testing.T) { runSessionSuite(t, rdb) })
+	t.Run("SessionStoreCached", func(t *testing.T) { runCachedSessionSuite(t, rdb) })
+	t.Run("NearCache", func(t *testing.T) { testNearCache(t, rdb, sn.client(t)) })
 	t.Run("IssuerStore", func(t *testing.T) { runIssuerSuite(t, rdb) })
 	t.Run("EndedRecords", func(t *testing.T) { testEnded(t, rdb) })
 	t.Run("DenylistPush", func(t *testing.T) { testDenylistPush(t, rdb, sn.client(t)) })
@@ -155,6 +157,7 @@ func TestSentinel(t *testing.T) {
 		})
 
 		t.Run("SessionStore", func(t *testing.T) { runSessionSuite(t, rdb) })
+		t.Run("NearCache", func(t *testing.T) { testNearCache(t, rdb, sn.client(t)) })
 		t.Run("IssuerStore", func(t *testing.T) { runIssuerSuite(t, rdb) })
 		t.Run("DenylistPush", func(t *testing.T) { testDenylistPush(t, rdb, sn.client(t)) })
 	})

@@ -27,6 +27,11 @@
 //	<prefix>sub:<sub>   the same by subject
 //	<prefix>ended-sid:<sid>  (NewEnded) "1", PEXPIREAT until
 //	<prefix>ended-sub:<sub>  (NewEnded) since in Unix ns, PEXPIREAT until
+//	<prefix>epoch       random text, no TTL: the near caches' check that Redis was not emptied
+//
+// and every write of a record publishes its id on the channel
+// <prefix>invalidate (PUBLISH, classic pub/sub: a Cluster carries it to
+// the subscribers of every node).
 //
 // No operation needs two keys in one slot, so no hash tag is used and a
 // Redis Cluster spreads sessions over all its shards. Every single-record
@@ -51,6 +56,48 @@
 // against Config.Now. Index members are scored by the session's expiry and
 // pruned as they pass; an index key expires with its latest member.
 //
+// # Near cache
+//
+// With Config.Cache.Entries above zero and Run running, each instance
+// keeps the records it read (Engine.Get) in memory, so that the read of an
+// unchanged session, the one every proxied request makes, costs no round
+// trip to Redis. Every write of a record (an Update's MULTI/EXEC, which
+// covers refreshes, slides and Delete; the compare-and-delete script of
+// ending by sid or subject) publishes the record's id in the same atomic
+// step as the write, so that no committed write goes unannounced, and the
+// writing instance forgets its own entry before the write returns. Expiry
+// publishes nothing and needs nothing: an entry is never served at or past
+// its record's expiry, which is the record's TTL in Redis.
+//
+// Staleness bound. Run subscribes to the channel and to a probe channel
+// of its own, and every MaxStaleness/4 publishes on the latter, through
+// the client (so to the master, where the writes go), the probe's send
+// time. The probe reaches the subscription after every message the master
+// published before it, so its arrival proves that every write committed
+// before that send time has been applied. (A PING on the subscription
+// would prove less: after a Sentinel failover go-redis keeps the
+// subscription on the old master, which answers but hears no writes until
+// it replicates from the new one.) An entry is served only while such a
+// proof is younger than Config.Cache.MaxStaleness (1 s by default). So another instance serves a
+// session that was written (logged out, ended by a back-channel logout,
+// refreshed) normally until the invalidation reaches it, the time Redis
+// takes to pass a message on (less than one round trip: it is sent when
+// the write's reply is), and at worst MaxStaleness after the write
+// returned, however the channel fails (on a Cluster, plus the cluster
+// bus's delay between the record's node and the subscriber's). A channel
+// that errs, reconnects, stays silent for MaxStaleness, or finds the epoch
+// key gone or replaced (FLUSHALL, a restart that lost the data, which
+// publish nothing) empties the cache, which every read then bypasses
+// until a new probe vouches for it. A read that raced an invalidation
+// does not remember what it read.
+//
+// Why not Redis 6 server-assisted client-side caching: go-redis v9's
+// (experimental) implementation serves the standalone client only, on
+// database 0 with RESP3, not Sentinel or Cluster; rueidis would be a second
+// Redis client. Tracking in broadcast mode on every Cluster node would also
+// have to follow slot migrations. The channel above works the same on all
+// three deployments.
+//
 // # Caveats
 //
 // A session created for a sid at the very moment that sid is ended by a
@@ -58,4 +105,9 @@
 // the issuer's own revocation of that sid's tokens still holds. If Redis
 // restarts empty, sessions are gone and users log in again; enable
 // appendonly to keep them. Expiry needs PEXPIREAT ... GT (Redis 7.0+).
+// The near cache does not hear of a record removed behind the gateway's
+// back (a DEL by hand, an eviction under maxmemory) until the entry
+// expires or is evicted: end sessions through the gateway (logout,
+// back-channel logout). On a Cluster the epoch key lives on one node:
+// flush every node, as FLUSHALL on a Cluster means anyway.
 package redis

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -39,6 +40,9 @@ type Config struct {
 	// MaxRetries bounds how often Update retries after a concurrent writer
 	// changed the session between its read and its write. Default 100.
 	MaxRetries int
+	// Cache is the near cache of unchanged sessions (off when
+	// Cache.Entries is zero). It serves only while Run is running.
+	Cache CacheConfig
 }
 
 // Store is a session.Store on Redis: the rules of session/tickets on this
@@ -47,6 +51,14 @@ type Config struct {
 type Store struct {
 	*tickets.Store
 	e *Engine
+}
+
+// Run keeps the near cache's invalidation channel until ctx ends (see the
+// package documentation, "Near cache"); without it, or with the cache off,
+// every read is a round trip to Redis. Writes publish their invalidations
+// whether or not Run runs, for the other instances.
+func (s *Store) Run(ctx context.Context) {
+	s.e.Run(ctx)
 }
 
 var _ session.Store = (*Store)(nil)
@@ -61,6 +73,13 @@ func New(client goredis.UniversalClient, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r := cfg.Registerer; r != nil && e.near != nil {
+		for _, c := range e.near.collectors() {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("session/redis: register metrics (one redis session store per registry): %w", err)
+			}
+		}
+	}
 	return &Store{Store: rules, e: e}, nil
 }
 
@@ -72,6 +91,10 @@ type Engine struct {
 	now     func() time.Time
 	log     *slog.Logger
 	retries int
+	// channel carries the id of every record written (the near caches'
+	// invalidations); near is this instance's cache (nil: off).
+	channel string
+	near    *nearCache
 }
 
 var _ tickets.Engine = (*Engine)(nil)
@@ -85,10 +108,17 @@ func NewEngine(client goredis.UniversalClient, cfg Config) (*Engine, error) {
 	if cfg.MaxRetries < 0 {
 		return nil, fmt.Errorf("session/redis: Config.MaxRetries is %d; it must be positive (or zero for 100)", cfg.MaxRetries)
 	}
+	if cfg.Cache.Entries < 0 {
+		return nil, fmt.Errorf("session/redis: Config.Cache.Entries is %d; it must be positive (or zero: no near cache)", cfg.Cache.Entries)
+	}
+	if s := cfg.Cache.MaxStaleness; s != 0 && s < MinMaxStaleness {
+		return nil, fmt.Errorf("session/redis: Config.Cache.MaxStaleness is %s; it must be at least %s (or zero for %s)", s, MinMaxStaleness, DefaultMaxStaleness)
+	}
 	e := &Engine{rdb: client, prefix: cfg.Prefix, now: cfg.Now, log: cfg.Logger, retries: cfg.MaxRetries}
 	if e.prefix == "" {
 		e.prefix = DefaultPrefix
 	}
+	e.channel = e.prefix + "invalidate"
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -98,6 +128,13 @@ func NewEngine(client goredis.UniversalClient, cfg Config) (*Engine, error) {
 	e.log = e.log.With("subsystem", "session.redis")
 	if e.retries == 0 {
 		e.retries = 100
+	}
+	if cfg.Cache.Entries > 0 {
+		cc := cfg.Cache
+		if cc.MaxStaleness == 0 {
+			cc.MaxStaleness = DefaultMaxStaleness
+		}
+		e.near = newNearCache(cc, e.now)
 	}
 	return e, nil
 }
@@ -207,8 +244,26 @@ func writeRecord(ctx context.Context, p goredis.Pipeliner, key string, rec []byt
 	return p.Do(ctx, args...)
 }
 
-// Get returns the record under id: one GET.
+// Run keeps the near cache's invalidation channel until ctx ends; it
+// returns at once when the cache is off.
+func (e *Engine) Run(ctx context.Context) {
+	if e.near == nil {
+		return
+	}
+	l := &listener{rdb: e.rdb, channel: e.channel, probe: e.channel + ":probe:" + crand.Text(), epochKey: e.prefix + "epoch", near: e.near, log: e.log}
+	l.run(ctx)
+}
+
+// Get returns the record under id: from the near cache when it vouches
+// for it, else one GET.
 func (e *Engine) Get(ctx context.Context, id []byte) ([]byte, error) {
+	var tk nearToken
+	if e.near != nil {
+		var rec []byte
+		if rec, tk = e.near.get(id); rec != nil {
+			return rec, nil
+		}
+	}
 	rec, err := e.rdb.Get(ctx, e.recordKey(id)).Bytes()
 	if errors.Is(err, goredis.Nil) {
 		return nil, nil
@@ -216,7 +271,34 @@ func (e *Engine) Get(ctx context.Context, id []byte) ([]byte, error) {
 	if err != nil {
 		return nil, wrapErr("get", err)
 	}
+	if e.near != nil {
+		e.near.put(id, rec, tk)
+	}
 	return rec, nil
+}
+
+// forget drops id's record from this instance's cache.
+func (e *Engine) forget(id []byte) {
+	if e.near != nil {
+		e.near.invalidate(id)
+	}
+}
+
+// forgetID is forget with the id as in keys (encodeID).
+func (e *Engine) forgetID(id string) {
+	if e.near == nil {
+		return
+	}
+	if raw, err := base64.RawURLEncoding.DecodeString(id); err == nil {
+		e.near.invalidate(raw)
+	}
+}
+
+// invalidate queues the publication of a record's write, in the write's
+// own transaction: no instance can miss a committed write while its
+// channel is up.
+func (e *Engine) invalidate(ctx context.Context, p goredis.Pipeliner, sid string) {
+	p.Publish(ctx, e.channel, sid)
 }
 
 // Create stores the index entries first, then the record (SET NX), so
@@ -271,6 +353,7 @@ func (e *Engine) Update(ctx context.Context, id []byte, fn func(rec []byte) (tic
 			case tickets.Remove:
 				_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 					p.Del(ctx, key)
+					e.invalidate(ctx, p, sid)
 					return nil
 				})
 				return err
@@ -283,6 +366,7 @@ func (e *Engine) Update(ctx context.Context, id []byte, fn func(rec []byte) (tic
 				}
 				_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 					writeRecord(ctx, p, key, c.Record, c.Meta, false)
+					e.invalidate(ctx, p, sid)
 					return nil
 				})
 				return err
@@ -292,6 +376,11 @@ func (e *Engine) Update(ctx context.Context, id []byte, fn func(rec []byte) (tic
 		var fe fnError
 		switch {
 		case err == nil:
+			if c.Op != tickets.Keep {
+				// This instance reads its own writes at once; the others
+				// when the published invalidation reaches them.
+				e.forget(id)
+			}
 			switch c.Op {
 			case tickets.Remove:
 				e.unlinkOld(ctx, sid, c.Old, codec.Meta{})
@@ -340,10 +429,14 @@ func (e *Engine) unlinkOld(ctx context.Context, id string, old, now codec.Meta) 
 }
 
 // casDelete deletes KEYS[1] only if it still holds ARGV[1]: the record
-// that was read and checked, not one a concurrent Update rewrote.
+// that was read and checked, not one a concurrent Update rewrote; and
+// publishes ARGV[3] (the record's id) on channel ARGV[2], the near caches'
+// invalidation, in the same atomic step.
 var casDelete = goredis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  local n = redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return n
 end
 return -1`)
 
@@ -401,7 +494,7 @@ func (e *Engine) End(ctx context.Context, ix tickets.Index, v string, match func
 		dels := make([]*goredis.Cmd, len(victims))
 		if err := e.pipe(ctx, func(p goredis.Pipeliner) {
 			for i, v := range victims {
-				dels[i] = casDelete.Eval(ctx, p, []string{e.prefix + "r:" + v.id}, v.rec)
+				dels[i] = casDelete.Eval(ctx, p, []string{e.prefix + "r:" + v.id}, v.rec, e.channel, v.id)
 			}
 			for _, id := range stale {
 				p.ZRem(ctx, index, id)
@@ -414,6 +507,7 @@ func (e *Engine) End(ctx context.Context, ix tickets.Index, v string, match func
 		for i, v := range victims {
 			switch r, _ := dels[i].Int64(); r {
 			case 1:
+				e.forgetID(v.id)
 				ended = append(ended, v)
 				out = append(out, v.meta)
 			case -1:
