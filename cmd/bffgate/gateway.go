@@ -104,6 +104,9 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.St
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := st.CheckPublish(ctx); err != nil {
+			return nil, nil, fmt.Errorf("gateway.session.store: redis: %w", err)
+		}
 		return st, func(ctx context.Context) error { st.Run(ctx); return nil }, nil
 	default:
 		st, err := sessionbolt.New(rt.db, sessionbolt.Config{Logger: log, Registerer: rt.registry})

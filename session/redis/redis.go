@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,10 @@ type Store struct {
 	*tickets.Store
 	e *Engine
 }
+
+// CheckPublish reports a Redis user that may not publish on the store's
+// channels (see Engine.CheckPublish).
+func (s *Store) CheckPublish(ctx context.Context) error { return s.e.CheckPublish(ctx) }
 
 // Run keeps the near cache's invalidation channel until ctx ends (see the
 // package documentation, "Near cache"); without it, or with the cache off,
@@ -530,6 +535,29 @@ func (e *Engine) End(ctx context.Context, ix tickets.Index, v string, match func
 		}
 	}
 	return out, nil
+}
+
+// ErrNoPublish is what CheckPublish returns when the Redis user may not
+// publish on the store's channels.
+var ErrNoPublish = errors.New("session/redis: the Redis user may not publish on the session channels")
+
+// CheckPublish reports, with ErrNoPublish, a Redis user whose ACL lacks the
+// store's pub/sub channels: every session write carries the PUBLISH of its
+// invalidation, so such a user would see every login and refresh fail
+// with NOPERM (Redis 7 gives a new ACL user no channels). It publishes on
+// a probe channel no instance listens to, so it changes nothing. Any other
+// error (Redis down at start) is not this check's to report: nil, and
+// /readyz says the rest.
+func (e *Engine) CheckPublish(ctx context.Context) error {
+	ch := e.channel + ":probe:start"
+	err := e.rdb.Publish(ctx, ch, "0:0").Err()
+	var re goredis.Error
+	// The reply's error code is the protocol's (RESP "-NOPERM ..."), not
+	// a message: the one way Redis names a refused permission.
+	if errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOPERM") {
+		return fmt.Errorf("%w (%s, the invalidations of the near caches): grant the user the channels with the ACL rule &%s* (or allchannels); %v", ErrNoPublish, e.channel, e.prefix, err)
+	}
+	return nil
 }
 
 // Ping reports whether Redis answers.
