@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -95,7 +94,7 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 			web.Error{Title: "Missing redirect URI", Message: fmt.Sprintf("The application %q sent no redirect_uri. OpenID Connect requires it (Core §3.1.2.1); the application must send one of its registered redirect URIs.", cl.ID),
 				Mismatch: &web.RedirectMismatch{Registered: cl.RedirectURIs}})
 	}
-	if !slices.Contains(cl.RedirectURIs, redirectURI) {
+	if !redirectAllowed(cl.RedirectURIs, redirectURI) {
 		return s.errorPage(c, epAuthorize, fiber.StatusBadRequest,
 			protocol.ErrInvalidRequest.WithDescription("redirect_uri %q is not registered for client %q", clip(redirectURI, 256), cl.ID),
 			web.Error{Title: "Redirect URI not registered", Message: fmt.Sprintf("The application %q asked to return to a redirect URI that is not registered for it.", cl.ID),
@@ -316,7 +315,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 			"The sign-in form could not be verified: your browser did not send the issuer's cookie, or the form belongs to another browser. Allow cookies for this site and sign in again from the application.")
 	}
 	cl := s.clients[req.ClientID]
-	if cl == nil || !slices.Contains(cl.RedirectURIs, req.RedirectURI) {
+	if cl == nil || !redirectAllowed(cl.RedirectURIs, req.RedirectURI) {
 		// The configuration changed since the form was shown.
 		return formError(protocol.ErrInvalidRequest.WithDescription("client %q or its redirect_uri is no longer registered", clip(req.ClientID, 64)),
 			"The application is no longer registered with this issuer, or its redirect URI changed. Start the sign-in again from the application.")

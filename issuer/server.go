@@ -282,6 +282,7 @@ func (s *Server) buildApp() (*fiber.App, error) {
 		r = app
 	}
 	r.Get(pathDiscovery, s.handleDiscovery)
+	s.mountMetadata(app, r)
 	r.Get(pathJWKS, s.handleJWKS)
 	r.Get(pathAuthorize, s.handleAuthorize)
 	r.Post(pathAuthorize, s.handleAuthorize)
