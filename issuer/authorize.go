@@ -46,6 +46,8 @@ type authRequest struct {
 	Scope         string `json:"sc,omitempty"`
 	CodeChallenge string `json:"cc"`
 	LoginHint     string `json:"lh,omitempty"`
+	// Resource is the RFC 8707 resource indicator, "" for none.
+	Resource string `json:"rs,omitempty"`
 	// CSRF is the double-submit token: the login post is accepted only
 	// when the browser's CSRF cookie holds the same value.
 	CSRF string `json:"x"`
@@ -184,8 +186,13 @@ func (s *Server) validateAuthRequest(cl *client, p url.Values) (authRequest, map
 	if len(req.LoginHint) > 256 {
 		req.LoginHint = ""
 	}
+	resource, err := s.requestedResource(cl, p)
+	if err != nil {
+		return authRequest{}, nil, 0, err
+	}
+	req.Resource = resource
 	scope := p.Get("scope")
-	if err := cl.checkScope(scope); err != nil {
+	if err := s.checkScopeFor(cl, scope, resource); err != nil {
 		return authRequest{}, nil, 0, err
 	}
 	req.Scope = strings.Join(protocol.ParseScope(scope), " ")
@@ -454,6 +461,7 @@ func (s *Server) issueCode(c *fiber.Ctx, req authRequest, sess *storage.LoginSes
 		Hash: codeHash(code), ClientID: req.ClientID, RedirectURI: req.RedirectURI, Scope: req.Scope, Nonce: req.Nonce,
 		CodeChallenge: req.CodeChallenge, CodeChallengeMethod: protocol.PKCEMethodS256,
 		Subject: u.Subject, SID: sess.ID, AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL), Claims: claims,
+		Resource: req.Resource,
 	}
 	if err := s.cfg.Store.CreateCode(c.UserContext(), rec); err != nil {
 		return s.redirectError(c, req.RedirectURI, req.State, req.ClientID, err)

@@ -102,6 +102,9 @@ type Client struct {
 	// Disabled refuses the client's grants and every token it holds, as
 	// `bffgate agents disable` does at run time.
 	Disabled bool `yaml:"disabled"`
+	// Resources narrows the issuer.resources the client may name with a
+	// resource indicator (RFC 8707); empty means every one of them.
+	Resources []string `yaml:"resources"`
 }
 
 // User is an end user who can log in at the issuer. Its yaml tags are the
@@ -185,6 +188,10 @@ type Config struct {
 	SPIFFE SPIFFE
 	// Audit is the audit trail of the issuer's decisions (agentstate.go).
 	Audit Audit
+	// Resources are the protected resources (MCP servers, APIs) clients
+	// may ask tokens for with a resource indicator (RFC 8707,
+	// resources.go).
+	Resources []Resource
 	// TrustedIssuers are the issuers whose JWTs the JWT bearer grant
 	// accepts as assertions (jwtbearer.go).
 	TrustedIssuers []TrustedIssuer
@@ -418,6 +425,11 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 	if cfg.Audit.MaxSize < 4096 {
 		return fail("audit.max_size", "is %d bytes; it must be at least 4096 (default %d)", cfg.Audit.MaxSize, audit.DefaultMaxSize)
 	}
+	rs, err := validateResources(cfg.Resources)
+	if err != nil {
+		return Config{}, nil, nil, err
+	}
+	cfg.Resources = rs
 	clients := make(map[string]*client, len(cfg.Clients))
 	cfg.Clients = slices.Clone(cfg.Clients)
 	for i := range cfg.Clients {
@@ -432,6 +444,12 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		}
 		if clients[c.ID] != nil {
 			return fail(f+".id", "client %q is registered twice", c.ID)
+		}
+		c.Resources = slices.Clone(c.Resources)
+		for j, r := range c.Resources {
+			if !slices.ContainsFunc(rs, func(x Resource) bool { return x.URL == r }) {
+				return fail(fmt.Sprintf("%s.resources[%d]", f, j), "%q is not listed in issuer.resources", r)
+			}
 		}
 		cfg.Clients[i] = c
 		cl := &client{Client: c, secretDigest: secretDigest(c.Secret)}

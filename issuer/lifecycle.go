@@ -112,7 +112,7 @@ func (s *Server) checkAudience(tc *token.Claims) string {
 		return "the access token has no aud"
 	}
 	for _, a := range tc.Audience {
-		if !slices.Contains(cl.Audience, a) {
+		if !slices.Contains(cl.Audience, a) && !s.resourceAllowed(cl, a) {
 			return "the access token's aud is not an audience of its client"
 		}
 	}
@@ -274,13 +274,13 @@ func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (
 		}
 		return introspection{}, "malformed, foreign or not verifiable", nil
 	}
-	if why := s.tokenRefused(tc); why != "" && (tc.ClientID == cl.ID || slices.Contains(tc.Audience, cl.ID)) {
+	if why := s.tokenRefused(tc); why != "" && (tc.ClientID == cl.ID || slices.Contains(tc.Audience, cl.ID) || cl.servesResource(tc.Audience)) {
 		s.ag.metrics.refused.WithLabelValues(epIntrospect).Inc()
 		return introspection{}, why, nil
 	}
 	switch kind {
 	case token.Access:
-		if tc.ClientID != cl.ID && !slices.Contains(tc.Audience, cl.ID) {
+		if tc.ClientID != cl.ID && !slices.Contains(tc.Audience, cl.ID) && !cl.servesResource(tc.Audience) {
 			return introspection{}, "issued to another client, which is not in its audience", nil
 		}
 		if why := s.checkAudience(tc); why != "" {

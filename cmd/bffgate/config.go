@@ -104,6 +104,7 @@ type Issuer struct {
 	SPIFFE          issuer.SPIFFE          `yaml:"spiffe"`
 	TrustedIssuers  []issuer.TrustedIssuer `yaml:"trusted_issuers"`
 	Audit           issuer.Audit           `yaml:"audit"`
+	Resources       []issuer.Resource      `yaml:"resources"`
 }
 
 // IssuerTokens is issuer.Config's token fields, grouped as the file groups

@@ -52,6 +52,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.SPIFFE = issuer.SPIFFE{TrustDomains: slices.Clone(is.SPIFFE.TrustDomains)}
 	icfg.Audit = is.Audit
 	icfg.TrustedIssuers = slices.Clone(is.TrustedIssuers)
+	icfg.Resources = slices.Clone(is.Resources)
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
 		gw := c.Gateway
