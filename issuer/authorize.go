@@ -79,7 +79,12 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	// HTML page: redirecting to an unchecked URI would make the issuer an
 	// open redirector (RFC 6749 §4.1.2.1, RFC 9700 §4.11).
 	clientID := p.Get("client_id")
-	cl := s.clients[clientID]
+	cl, lerr := s.lookupClient(c.UserContext(), clientID)
+	if lerr != nil {
+		return s.errorPage(c, epAuthorize, fiber.StatusBadRequest,
+			protocol.ErrInvalidClient.WithDescription("%s", cimdDescription(lerr)),
+			web.Error{Title: "Unknown application", Message: "The application identifies itself by a client metadata document this issuer cannot use: " + cimdDescription(lerr) + "."})
+	}
 	if cl == nil {
 		msg := "The application did not say who it is (client_id is missing)."
 		if clientID != "" {
@@ -321,7 +326,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		return formError(protocol.ErrAccessDenied.WithDescription("the login form's CSRF token does not match the browser's CSRF cookie"),
 			"The sign-in form could not be verified: your browser did not send the issuer's cookie, or the form belongs to another browser. Allow cookies for this site and sign in again from the application.")
 	}
-	cl := s.clients[req.ClientID]
+	cl := s.knownClient(c.UserContext(), req.ClientID)
 	if cl == nil || !redirectAllowed(cl.RedirectURIs, req.RedirectURI) {
 		// The configuration changed since the form was shown.
 		return formError(protocol.ErrInvalidRequest.WithDescription("client %q or its redirect_uri is no longer registered", clip(req.ClientID, 64)),

@@ -105,6 +105,12 @@ type Client struct {
 	// Resources narrows the issuer.resources the client may name with a
 	// resource indicator (RFC 8707); empty means every one of them.
 	Resources []string `yaml:"resources"`
+	// ThirdParty shows the user the consent page for the client's
+	// authorization requests, remembered per user, client and scopes
+	// (consent.go). Clients identified by a metadata document or
+	// registered dynamically always get it; configured ones are
+	// first-party unless this is set.
+	ThirdParty bool `yaml:"third_party"`
 }
 
 // User is an end user who can log in at the issuer. Its yaml tags are the
@@ -192,6 +198,9 @@ type Config struct {
 	// may ask tokens for with a resource indicator (RFC 8707,
 	// resources.go).
 	Resources []Resource
+	// ClientMetadata accepts https URLs as client ids (client ID metadata
+	// documents, cimd.go).
+	ClientMetadata ClientMetadata
 	// TrustedIssuers are the issuers whose JWTs the JWT bearer grant
 	// accepts as assertions (jwtbearer.go).
 	TrustedIssuers []TrustedIssuer
@@ -253,6 +262,9 @@ type client struct {
 	// algorithms they may use (private_key_jwt and spiffe_jwt).
 	keys          keySource
 	assertionAlgs []string
+	// source is where the client comes from (clients.go); name is the
+	// client_name of its metadata.
+	source, name string
 }
 
 func (c *client) public() bool { return c.authMethod == authNone }
@@ -430,6 +442,9 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		return Config{}, nil, nil, err
 	}
 	cfg.Resources = rs
+	if cfg.ClientMetadata, err = cfg.ClientMetadata.withDefaults(); err != nil {
+		return Config{}, nil, nil, err
+	}
 	clients := make(map[string]*client, len(cfg.Clients))
 	cfg.Clients = slices.Clone(cfg.Clients)
 	for i := range cfg.Clients {

@@ -23,7 +23,7 @@ type asMetadata struct {
 }
 
 func (s *Server) asMetadata() asMetadata {
-	return asMetadata{discovery: s.discovery()}
+	return asMetadata{discovery: s.discovery(), ClientIDMetadataDocumentSupported: s.cfg.ClientMetadata.Enabled}
 }
 
 // handleOAuthMetadata serves RFC 8414 metadata. With an issuer URL that

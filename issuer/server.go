@@ -112,6 +112,8 @@ type Server struct {
 	obs       *obs.Obs
 	metrics   *metrics
 	ag        *agentState
+	mcp       *mcpState
+	cimd      *cimdCache
 	app       *fiber.App
 	basePath  string
 	// seal protects the hidden fields of the login and logout forms.
@@ -181,6 +183,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("issuer: register metrics: %w", err)
 	}
 	if s.ag, err = s.newAgentState(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.newMCPState(); err != nil {
 		return nil, err
 	}
 	if s.obs, err = obs.New(obs.Config{Component: "issuer", Logger: cfg.Logger, Registerer: cfg.Registerer, Gatherer: cfg.Gatherer, AccessLog: cfg.AccessLog}); err != nil {
