@@ -74,7 +74,8 @@ func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
 		}
 		switch {
 		case s != nil:
-			src = &sessionTokens{g: g, c: c, handle: handle, s: s, route: r.Prefix, rules: rules, id: g.idents[normPrefix(r.Prefix)]}
+			src = &sessionTokens{g: g, c: c, handle: handle, s: s, route: r.Prefix, rules: rules, id: g.idents[normPrefix(r.Prefix)],
+				exchange: g.exchanges[normPrefix(r.Prefix)]}
 		case policy == PolicyUserOptional:
 			// Anonymous: the upstream's 401, if any, is its answer. Rules
 			// decide over no claims; a denial asks for a login, which may
@@ -116,6 +117,10 @@ type sessionTokens struct {
 	rules  *authz.Decider // nil: no rules
 	id     *identity      // nil: no identity headers
 	ident  []proxy.Header // id's headers for the session as Token left it
+	// exchange, when set, sends a token exchanged for this target
+	// instead of the session's (RFC 8693); sent is the one last sent.
+	exchange *tokens.ExchangeTarget
+	sent     string
 }
 
 var _ proxy.IdentitySource = (*sessionTokens)(nil)
@@ -139,7 +144,7 @@ func (t *sessionTokens) setIdentity(s *session.Session) error {
 	return nil
 }
 
-func (t *sessionTokens) Token(context.Context) (string, error) {
+func (t *sessionTokens) Token(ctx context.Context) (string, error) {
 	handle, s, err := t.g.fresh(t.c, t.handle, t.s, false)
 	if err != nil {
 		return "", err
@@ -153,12 +158,22 @@ func (t *sessionTokens) Token(context.Context) (string, error) {
 	if err := t.setIdentity(s); err != nil {
 		return "", err
 	}
+	if t.exchange != nil {
+		tok, err := t.exchanged(ctx)
+		t.sent = tok
+		return tok, err
+	}
 	return s.AccessToken, nil
 }
 
 // Renew refreshes a token that looked fresh but was refused (revoked,
-// keys rotated): once per request, as the proxy calls it.
-func (t *sessionTokens) Renew(context.Context, string) (string, error) {
+// keys rotated): once per request, as the proxy calls it. On an exchange
+// route the refused exchanged token is dropped, and the refreshed
+// session's new token exchanged again.
+func (t *sessionTokens) Renew(ctx context.Context, _ string) (string, error) {
+	if t.exchange != nil {
+		t.g.tokens.ForgetExchanged(t.s, *t.exchange, t.sent)
+	}
 	handle, s, err := t.g.fresh(t.c, t.handle, t.s, true)
 	if err != nil {
 		return "", err
@@ -172,6 +187,11 @@ func (t *sessionTokens) Renew(context.Context, string) (string, error) {
 	}
 	if err := t.setIdentity(s); err != nil {
 		return "", err
+	}
+	if t.exchange != nil {
+		tok, err := t.exchanged(ctx)
+		t.sent = tok
+		return tok, err
 	}
 	return s.AccessToken, nil
 }

@@ -21,8 +21,8 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/internal/fuzzcorpus"
-	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 )
 
@@ -72,7 +72,7 @@ func bclGateway(tb testing.TB, key *rsa.PrivateKey) *Gateway {
 		})
 	}))
 	tb.Cleanup(srv.Close)
-	db, err := issuerbolt.OpenDB(filepath.Join(tb.TempDir(), "s.db"), 5*time.Second)
+	db, err := datafile.Open(filepath.Join(tb.TempDir(), "s.db"), 5*time.Second)
 	if err != nil {
 		tb.Fatal(err)
 	}

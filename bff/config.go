@@ -55,6 +55,9 @@ type Route struct {
 	// (plain, and a signed assertion); none by default. They need policy
 	// user or user-optional, and read claims from Rules.ClaimsFrom.
 	Identity IdentityHeaders `yaml:"identity_headers"`
+	// Token says which token goes upstream: the session's (default) or
+	// one exchanged for the route's target (token.exchange, RFC 8693).
+	Token RouteToken `yaml:"token"`
 }
 
 // ProviderConfig names the OpenID provider and the gateway's client there.
@@ -465,6 +468,7 @@ func (cfg *Config) check() (*url.URL, error) {
 		}
 		errs = append(errs, checkRules(i, r, cfg.Provider.UseUserinfo)...)
 		errs = append(errs, checkIdentity(i, r)...)
+		errs = append(errs, checkExchange(i, r)...)
 		if r.IdleTimeout < 0 {
 			bad(fmt.Sprintf("routes[%d].idle_timeout", i), "must not be negative: want zero (the default, %s) or a duration under the upstream's keep-alive timeout", proxy.DefaultIdleConnTimeout)
 		}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/bffgate/bffgate/bff/proxy"
-	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/session"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 )
@@ -138,7 +138,7 @@ func TestMissingPKCE(t *testing.T) {
 // realStore opens a bbolt session store in t's temporary directory.
 func realStore(t *testing.T) session.Store {
 	t.Helper()
-	db, err := issuerbolt.OpenDB(filepath.Join(t.TempDir(), "s.db"), 5*time.Second)
+	db, err := datafile.Open(filepath.Join(t.TempDir(), "s.db"), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,9 @@
 // and proxies the SPA's API routes (same origin) through bff/proxy, with the
 // session's access token (policy "user"), the token when there is one
 // ("user-optional"), the gateway's own client-credentials token ("client")
-// or none ("none"), refreshing tokens through bff/tokens.
+// or none ("none"), refreshing tokens through bff/tokens. A route with
+// token.exchange sends instead a token exchanged for it (RFC 8693) from
+// the session's, never the session's own (RouteExchange).
 //
 // New discovers the provider once and fails with an error naming the
 // issuer URL when it cannot (it does not retry: start the provider first).

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer"
 	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
 	"github.com/bffgate/bffgate/session"
@@ -107,6 +108,9 @@ type envOptions struct {
 	issuer  func(*issuer.Config)
 	// cookieKeys are the cookie store's key pairs (hash, block, ...).
 	cookieKeys [][]byte
+	// beforeGateway runs once the issuer serves, before the gateway is
+	// configured (an upstream that needs the issuer's URL).
+	beforeGateway func(*env)
 }
 
 func randomKey(n int) []byte {
@@ -128,7 +132,7 @@ func newEnv(t testing.TB, kind storeKind, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, clock: newClock(), kind: kind, reg: prometheus.NewRegistry(), issuerReg: prometheus.NewRegistry()}
 	var err error
-	if e.db, err = issuerbolt.OpenDB(filepath.Join(t.TempDir(), "bffgate.db"), 5*time.Second); err != nil {
+	if e.db, err = datafile.Open(filepath.Join(t.TempDir(), "bffgate.db"), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.db.Close() })
@@ -185,6 +189,9 @@ func newEnv(t testing.TB, kind storeKind, o envOptions) *env {
 	}
 	e.store = e.newStore(e.cookieKeys)
 
+	if o.beforeGateway != nil {
+		o.beforeGateway(e)
+	}
 	cfg := e.gatewayConfig()
 	if o.gateway != nil {
 		o.gateway(&cfg)

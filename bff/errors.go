@@ -39,6 +39,9 @@ type Error struct {
 	// LoginURL is added as "login_url" on 401s so the SPA knows where to
 	// send the user.
 	LoginURL string
+	// Route is added as "route" when the error is about one API route
+	// (a refused token exchange).
+	Route string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Description }
@@ -50,6 +53,9 @@ func (e *Error) body() fiber.Map {
 	}
 	if e.LoginURL != "" {
 		m["login_url"] = e.LoginURL
+	}
+	if e.Route != "" {
+		m["route"] = e.Route
 	}
 	return m
 }

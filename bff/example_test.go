@@ -8,7 +8,7 @@ import (
 
 	"github.com/bffgate/bffgate/bff"
 	"github.com/bffgate/bffgate/bff/proxy"
-	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
+	"github.com/bffgate/bffgate/internal/datafile"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 )
 
@@ -22,7 +22,7 @@ func key(n int) []byte {
 // in the data directory's bbolt file and one API route.
 func ExampleNew() {
 	ctx := context.Background()
-	db, err := issuerbolt.OpenDB("/var/lib/bffgate/bffgate.db", 5*time.Second)
+	db, err := datafile.Open("/var/lib/bffgate/bffgate.db", 5*time.Second)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -32,6 +32,10 @@ type tokenSource interface {
 	ClientToken(ctx context.Context) (string, error)
 	ForgetClientToken(token string)
 	Revoke(ctx context.Context, refreshToken string) error
+	Exchanged(ctx context.Context, s *session.Session, t tokens.ExchangeTarget) (string, error)
+	ForgetExchanged(s *session.Session, t tokens.ExchangeTarget, token string)
+	ForgetSession(s *session.Session)
+	RefreshOnRefusal(s *session.Session) bool
 }
 
 // providerMeta holds the discovery fields go-oidc does not expose
@@ -44,6 +48,7 @@ type providerMeta struct {
 	Algs                 []string `json:"id_token_signing_alg_values_supported"`
 	IssParameter         bool     `json:"authorization_response_iss_parameter_supported"`
 	BackchannelLogout    bool     `json:"backchannel_logout_supported"`
+	GrantTypes           []string `json:"grant_types_supported"`
 }
 
 // Gateway is the BFF: its fiber app serves the gateway endpoints under
@@ -72,10 +77,13 @@ type Gateway struct {
 	// idents are the routes' identity headers by prefix; signer signs
 	// their assertions.
 	idents map[string]*identity
-	signer *assertionSigner
-	replay *replayCache
-	pages  *web.Pages
-	app    *fiber.App
+	// exchanges are the routes' token exchange targets by prefix; a
+	// route sending the session's own token has none here.
+	exchanges map[string]*tokens.ExchangeTarget
+	signer    *assertionSigner
+	replay    *replayCache
+	pages     *web.Pages
+	app       *fiber.App
 }
 
 // New validates cfg, discovers the provider and builds the gateway. The
@@ -160,6 +168,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.routes = map[string]Policy{}
 	g.rules = map[string]*authz.Decider{}
 	g.idents = map[string]*identity{}
+	g.exchanges = map[string]*tokens.ExchangeTarget{}
 	if g.signer, err = newAssertionSigner(cfg.AssertionKey, pub.String()); err != nil {
 		return nil, err
 	}
@@ -181,6 +190,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			}
 			pcfg.Routes = append(pcfg.Routes, pr)
 			g.routes[normPrefix(r.Prefix)] = r.Policy
+			if r.Token.Exchange.enabled() {
+				g.exchanges[normPrefix(r.Prefix)] = r.Token.Exchange.target()
+			}
 			d, err := authz.Compile(r.Rules) // checked by fill: cannot fail
 			if err != nil {
 				return nil, fmt.Errorf("bff: routes %s: %w", r.Prefix, err)
@@ -209,6 +221,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("bff: Proxy: %w", err)
 		}
 	}
+	g.warnExchange()
 	g.replay = newReplayCache(10000)
 	if g.app, err = g.newApp(); err != nil {
 		return nil, fmt.Errorf("bff: %w", err)

@@ -53,6 +53,7 @@ func (g *Gateway) logout(c *fiber.Ctx) error {
 		return writeError(c, errStore)
 	}
 	g.jar.clearSession(c)
+	g.tokens.ForgetSession(s)
 	if s.RefreshToken != "" {
 		// Revocation is best effort: the session is gone either way, and
 		// a provider outage must not keep the user signed in here.

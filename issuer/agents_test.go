@@ -28,6 +28,7 @@ import (
 
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/audit"
+	"github.com/bffgate/bffgate/issuer/trust"
 )
 
 const (
@@ -633,11 +634,17 @@ func TestJWTBearerGrant(t *testing.T) {
 	}))
 	t.Cleanup(idp.Close)
 	const idpIss = "https://workloads.example.test"
+	// An issuer whose keys cannot be fetched (its server is gone).
+	const downIss = "https://down.example.test"
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
 	a := startAgents(t, func(c *issuer.Config) {
-		c.TrustedIssuers = []issuer.TrustedIssuer{
-			{Issuer: idpIss, JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Scopes: []string{"profile"}},
+		c.TrustedIssuers = []trust.Issuer{
+			{Issuer: idpIss, JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Scopes: []string{"profile"},
+				Audience: []string{c.Issuer}, Subject: trust.Mapping{Mode: trust.MapPrefix, Prefix: idpIss + "#"}},
 			{Issuer: "https://users.example.test", JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Audience: []string{"bffgate"},
-				Subject: issuer.SubjectMapping{Mode: issuer.MapLookup, Claim: "email"}},
+				Subject: trust.Mapping{Mode: trust.MapLookup, Claim: "email"}},
+			{Issuer: downIss, JWKSURL: down.URL, Algorithms: []string{"ES256"}, Audience: []string{c.Issuer}},
 		}
 		for i := range c.Clients {
 			if c.Clients[i].ID == agentID {
@@ -681,7 +688,7 @@ func TestJWTBearerGrant(t *testing.T) {
 	tests := []struct{ name, assertion, scope, want string }{
 		{"untrusted issuer", assertion(idpKey, "https://evil.example.test", "x", nil), "", "not a trusted issuer"},
 		{"replayed", ok, "", "already used"},
-		{"wrong aud", assertion(idpKey, idpIss, "x", func(c map[string]any) { c["aud"] = "https://elsewhere" }), "", "aud must name"},
+		{"wrong aud", assertion(idpKey, idpIss, "x", func(c map[string]any) { c["aud"] = "https://elsewhere" }), "", "aud holds none"},
 		{"expired", assertion(idpKey, idpIss, "x", func(c map[string]any) { c["exp"] = a.clock.Now().Add(-time.Hour).Unix() }), "", "expired"},
 		{"key of another issuer", assertion(newSigner(t, "idp1"), idpIss, "x", nil), "", "does not verify"},
 		{"scope past the cap", assertion(idpKey, idpIss, "x", nil), "email", "email"},
@@ -700,6 +707,11 @@ func TestJWTBearerGrant(t *testing.T) {
 				t.Fatalf("error_description = %q; want %q", r.str("error_description"), tc.want)
 			}
 		})
+	}
+	// Keys that cannot be fetched: not the assertion's fault, 503.
+	r = grant(assertion(idpKey, downIss, "x", nil), "")
+	if r.status != http.StatusServiceUnavailable || r.str("error") != "temporarily_unavailable" || !strings.Contains(r.str("error_description"), downIss) {
+		t.Fatalf("jwt-bearer with the issuer's keys unreachable: %d %s", r.status, r.raw)
 	}
 	// A client not allowed the grant.
 	r = a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, a.uriKey.sign(t, a.claims(agentURIID), nil),
@@ -739,5 +751,79 @@ func TestKeySetFetchMetric(t *testing.T) {
 	a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, a.uriKey.sign(t, a.claims(agentURIID), nil), ccForm)
 	if v, ok := a.metric("bffgate_issuer_key_set_fetches_total", "kind", "client", "result", "ok"); !ok || v != 1 {
 		t.Fatalf("bffgate_issuer_key_set_fetches_total{kind=client,result=ok} = %v, %v; want 1", v, ok)
+	}
+}
+
+// TestExchangeRefusesDisabledAgent: token exchange composes with agents.
+// An agent's own token (its aud names web) serves web as the actor token
+// of a delegation and as a subject token; once the agent is disabled,
+// both are refused (invalid_grant naming the disable), and so is the
+// token at web's introspection, while exchanges without the agent go on.
+func TestExchangeRefusesDisabledAgent(t *testing.T) {
+	a := startAgents(t, func(c *issuer.Config) {
+		withExchange(c)
+		for i := range c.Clients {
+			if c.Clients[i].ID == agentID {
+				c.Clients[i].Audience = []string{"mail-api", webID}
+			}
+		}
+	})
+	_, _, tk := a.loginTokens(webID)
+	r := a.postAssertion("/token", agentID, issuer.AssertionTypeJWT, a.key.sign(t, a.claims(agentID), nil), ccForm)
+	if r.status != http.StatusOK {
+		t.Fatalf("client_credentials of the agent: %d %s", r.status, r.raw)
+	}
+	agentTok := r.str("access_token")
+	delegation := exchangeForm(tk.access, "audience", ordersID, "actor_token", agentTok, "actor_token_type", issuer.TokenTypeAccess)
+	asSubject := exchangeForm(agentTok, "audience", ordersID)
+	del := wantExchanged(t, a.post("/token", webBasic, delegation))
+	if act, _ := del["act"].(map[string]any); act["client_id"] != agentID || del["sub"] != "user-alice" {
+		t.Fatalf("delegation to the agent: %v; want act.client_id %s, sub user-alice", del, agentID)
+	}
+	if sub := wantExchanged(t, a.post("/token", webBasic, asSubject)); sub["sub"] != issuer.ClientSubject(agentID) {
+		t.Fatalf("the agent's token as subject: sub %v, want %s", sub["sub"], issuer.ClientSubject(agentID))
+	}
+
+	if _, err := issuer.SetClientDisabled(context.Background(), a.store, agentID, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the exchange refuses the disabled agent's actor token", func() bool {
+		return a.post("/token", webBasic, delegation).status == http.StatusBadRequest
+	})
+	wantGrantError(t, a.post("/token", webBasic, delegation), "actor token", "disabled")
+	wantGrantError(t, a.post("/token", webBasic, asSubject), "subject token", "disabled")
+	wantInactive(t, a.post("/introspect", webBasic, url.Values{"token": {agentTok}}))
+	// The user's own token still exchanges (impersonation, no agent).
+	wantExchanged(t, a.post("/token", webBasic, exchangeForm(tk.access, "audience", ordersID)))
+
+	// Every exchange is an audit record: the delegation names the agent
+	// as actor, the refusal its reason; no token is in the file.
+	raw, err := os.ReadFile(a.auditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allowed, refused int
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var rec audit.Record
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		if rec.Action != "token_exchange" {
+			continue
+		}
+		switch {
+		case rec.Decision == audit.Allow && rec.Actor == issuer.ClientSubject(agentID) && rec.Subject == "user-alice" && rec.TokenID != "":
+			allowed++
+		case rec.Decision == audit.Deny && strings.Contains(rec.Reason, "disabled"):
+			refused++
+		}
+	}
+	if allowed == 0 || refused < 2 {
+		t.Fatalf("audit: %d delegations to the agent allowed, %d refusals naming the disable; want at least 1 and 2", allowed, refused)
+	}
+	for _, tok := range []string{agentTok, tk.access} {
+		if strings.Contains(string(raw), tok) {
+			t.Fatal("the audit file holds a token")
+		}
 	}
 }

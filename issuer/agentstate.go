@@ -57,9 +57,8 @@ type agentState struct {
 	metrics agentMetrics
 	audit   audit.Logger
 	file    *audit.File // nil without an audit file
-	store   storage.AgentStore
+	store   agentStore
 	spiffe  *spiffeBundles
-	trusted map[string]*trusted
 
 	mu     sync.RWMutex
 	states map[string]storage.ClientState
@@ -82,7 +81,7 @@ func newAgentMetrics(reg prometheus.Registerer) (agentMetrics, error) {
 		}, []string{"method", "result"}),
 		keyFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_issuer_key_set_fetches_total",
-			Help: "Fetches of remote key sets (clients' jwks_uri, trusted issuers' jwks_url, SPIFFE bundle endpoints), by kind (client, trusted_issuer, spiffe_bundle) and result (ok, error).",
+			Help: "Fetches of remote key sets (clients' jwks_uri, SPIFFE bundle endpoints), by kind (client, spiffe_bundle) and result (ok, error).",
 		}, []string{"kind", "result"}),
 		replays: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bffgate_issuer_assertion_replays_total",
@@ -128,20 +127,11 @@ func (s *Server) newAgentState(ctx context.Context) (*agentState, error) {
 		}
 		a.audit, a.file = f, f
 	}
-	if st, ok := storage.AgentStoreOf(s.cfg.Store); ok {
-		a.store = st
-		if states, err := st.ClientStates(ctx); err == nil {
-			a.states = states
-		} else {
-			return nil, fmt.Errorf("issuer: read the client states from the store: %w", err)
-		}
-	} else if s.needsAgentStore() {
-		return nil, fmt.Errorf("issuer: the store (%T) keeps no replay record of client assertions, which private_key_jwt and spiffe_jwt clients need; use the data file or a store on storage.Rules", s.cfg.Store)
+	a.store = s.stores.agents
+	if a.states, err = a.store.ClientStates(ctx); err != nil {
+		return nil, fmt.Errorf("issuer: read the client states from the store: %w", err)
 	}
 	if a.spiffe, err = newSPIFFEBundles(s.cfg.SPIFFE, s.cfg.HTTPClient, s.log); err != nil {
-		return nil, err
-	}
-	if a.trusted, err = s.cfg.trustedIssuers(); err != nil {
 		return nil, err
 	}
 	observe := func(kind string, src keySource) {
@@ -158,24 +148,10 @@ func (s *Server) newAgentState(ctx context.Context) (*agentState, error) {
 	for _, cl := range s.clients {
 		observe("client", cl.keys)
 	}
-	for _, t := range a.trusted {
-		observe("trusted_issuer", t.keys)
-	}
 	for _, src := range a.spiffe.domains {
 		observe("spiffe_bundle", src)
 	}
 	return a, nil
-}
-
-// needsAgentStore reports whether a client authenticates with an
-// assertion (whose replay record the store keeps).
-func (s *Server) needsAgentStore() bool {
-	for _, cl := range s.clients {
-		if cl.authMethod == authPrivateKeyJWT || cl.authMethod == authSPIFFEJWT {
-			return true
-		}
-	}
-	return false
 }
 
 // Auditor returns the issuer's audit logger, for other features (token
@@ -285,17 +261,22 @@ func (s *Server) clientDisabled(id string) string {
 // tokenRefused reports why a token of this issuer is refused because of
 // its client's state, or "": the client is disabled, or the token was
 // issued before the client's last disable.
-func (s *Server) tokenRefused(tc *token.Claims) string {
-	if why := s.clientDisabled(tc.ClientID); why != "" {
+func (s *Server) tokenRefused(tc *token.Claims, kind token.Kind) string {
+	id := tc.ClientID
+	if id == "" && kind == token.ID && len(tc.Audience) > 0 {
+		// An ID token names its client in aud (OpenID Connect Core §2).
+		id = tc.Audience[0]
+	}
+	if why := s.clientDisabled(id); why != "" {
 		return why
 	}
 	s.ag.mu.RLock()
-	st := s.ag.states[tc.ClientID]
+	st := s.ag.states[id]
 	s.ag.mu.RUnlock()
 	// iat has a resolution of one second; a token of the second of the
 	// disable is refused too.
 	if !st.NotBefore.IsZero() && !tc.IssuedAt.After(st.NotBefore.Truncate(time.Second)) {
-		return fmt.Sprintf("client %q was disabled at %s; its tokens issued before stay revoked", tc.ClientID, st.NotBefore.UTC().Format(time.RFC3339))
+		return fmt.Sprintf("client %q was disabled at %s; its tokens issued before stay revoked", id, st.NotBefore.UTC().Format(time.RFC3339))
 	}
 	return ""
 }
@@ -309,11 +290,7 @@ func refuseDisabled(why string) error {
 // agents disable|enable` does. The client must exist in the store's
 // issuer configuration only as far as the caller checks.
 func SetClientDisabled(ctx context.Context, st storage.Store, id string, disabled bool, now time.Time) (storage.ClientState, error) {
-	a, ok := storage.AgentStoreOf(st)
-	if !ok {
-		return storage.ClientState{}, fmt.Errorf("the store (%T) keeps no client state: %w", st, storage.ErrUnsupported)
-	}
-	return a.SetClientDisabled(ctx, id, disabled, now)
+	return st.SetClientDisabled(ctx, id, disabled, now)
 }
 
 // grantAudit is what a token response's audit record names.

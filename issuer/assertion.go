@@ -236,12 +236,8 @@ func (s *Server) verifyClientAssertion(ctx context.Context, cl *client, raw, end
 	}
 	// The replay record: one use per jti and client within the
 	// assertion's lifetime, in the store every instance shares.
-	as, ok := storage.AgentStoreOf(s.cfg.Store)
-	if !ok {
-		return protocol.ErrServerError.WithCause(errors.New("the issuer's store keeps no replay record of client assertions"))
-	}
 	sum := sha256.Sum256([]byte(cl.ID + "\x00" + c.ID))
-	err = as.UseAssertion(bgContext(ctx), "jwt:"+base64.RawURLEncoding.EncodeToString(sum[:]), exp.Add(assertionLeeway), now)
+	err = s.stores.agents.UseAssertion(bgContext(ctx), "jwt:"+base64.RawURLEncoding.EncodeToString(sum[:]), exp.Add(assertionLeeway), now)
 	switch {
 	case errors.Is(err, storage.ErrReplayed):
 		s.ag.metrics.replays.Inc()

@@ -240,7 +240,7 @@ func (s *Server) currentSession(c *fiber.Ctx) (*storage.LoginSession, *user, err
 	if !safeToken(secret) {
 		return nil, nil, nil
 	}
-	ls, err := s.cfg.Store.LoginSession(c.UserContext(), sessionID(secret))
+	ls, err := s.stores.authorize.LoginSession(c.UserContext(), sessionID(secret))
 	switch {
 	case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrExpired):
 		return nil, nil, nil
@@ -430,7 +430,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 			// max_age): the session keeps its id, so its tokens stay
 			// tied to it, with a new auth_time.
 			secret, sess.ID = c.Cookies(cookieSSO), old.ID
-			if err := s.cfg.Store.DeleteLoginSession(ctx, old.ID); err != nil {
+			if err := s.stores.authorize.DeleteLoginSession(ctx, old.ID); err != nil {
 				return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
 			}
 		} else {
@@ -441,7 +441,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 			}
 		}
 	}
-	if err := s.cfg.Store.CreateLoginSession(ctx, sess); err != nil {
+	if err := s.stores.authorize.CreateLoginSession(ctx, sess); err != nil {
 		return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
 	}
 	s.setCookie(c, cookieSSO, secret, s.cfg.LoginSessionTTL)
@@ -468,7 +468,7 @@ func (s *Server) issueCode(c *fiber.Ctx, req authRequest, sess *storage.LoginSes
 		Subject: u.Subject, SID: sess.ID, AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL), Claims: claims,
 		Resource: req.Resource,
 	}
-	if err := s.cfg.Store.CreateCode(c.UserContext(), rec); err != nil {
+	if err := s.stores.authorize.CreateCode(c.UserContext(), rec); err != nil {
 		return s.redirectError(c, req.RedirectURI, req.State, req.ClientID, err)
 	}
 	q := url.Values{}

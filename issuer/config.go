@@ -19,6 +19,7 @@ import (
 	"github.com/bffgate/bffgate/issuer/protocol"
 	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/token"
+	"github.com/bffgate/bffgate/issuer/trust"
 )
 
 // Grant types (RFC 6749 §4.1.3, §6, §4.4).
@@ -111,6 +112,9 @@ type Client struct {
 	// registered dynamically always get it; configured ones are
 	// first-party unless this is set.
 	ThirdParty bool `yaml:"third_party"`
+	// TokenExchange is the client's token exchange policy (RFC 8693);
+	// the zero value allows none.
+	TokenExchange TokenExchange `yaml:"token_exchange"`
 }
 
 // User is an end user who can log in at the issuer. Its yaml tags are the
@@ -161,6 +165,13 @@ type Config struct {
 	// Encryption is the JWE enc of the encrypted format: A128CBC-HS256
 	// (default) or A256GCM. Only with TokenFormat encrypted.
 	Encryption string
+	// RefreshTokenFormat is the format of refresh tokens when TokenFormat
+	// is signed: signed (default, ForgeRock AM's all-signed tokens) or
+	// sealed (a JWE, dir + A256GCM, under a dir key the issuer keeps with
+	// its other keys in the store: cheaper than a signature and opaque to
+	// the client; see issuer/token). Refresh tokens of both formats are
+	// accepted whatever it says, so switching it logs nobody out.
+	RefreshTokenFormat token.RefreshFormat
 	// Lifetimes: access token 5m, refresh token 24h (from its issuance;
 	// each rotation issues one with a fresh lifetime), authorization code
 	// 60s (RFC 6749 §4.1.2: at most 10 minutes), ID token 5m, issuer login
@@ -201,9 +212,11 @@ type Config struct {
 	// ClientMetadata accepts https URLs as client ids (client ID metadata
 	// documents, cimd.go).
 	ClientMetadata ClientMetadata
-	// TrustedIssuers are the issuers whose JWTs the JWT bearer grant
-	// accepts as assertions (jwtbearer.go).
-	TrustedIssuers []TrustedIssuer
+	// TrustedIssuers are the other issuers whose JWTs token exchange
+	// accepts as subject and actor tokens (the STS case, RFC 8693) and the
+	// JWT bearer grant accepts as assertions (RFC 7523 §2.1, jwtbearer.go);
+	// none by default. Their JWKS URLs are fetched with HTTPClient.
+	TrustedIssuers []trust.Issuer
 	// DenylistCacheSize (default 10000) bounds the in-memory denylist
 	// cache; DenylistPollInterval (default 60s) is how often an instance
 	// reads denylist changes made by others sharing the store; PurgeDelay
@@ -298,6 +311,7 @@ func (e *FieldError) Problem() string { return e.Msg }
 func DefaultConfig() Config {
 	return Config{
 		TokenFormat:          token.FormatSigned,
+		RefreshTokenFormat:   token.RefreshSigned,
 		TokenAlg:             DefaultAlg,
 		IDTokenAlg:           DefaultAlg,
 		AccessTokenTTL:       DefaultAccessTokenTTL,
@@ -370,6 +384,17 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 	case cfg.Encryption != "":
 		return fail("encryption", "is set but token_format is %q; set token_format: encrypted, or remove encryption", cfg.TokenFormat)
 	}
+	switch cfg.RefreshTokenFormat {
+	case "":
+		cfg.RefreshTokenFormat = token.RefreshSigned
+	case token.RefreshSigned:
+	case token.RefreshSealed:
+		if cfg.TokenFormat != token.FormatSigned {
+			return fail("refresh_token_format", "%q needs token_format %q: with token_format %q every refresh token is already encrypted", cfg.RefreshTokenFormat, token.FormatSigned, cfg.TokenFormat)
+		}
+	default:
+		return fail("refresh_token_format", "%q is not %q or %q", cfg.RefreshTokenFormat, token.RefreshSigned, token.RefreshSealed)
+	}
 	for _, d := range []struct {
 		field string
 		v     *time.Duration
@@ -424,9 +449,6 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 
 	if len(cfg.Clients) == 0 {
 		return fail("clients", "no client is registered; register at least one")
-	}
-	if _, err := cfg.trustedIssuers(); err != nil {
-		return Config{}, nil, nil, err
 	}
 	if _, err := newSPIFFEBundles(cfg.SPIFFE, cfg.HTTPClient, cfg.Logger); err != nil {
 		return Config{}, nil, nil, err
@@ -558,6 +580,19 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		cfg.Users[i] = u
 		users[u.Username] = &user{User: u, hash: h}
 	}
+	cfg.TrustedIssuers = slices.Clone(cfg.TrustedIssuers)
+	for i, ti := range cfg.TrustedIssuers {
+		if ti.Issuer == cfg.Issuer {
+			return fail(fmt.Sprintf("trusted_issuers[%d].issuer", i), "is this issuer itself; its own tokens are checked as its own, not as a trusted issuer's")
+		}
+	}
+	if _, err := newTrust(cfg, users); err != nil {
+		var fe *trust.FieldError
+		if errors.As(err, &fe) {
+			return fail(fe.Path, "%s", fe.Msg)
+		}
+		return fail("trusted_issuers", "%v", err)
+	}
 	return cfg, clients, users, nil
 }
 
@@ -638,7 +673,7 @@ func fillClient(c *Client) error {
 			return ferr(fmt.Sprintf(".audience[%d]", j), "is empty")
 		}
 	}
-	return nil
+	return validateExchange(c)
 }
 
 func validateIssuerURL(s string) error {

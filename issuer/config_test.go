@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 )
@@ -18,7 +19,7 @@ import (
 // private-use scheme on a public client).
 func TestConfigValidation(t *testing.T) {
 	t.Parallel()
-	db, err := bolt.OpenDB(filepath.Join(t.TempDir(), "bffgate.db"), 5*time.Second)
+	db, err := datafile.Open(filepath.Join(t.TempDir(), "bffgate.db"), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

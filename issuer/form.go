@@ -24,6 +24,19 @@ import (
 // or an oversized value is invalid_request. The values are copies, never
 // fasthttp's buffers.
 func parseForm(c *fiber.Ctx) (url.Values, error) {
+	v, err := formValues(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkParams(v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// formValues is parseForm without checkParams: the content type checked,
+// the body read bounded and decoded.
+func formValues(c *fiber.Ctx) (url.Values, error) {
 	ct := c.Get(fiber.HeaderContentType)
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || mt != fiber.MIMEApplicationForm {
@@ -33,7 +46,7 @@ func parseForm(c *fiber.Ctx) (url.Values, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parseParams(body, "request body")
+	return decodeParams(body, "request body")
 }
 
 // parseFormLoose is parseForm without checkParams.

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/net/html"
 	"golang.org/x/oauth2"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
@@ -172,7 +173,7 @@ func start(t testing.TB, o envOptions) *env {
 		if e.path == "" {
 			e.path = filepath.Join(t.TempDir(), "bffgate.db")
 		}
-		if e.db, err = bolt.OpenDB(e.path, 5*time.Second); err != nil {
+		if e.db, err = datafile.Open(e.path, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		ownDB = true

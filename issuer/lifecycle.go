@@ -85,7 +85,7 @@ func (s *Server) activeAccessToken(ctx context.Context, raw string) (*token.Clai
 	if why := s.checkAudience(cl); why != "" {
 		return nil, protocol.ErrInvalidToken.WithDescription("%s", why)
 	}
-	if why := s.tokenRefused(cl); why != "" {
+	if why := s.tokenRefused(cl, token.Access); why != "" {
 		s.ag.metrics.refused.WithLabelValues(epUserinfo).Inc()
 		return nil, protocol.ErrInvalidToken.WithDescription("%s", why)
 	}
@@ -110,6 +110,14 @@ func (s *Server) checkAudience(tc *token.Claims) string {
 	}
 	if len(tc.Audience) == 0 {
 		return "the access token has no aud"
+	}
+	if tc.GrantType == GrantTokenExchange {
+		// An exchanged token's aud is its target (RFC 8693 §2.1), one
+		// its client's policy allows.
+		if !cl.exchangeAudienceAllowed(tc.Audience) {
+			return "the exchanged access token's aud is not a target its client's token_exchange policy allows"
+		}
+		return ""
 	}
 	for _, a := range tc.Audience {
 		if !slices.Contains(cl.Audience, a) && !s.resourceAllowed(cl, a) {
@@ -189,7 +197,13 @@ func (s *Server) handleRevoke(c *fiber.Ctx) error {
 			slog.String("client_id", cl.ID), slog.String("token_client_id", tc.ClientID))
 	case kind == token.Access:
 		until := tc.Expiry.Add(s.cfg.PurgeDelay + token.DefaultLeeway)
-		if err := s.cfg.Store.RevokeAccessToken(bgContext(ctx), tc.JTI, tc.GrantID, until, now); err != nil {
+		grantID := tc.GrantID
+		if tc.GrantType == GrantTokenExchange {
+			// An exchanged token shares its subject's grant; revoking it
+			// revokes it alone, not the session it was exchanged from.
+			grantID = ""
+		}
+		if err := s.stores.lifecycle.RevokeAccessToken(bgContext(ctx), tc.JTI, grantID, until, now); err != nil {
 			return s.writeError(c, epRevoke, err)
 		}
 		s.deny.Add(storage.DenyEntry{Kind: storage.DenyJTI, ID: tc.JTI, Until: until})
@@ -229,8 +243,12 @@ type introspection struct {
 	SID       string   `json:"sid,omitempty"`
 	AuthTime  int64    `json:"auth_time,omitempty"`
 	// Gty is "client_credentials" for a token a client got for itself:
-	// its sub names the client (ClientSubjectPrefix), it has no username.
+	// its sub names the client (ClientSubjectPrefix), it has no username;
+	// the token-exchange grant type for an exchanged token.
 	Gty string `json:"gty,omitempty"`
+	// Act is an exchanged token's actor chain (RFC 8693 §4.1); its
+	// client_id is the client that made the exchange.
+	Act map[string]any `json:"act,omitempty"`
 }
 
 // handleIntrospect is the introspection endpoint (RFC 7662), for
@@ -266,53 +284,9 @@ func (s *Server) handleIntrospect(c *fiber.Ctx) error {
 }
 
 func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (introspection, string, error) {
-	now := s.now()
-	tc, kind, expired := s.parseAny(raw, hint, now)
-	if tc == nil {
-		if expired {
-			return introspection{}, "expired", nil
-		}
-		return introspection{}, "malformed, foreign or not verifiable", nil
-	}
-	if why := s.tokenRefused(tc); why != "" && (tc.ClientID == cl.ID || slices.Contains(tc.Audience, cl.ID) || cl.servesResource(tc.Audience)) {
-		s.ag.metrics.refused.WithLabelValues(epIntrospect).Inc()
-		return introspection{}, why, nil
-	}
-	switch kind {
-	case token.Access:
-		if tc.ClientID != cl.ID && !slices.Contains(tc.Audience, cl.ID) && !cl.servesResource(tc.Audience) {
-			return introspection{}, "issued to another client, which is not in its audience", nil
-		}
-		if why := s.checkAudience(tc); why != "" {
-			return introspection{}, why, nil
-		}
-		denied, err := s.deny.Denied(ctx, tc.JTI, tc.GrantID)
-		if err != nil {
-			return introspection{}, "", protocol.ErrTemporarilyUnavailable.WithDescription("the revocation list cannot be read; retry later").WithCause(err)
-		}
-		if denied {
-			return introspection{}, "revoked (denylisted)", nil
-		}
-	default:
-		if tc.ClientID != cl.ID || s.clients[tc.ClientID] == nil {
-			return introspection{}, "refresh token of another client", nil
-		}
-		rec, err := s.cfg.Store.RefreshToken(ctx, tc.JTI)
-		switch {
-		case errors.Is(err, storage.ErrNotFound):
-			return introspection{}, "refresh token not on the allowlist (rotated away or revoked)", nil
-		case err != nil:
-			return introspection{}, "", protocol.ErrTemporarilyUnavailable.WithDescription("the allowlist cannot be read; retry later").WithCause(err)
-		case !now.Before(rec.ExpiresAt):
-			return introspection{}, "expired", nil
-		}
-		denied, err := s.deny.Denied(ctx, "", tc.GrantID)
-		if err != nil {
-			return introspection{}, "", protocol.ErrTemporarilyUnavailable.WithDescription("the revocation list cannot be read; retry later").WithCause(err)
-		}
-		if denied {
-			return introspection{}, "grant revoked", nil
-		}
+	tc, kind, why, err := s.activeToken(ctx, epIntrospect, cl, raw, kindsFor(hint))
+	if err != nil || tc == nil {
+		return introspection{}, why, err
 	}
 	res := introspection{
 		Active: true, Scope: tc.Scope, ClientID: tc.ClientID, Sub: tc.Subject, Aud: tc.Audience, Iss: tc.Issuer,
@@ -327,6 +301,10 @@ func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (
 	if !tc.AuthTime.IsZero() {
 		res.AuthTime = tc.AuthTime.Unix()
 	}
+	if tc.GrantType == GrantTokenExchange {
+		res.Gty = GrantTokenExchange
+		res.Act, _ = tc.Extra["act"].(map[string]any)
+	}
 	switch {
 	case isClientToken(tc):
 		// A client's own token: never a username, whatever the sub
@@ -339,4 +317,116 @@ func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (
 		}
 	}
 	return res, "", nil
+}
+
+// activeToken is the check introspection makes of a token of this issuer
+// (RFC 7662 §2.2), and the one token exchange makes of its subject and
+// actor tokens (RFC 8693 §2.1: "the authorization server MUST perform the
+// appropriate validation procedures"): raw parses as the first of kinds
+// that verifies (signature or decryption, typ, expiry); it is issued to cl
+// or, for an access token, has cl in its aud; an access token's aud fits
+// its client and neither its jti nor its grant is denylisted; a refresh
+// token is on the allowlist and its grant is not revoked; the token's
+// client is not disabled, nor was it disabled after the token was issued
+// (tokenRefused). A nil token comes with why it is inactive; an error is
+// the store failing (503). ep labels the refusal metric.
+func (s *Server) activeToken(ctx context.Context, ep string, cl *client, raw string, kinds []token.Kind) (tc *token.Claims, kind token.Kind, why string, err error) {
+	now := s.now()
+	var first, expired error
+	for _, k := range kinds {
+		c, perr := s.parseToken(raw, k, now)
+		if perr == nil {
+			tc, kind = c, k
+			break
+		}
+		if first == nil {
+			first = perr
+		}
+		if errors.Is(perr, token.ErrExpired) && expired == nil {
+			expired = perr
+		}
+	}
+	if tc == nil {
+		// The reason names the first kind tried, or the one that
+		// verified but expired: "the access token expired", "the
+		// refresh token's signature does not verify".
+		if expired != nil {
+			first = expired
+		}
+		what := "token"
+		if len(kinds) > 0 {
+			what = kinds[0].String()
+		}
+		return nil, 0, describeTokenError(first, what), nil
+	}
+	inactive := func(why string) (*token.Claims, token.Kind, string, error) { return nil, 0, why, nil }
+	unavailable := func(what string, err error) (*token.Claims, token.Kind, string, error) {
+		return nil, 0, "", protocol.ErrTemporarilyUnavailable.WithDescription("the %s cannot be read; retry later", what).WithCause(err)
+	}
+	switch kind {
+	case token.Access:
+		// The resource server of an RFC 8707 token (a confidential client
+		// listing the resource) may introspect or exchange it too.
+		if tc.ClientID != cl.ID && !slices.Contains(tc.Audience, cl.ID) && !cl.servesResource(tc.Audience) {
+			return inactive("issued to another client, which is not in its audience")
+		}
+		if why := s.checkAudience(tc); why != "" {
+			return inactive(why)
+		}
+		denied, err := s.deny.Denied(ctx, tc.JTI, tc.GrantID)
+		if err != nil {
+			return unavailable("revocation list", err)
+		}
+		if denied {
+			return inactive("revoked (denylisted)")
+		}
+	case token.ID:
+		// Token exchange only (introspection takes access and refresh
+		// tokens): an ID token carries no grant, so it is alive while the
+		// login session it names is (logout deletes it).
+		if !slices.Contains(tc.Audience, cl.ID) {
+			return inactive("ID token of another client (its aud does not name the client)")
+		}
+		if tc.SID == "" {
+			return inactive("ID token without sid")
+		}
+		ls, err := s.stores.lifecycle.LoginSession(ctx, tc.SID)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			return inactive("the login session of the ID token ended (logout)")
+		case err != nil:
+			return unavailable("login session", err)
+		case !now.Before(ls.ExpiresAt):
+			return inactive("the login session of the ID token expired")
+		}
+	default:
+		if tc.ClientID != cl.ID || s.clients[tc.ClientID] == nil {
+			return inactive("refresh token of another client")
+		}
+		rec, err := s.stores.lifecycle.RefreshToken(ctx, tc.JTI)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			return inactive("refresh token not on the allowlist (rotated away or revoked)")
+		case err != nil:
+			return unavailable("allowlist", err)
+		case !now.Before(rec.ExpiresAt):
+			return inactive("expired")
+		}
+		denied, err := s.deny.Denied(ctx, "", tc.GrantID)
+		if err != nil {
+			return unavailable("revocation list", err)
+		}
+		if denied {
+			return inactive("grant revoked")
+		}
+	}
+	// A disabled client's tokens are refused everywhere they are checked
+	// (bffgate agents disable): at introspection, and as the subject or
+	// actor token of an exchange, so that a disabled agent cannot turn its
+	// live tokens into new ones.
+	if why := s.tokenRefused(tc, kind); why != "" {
+		s.ag.metrics.refused.WithLabelValues(ep).Inc()
+		return inactive(why)
+	}
+	return tc, kind, "", nil
 }

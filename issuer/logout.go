@@ -243,15 +243,15 @@ func (s *Server) endSession(ctx context.Context, sid, subject, reason string) er
 	ctx = bgContext(ctx)
 	now := s.now()
 	if subject == "" {
-		if ls, err := s.cfg.Store.LoginSession(ctx, sid); err == nil {
+		if ls, err := s.stores.logout.LoginSession(ctx, sid); err == nil {
 			subject = ls.Subject
 		}
 	}
-	if err := s.cfg.Store.DeleteLoginSession(ctx, sid); err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if err := s.stores.logout.DeleteLoginSession(ctx, sid); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("delete login session: %w", err)
 	}
 	until := s.grantDenyUntil(now)
-	grants, err := s.cfg.Store.RevokeSID(ctx, sid, until, now)
+	grants, err := s.stores.logout.RevokeSID(ctx, sid, until, now)
 	if err != nil {
 		return fmt.Errorf("revoke the grants of the session: %w", err)
 	}

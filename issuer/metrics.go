@@ -15,13 +15,14 @@ type metrics struct {
 	passwordChecks prometheus.Counter
 	lockouts       *prometheus.CounterVec
 	refused        *prometheus.CounterVec
+	exchanges      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		minted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_issuer_tokens_minted_total",
-			Help: "Tokens minted by the issuer, by grant type, kind (access, refresh, id) and format (signed, encrypted).",
+			Help: "Tokens minted by the issuer, by grant type, kind (access, refresh, id) and format (signed, encrypted, sealed).",
 		}, []string{"grant_type", "kind", "format"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_issuer_errors_total",
@@ -59,9 +60,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bffgate_issuer_login_refused_total",
 			Help: "Login attempts refused because the username or the client address was locked, by the scope of the lock (username, address).",
 		}, []string{"scope"}),
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_issuer_token_exchanges_total",
+			Help: "Token exchanges (RFC 8693) by client, decision (granted, refused) and, when refused, the error code (invalid_grant, invalid_target, invalid_scope, ...).",
+		}, []string{"client_id", "decision", "error"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.minted, m.errors, m.logins, m.revocations, m.reuse, m.backchannel, m.introspections, m.passwordChecks, m.lockouts, m.refused} {
+		for _, c := range []prometheus.Collector{m.minted, m.errors, m.logins, m.revocations, m.reuse, m.backchannel, m.introspections, m.passwordChecks, m.lockouts, m.refused, m.exchanges} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -38,25 +38,6 @@ func (s *Server) resourceOf(u string) *Resource {
 	return nil
 }
 
-// validResource checks a resource indicator's syntax (RFC 8707 §2): an
-// absolute URI without a fragment.
-func validResource(r string) error {
-	if r == "" {
-		return fmt.Errorf("is empty")
-	}
-	if len(r) > 2048 || !printableASCII(r) {
-		return fmt.Errorf("must be an absolute URI of at most 2048 printable ASCII characters")
-	}
-	u, err := url.Parse(r)
-	switch {
-	case err != nil || !u.IsAbs():
-		return fmt.Errorf("%q is not an absolute URI (RFC 8707 section 2)", clip(r, 64))
-	case u.Fragment != "" || strings.Contains(r, "#"):
-		return fmt.Errorf("%q has a fragment, which RFC 8707 section 2 forbids", clip(r, 64))
-	}
-	return nil
-}
-
 // requestedResource reads the resource parameter of an authorization or
 // token request (RFC 8707 §2): "" when absent, else a resource registered
 // in issuer.resources that the client may ask for, or invalid_target.
@@ -67,7 +48,7 @@ func (s *Server) requestedResource(cl *client, p url.Values) (string, error) {
 		return "", nil
 	}
 	r := p.Get("resource")
-	if err := validResource(r); err != nil {
+	if err := checkResource(r); err != nil {
 		return "", protocol.ErrInvalidTarget.WithDescription("resource %v", err)
 	}
 	if s.resourceOf(r) == nil {
@@ -152,7 +133,7 @@ func validateResources(rs []Resource) ([]Resource, error) {
 	for i := range rs {
 		r := &rs[i]
 		path := fmt.Sprintf("resources[%d]", i)
-		if err := validResource(r.URL); err != nil {
+		if err := checkResource(r.URL); err != nil {
 			return nil, &FieldError{Path: path + ".url", Msg: err.Error()}
 		}
 		if u, _ := url.Parse(r.URL); u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname())) {

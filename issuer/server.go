@@ -2,7 +2,8 @@
 // OpenID Connect provider: discovery, JWKS, the authorization endpoint with
 // its login form and SSO session, the token endpoint (authorization_code
 // with PKCE, refresh_token with rotation and reuse detection,
-// client_credentials), userinfo, revocation (RFC 7009), introspection (RFC
+// client_credentials, token exchange of RFC 8693 with trusted external
+// issuers in issuer/trust), userinfo, revocation (RFC 7009), introspection (RFC
 // 7662) and RP-initiated logout with back-channel logout.
 //
 // Agents and workloads authenticate without secrets (private_key_jwt, and
@@ -69,6 +70,7 @@ import (
 	"github.com/bffgate/bffgate/issuer/keys"
 	"github.com/bffgate/bffgate/issuer/protocol"
 	"github.com/bffgate/bffgate/issuer/token"
+	"github.com/bffgate/bffgate/issuer/trust"
 	"github.com/bffgate/bffgate/web"
 )
 
@@ -100,22 +102,25 @@ const (
 // Server is the embedded issuer. Build it with New, serve App, and run the
 // background jobs with Run.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	clients   map[string]*client
-	users     map[string]*user
-	bySubject map[string]*user
-	keys      *keys.Set
-	codec     *token.Codec
-	deny      *denylist.List
-	pages     *web.Pages
-	obs       *obs.Obs
-	metrics   *metrics
-	ag        *agentState
-	mcp       *mcpState
-	cimd      *cimdCache
-	app       *fiber.App
-	basePath  string
+	cfg          Config
+	log          *slog.Logger
+	clients      map[string]*client
+	users        map[string]*user
+	bySubject    map[string]*user
+	keys         *keys.Set
+	codec        *token.Codec
+	deny         *denylist.List
+	trust        *trust.Set
+	stores       stores
+	purgeMetrics purgeMetrics
+	pages        *web.Pages
+	obs          *obs.Obs
+	metrics      *metrics
+	ag           *agentState
+	mcp          *mcpState
+	cimd         *cimdCache
+	app          *fiber.App
+	basePath     string
 	// seal protects the hidden fields of the login and logout forms.
 	seal *securecookie.SecureCookie
 	// dummySecret is compared against when a client id is unknown, so
@@ -133,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, clients: clients, users: users, bySubject: make(map[string]*user, len(users))}
+	s := &Server{cfg: cfg, log: cfg.Logger, clients: clients, users: users, bySubject: make(map[string]*user, len(users)), stores: storesOf(cfg.Store)}
 	for _, u := range users {
 		if other := s.bySubject[u.Subject]; other != nil {
 			return nil, fmt.Errorf("issuer.users: users %q and %q have the same subject %q; subjects must be unique", other.Username, u.Username, u.Subject)
@@ -156,8 +161,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		algs = append(algs, cfg.TokenAlg)
 	}
 	kcfg := keys.Config{Store: cfg.Store, Algorithms: algs, Files: cfg.KeyFiles, Now: cfg.Now, Logger: cfg.Logger}
-	if cfg.TokenFormat == token.FormatEncrypted {
+	switch {
+	case cfg.TokenFormat == token.FormatEncrypted:
 		kcfg.Encryption = cfg.Encryption
+	case cfg.RefreshTokenFormat == token.RefreshSealed:
+		kcfg.Encryption = token.SealEnc // the sealing key: a dir key, rotated as any other
 	}
 	if s.keys, err = keys.Open(ctx, kcfg); err != nil {
 		return nil, fmt.Errorf("issuer: keys: %w", err)
@@ -165,9 +173,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	tcfg := token.Config{Issuer: cfg.Issuer, Keys: s.keys, Format: cfg.TokenFormat, IDTokenAlg: cfg.IDTokenAlg, Now: cfg.Now}
 	if cfg.TokenFormat == token.FormatSigned {
 		tcfg.Alg = cfg.TokenAlg
+		tcfg.RefreshFormat = cfg.RefreshTokenFormat
 	}
 	if s.codec, err = token.New(tcfg); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	if s.trust, err = newTrust(cfg, users); err != nil {
+		return nil, fmt.Errorf("issuer.%w", err)
 	}
 	if s.deny, err = denylist.New(denylist.Config{
 		Store: cfg.Store, CacheSize: cfg.DenylistCacheSize, PollInterval: cfg.DenylistPollInterval,
@@ -180,6 +192,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
 	if s.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("issuer: register metrics: %w", err)
+	}
+	if s.purgeMetrics, err = newPurgeMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("issuer: register metrics: %w", err)
 	}
 	if s.ag, err = s.newAgentState(ctx); err != nil {
@@ -224,18 +239,22 @@ func (s *Server) Codec() *token.Codec { return s.codec }
 
 // Run runs the background jobs until ctx is done: the denylist poll (which
 // learns revocations made by other instances sharing the store), the purge
-// of expired records (denylist entries, codes, allowlist records, grants,
-// login sessions), and a key reload at the poll interval (which picks up a
-// rotation made by another instance). It returns nil when ctx ends.
+// of expired records every PurgeInterval (denylist entries, codes,
+// allowlist records, grants, login sessions, throttle state), and a key
+// reload at the poll interval (which picks up a rotation made by another
+// instance). It returns nil when ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	done := make(chan struct{})
+	done := make(chan struct{}, 3)
 	go func() {
-		defer close(done)
+		defer func() { done <- struct{}{} }()
 		s.deny.Run(ctx)
 	}()
-	agentsDone := make(chan struct{})
 	go func() {
-		defer close(agentsDone)
+		defer func() { done <- struct{}{} }()
+		s.runPurge(ctx)
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
 		s.runClientStates(ctx)
 	}()
 	// Keys are reloaded every second (or poll interval, when shorter): a
@@ -249,7 +268,8 @@ func (s *Server) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-done
-			<-agentsDone
+			<-done
+			<-done
 			return nil
 		case <-t.C:
 			if err := s.keys.Reload(ctx); err != nil && ctx.Err() == nil {
@@ -395,6 +415,9 @@ func (s *Server) discovery() discovery {
 		BackchannelLogoutSupported:        true,
 		BackchannelLogoutSessionSupported: true,
 		AuthorizationResponseISSSupported: true,
+	}
+	if s.exchangeEnabled() {
+		d.GrantTypesSupported = append(d.GrantTypesSupported, GrantTokenExchange)
 	}
 	if s.cfg.TokenFormat == token.FormatEncrypted {
 		d.AccessTokenEncryptionAlgs = []string{keys.AlgDir}

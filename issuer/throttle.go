@@ -378,7 +378,7 @@ func (s *Server) clientIP(c *fiber.Ctx) string {
 func (s *Server) throttleCheck(ctx context.Context, keys []throttleKey, now time.Time) (*loginLock, error) {
 	var lock *loginLock
 	for _, k := range keys {
-		f, err := s.cfg.Store.LoginFailures(ctx, k.key, now)
+		f, err := s.stores.throttle.LoginFailures(ctx, k.key, now)
 		if err != nil {
 			return nil, fmt.Errorf("issuer: read the login throttle (%s): %w", k.scope, err)
 		}
@@ -393,7 +393,7 @@ func (s *Server) throttleFailure(c *fiber.Ctx, keys []throttleKey, username stri
 	ctx := c.UserContext()
 	var lock *loginLock
 	for _, k := range keys {
-		f, err := s.cfg.Store.RecordLoginFailure(ctx, k.key, now, k.policy)
+		f, err := s.stores.throttle.RecordLoginFailure(ctx, k.key, now, k.policy)
 		if err != nil {
 			return nil, fmt.Errorf("issuer: count a failed login (%s): %w", k.scope, err)
 		}
@@ -420,7 +420,7 @@ func (s *Server) throttleSuccess(ctx context.Context, keys []throttleKey, now ti
 	var lock *loginLock
 	for _, k := range keys {
 		if k.scope != scopeUsername {
-			f, err := s.cfg.Store.LoginFailures(ctx, k.key, now)
+			f, err := s.stores.throttle.LoginFailures(ctx, k.key, now)
 			if err != nil {
 				return nil, fmt.Errorf("issuer: read the login throttle (%s): %w", k.scope, err)
 			}
@@ -432,7 +432,7 @@ func (s *Server) throttleSuccess(ctx context.Context, keys []throttleKey, now ti
 	}
 	for _, k := range keys {
 		if k.scope == scopeUsername {
-			f, err := s.cfg.Store.ResetLoginFailures(ctx, k.key, now)
+			f, err := s.stores.throttle.ResetLoginFailures(ctx, k.key, now)
 			if err != nil {
 				return nil, fmt.Errorf("issuer: clear the login throttle (%s): %w", k.scope, err)
 			}

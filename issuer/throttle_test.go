@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/internal/redistest"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
@@ -388,7 +389,7 @@ func TestThrottleSharedRedis(t *testing.T) {
 // TestLoginThrottleConfig: New names the login_throttle field at fault.
 func TestLoginThrottleConfig(t *testing.T) {
 	t.Parallel()
-	db, err := bolt.OpenDB(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
+	db, err := datafile.Open(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -681,7 +682,7 @@ func TestForwardedClientAddress(t *testing.T) {
 // TestTrustedProxiesConfig: New names the trusted_proxies entry at fault.
 func TestTrustedProxiesConfig(t *testing.T) {
 	t.Parallel()
-	db, err := bolt.OpenDB(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
+	db, err := datafile.Open(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,11 @@ type tokenResponse struct {
 	IDToken      string `json:"id_token,omitempty"`
 	Scope        string `json:"scope,omitempty"`
 
+	// RefreshExpiresIn is the refresh token's lifetime in seconds, as
+	// Keycloak sends it: a client cannot read it from a sealed or
+	// encrypted refresh token (the gateway bounds its sessions by it).
+	RefreshExpiresIn int64 `json:"refresh_expires_in,omitempty"`
+
 	// audit is what the audit record of the grant names (never a token).
 	audit grantAudit
 }
@@ -87,7 +92,7 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 	if len(c.Request().URI().QueryString()) > 0 {
 		return s.writeError(c, epToken, protocol.ErrInvalidRequest.WithDescription("the token endpoint takes its parameters in the form body, not in the URL query (which ends up in logs)"))
 	}
-	form, err := parseForm(c)
+	form, err := parseTokenForm(c)
 	if err != nil {
 		return s.writeError(c, epToken, err)
 	}
@@ -100,6 +105,9 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 	if why := s.clientDisabled(cl.ID); why != "" {
 		s.ag.metrics.refused.WithLabelValues(epToken).Inc()
 		err = refuseDisabled(why)
+	} else if gt == GrantTokenExchange {
+		// The exchange writes its own answer, log line and audit record.
+		return s.handleTokenExchange(c, cl, method, form)
 	} else {
 		resp, err = s.grant(c, cl, gt, form)
 	}
@@ -125,9 +133,9 @@ func (s *Server) grant(c *fiber.Ctx, cl *client, gt string, form url.Values) (re
 	case GrantJWTBearer:
 		resp, err = s.jwtBearer(c.UserContext(), cl, form)
 	case "":
-		err = protocol.ErrInvalidRequest.WithDescription("grant_type is missing (authorization_code, refresh_token, client_credentials or %s)", GrantJWTBearer)
+		err = protocol.ErrInvalidRequest.WithDescription("grant_type is missing (authorization_code, refresh_token, client_credentials, %s or %s)", GrantTokenExchange, GrantJWTBearer)
 	default:
-		err = protocol.ErrUnsupportedGrantType.WithDescription("grant_type %q is not supported (authorization_code, refresh_token, client_credentials, %s)", clip(gt, 64), GrantJWTBearer)
+		err = protocol.ErrUnsupportedGrantType.WithDescription("grant_type %q is not supported (authorization_code, refresh_token, client_credentials, %s, %s)", clip(gt, 64), GrantTokenExchange, GrantJWTBearer)
 	}
 	return resp, err
 }
@@ -164,7 +172,7 @@ func (s *Server) exchangeCode(ctx context.Context, cl *client, form url.Values) 
 	redirectURI := form.Get("redirect_uri")
 	now := s.now()
 	var resp tokenResponse
-	_, err := s.cfg.Store.RedeemCode(ctx, codeHash(code), now, func(ac storage.AuthCode) (storage.Issued, error) {
+	_, err := s.stores.token.RedeemCode(ctx, codeHash(code), now, func(ac storage.AuthCode) (storage.Issued, error) {
 		if ac.ClientID != cl.ID {
 			return storage.Issued{}, invalidGrant("the authorization code was issued to another client, not to %q", cl.ID)
 		}
@@ -242,7 +250,7 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 	if rc.ClientID != cl.ID {
 		return tokenResponse{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
 	}
-	if why := s.tokenRefused(rc); why != "" {
+	if why := s.tokenRefused(rc, token.Refresh); why != "" {
 		return tokenResponse{}, invalidGrant("%s", why)
 	}
 	// A scope parameter narrows this access token only (RFC 6749 §6: the
@@ -259,7 +267,7 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 	}
 	rotate := !s.cfg.DisableRefreshRotation
 	var resp tokenResponse
-	err = s.cfg.Store.RotateRefresh(ctx, rc.JTI, rotate, now, func(rec storage.RefreshToken) (storage.Issued, error) {
+	err = s.stores.token.RotateRefresh(ctx, rc.JTI, rotate, now, func(rec storage.RefreshToken) (storage.Issued, error) {
 		if rec.ClientID != cl.ID {
 			return storage.Issued{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
 		}
@@ -406,8 +414,9 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 		if err != nil {
 			return tokenResponse{}, nil, fmt.Errorf("mint refresh token: %w", err)
 		}
-		s.metrics.minted.WithLabelValues(grantType, "refresh", format).Inc()
+		s.metrics.minted.WithLabelValues(grantType, "refresh", s.codec.FormatOf(token.Refresh)).Inc()
 		resp.RefreshToken = rt
+		resp.RefreshExpiresIn = int64(s.cfg.RefreshTokenTTL / time.Second)
 		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp, Resource: g.Resource}
 	}
 
@@ -443,7 +452,7 @@ func (s *Server) grantDenyUntil(now time.Time) time.Time {
 // this instance refuses its access tokens at once.
 func (s *Server) revokeGrant(ctx context.Context, grantID string, now time.Time) error {
 	until := s.grantDenyUntil(now)
-	if err := s.cfg.Store.RevokeGrant(bgContext(ctx), grantID, until, now); err != nil {
+	if err := s.stores.token.RevokeGrant(bgContext(ctx), grantID, until, now); err != nil {
 		return fmt.Errorf("revoke grant: %w", err)
 	}
 	s.deny.Add(storage.DenyEntry{Kind: storage.DenyGrant, ID: grantID, Until: until})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 	"github.com/bffgate/bffgate/issuer/token"
@@ -24,7 +25,7 @@ func startIssuer(t *testing.T, edit func(*issuer.Config)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.OpenDB(filepath.Join(t.TempDir(), "issuer.db"), 5*time.Second)
+	db, err := datafile.Open(filepath.Join(t.TempDir(), "issuer.db"), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

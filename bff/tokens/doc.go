@@ -2,7 +2,9 @@
 // tokens: it refreshes them before they expire (RFC 6749 §6), merges
 // concurrent refreshes of one session into one call at the provider,
 // fetches and caches the gateway's own client-credentials token (RFC 6749
-// §4.4), and revokes refresh tokens at logout (RFC 7009).
+// §4.4), exchanges the session's token for tokens made for one API route
+// (RFC 8693, Manager.Exchanged: see exchange.go), and revokes refresh
+// tokens at logout (RFC 7009).
 //
 // # Refresh
 //

@@ -31,6 +31,9 @@ type Manager struct {
 
 	// held keeps refreshed tokens the session store could not save.
 	held held
+
+	// exchanges caches the routes' exchanged tokens (exchange.go).
+	exchanges exchangeCache
 }
 
 // New validates cfg and returns a Manager.
@@ -381,6 +384,8 @@ func (m *Manager) save(ctx context.Context, log *slog.Logger, store session.Stor
 		return nil, fmt.Errorf("tokens: saving refreshed tokens: %w", err)
 	}
 	m.held.forget(hk)
+	// The tokens exchanged from the old access token go with it.
+	m.exchanges.forgetSession(flightKey(s))
 	m.metrics.refresh(result)
 	log.Info("access token refreshed", slog.String("via", result), slog.Time("access_expiry", rec.AccessExpiry))
 	out := *saved

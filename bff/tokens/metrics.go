@@ -15,6 +15,8 @@ type metrics struct {
 	duration    prometheus.Histogram
 	clientFetch *prometheus.CounterVec
 	revocations *prometheus.CounterVec
+	exchanges   *prometheus.CounterVec
+	exchangeDur prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,8 +41,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bffgate_token_revocations_total",
 			Help: "RFC 7009 revocations at logout by result (ok, error).",
 		}, []string{"result"}),
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_token_exchange_total",
+			Help: "Token exchanges (RFC 8693) for routes by target and result: cached (in-process), shared (another instance's exchange), exchanged (at the provider), refused (the provider's OAuth error: 403), unavailable (provider down: 503), lock_unavailable.",
+		}, []string{"target", "result"}),
+		exchangeDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bffgate_token_exchange_duration_seconds",
+			Help:    "Duration of token exchange calls at the provider.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
 	}
 	var err error
+	if m.exchanges, err = register(reg, m.exchanges); err != nil {
+		return nil, err
+	}
+	if m.exchangeDur, err = register(reg, m.exchangeDur); err != nil {
+		return nil, err
+	}
 	if m.refreshes, err = register(reg, m.refreshes); err != nil {
 		return nil, err
 	}
@@ -100,4 +117,16 @@ func result(ok bool) string {
 		return "ok"
 	}
 	return "error"
+}
+
+func (m *metrics) exchange(target, result string) {
+	if m != nil {
+		m.exchanges.WithLabelValues(target, result).Inc()
+	}
+}
+
+func (m *metrics) exchangeDuration(d time.Duration) {
+	if m != nil {
+		m.exchangeDur.Observe(d.Seconds())
+	}
 }

@@ -53,9 +53,6 @@ func cmdAgentsSet(name string, disable bool, args []string, stdout, stderr io.Wr
 	}
 	defer rt.close()
 	st, err := issuer.SetClientDisabled(ctx, rt.istore, id, disable, time.Now())
-	if errors.Is(err, storage.ErrUnsupported) {
-		return fmt.Errorf("issuer.store %q does not keep client states yet: %w", cfg.Issuer.Store, err)
-	}
 	if err != nil {
 		return err
 	}

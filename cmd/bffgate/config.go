@@ -24,6 +24,7 @@ import (
 	"github.com/bffgate/bffgate/internal/upstream"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/keys"
+	"github.com/bffgate/bffgate/issuer/trust"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 	sessioncookie "github.com/bffgate/bffgate/session/cookie"
 )
@@ -89,22 +90,22 @@ type Redis struct {
 }
 
 type Issuer struct {
-	Enabled         *bool                  `yaml:"enabled"`
-	Listen          string                 `yaml:"listen"`
-	URL             string                 `yaml:"url"`
-	Store           string                 `yaml:"store"` // bbolt, redis
-	LoginSessionTTL time.Duration          `yaml:"login_session_ttl"`
-	Tokens          IssuerTokens           `yaml:"tokens"`
-	Keys            []keys.FileKey         `yaml:"keys"`
-	Denylist        Denylist               `yaml:"denylist"`
-	LoginThrottle   issuer.LoginThrottle   `yaml:"login_throttle"`
-	TrustedProxies  []string               `yaml:"trusted_proxies"`
-	Clients         []issuer.Client        `yaml:"clients"`
-	Users           []issuer.User          `yaml:"users"`
-	SPIFFE          issuer.SPIFFE          `yaml:"spiffe"`
-	TrustedIssuers  []issuer.TrustedIssuer `yaml:"trusted_issuers"`
-	Audit           issuer.Audit           `yaml:"audit"`
-	Resources       []issuer.Resource      `yaml:"resources"`
+	Enabled         *bool                `yaml:"enabled"`
+	Listen          string               `yaml:"listen"`
+	URL             string               `yaml:"url"`
+	Store           string               `yaml:"store"` // bbolt, redis
+	LoginSessionTTL time.Duration        `yaml:"login_session_ttl"`
+	Tokens          IssuerTokens         `yaml:"tokens"`
+	Keys            []keys.FileKey       `yaml:"keys"`
+	Denylist        Denylist             `yaml:"denylist"`
+	LoginThrottle   issuer.LoginThrottle `yaml:"login_throttle"`
+	TrustedProxies  []string             `yaml:"trusted_proxies"`
+	Clients         []issuer.Client      `yaml:"clients"`
+	Users           []issuer.User        `yaml:"users"`
+	SPIFFE          issuer.SPIFFE        `yaml:"spiffe"`
+	TrustedIssuers  []trust.Issuer       `yaml:"trusted_issuers"`
+	Audit           issuer.Audit         `yaml:"audit"`
+	Resources       []issuer.Resource    `yaml:"resources"`
 }
 
 // IssuerTokens is issuer.Config's token fields, grouped as the file groups
@@ -114,6 +115,7 @@ type IssuerTokens struct {
 	Alg             string        `yaml:"alg"`
 	IDTokenAlg      string        `yaml:"id_token_alg"`
 	Encryption      string        `yaml:"encryption"`
+	RefreshFormat   string        `yaml:"refresh_format"` // signed, sealed
 	AccessTTL       time.Duration `yaml:"access_ttl"`
 	RefreshTTL      time.Duration `yaml:"refresh_ttl"`
 	IDTokenTTL      time.Duration `yaml:"id_token_ttl"`
@@ -218,6 +220,7 @@ func defaultConfig() Config {
 				Alg:             is.TokenAlg,
 				IDTokenAlg:      is.IDTokenAlg,
 				Encryption:      issuer.DefaultEncryption,
+				RefreshFormat:   string(is.RefreshTokenFormat),
 				AccessTTL:       is.AccessTokenTTL,
 				RefreshTTL:      is.RefreshTokenTTL,
 				IDTokenTTL:      is.IDTokenTTL,

@@ -136,6 +136,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad store", "gateway:\n  session:\n    store: memcached\n", nil, []string{"gateway.session.store", `"memcached"`, "cookie, bbolt, redis"}},
 		{"bad alg", "issuer:\n  tokens:\n    alg: RS999\n", nil, []string{"issuer.tokens.alg", `"RS999"`, "ES512"}},
 		{"symmetric id token", "issuer:\n  tokens:\n    id_token_alg: HS256\n", nil, []string{"issuer.tokens.id_token_alg", "HS256"}},
+		{"bad refresh format", "issuer:\n  tokens:\n    refresh_format: opaque\n", nil, []string{"issuer.tokens.refresh_format", `"opaque"`, "sealed"}},
+		{"sealed with encrypted", "issuer:\n  tokens:\n    format: encrypted\n    refresh_format: sealed\n", nil, []string{"issuer.tokens.refresh_format", "already encrypted"}},
 		{"negative ttl", "issuer:\n  tokens:\n    access_ttl: -5m\n", nil, []string{"issuer.tokens.access_ttl", "line 3", "negative"}},
 		{"long code", "issuer:\n  tokens:\n    code_ttl: 1h\n", nil, []string{"issuer.tokens.code_ttl", "10m"}},
 		{"bad listen", "gateway:\n  listen: 8080\n", nil, []string{"gateway.listen", `"8080"`, "host:port"}},

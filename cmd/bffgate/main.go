@@ -26,6 +26,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bffgate/bffgate/internal/obs"
 	"github.com/mattn/go-isatty"
 )
 
@@ -371,13 +372,28 @@ func cmdUsersHash(stdin io.Reader, stdout io.Writer) error {
 
 // newLogger builds the process logger: text on a terminal, JSON otherwise.
 func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+	return slog.New(newHandler(cfg, w, w))
+}
+
+// newBufferedLogger is newLogger for a long-running server: lines gather
+// in an obs.LogBuffer (a few write calls a second instead of one per
+// request) and a line at Warn or above is written at once. Close the
+// buffer last, after the final line.
+func newBufferedLogger(cfg LogConfig, w io.Writer) (*slog.Logger, *obs.LogBuffer) {
+	buf := obs.NewLogBuffer(w, 0, 0)
+	return slog.New(obs.NewLogHandler(newHandler(cfg, w, buf), buf)), buf
+}
+
+// newHandler builds the handler writing to out; the format "auto" looks
+// at tty, the writer the lines end on, for a terminal.
+func newHandler(cfg LogConfig, tty, out io.Writer) slog.Handler {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Level)) // validated already
 	opts := &slog.HandlerOptions{Level: level}
 	format := cfg.Format
 	if format == "auto" {
 		format = "json"
-		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		if f, ok := tty.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 			format = "text"
 		}
 	}
@@ -385,9 +401,9 @@ func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 	// (issuer, gateway, session, demoapi); what they hand on adds a
 	// subsystem, never a second component.
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.NewTextHandler(out, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.NewJSONHandler(out, opts)
 }
 
 // signalContext is cancelled on SIGINT or SIGTERM.

@@ -35,6 +35,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	if icfg.TokenFormat == token.FormatEncrypted {
 		icfg.Encryption = is.Tokens.Encryption
 	}
+	icfg.RefreshTokenFormat = token.RefreshFormat(is.Tokens.RefreshFormat)
 	icfg.AccessTokenTTL = is.Tokens.AccessTTL
 	icfg.RefreshTokenTTL = is.Tokens.RefreshTTL
 	icfg.CodeTTL = is.Tokens.CodeTTL
@@ -72,6 +73,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 			// A plain-http public_url on a LAN host is allowed by the
 			// gateway's insecure_allow_http; its callback then is too.
 			InsecureAllowHTTPRedirects: gw.InsecureAllowHTTP,
+			TokenExchange:              c.gatewayExchangePolicy(),
 		})
 	}
 	if c.zeroConfig {
@@ -172,6 +174,7 @@ var issuerKeyNames = map[string]string{
 	"token_alg":              "tokens.alg",
 	"id_token_alg":           "tokens.id_token_alg",
 	"encryption":             "tokens.encryption",
+	"refresh_token_format":   "tokens.refresh_format",
 	"access_token_ttl":       "tokens.access_ttl",
 	"refresh_token_ttl":      "tokens.refresh_ttl",
 	"code_ttl":               "tokens.code_ttl",
@@ -261,4 +264,29 @@ func listIndex(path, name string) (int, bool) {
 	}
 	i, err := strconv.Atoi(rest[:end])
 	return i, err == nil
+}
+
+// gatewayExchangePolicy is the token exchange policy of the gateway's own
+// client at the embedded issuer: exactly the targets its routes'
+// token.exchange name, impersonation when a route exchanges without the
+// gateway as actor. No route exchanging: none.
+func (c *Config) gatewayExchangePolicy() issuer.TokenExchange {
+	var p issuer.TokenExchange
+	for _, r := range c.Gateway.Routes {
+		e := r.Token.Exchange
+		if e.Audience == "" && e.Resource == "" {
+			continue
+		}
+		p.Allowed = true
+		if e.Audience != "" && !slices.Contains(p.Audiences, e.Audience) {
+			p.Audiences = append(p.Audiences, e.Audience)
+		}
+		if e.Resource != "" && !slices.Contains(p.Resources, e.Resource) {
+			p.Resources = append(p.Resources, e.Resource)
+		}
+		if e.Actor != bff.ActorGateway {
+			p.Impersonation = true
+		}
+	}
+	return p
 }

@@ -22,6 +22,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/denylist"
 	"github.com/bffgate/bffgate/issuer/keys"
@@ -102,7 +103,7 @@ func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, er
 		return nil, fmt.Errorf("data_dir %q: %w (set data_dir or --data-dir to a writable directory)", cfg.DataDir, err)
 	}
 	path := filepath.Join(cfg.DataDir, dataFile)
-	db, err := issuerbolt.OpenDB(path, 3*time.Second)
+	db, err := datafile.Open(path, 3*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w (is another bffgate running on this data directory?)", path, err)
 	}
@@ -125,7 +126,7 @@ func openState(ctx context.Context, cfg *Config, log *slog.Logger) (*runtime, er
 			rt.close()
 			return nil, errors.New("config: issuer.store: \"redis\" needs redis.url")
 		}
-		st, err := issuerredis.New(rt.redis, issuerredis.Config{Prefix: cfg.Redis.Prefix + "issuer:", Logger: log})
+		st, err := issuerredis.New(rt.redis, issuerredis.Config{Prefix: cfg.Redis.Prefix + "issuer:", Logger: log, Registerer: rt.registry})
 		if err != nil {
 			rt.close()
 			return nil, err
@@ -222,7 +223,8 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	log, logBuf := newBufferedLogger(cfg.Log, stderr)
+	defer logBuf.Close() // first in, last out: after the final line
 	slog.SetDefault(log)
 	ctx, stop := signalContext()
 	defer stop()

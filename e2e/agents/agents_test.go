@@ -105,6 +105,10 @@ func jwksJSON(keys ...jose.JSONWebKey) []byte {
 	return b
 }
 
+// bearerAudience is the aud the trusted test issuer's assertions carry
+// (issuer.trusted_issuers[].audience).
+const bearerAudience = "bffgate-agents"
+
 // world is one running issuer with the test's agent, workloads, trust
 // domains and trusted issuer.
 type world struct {
@@ -158,7 +162,8 @@ func prepareWorld(t *testing.T, extra ...string) *world {
 		{"name": "example.org", "bundle_file": bundleFile},
 		{"name": "endpoint.test", "bundle_endpoint": bundleEndpoint},
 	})
-	trusted, _ := json.Marshal([]map[string]any{{"issuer": trustedIss, "jwks_url": idpJWKS, "algorithms": []string{"ES256"}, "scopes": []string{"profile"}}})
+	trusted, _ := json.Marshal([]map[string]any{{"issuer": trustedIss, "jwks_url": idpJWKS, "algorithms": []string{"ES256"}, "scopes": []string{"profile"},
+		"audience": []string{bearerAudience}, "subject": map[string]any{"mode": "prefix", "prefix": trustedIss + "#"}}})
 	w.env = append([]string{
 		"BFFGATE_DEMO_API_ENABLED=false",
 		"BFFGATE_ISSUER_CLIENTS=" + string(clients),
@@ -445,22 +450,23 @@ func TestJWTBearerGrant(t *testing.T) {
 	rp := w.rp(t)
 	assertion := func(k key, iss string) string {
 		now := time.Now()
-		tok, err := j.Sign(ctx, map[string]any{"iss": iss, "sub": "batch-7", "aud": w.st.IssuerURL, "iat": now.Unix(),
+		tok, err := j.Sign(ctx, map[string]any{"iss": iss, "sub": "batch-7", "aud": bearerAudience, "iat": now.Unix(),
 			"exp": now.Add(5 * time.Minute).Unix(), "jti": randomID()}, k.privateJWK(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}
-	tok, err := rp.Grant(ctx, grantJWTBearer, map[string]string{"assertion": assertion(w.idp, trustedIss), "scope": "profile"})
+	tok, err := rp.Grant(ctx, grantJWTBearer, map[string]any{"assertion": assertion(w.idp, trustedIss), "scope": "profile"})
 	if err != nil {
 		t.Fatalf("jwt-bearer from the trusted issuer: %v", err)
 	}
-	in, err := rp.Introspect(ctx, tok.AccessToken, "")
+	at, _ := tok["access_token"].(string)
+	in, err := rp.Introspect(ctx, at, "")
 	if err != nil || in["sub"] != trustedIss+"#batch-7" || in["client_id"] != agentID {
 		t.Fatalf("introspection = %v, %v", in, err)
 	}
-	_, err = rp.Grant(ctx, grantJWTBearer, map[string]string{"assertion": assertion(newKey(t, "x"), "https://untrusted.test")})
+	_, err = rp.Grant(ctx, grantJWTBearer, map[string]any{"assertion": assertion(newKey(t, "x"), "https://untrusted.test")})
 	var pe *peers.PeerError
 	if !asPeerError(err, &pe) || pe.OAuthError != "invalid_grant" || !strings.Contains(pe.ErrorDescription, "not a trusted issuer") {
 		t.Fatalf("jwt-bearer from an untrusted issuer: %v; want invalid_grant", err)

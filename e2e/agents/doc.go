@@ -26,6 +26,5 @@
 //
 // Without node/npm the openid-client and jose tests skip with a message,
 // unless BFFGATE_E2E_REQUIRE=1. The Redis test skips without
-// BFFGATE_TEST_REDIS_URL, and while the Redis store keeps no client state
-// (until the issuer's Redis store runs on storage.Rules).
+// BFFGATE_TEST_REDIS_URL.
 package agents

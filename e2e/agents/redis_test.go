@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -59,9 +58,6 @@ func TestAgentDisableAcrossInstances(t *testing.T) {
 	// file), the issuer's state in Redis.
 	w.cliDataDir = t.TempDir()
 	if out, err := w.bffgate(t, "agents", "enable", agentID); err != nil {
-		if strings.Contains(out, "does not keep client states yet") {
-			t.Skipf("the issuer's Redis store keeps no client state yet (it gains it on storage.Rules): %s", strings.TrimSpace(out))
-		}
 		t.Fatalf("bffgate agents enable on Redis: %v\n%s", err, out)
 	}
 	a := stack.Start(t, stack.Options{NoGateway: true, Env: w.env})

@@ -41,10 +41,14 @@ type tokenConfig struct {
 	Format string // signed or encrypted
 	Alg    string // signed: the access/refresh token alg
 	Enc    string // encrypted: the JWE enc
+	// Refresh is the refresh-token format with Format signed: "" (signed)
+	// or "sealed" (JWE dir A256GCM, issuer.tokens.refresh_format).
+	Refresh string
 }
 
 func (tc tokenConfig) hmac() bool      { return strings.HasPrefix(tc.Alg, "HS") }
 func (tc tokenConfig) encrypted() bool { return tc.Format == "encrypted" }
+func (tc tokenConfig) sealed() bool    { return tc.Refresh == "sealed" }
 
 // idTokenAlg is the ID token alg the issuer runs with: the token alg when
 // it is asymmetric (so openid-client validates ID tokens of every RS, PS
@@ -56,7 +60,8 @@ func (tc tokenConfig) idTokenAlg() string {
 	return tc.Alg
 }
 
-// tokenConfigs lists every signing alg and both encryptions.
+// tokenConfigs lists every signing alg and both encryptions, and RS256
+// access tokens beside sealed refresh tokens.
 func tokenConfigs() []tokenConfig {
 	var out []tokenConfig
 	for _, alg := range []string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"} {
@@ -65,6 +70,7 @@ func tokenConfigs() []tokenConfig {
 	for _, enc := range []string{"A128CBC-HS256", "A256GCM"} {
 		out = append(out, tokenConfig{Name: "encrypted-" + enc, Format: "encrypted", Enc: enc})
 	}
+	out = append(out, tokenConfig{Name: "signed-RS256-sealed-refresh", Format: "signed", Alg: "RS256", Refresh: "sealed"})
 	return out
 }
 
@@ -80,6 +86,9 @@ type issuerEnv struct {
 	// can check the tokens with it. nil for asymmetric algs, whose keys the
 	// issuer generates and publishes.
 	key []byte
+	// sealKey is the dir key of sealed refresh tokens, given to the
+	// issuer as a key file so that jose can open what it sealed.
+	sealKey []byte
 }
 
 func startIssuer(t *testing.T, tc tokenConfig) *issuerEnv {
@@ -111,14 +120,26 @@ func startIssuer(t *testing.T, tc tokenConfig) *issuerEnv {
 	default:
 		env = append(env, "BFFGATE_ISSUER_TOKENS_ALG="+tc.Alg)
 	}
-	if e.key != nil {
-		// The issuer's key file format for symmetric keys: the raw secret
-		// in base64, alone in the file (issuer/keys.readKeyFile).
-		path := filepath.Join(t.TempDir(), "token-key.b64")
-		if err := os.WriteFile(path, []byte(base64.RawURLEncoding.EncodeToString(e.key)+"\n"), 0o600); err != nil {
+	var files []map[string]string
+	// The issuer's key file format for symmetric keys: the raw secret in
+	// base64, alone in the file (issuer/keys.readKeyFile).
+	keyFile := func(name, alg string, key []byte) {
+		path := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(path, []byte(base64.RawURLEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		keys, _ := json.Marshal([]map[string]string{{"path": path, "alg": keyAlg}})
+		files = append(files, map[string]string{"path": path, "alg": alg})
+	}
+	if e.key != nil {
+		keyFile("token-key.b64", keyAlg, e.key)
+	}
+	if tc.sealed() {
+		env = append(env, "BFFGATE_ISSUER_TOKENS_REFRESH_FORMAT=sealed")
+		e.sealKey = randomKey(32)
+		keyFile("seal-key.b64", "dir", e.sealKey)
+	}
+	if files != nil {
+		keys, _ := json.Marshal(files)
 		env = append(env, "BFFGATE_ISSUER_KEYS="+string(keys))
 	}
 	e.st = stack.Start(t, stack.Options{NoGateway: true, Env: env})
@@ -502,11 +523,29 @@ func (e *issuerEnv) testJose(t *testing.T, jo *peers.Jose) {
 		}
 		rtOpts := opts
 		rtOpts.Typ = "rt+jwt"
-		rt, err = jo.Verify(ctx, tok.RefreshToken, rtOpts)
-		if err != nil {
-			t.Fatalf("jose rejects the refresh token: %v", err)
+		signed := []peers.Verified{at}
+		if e.tc.sealed() {
+			// Opaque to the client: no key of the JWK set verifies it;
+			// only the holder of the dir key (the issuer, and here the
+			// test that gave it the key) opens it.
+			if _, err := jo.Verify(ctx, tok.RefreshToken, rtOpts); err == nil {
+				t.Error("jose verified a sealed refresh token as a JWS")
+			}
+			rt, err = jo.Decrypt(ctx, tok.RefreshToken, peers.DecryptOptions{Key: e.sealKey, Enc: "A256GCM", Issuer: e.st.IssuerURL, Typ: "rt+jwt"})
+			if err != nil {
+				t.Fatalf("jose cannot decrypt the sealed refresh token: %v", err)
+			}
+			if rt.ProtectedHeader["alg"] != "dir" || rt.ProtectedHeader["enc"] != "A256GCM" {
+				t.Errorf("sealed refresh token header %v, want alg dir and enc A256GCM", rt.ProtectedHeader)
+			}
+		} else {
+			rt, err = jo.Verify(ctx, tok.RefreshToken, rtOpts)
+			if err != nil {
+				t.Fatalf("jose rejects the refresh token: %v", err)
+			}
+			signed = append(signed, rt)
 		}
-		for _, tv := range []peers.Verified{at, rt} {
+		for _, tv := range signed {
 			if tv.ProtectedHeader["alg"] != e.tc.Alg || claimString(tv.ProtectedHeader, "kid") == "" {
 				t.Errorf("JWS header %v, want alg %s and a kid", tv.ProtectedHeader, e.tc.Alg)
 			}
@@ -605,9 +644,13 @@ func (e *issuerEnv) testForged(t *testing.T, jo *peers.Jose) {
 	default:
 		kinds = []peers.ForgeKind{peers.ForgeAlgNone, peers.ForgeHS256PublicKey, peers.ForgeUnknownKID, peers.ForgeTamperedPayload}
 	}
+	sources := []struct{ name, token string }{{"access", tok.AccessToken}, {"refresh", tok.RefreshToken}}
+	if e.tc.sealed() {
+		sources = sources[:1] // the JWS forgeries; the sealed refresh token's are below
+	}
 	var forged []forgery
 	for _, k := range kinds {
-		for _, src := range []struct{ name, token string }{{"access", tok.AccessToken}, {"refresh", tok.RefreshToken}} {
+		for _, src := range sources {
 			f, err := jo.Forge(ctx, k, src.token, e.jwksURI)
 			if err != nil {
 				t.Fatalf("jose forge %s from the %s token: %v", k, src.name, err)
@@ -627,7 +670,7 @@ func (e *issuerEnv) testForged(t *testing.T, jo *peers.Jose) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		forged = append(forged, forgery{"other_dir_key/access", encryptWithOtherKey(t, e.tc.Enc, claimString(hdr.ProtectedHeader, "kid"), at.Payload)})
+		forged = append(forged, forgery{"other_dir_key/access", encryptWithOtherKey(t, e.tc.Enc, claimString(hdr.ProtectedHeader, "kid"), "at+jwt", at.Payload)})
 		parts := strings.Split(tok.AccessToken, ".")
 		h := map[string]any{}
 		for k, v := range hdr.ProtectedHeader {
@@ -637,6 +680,25 @@ func (e *issuerEnv) testForged(t *testing.T, jo *peers.Jose) {
 		hb, _ := json.Marshal(h)
 		parts[0] = base64.RawURLEncoding.EncodeToString(hb)
 		forged = append(forged, forgery{"header_swapped/access", strings.Join(parts, ".")})
+	}
+	if e.tc.sealed() {
+		// A sealed refresh token with one ciphertext bit flipped, and
+		// its claims sealed again under another dir key with the
+		// issuer's kid and typ.
+		f, err := jo.Forge(ctx, peers.ForgeTamperedJWE, tok.RefreshToken, "")
+		if err != nil {
+			t.Fatalf("jose forge tampered_jwe from the sealed refresh token: %v", err)
+		}
+		forged = append(forged, forgery{"tampered_jwe/refresh", f})
+		hdr, err := jo.Decode(ctx, tok.RefreshToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, err := jo.Decrypt(ctx, tok.RefreshToken, peers.DecryptOptions{Key: e.sealKey, Enc: "A256GCM"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged = append(forged, forgery{"other_dir_key/refresh", encryptWithOtherKey(t, "A256GCM", claimString(hdr.ProtectedHeader, "kid"), "rt+jwt", rt.Payload)})
 	}
 	forged = append(forged, forgery{"garbage", "not.a.token"})
 
@@ -668,10 +730,10 @@ func (e *issuerEnv) testForged(t *testing.T, jo *peers.Jose) {
 }
 
 // encryptWithOtherKey makes a compact JWE (dir, enc) of claims under a
-// fresh key, with the issuer's kid and typ at+jwt.
-func encryptWithOtherKey(t *testing.T, enc, kid string, claims map[string]any) string {
+// fresh key, with the issuer's kid and the given typ.
+func encryptWithOtherKey(t *testing.T, enc, kid, typ string, claims map[string]any) string {
 	t.Helper()
-	opts := (&jose.EncrypterOptions{}).WithType("at+jwt")
+	opts := (&jose.EncrypterOptions{}).WithType(jose.ContentType(typ))
 	encr, err := jose.NewEncrypter(jose.ContentEncryption(enc), jose.Recipient{Algorithm: jose.DIRECT, Key: randomKey(32), KeyID: kid}, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -131,14 +131,6 @@ func (r *RP) ClientCredentials(ctx context.Context, scope string) (Tokens, error
 	return tok, err
 }
 
-// Grant runs any other grant (openid-client's genericGrantRequest): the
-// JWT bearer grant, for one.
-func (r *RP) Grant(ctx context.Context, grantType string, params map[string]string) (Tokens, error) {
-	var tok Tokens
-	err := r.proc.call(ctx, "grant", map[string]any{"grant_type": grantType, "params": params}, &tok)
-	return tok, err
-}
-
 // Introspect calls the introspection endpoint (RFC 7662); hint may be "".
 func (r *RP) Introspect(ctx context.Context, token, hint string) (map[string]any, error) {
 	var m map[string]any
@@ -163,4 +155,16 @@ func (r *RP) EndSessionURL(ctx context.Context, idTokenHint, postLogoutRedirectU
 		"state":                    state,
 	}, &res)
 	return res.URL, err
+}
+
+// Grant sends a grant of grantType to the token endpoint with
+// openid-client's genericGrantRequest (token exchange, RFC 8693; the
+// jwt-bearer grant, RFC 7523) and returns the token response. A param
+// given as a []string is sent once per value (audience, resource). An
+// OAuth error response is a *PeerError with OAuthError and
+// ErrorDescription set.
+func (r *RP) Grant(ctx context.Context, grantType string, params map[string]any) (map[string]any, error) {
+	var m map[string]any
+	err := r.proc.call(ctx, "grant", map[string]any{"grant_type": grantType, "params": params}, &m)
+	return m, err
 }

@@ -29,8 +29,10 @@
 //   revoke {token, token_type_hint?}          -> {}
 //   end_session_url {id_token_hint?, post_logout_redirect_uri?, state?} -> {url}
 //   client_credentials {scope?}               -> tokens
-//   grant {grant_type, params}                -> tokens (genericGrantRequest:
-//                                                the JWT bearer grant, ...)
+//   grant {grant_type, params}                -> the token endpoint's response
+//                                                (genericGrantRequest: token
+//                                                exchange, jwt-bearer); a param
+//                                                given as a list is repeated
 
 import * as client from 'openid-client';
 import { serveLines } from './lines.mjs';
@@ -151,7 +153,11 @@ const ops = {
     return tokensJSON(await client.clientCredentialsGrant(config, cmd.scope ? { scope: cmd.scope } : {}));
   },
   async grant(cmd) {
-    return tokensJSON(await client.genericGrantRequest(config, cmd.grant_type, cmd.params ?? {}));
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(cmd.params ?? {})) {
+      for (const one of Array.isArray(v) ? v : [v]) params.append(k, one);
+    }
+    return client.genericGrantRequest(config, cmd.grant_type, params);
   },
   async end_session_url(cmd) {
     const params = {};

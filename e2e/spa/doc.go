@@ -4,7 +4,8 @@
 // Debian's chromium (e2e/browser).
 //
 // One test walks the whole life of a session for each session store
-// (cookie, bbolt) and token format (signed, encrypted): log in through the
+// (cookie, bbolt) and token format (signed, encrypted; and signed access
+// tokens with sealed refresh tokens on bbolt): log in through the
 // issuer's HTML form, call the API, create and delete an item, prove that
 // no token reached the browser (storage and every response), let the
 // access token expire and call again (a refresh the page never sees), fail

@@ -37,14 +37,16 @@ const returnPath = "/?view=e2e"
 // never leave the gateway, so this is how the test finds them.
 var jwtShape = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{8,}`)
 
-// matrix is every session store with every token format.
+// matrix is every session store with every token format, and sealed
+// refresh tokens beside signed access tokens (issuer.tokens.refresh_format).
 var matrix = []struct {
-	store, format string
+	store, format, refresh string
 }{
-	{"cookie", "signed"},
-	{"cookie", "encrypted"},
-	{"bbolt", "signed"},
-	{"bbolt", "encrypted"},
+	{"cookie", "signed", "signed"},
+	{"cookie", "encrypted", "signed"},
+	{"bbolt", "signed", "signed"},
+	{"bbolt", "encrypted", "signed"},
+	{"bbolt", "signed", "sealed"},
 }
 
 // TestSPA walks one session's whole life in a real browser, for each
@@ -54,8 +56,12 @@ var matrix = []struct {
 // (back button, reload, replayed cookie).
 func TestSPA(t *testing.T) {
 	for _, tc := range matrix {
-		t.Run(tc.store+"-"+tc.format, func(t *testing.T) {
-			runSession(t, tc.store, tc.format)
+		name := tc.store + "-" + tc.format
+		if tc.refresh != "signed" {
+			name += "-" + tc.refresh + "-refresh"
+		}
+		t.Run(name, func(t *testing.T) {
+			runSession(t, tc.store, tc.format, tc.refresh)
 		})
 	}
 }
@@ -83,12 +89,13 @@ type session struct {
 	store string
 }
 
-func runSession(t *testing.T, store, format string) {
+func runSession(t *testing.T, store, format, refresh string) {
 	rec := newRecorder(t)
 	routes := fmt.Sprintf(`[{"prefix": "/api/", "upstream": %q, "policy": "user"}]`, rec.URL)
 	st := stack.Start(t, stack.Options{Env: []string{
 		"BFFGATE_GATEWAY_SESSION_STORE=" + store,
 		"BFFGATE_ISSUER_TOKENS_FORMAT=" + format,
+		"BFFGATE_ISSUER_TOKENS_REFRESH_FORMAT=" + refresh,
 		// Short-lived access tokens so that the test can wait past one.
 		"BFFGATE_ISSUER_TOKENS_ACCESS_TTL=4s",
 		"BFFGATE_GATEWAY_REFRESH_SKEW=1s",

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -62,6 +63,38 @@ type Obs struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	refused  *prometheus.CounterVec
+	// series holds the request counter and latency histogram of each
+	// (route, method, status) seen, bound once: WithLabelValues hashes
+	// its labels and formats the status on every call, where a bound
+	// series costs one map read.
+	series sync.Map // seriesKey -> *series
+}
+
+type seriesKey struct {
+	route, method string
+	status        int
+}
+
+type series struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+// seriesFor returns the bound metrics of one route, method and status.
+// route and method are fixed strings (route patterns, configured
+// prefixes, the method list), never request bytes, so the key may be
+// kept.
+func (o *Obs) seriesFor(route, method string, status int) *series {
+	k := seriesKey{route, method, status}
+	if s, ok := o.series.Load(k); ok {
+		return s.(*series)
+	}
+	code := strconv.Itoa(status)
+	s, _ := o.series.LoadOrStore(k, &series{
+		requests: o.requests.WithLabelValues(route, method, code),
+		latency:  o.latency.WithLabelValues(route, method, code),
+	})
+	return s.(*series)
 }
 
 // New returns an Obs for cfg. It fails when the metrics cannot be
@@ -130,10 +163,10 @@ func (o *Obs) Middleware() fiber.Handler {
 			}
 		}
 		method := methodLabel(c.Method())
-		code := strconv.Itoa(status)
 		elapsed := time.Since(start)
-		o.requests.WithLabelValues(route, method, code).Inc()
-		o.latency.WithLabelValues(route, method, code).Observe(elapsed.Seconds())
+		m := o.seriesFor(route, method, status)
+		m.requests.Inc()
+		m.latency.Observe(elapsed.Seconds())
 		if o.cfg.AccessLog || status >= 500 {
 			level := slog.LevelInfo
 			if status >= 500 {

@@ -13,6 +13,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 )
@@ -63,7 +64,7 @@ func loadFixture(b *testing.B) (path string, ids []string, base time.Time) {
 		fixture.path = filepath.Join(fixture.dir, "fixture.db")
 		fixture.ids = jtiLike(benchEntries)
 		fixture.base = time.Now()
-		db, err := bolt.OpenDB(fixture.path, time.Second)
+		db, err := datafile.Open(fixture.path, time.Second)
 		if err != nil {
 			fixture.err = err
 			return
@@ -119,7 +120,7 @@ func copyFixture(b *testing.B, src string) (*bolt.Store, *bbolt.DB) {
 	if err := out.Close(); err != nil {
 		b.Fatal(err)
 	}
-	db, err := bolt.OpenDB(dst, time.Second)
+	db, err := datafile.Open(dst, time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}

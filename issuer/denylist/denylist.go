@@ -5,7 +5,7 @@
 // tokens): the only way to revoke one before it expires is to list it
 // (RFC 7009 §2.2: after revocation the token must not be accepted by the
 // authorization server's introspection, RFC 7662 §2.2 "active": false). The
-// list of record is the storage.Store; a List keeps a bounded cache of
+// list of record is the issuer's store; a List keeps a bounded cache of
 // denied ids in front of it, so a token that was revoked is refused
 // without a store read, and learns of revocations made by another issuer
 // instance sharing the store by polling the store's change log.
@@ -19,12 +19,12 @@
 // per id checked (about a microsecond on bbolt). A store error is returned,
 // never taken as "not denied": callers fail closed.
 //
-// # Purge
+// # Expiry
 //
 // Entries live until their Until (the token's expiry plus the purge delay,
-// set by the caller). Run calls Store.Purge every PurgeInterval, so the
-// store does not grow without bound, and drops the same entries from the
-// cache.
+// set by the caller). Removing them from the store is the issuer's purge
+// job (issuer.Server.Run), not the cache's; Run drops the expired entries
+// from the cache at every poll.
 package denylist
 
 import (
@@ -41,6 +41,13 @@ import (
 	"github.com/bffgate/bffgate/issuer/storage"
 )
 
+// Store is what a List reads of the issuer's store (storage.Store
+// satisfies it): one id's entry, and the change log.
+type Store interface {
+	Denied(ctx context.Context, kind storage.DenyKind, id string) (bool, error)
+	DenylistChanges(ctx context.Context, after storage.Cursor, limit int) ([]storage.DenyEntry, storage.Cursor, error)
+}
+
 // Subscriber pushes denylist additions as they happen (the Redis store's
 // pub/sub channel). Subscribe returns once subscribed and calls fn for each
 // addition until ctx is done.
@@ -51,17 +58,15 @@ type Subscriber interface {
 // Config configures a List.
 type Config struct {
 	// Store is the persistent denylist. Required.
-	Store storage.Store
+	Store Store
 	// CacheSize bounds the cache of denied ids. Default 10000.
 	CacheSize int
 	// PollInterval is how often Run reads the store's change log into the
 	// cache. Default 60s. Correctness does not wait for it (a cache miss
 	// reads the store); polling makes revocations made by other instances
 	// cache hits here, and keeps working when the store is briefly down.
+	// Each poll also drops expired entries from the cache.
 	PollInterval time.Duration
-	// PurgeInterval is how often Run purges expired records from the store
-	// and the cache. Default 1m.
-	PurgeInterval time.Duration
 	// Subscriber, when set, makes Run add pushed entries to the cache as
 	// they arrive, in addition to polling.
 	Subscriber Subscriber
@@ -71,7 +76,7 @@ type Config struct {
 	OnClient func(storage.DenyEntry)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// Logger receives poll and purge failures; nil means slog.Default().
+	// Logger receives poll failures; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil means none are registered.
 	Registerer prometheus.Registerer
@@ -79,13 +84,13 @@ type Config struct {
 
 // DefaultConfig returns the defaults New fills in (Store left nil).
 func DefaultConfig() Config {
-	return Config{CacheSize: 10000, PollInterval: 60 * time.Second, PurgeInterval: time.Minute}
+	return Config{CacheSize: 10000, PollInterval: 60 * time.Second}
 }
 
 // pollPage is how many change-log entries one store call returns.
 const pollPage = 1000
 
-// List is a denylist cache in front of a storage.Store. It is safe for
+// List is a denylist cache in front of the issuer's store. It is safe for
 // concurrent use.
 type List struct {
 	cfg Config
@@ -96,12 +101,10 @@ type List struct {
 	cursor storage.Cursor
 	pollMu sync.Mutex // one Poll at a time, so the cursor only moves forward
 
-	entries     prometheus.Gauge
-	hits        prometheus.Counter
-	misses      prometheus.Counter
-	pollErrors  prometheus.Counter
-	purgeErrors prometheus.Counter
-	purged      prometheus.Counter
+	entries    prometheus.Gauge
+	hits       prometheus.Counter
+	misses     prometheus.Counter
+	pollErrors prometheus.Counter
 }
 
 // New returns a List for cfg.
@@ -110,24 +113,17 @@ func New(cfg Config) (*List, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("denylist: Config.Store is nil")
 	}
-	if cfg.CacheSize < 0 || cfg.PollInterval < 0 || cfg.PurgeInterval < 0 {
-		switch {
-		case cfg.CacheSize < 0:
-			return nil, fmt.Errorf("denylist: Config.CacheSize is %d; it must be positive (0 means %d)", cfg.CacheSize, def.CacheSize)
-		case cfg.PollInterval < 0:
-			return nil, fmt.Errorf("denylist: Config.PollInterval is %v; it must be positive (0 means %v)", cfg.PollInterval, def.PollInterval)
-		default:
-			return nil, fmt.Errorf("denylist: Config.PurgeInterval is %v; it must be positive (0 means %v)", cfg.PurgeInterval, def.PurgeInterval)
-		}
+	switch {
+	case cfg.CacheSize < 0:
+		return nil, fmt.Errorf("denylist: Config.CacheSize is %d; it must be positive (0 means %d)", cfg.CacheSize, def.CacheSize)
+	case cfg.PollInterval < 0:
+		return nil, fmt.Errorf("denylist: Config.PollInterval is %v; it must be positive (0 means %v)", cfg.PollInterval, def.PollInterval)
 	}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = def.CacheSize
 	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = def.PollInterval
-	}
-	if cfg.PurgeInterval == 0 {
-		cfg.PurgeInterval = def.PurgeInterval
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -155,17 +151,9 @@ func New(cfg Config) (*List, error) {
 			Name: "bffgate_issuer_denylist_poll_errors_total",
 			Help: "Failed reads of the store's denylist change log.",
 		}),
-		purgeErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bffgate_issuer_denylist_purge_errors_total",
-			Help: "Failed purges of expired records from the store.",
-		}),
-		purged: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bffgate_issuer_denylist_purged_total",
-			Help: "Expired records removed from the store by the purge job.",
-		}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{l.entries, l.hits, l.misses, l.pollErrors, l.purgeErrors, l.purged} {
+		for _, c := range []prometheus.Collector{l.entries, l.hits, l.misses, l.pollErrors} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("denylist: register metrics: %w", err)
 			}
@@ -230,12 +218,15 @@ func (l *List) add(e storage.DenyEntry) {
 	l.entries.Set(float64(n))
 }
 
-// Poll reads the store's change log after the last cursor into the cache.
-// The first Poll reads every live entry (the newest CacheSize of them
-// stay cached).
+// Poll drops the entries expired at Now from the cache and reads the
+// store's change log after the last cursor into it. The first Poll reads
+// every live entry (the newest CacheSize of them stay cached).
 func (l *List) Poll(ctx context.Context) error {
 	l.pollMu.Lock()
 	defer l.pollMu.Unlock()
+	l.mu.Lock()
+	l.cache.dropExpired(l.cfg.Now())
+	l.mu.Unlock()
 	for {
 		l.mu.Lock()
 		cur := l.cursor
@@ -269,29 +260,9 @@ func (l *List) Poll(ctx context.Context) error {
 	}
 }
 
-// Purge removes expired records from the store (Store.Purge at Now) and
-// expired entries from the cache, and returns how many store records it
-// removed.
-func (l *List) Purge(ctx context.Context) (int, error) {
-	now := l.cfg.Now()
-	n, err := l.cfg.Store.Purge(ctx, now)
-	l.purged.Add(float64(n))
-	l.mu.Lock()
-	l.cache.dropExpired(now)
-	size := l.cache.len()
-	l.mu.Unlock()
-	l.entries.Set(float64(size))
-	if err != nil {
-		l.purgeErrors.Inc()
-		return n, fmt.Errorf("denylist: purge: %w", err)
-	}
-	return n, nil
-}
-
-// Run polls every PollInterval and purges every PurgeInterval until ctx is
-// done, starting with one of each. Failures are logged and counted, and
-// retried at the next tick. With a Subscriber, pushed entries are cached
-// as they arrive.
+// Run polls every PollInterval until ctx is done, starting at once.
+// Failures are logged and counted, and retried at the next tick. With a
+// Subscriber, pushed entries are cached as they arrive.
 func (l *List) Run(ctx context.Context) {
 	if l.cfg.Subscriber != nil {
 		if err := l.cfg.Subscriber.Subscribe(ctx, l.add); err != nil && ctx.Err() == nil {
@@ -299,19 +270,14 @@ func (l *List) Run(ctx context.Context) {
 		}
 	}
 	l.pollLogged(ctx)
-	l.purgeLogged(ctx)
 	poll := time.NewTicker(l.cfg.PollInterval)
 	defer poll.Stop()
-	purge := time.NewTicker(l.cfg.PurgeInterval)
-	defer purge.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-poll.C:
 			l.pollLogged(ctx)
-		case <-purge.C:
-			l.purgeLogged(ctx)
 		}
 	}
 }
@@ -319,17 +285,6 @@ func (l *List) Run(ctx context.Context) {
 func (l *List) pollLogged(ctx context.Context) {
 	if err := l.Poll(ctx); err != nil && ctx.Err() == nil {
 		l.log.Warn("denylist poll failed; revocations made by other instances are learnt at the next poll", "err", err)
-	}
-}
-
-func (l *List) purgeLogged(ctx context.Context) {
-	n, err := l.Purge(ctx)
-	if err != nil && ctx.Err() == nil {
-		l.log.Warn("denylist purge failed; expired records stay until the next purge", "err", err, "removed", n)
-		return
-	}
-	if n > 0 {
-		l.log.Debug("purged expired issuer records", "removed", n)
 	}
 }
 

@@ -13,13 +13,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 )
 
 func newStore(t testing.TB) (*bolt.Store, *bbolt.DB) {
 	t.Helper()
-	db, err := bolt.OpenDB(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
+	db, err := datafile.Open(filepath.Join(t.TempDir(), "bffgate.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,6 @@ func TestNewConfig(t *testing.T) {
 		{"no store", Config{}, "Config.Store"},
 		{"negative cache", Config{Store: s, CacheSize: -1}, "Config.CacheSize"},
 		{"negative poll", Config{Store: s, PollInterval: -time.Second}, "Config.PollInterval"},
-		{"negative purge", Config{Store: s, PurgeInterval: -time.Second}, "Config.PurgeInterval"},
 		{"defaults", Config{Store: s}, ""},
 	}
 	for _, tc := range tests {
@@ -90,7 +90,7 @@ func TestNewConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			def := DefaultConfig()
-			if l.cfg.CacheSize != def.CacheSize || l.cfg.PollInterval != def.PollInterval || l.cfg.PurgeInterval != def.PurgeInterval {
+			if l.cfg.CacheSize != def.CacheSize || l.cfg.PollInterval != def.PollInterval {
 				t.Fatalf("defaults not filled: %+v", l.cfg)
 			}
 		})
@@ -224,7 +224,10 @@ func TestEviction(t *testing.T) {
 	}
 }
 
-func TestPurge(t *testing.T) {
+// TestPollDropsExpired: a poll drops the entries expired at the clock
+// from the cache. The store keeps them until the issuer's purge job runs,
+// so a check of an expired id reads the store.
+func TestPollDropsExpired(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t)
@@ -239,43 +242,35 @@ func TestPurge(t *testing.T) {
 	if err := l.Poll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := l.Purge(ctx); err != nil || n != 0 {
-		t.Fatalf("Purge before expiry = %d, %v", n, err)
+	if g := value(l.entries); g != 2 {
+		t.Fatalf("cache entries = %v, want 2", g)
 	}
 	clk.Set(now.Add(10 * time.Minute))
-	n, err := l.Purge(ctx)
-	if err != nil || n != 1 {
-		t.Fatalf("Purge = %d, %v; want 1", n, err)
-	}
-	if p := value(l.purged); p != 1 {
-		t.Fatalf("purged_total = %v, want 1", p)
+	if err := l.Poll(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if g := value(l.entries); g != 1 {
-		t.Fatalf("cache entries after purge = %v, want 1", g)
+		t.Fatalf("cache entries after the poll past one Until = %v, want 1", g)
 	}
-	if d, _ := s.Denied(ctx, storage.DenyJTI, "soon"); d {
-		t.Fatal("expired entry still in the store")
+	misses := value(l.misses)
+	if d, err := l.Denied(ctx, "soon", ""); err != nil || !d {
+		t.Fatalf("expired entry not yet purged from the store: Denied = %v, %v; want true", d, err)
 	}
-	if d, err := l.Denied(ctx, "later", ""); err != nil || !d {
-		t.Fatalf("live entry: Denied = %v, %v", d, err)
+	if m := value(l.misses); m != misses+1 {
+		t.Fatalf("the expired entry was answered from the cache (misses %v -> %v)", misses, m)
 	}
 }
 
-// signalStore is the real store with a notification on each poll and
-// purge, so the Run test can wait for them instead of sleeping.
+// signalStore is the real store with a notification on each poll, so the
+// Run test can wait for them instead of sleeping.
 type signalStore struct {
 	storage.Store
-	polled, purged chan struct{}
+	polled chan struct{}
 }
 
 func (s signalStore) DenylistChanges(ctx context.Context, after storage.Cursor, limit int) ([]storage.DenyEntry, storage.Cursor, error) {
 	defer notify(s.polled)
 	return s.Store.DenylistChanges(ctx, after, limit)
-}
-
-func (s signalStore) Purge(ctx context.Context, now time.Time) (int, error) {
-	defer notify(s.purged)
-	return s.Store.Purge(ctx, now)
 }
 
 func notify(c chan struct{}) {
@@ -306,19 +301,18 @@ func (c chanSubscriber) Subscribe(ctx context.Context, fn func(storage.DenyEntry
 func TestRun(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t)
-	ss := signalStore{Store: s, polled: make(chan struct{}), purged: make(chan struct{})}
+	ss := signalStore{Store: s, polled: make(chan struct{})}
 	sub := make(chanSubscriber)
 	now := time.Now()
 	if err := s.RevokeAccessToken(context.Background(), "before", "", now.Add(time.Hour), now); err != nil {
 		t.Fatal(err)
 	}
-	l, _ := newList(t, Config{Store: ss, PollInterval: time.Millisecond, PurgeInterval: time.Millisecond, Subscriber: sub})
+	l, _ := newList(t, Config{Store: ss, PollInterval: time.Millisecond, Subscriber: sub})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()
-	for range 3 { // the first poll and purge, then ticks
+	for range 3 { // the first poll, then ticks
 		<-ss.polled
-		<-ss.purged
 	}
 	sub <- storage.DenyEntry{Kind: storage.DenyJTI, ID: "pushed", Until: now.Add(time.Hour)}
 	// The subscriber handles entries one at a time: once it has taken the

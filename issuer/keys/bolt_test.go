@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer/keys"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 )
@@ -20,7 +21,7 @@ func TestRestartOnBoltFile(t *testing.T) {
 
 	open := func() (*keys.Set, func()) {
 		t.Helper()
-		db, err := bolt.OpenDB(path, time.Second)
+		db, err := datafile.Open(path, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +55,7 @@ func TestRestartOnBoltFile(t *testing.T) {
 
 	// The CLI rotates while the file is closed; the next start signs with
 	// the new key and still verifies with the old.
-	db, err := bolt.OpenDB(path, time.Second)
+	db, err := datafile.Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,18 +21,14 @@ import (
 // its lifetime.
 var ErrReplayed = errors.New("storage: assertion already used")
 
-// ErrUnsupported means the store does not keep the state asked for (a
-// backend written before it existed).
-var ErrUnsupported = errors.New("storage: not supported by this store")
-
 // DenyClient is the kind of the change-log entry that announces a change
 // of a client's state (disabled or enabled). Its ID is the client id; it
 // names no denylist record, only tells the instances polling the log (and
 // subscribed to its pub/sub) to read the client's state again.
 const DenyClient DenyKind = "client"
 
-// AgentStore is the state agent features need of the store, beside Store.
-// Rules implements it on every engine.
+// AgentStore is the state agent features need of the store; Store
+// includes it, and Rules implements it on every engine.
 type AgentStore interface {
 	// UseAssertion records the assertion named key (a digest of the
 	// client id and the assertion's jti) as used until exp. A key already
@@ -58,16 +54,6 @@ type ClientState struct {
 	NotBefore time.Time `json:"not_before"`
 	// Changed is when the state was last set.
 	Changed time.Time `json:"changed"`
-}
-
-// AgentStoreOf returns st's AgentStore, looking through a Keeper, or false
-// when the store keeps no such state.
-func AgentStoreOf(st Store) (AgentStore, bool) {
-	if k, ok := st.(*Keeper); ok {
-		st = k.Store
-	}
-	a, ok := st.(AgentStore)
-	return a, ok
 }
 
 var _ AgentStore = (*Rules)(nil)
@@ -152,13 +138,11 @@ func (r *Rules) SetClientDisabled(ctx context.Context, id string, disabled bool,
 		if err := t.putJSON(BucketClients, clientStatesKey, next); err != nil {
 			return err
 		}
-		until := now.Add(changeAnnounce)
-		c, err := t.AppendLog(DenyEntry{Kind: DenyClient, ID: id, Until: until})
-		if err != nil {
+		if err := t.AppendLog(DenyEntry{Kind: DenyClient, ID: id, Until: now.Add(changeAnnounce)}); err != nil {
 			return err
 		}
 		out = st
-		return t.Expire(ExpireLog, logID(c), until)
+		return nil
 	})
 	return out, err
 }

@@ -59,14 +59,33 @@ type Tx interface {
 	// now, earliest first (ties in kind, then id byte order).
 	Due(now time.Time, limit int) ([]Due, error)
 
-	// AppendLog appends e to the denylist's change log and returns its
-	// cursor, greater than every cursor before it.
-	AppendLog(e DenyEntry) (Cursor, error)
+	// AppendLog appends e to the denylist's change log under a cursor
+	// greater than every cursor before it, and enters the entry in the
+	// expiry index (ExpireLog) at e.Until. The cursor is taken in commit
+	// order, so a reader that has seen cursor c never later finds a new
+	// entry below c; an engine may assign it only at commit (Redis takes
+	// it inside EXEC), which is why it is not returned.
+	AppendLog(e DenyEntry) error
 	// Log returns up to limit (<= 0: no limit) log entries after the
 	// cursor after, in order.
 	Log(after Cursor, limit int) ([]LogEntry, error)
 	// DeleteLog removes the log entry at c; a missing entry is no error.
 	DeleteLog(c Cursor) error
+}
+
+// Prefetcher is a Tx that can read several records in one step, which an
+// engine whose every read is a round trip (Redis) offers. The rules call
+// it with the records a rule is about to read; it changes nothing, and
+// the reads that follow return what it read (or the transaction's own
+// writes).
+type Prefetcher interface {
+	Prefetch(refs ...Ref) error
+}
+
+// Ref names one record.
+type Ref struct {
+	Bucket Bucket
+	Key    string
 }
 
 // Bucket names one kind of record: a map from string keys to byte values.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -29,6 +30,8 @@ type RulesConfig struct {
 type Rules struct {
 	e   Engine
 	cfg RulesConfig
+	// secretMu lets one first caller of Secret at a time generate.
+	secretMu sync.Mutex
 }
 
 var _ Store = (*Rules)(nil)
@@ -126,6 +129,10 @@ const keysKey = "keys"
 // Secret returns the secret named name, generating and storing it with gen
 // on first use. gen runs inside the write transaction, so of concurrent
 // first callers on one store exactly one value is stored and all get it.
+// The first callers of one Rules generate one at a time: an engine with
+// optimistic transactions (Redis) runs the losers' transactions again,
+// and each would have called gen first. (Instances sharing a Redis may
+// each call gen once; all get the value stored first.)
 func (r *Rules) Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error) {
 	if name == "" {
 		return nil, errors.New("storage: secret: name is empty")
@@ -139,6 +146,8 @@ func (r *Rules) Secret(ctx context.Context, name string, gen func() ([]byte, err
 	if err != nil || out != nil {
 		return out, err
 	}
+	r.secretMu.Lock()
+	defer r.secretMu.Unlock()
 	err = r.update(ctx, "secret", func(t *rtx) error {
 		v, err := t.Get(BucketSecrets, name)
 		if err != nil || v != nil {
@@ -220,6 +229,9 @@ func (r *Rules) RedeemCode(ctx context.Context, codeHash string, now time.Time, 
 	}
 	var out AuthCode
 	err = r.update(ctx, "redeem code", func(t *rtx) error {
+		if err := t.prefetch(Ref{BucketCodes, codeHash}, Ref{BucketGrants, iss.Grant.ID}, refreshRef(iss.Refresh)); err != nil {
+			return err
+		}
 		cur, err := t.code(codeHash)
 		if err != nil {
 			return err // purged meanwhile
@@ -282,6 +294,9 @@ func (r *Rules) RotateRefresh(ctx context.Context, jti string, rotate bool, now 
 		return fmt.Errorf("storage: rotate refresh token: mint returned grant %q for a refresh token of grant %q", iss.Grant.ID, rt.GrantID)
 	}
 	return r.update(ctx, "rotate refresh token", func(t *rtx) error {
+		if err := t.prefetch(Ref{BucketRefresh, jti}, Ref{BucketGrants, rt.GrantID}, refreshRef(iss.Refresh)); err != nil {
+			return err
+		}
 		cur, err := t.Get(BucketRefresh, jti)
 		if err != nil {
 			return err
@@ -317,6 +332,9 @@ func (r *Rules) RevokeGrant(ctx context.Context, grantID string, deniedUntil, no
 		return err
 	}
 	return r.update(ctx, "revoke grant", func(t *rtx) error {
+		if err := t.prefetch(Ref{BucketGrants, grantID}, Ref{BucketDeny, DenyKey(DenyGrant, grantID)}); err != nil {
+			return err
+		}
 		return t.revokeGrant(grantID, deniedUntil)
 	})
 }
@@ -505,6 +523,25 @@ func expired(exp, now time.Time) bool {
 
 // rtx is one transaction with the rules' record helpers.
 type rtx struct{ Tx }
+
+// prefetch reads refs in one step where the engine can (Prefetcher);
+// refs with an empty Key are skipped.
+func (t *rtx) prefetch(refs ...Ref) error {
+	p, ok := t.Tx.(Prefetcher)
+	if !ok {
+		return nil
+	}
+	refs = slices.DeleteFunc(refs, func(r Ref) bool { return r.Key == "" })
+	return p.Prefetch(refs...)
+}
+
+// refreshRef names the allowlist record of r (none for nil).
+func refreshRef(r *RefreshToken) Ref {
+	if r == nil {
+		return Ref{}
+	}
+	return Ref{BucketRefresh, r.JTI}
+}
 
 func (t *rtx) putJSON(b Bucket, key string, v any) error {
 	data, err := json.Marshal(v)
@@ -768,15 +805,12 @@ func (t *rtx) deny(e DenyEntry) error {
 	if err := t.Expire(ExpireDeny, key, e.Until); err != nil {
 		return err
 	}
-	c, err := t.AppendLog(e)
-	if err != nil {
-		return err
-	}
-	return t.Expire(ExpireLog, logID(c), e.Until)
+	return t.AppendLog(e)
 }
 
-// logID is the expiry-index id of the log entry at c.
-func logID(c Cursor) string { return string(binary.BigEndian.AppendUint64(nil, uint64(c))) }
+// LogExpiryID is the expiry-index id of the change-log entry at c (the
+// ExpireLog entries that AppendLog makes).
+func LogExpiryID(c Cursor) string { return string(binary.BigEndian.AppendUint64(nil, uint64(c))) }
 
 func (t *rtx) deleteLogin(id string) (bool, error) {
 	var ls LoginSession

@@ -11,12 +11,13 @@
 // id, which every token carries in its grant_id claim). Codes are kept under
 // the SHA-256 of the code, never the code itself.
 //
-// Every method that changes more than one record does so in one
-// transaction (bbolt Update, a Redis MULTI or Lua script): a crash leaves
-// either the old state or the new, never half of a rotation.
-//
-// Implementations live in sub-packages (bolt, redis); storagetest holds the
-// contract suite that every one of them passes.
+// Every rule is written once, in Rules, over an Engine: a backend that
+// knows transactions and a dozen primitives, nothing of codes or grants
+// (the engines live in sub-packages: bolt, redis, memory). Every method
+// that changes more than one record does so in one transaction of the
+// engine (a bbolt Update, a Redis WATCH/MULTI/EXEC): a crash leaves either
+// the old state or the new, never half of a rotation. storagetest holds
+// the contract suite that the store passes on every engine.
 package storage
 
 import (
@@ -29,6 +30,10 @@ import (
 // Store is the issuer's state. Implementations are safe for concurrent
 // use; all times are passed in by the caller (no hidden clocks).
 type Store interface {
+	// AgentStore is the replay record of client assertions and the
+	// operator-set client states (agents.go).
+	AgentStore
+
 	// Keys returns every stored key, active and retired.
 	Keys(ctx context.Context) ([]Key, error)
 	// UpdateKeys atomically replaces the key list with fn's result.

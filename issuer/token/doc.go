@@ -51,6 +51,23 @@
 // is refused for any alg but "dir", any enc but the configured one, and any
 // compressed ("zip") token.
 //
+// # Sealed refresh tokens
+//
+// With Config.RefreshFormat sealed, access tokens stay signed (resource
+// servers verify them with the JWK set) while refresh tokens, which only
+// the issuer ever reads, are sealed: a compact JWE, alg "dir", enc A256GCM,
+// under the key set's dir key, header {alg, enc, kid, typ: "rt+jwt"}, the
+// claims encrypted and so opaque to the client. For RS256 this removes one
+// of a refresh grant's three RSA signatures (access, refresh, ID token).
+// The reasoning of the encrypted format holds: the GCM tag proves the
+// token was made with the issuer's key. A sealed refresh token is never an
+// access token: Parse(Access) in the signed format reads only JWS (a JWE
+// is malformed there), and the typ differs as always. Parse(Refresh)
+// takes either shape in the signed format, so switching the option keeps
+// issued refresh tokens working (a sealed one while its dir key, active or
+// retired, is in the set). ForgeRock AM's all-signed behaviour stays the
+// default.
+//
 // Parse checks iss, exp (required), nbf and iat with a small leeway, the
 // presence of sub, and of jti and client_id in access and refresh tokens.
 // It does not check aud (the caller knows what it expects) nor revocation

@@ -14,13 +14,15 @@ import (
 // Parse verifies raw as a kind token of this issuer and returns its claims.
 //
 // Checks, in order: the compact shape of the format (JWS for signed and ID
-// tokens, JWE for encrypted ones); the header alg is exactly the one
-// configured for kind (and enc the configured enc; alg "none" and every
-// other alg are refused); the kid names a known key of that alg (active or
-// retired); the signature verifies (or the JWE decrypts and its tag holds);
-// typ is kind's typ; iss is the issuer; exp (required) is not past and nbf
-// and iat are not in the future, with the leeway; sub is present; jti and
-// client_id are present in access and refresh tokens.
+// tokens, JWE for encrypted ones; a refresh token in the signed format may
+// be either, a JWE being a sealed one, enc SealEnc); the header alg is
+// exactly the one configured for kind (and enc the configured enc; alg
+// "none" and every other alg are refused); the kid names a known key of
+// that alg (active or retired); the signature verifies (or the JWE
+// decrypts and its tag holds); typ is kind's typ; iss is the issuer; exp
+// (required) is not past and nbf and iat are not in the future, with the
+// leeway; sub is present; jti and client_id are present in access and
+// refresh tokens.
 //
 // The audience is not checked: the caller knows which it expects (the
 // resource, the client) and compares Claims.Audience. Revocation is not
@@ -77,9 +79,16 @@ func (c *Codec) parse(raw string, kind Kind, now time.Time, checkTime bool) (cl 
 		payload []byte
 		typ     any
 	)
-	if c.encrypted(kind) {
-		payload, typ, err = c.decrypt(raw, h, kind)
-	} else {
+	switch {
+	case kind != ID && c.format == FormatEncrypted:
+		payload, typ, err = c.decrypt(raw, h, kind, c.enc)
+	case kind == Refresh && countDots(raw) == 4:
+		// A sealed refresh token, in either refresh format: one sealed
+		// before a switch back to signed still opens while its dir key
+		// is in the set, as a signed one still verifies after a switch
+		// to sealed.
+		payload, typ, err = c.decrypt(raw, h, kind, SealEnc)
+	default:
 		payload, typ, err = c.verify(raw, h, kind)
 	}
 	if err != nil {
@@ -158,12 +167,12 @@ func (c *Codec) verify(raw string, h header, kind Kind) ([]byte, any, error) {
 	return payload, hdr.ExtraHeaders[jose.HeaderType], nil
 }
 
-func (c *Codec) decrypt(raw string, h header, kind Kind) ([]byte, any, error) {
+func (c *Codec) decrypt(raw string, h header, kind Kind, enc string) ([]byte, any, error) {
 	if n := countDots(raw); n != 4 {
 		return nil, nil, fmt.Errorf("%w: an encrypted %s has 5 parts, got %d", ErrMalformed, kind, n+1)
 	}
-	if h.Alg != string(jose.DIRECT) || h.Enc != c.enc {
-		return nil, nil, fmt.Errorf("%w: %s alg %q enc %q, want dir %s", ErrWrongAlg, kind, clip(h.Alg), clip(h.Enc), c.enc)
+	if h.Alg != string(jose.DIRECT) || h.Enc != enc {
+		return nil, nil, fmt.Errorf("%w: %s alg %q enc %q, want dir %s", ErrWrongAlg, kind, clip(h.Alg), clip(h.Enc), enc)
 	}
 	// RFC 7516 §5.2 step 10: with direct encryption the JWE Encrypted Key
 	// MUST be empty. go-jose ignores that part for dir, so without this
@@ -174,7 +183,7 @@ func (c *Codec) decrypt(raw string, h header, kind Kind) ([]byte, any, error) {
 	if h.Zip != "" {
 		return nil, nil, fmt.Errorf("%w: %s is compressed (zip); the issuer never compresses", ErrMalformed, kind)
 	}
-	obj, err := jose.ParseEncryptedCompact(raw, []jose.KeyAlgorithm{jose.DIRECT}, []jose.ContentEncryption{jose.ContentEncryption(c.enc)})
+	obj, err := jose.ParseEncryptedCompact(raw, []jose.KeyAlgorithm{jose.DIRECT}, []jose.ContentEncryption{jose.ContentEncryption(enc)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %v", ErrMalformed, kind, err)
 	}

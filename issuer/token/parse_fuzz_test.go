@@ -31,8 +31,9 @@ var fuzzFiles = []keys.FileKey{
 	{Path: fuzzKeyDir + "/dir.b64", Alg: "dir", KID: "dir-fuzz"},
 }
 
-// fuzzCodecs are the three shapes Parse takes: access and refresh tokens
-// signed with an asymmetric alg, with HMAC, or encrypted (JWE dir); ID
+// fuzzCodecs are the shapes Parse takes: access and refresh tokens
+// signed with an asymmetric alg, with HMAC, or encrypted (JWE dir), and
+// signed access tokens with sealed refresh tokens (JWE dir A256GCM); ID
 // tokens signed with RS256 or ES256.
 type fuzzCodec struct {
 	name string
@@ -56,17 +57,25 @@ var fuzzSetup = sync.OnceValues(func() (*fuzzFixture, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The same stored keys with the enc of sealed refresh tokens.
+	sealKS, err := keys.Open(context.Background(), keys.Config{Store: st, Algorithms: []string{"RS256", "ES256", "HS256"},
+		Encryption: SealEnc, Files: fuzzFiles, Now: func() time.Time { return t0 }, Logger: quiet})
+	if err != nil {
+		return nil, err
+	}
 	fx := &fuzzFixture{}
 	for _, cfg := range []struct {
 		name string
+		ks   *keys.Set
 		cfg  Config
 	}{
-		{"es256", Config{Alg: "ES256", IDTokenAlg: "RS256"}},
-		{"hs256", Config{Alg: "HS256", IDTokenAlg: "ES256"}},
-		{"jwe", Config{Format: FormatEncrypted, IDTokenAlg: "RS256"}},
+		{"es256", ks, Config{Alg: "ES256", IDTokenAlg: "RS256"}},
+		{"hs256", ks, Config{Alg: "HS256", IDTokenAlg: "ES256"}},
+		{"jwe", ks, Config{Format: FormatEncrypted, IDTokenAlg: "RS256"}},
+		{"sealed", sealKS, Config{Alg: "RS256", IDTokenAlg: "ES256", RefreshFormat: RefreshSealed}},
 	} {
 		c := cfg.cfg
-		c.Keys, c.Issuer, c.Now = ks, testIssuer, func() time.Time { return t0 }
+		c.Keys, c.Issuer, c.Now = cfg.ks, testIssuer, func() time.Time { return t0 }
 		codec, err := New(c)
 		if err != nil {
 			return nil, err
@@ -204,10 +213,20 @@ func checkParse(t *testing.T, fx *fuzzFixture, fc fuzzCodec, raw string, kind Ki
 // did not make.
 func relyingParty(t *testing.T, fx *fuzzFixture, fc fuzzCodec, raw string, kind Kind) ([]byte, any) {
 	t.Helper()
-	if fc.c.encrypted(kind) {
-		obj, err := jose.ParseEncryptedCompact(raw, []jose.KeyAlgorithm{jose.DIRECT}, []jose.ContentEncryption{jose.A128CBC_HS256})
+	// What Parse may take as a JWE: every access and refresh token of
+	// the encrypted format (its enc), and in the signed format a sealed
+	// refresh token (SealEnc), whatever the codec's refresh format.
+	enc := ""
+	switch {
+	case kind != ID && fc.c.Format() == FormatEncrypted:
+		enc = "A128CBC-HS256"
+	case kind == Refresh && strings.Count(raw, ".") == 4:
+		enc = SealEnc
+	}
+	if enc != "" {
+		obj, err := jose.ParseEncryptedCompact(raw, []jose.KeyAlgorithm{jose.DIRECT}, []jose.ContentEncryption{jose.ContentEncryption(enc)})
 		if err != nil {
-			t.Fatalf("%s %s accepted, but it is no dir/A128CBC-HS256 JWE: %v", fc.name, kind, err)
+			t.Fatalf("%s %s accepted, but it is no dir/%s JWE: %v", fc.name, kind, enc, err)
 		}
 		if obj.Header.KeyID != "dir-fuzz" {
 			t.Fatalf("%s %s accepted under kid %q", fc.name, kind, obj.Header.KeyID)

@@ -77,6 +77,26 @@ const (
 	FormatEncrypted Format = "encrypted"
 )
 
+// RefreshFormat is the wire format of refresh tokens when access tokens
+// are signed.
+type RefreshFormat string
+
+const (
+	// RefreshSigned: refresh tokens are signed like access tokens
+	// (ForgeRock AM's all-signed client-side tokens).
+	RefreshSigned RefreshFormat = "signed"
+	// RefreshSealed: refresh tokens are a compact JWE, alg "dir" and enc
+	// SealEnc under the key set's dir key, as in the encrypted format. Only
+	// the issuer reads a refresh token, so nothing needs to verify a
+	// signature on it: sealing costs an AES-GCM pass instead of a
+	// signature (an RSA one costs milliseconds), and the token is opaque
+	// to the client.
+	RefreshSealed RefreshFormat = "sealed"
+)
+
+// SealEnc is the JWE enc of sealed refresh tokens.
+const SealEnc = "A256GCM"
+
 // Claims are the claims of any kind of token; Mint writes those that
 // belong to the kind, Parse fills those present.
 type Claims struct {
@@ -126,6 +146,13 @@ type Config struct {
 	// Alg signs access and refresh tokens when Format is signed; "" means
 	// RS256.
 	Alg string
+	// RefreshFormat is the format of refresh tokens when Format is
+	// signed; "" means RefreshSigned. RefreshSealed needs a key set with
+	// a dir key for SealEnc (keys.Config.Encryption A256GCM). Parse
+	// accepts refresh tokens of both formats whatever this says, so that
+	// switching it keeps the refresh tokens already issued working (a
+	// sealed one as long as its dir key is in the set).
+	RefreshFormat RefreshFormat
 	// IDTokenAlg signs ID tokens; "" means RS256. Only RS, PS and ES algs:
 	// a relying party verifies ID tokens with the public JWK set.
 	IDTokenAlg string
@@ -146,14 +173,15 @@ const MaxTokenLength = 64 << 10
 // use. It follows key rotation (keys.Set.Reload) by itself: the next Mint
 // signs with the new active key.
 type Codec struct {
-	issuer string
-	keys   *keys.Set
-	format Format
-	alg    string
-	idAlg  string
-	enc    string
-	leeway time.Duration
-	now    func() time.Time
+	issuer  string
+	keys    *keys.Set
+	format  Format
+	refresh RefreshFormat
+	alg     string
+	idAlg   string
+	enc     string
+	leeway  time.Duration
+	now     func() time.Time
 
 	// One cached signer or encrypter per kind, replaced when the active
 	// kid changes.
@@ -185,6 +213,15 @@ func New(cfg Config) (*Codec, error) {
 	if cfg.Format != FormatSigned && cfg.Format != FormatEncrypted {
 		return nil, fmt.Errorf("token: Config.Format %q is not %q or %q", cfg.Format, FormatSigned, FormatEncrypted)
 	}
+	if cfg.RefreshFormat == "" {
+		cfg.RefreshFormat = RefreshSigned
+	}
+	switch {
+	case cfg.RefreshFormat != RefreshSigned && cfg.RefreshFormat != RefreshSealed:
+		return nil, fmt.Errorf("token: Config.RefreshFormat %q is not %q or %q", cfg.RefreshFormat, RefreshSigned, RefreshSealed)
+	case cfg.RefreshFormat == RefreshSealed && cfg.Format != FormatSigned:
+		return nil, fmt.Errorf("token: Config.RefreshFormat %q needs Format %q: in the %s format refresh tokens are already encrypted", cfg.RefreshFormat, FormatSigned, cfg.Format)
+	}
 	if cfg.Alg == "" {
 		cfg.Alg = "RS256"
 	}
@@ -207,7 +244,7 @@ func New(cfg Config) (*Codec, error) {
 		return nil, fmt.Errorf("token: Config.IDTokenAlg %s: the key set has no active %s key (add it to keys.Config.Algorithms)", cfg.IDTokenAlg, cfg.IDTokenAlg)
 	}
 	c := &Codec{
-		issuer: cfg.Issuer, keys: cfg.Keys, format: cfg.Format,
+		issuer: cfg.Issuer, keys: cfg.Keys, format: cfg.Format, refresh: cfg.RefreshFormat,
 		alg: cfg.Alg, idAlg: cfg.IDTokenAlg, leeway: cfg.Leeway, now: cfg.Now,
 	}
 	switch cfg.Format {
@@ -217,6 +254,16 @@ func New(cfg Config) (*Codec, error) {
 		}
 		if _, ok := cfg.Keys.ActiveKID(cfg.Alg); !ok {
 			return nil, fmt.Errorf("token: Config.Alg %s: the key set has no active %s key (add it to keys.Config.Algorithms)", cfg.Alg, cfg.Alg)
+		}
+		if cfg.RefreshFormat == RefreshSealed {
+			_, _, enc, err := cfg.Keys.Encryption()
+			if err != nil {
+				return nil, fmt.Errorf("token: Config.RefreshFormat is sealed but the key set has no dir key (set keys.Config.Encryption to %s): %w", SealEnc, err)
+			}
+			if enc != SealEnc {
+				return nil, fmt.Errorf("token: Config.RefreshFormat is sealed: the key set's enc is %s, sealed refresh tokens use %s", enc, SealEnc)
+			}
+			c.enc = enc
 		}
 	case FormatEncrypted:
 		_, _, enc, err := cfg.Keys.Encryption()
@@ -234,19 +281,37 @@ func (c *Codec) Issuer() string { return c.issuer }
 // Format returns the format of access and refresh tokens.
 func (c *Codec) Format() Format { return c.format }
 
+// RefreshFormat returns the format of refresh tokens in the signed
+// format (RefreshSigned in the encrypted one, where it does not apply).
+func (c *Codec) RefreshFormat() RefreshFormat { return c.refresh }
+
+// FormatOf names the format of kind's tokens as Mint makes them: "signed",
+// "encrypted" or "sealed" (a refresh token sealed while access tokens are
+// signed), for metrics and logs.
+func (c *Codec) FormatOf(kind Kind) string {
+	switch {
+	case kind == ID:
+		return string(FormatSigned)
+	case kind == Refresh && c.format == FormatSigned && c.refresh == RefreshSealed:
+		return string(RefreshSealed)
+	}
+	return string(c.format)
+}
+
 // Algorithm returns the JWS alg of kind's tokens, or "dir" for access and
-// refresh tokens in the encrypted format.
+// refresh tokens in the encrypted format and sealed refresh tokens.
 func (c *Codec) Algorithm(kind Kind) string {
 	if kind == ID {
 		return c.idAlg
 	}
-	if c.format == FormatEncrypted {
+	if c.encrypted(kind) {
 		return keys.AlgDir
 	}
 	return c.alg
 }
 
-// Encryption returns the JWE enc of the encrypted format ("" when signed).
+// Encryption returns the JWE enc of the encrypted format, or of sealed
+// refresh tokens ("" when every token is signed).
 func (c *Codec) Encryption() string { return c.enc }
 
 // NewID returns a random identifier with 128 bits from crypto/rand, for
@@ -276,8 +341,16 @@ func (c *Codec) checkKind(kind Kind) error {
 	return nil
 }
 
-// encrypted reports whether kind's tokens are JWEs.
-func (c *Codec) encrypted(kind Kind) bool { return kind != ID && c.format == FormatEncrypted }
+// encrypted reports whether Mint makes kind's tokens as JWEs.
+func (c *Codec) encrypted(kind Kind) bool {
+	switch {
+	case kind == ID:
+		return false
+	case c.format == FormatEncrypted:
+		return true
+	}
+	return kind == Refresh && c.refresh == RefreshSealed
+}
 
 // countDots counts '.' in s (a compact JWS has 2, a JWE 4).
 func countDots(s string) int { return strings.Count(s, ".") }

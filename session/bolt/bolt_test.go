@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -322,5 +323,34 @@ func TestEnded(t *testing.T) {
 	}
 	if err := e.Ping(ctx); !errors.Is(err, session.ErrUnavailable) {
 		t.Errorf("Ping on a closed file = %v; want session.ErrUnavailable", err)
+	}
+}
+
+// A data file bbolt opened read-only (as after a mount turned read-only)
+// refuses writes with an error matching session.ErrUnavailable that names
+// the file, not a panic or a bare bbolt error.
+func TestReadOnlyFileIsUnavailable(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "bffgate.db")
+	db := openDB(t, path)
+	if _, err := New(db, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	_, err = New(ro, Config{})
+	if !errors.Is(err, session.ErrUnavailable) || !strings.Contains(err.Error(), path) {
+		t.Errorf("New on a read-only file = %v; want ErrUnavailable naming %s", err, path)
+	}
+	e := NewEnded(ro)
+	err = e.EndSID(t.Context(), "sid", time.Now().Add(time.Hour))
+	if !errors.Is(err, session.ErrUnavailable) || !strings.Contains(err.Error(), path) {
+		t.Errorf("EndSID on a read-only file = %v; want ErrUnavailable naming %s", err, path)
 	}
 }

@@ -2,6 +2,9 @@
 // (the default in the zero-config run), and the Ended records with which
 // the cookie store remembers back-channel logouts and deleted sessions.
 //
+// Store is the rules of session/tickets (shared with session/redis) on
+// this package's Engine, plus the sweeper of expired sessions.
+//
 // # Tickets
 //
 // The store follows oauth2-proxy's session tickets: the browser's cookie
@@ -19,7 +22,8 @@
 // # Buckets
 //
 // The file is shared with the issuer's storage (issuer/storage/bolt, whose
-// buckets start with "issuer."); every bucket here starts with "sessions/":
+// buckets start with "issuer."); internal/datafile opens it and owns the
+// layout of both. Every bucket here starts with "sessions/":
 //
 //	sessions/records   id (16 bytes)               -> sealed record
 //	sessions/by_sid    uvarint len|sid|id          -> empty
@@ -29,6 +33,9 @@
 //	sessions/ended_sub subject                     -> since (8) | until (8)
 //
 // # Atomicity and durability
+//
+// The names and encodings are those of the first release:
+// testdata/release1.db, written by it, opens in TestReleaseFixture.
 //
 // Every write is one bbolt transaction: a record and its index entries
 // change together or not at all, and a kill -9 leaves the last committed

@@ -14,6 +14,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/bffgate/bffgate/internal/boltfault"
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/session"
 )
 
@@ -54,7 +55,7 @@ const endedCacheMax = 16384
 
 // NewEnded returns an Ended on db.
 func NewEnded(db *bbolt.DB) *Ended {
-	return &Ended{db: db, probe: boltfault.NewProbe(db, "sessions/ended_health", nil), live: map[endedKey]uint64{}}
+	return &Ended{db: db, probe: boltfault.NewProbe(db, datafile.SessionEndedHealth, nil), live: map[endedKey]uint64{}}
 }
 
 // Ended reports whether a session with the given sid and subject, created
@@ -89,13 +90,13 @@ func (e *Ended) Ended(ctx context.Context, sid, sub string, created time.Time) (
 		if b := tx.Bucket(bucketEndedSub); sub != "" && b != nil {
 			if v := b.Get([]byte(sub)); len(v) == 16 {
 				since := int64(binary.BigEndian.Uint64(v[:8]))
-				ended = nanos(created) <= uint64(since)
+				ended = datafile.Nanos(created) <= uint64(since)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return false, wrapErr("ended", err)
+		return false, wrapErr(e.db, "ended", err)
 	}
 	if !ended {
 		e.mu.Lock()
@@ -117,7 +118,7 @@ func (e *Ended) Ping(ctx context.Context) error {
 		return fmt.Errorf("session/bolt: ping: %w", err)
 	}
 	if err := e.db.View(func(*bbolt.Tx) error { return nil }); err != nil {
-		return wrapErr("ping", err)
+		return wrapErr(e.db, "ping", err)
 	}
 	if err := e.probe.Check(ctx); err != nil {
 		return fmt.Errorf("session/bolt: ping: %w: %w", session.ErrUnavailable, err)
@@ -138,12 +139,12 @@ func (e *Ended) EndSID(ctx context.Context, sid string, until time.Time) error {
 		return fmt.Errorf("session/bolt: end sid: %w", err)
 	}
 	defer e.wrote()
-	return wrapErr("end sid", e.db.Update(func(tx *bbolt.Tx) error {
+	return wrapErr(e.db, "end sid", e.db.Update(func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketEndedSID)
 		if err != nil {
 			return err
 		}
-		u := nanos(until)
+		u := datafile.Nanos(until)
 		if v := b.Get([]byte(sid)); len(v) == 8 && binary.BigEndian.Uint64(v) > u {
 			return nil // already remembered for longer
 		}
@@ -162,12 +163,12 @@ func (e *Ended) EndSubject(ctx context.Context, sub string, since, until time.Ti
 		return fmt.Errorf("session/bolt: end subject: %w", err)
 	}
 	defer e.wrote()
-	return wrapErr("end subject", e.db.Update(func(tx *bbolt.Tx) error {
+	return wrapErr(e.db, "end subject", e.db.Update(func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketEndedSub)
 		if err != nil {
 			return err
 		}
-		s, u := nanos(since), nanos(until)
+		s, u := datafile.Nanos(since), datafile.Nanos(until)
 		if v := b.Get([]byte(sub)); len(v) == 16 {
 			s = max(s, binary.BigEndian.Uint64(v[:8]))
 			u = max(u, binary.BigEndian.Uint64(v[8:]))
@@ -182,7 +183,7 @@ func (e *Ended) EndSubject(ctx context.Context, sub string, since, until time.Ti
 // session lifetime, far fewer than sessions.
 func (e *Ended) Sweep(now time.Time) (int, error) {
 	n := 0
-	limit := nanos(now)
+	limit := datafile.Nanos(now)
 	err := e.db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{bucketEndedSID, bucketEndedSub} {
 			b := tx.Bucket(name)
@@ -209,7 +210,7 @@ func (e *Ended) Sweep(now time.Time) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, wrapErr("sweep ended", err)
+		return 0, wrapErr(e.db, "sweep ended", err)
 	}
 	return n, nil
 }

@@ -56,6 +56,10 @@ func TestFullDiskIsUnavailable(t *testing.T) {
 	if !errors.Is(failed, session.ErrUnavailable) || !errors.Is(failed, syscall.ENOSPC) {
 		t.Errorf("Create on a full disk: %v; want it to match session.ErrUnavailable (and ENOSPC)", failed)
 	}
+	// The operator reads which file: the gateway logs this error.
+	if !strings.Contains(failed.Error(), filepath.Join(dir, "bffgate.db")) {
+		t.Errorf("Create on a full disk: %v; want the data file named", failed)
+	}
 	for name, p := range map[string]func(context.Context) error{"Store": st.Ping, "Ended": ended.Ping} {
 		waitPing(t, name, p, false)
 	}

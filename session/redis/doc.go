@@ -5,6 +5,10 @@
 // holds the Ended records with which the cookie store remembers
 // back-channel logouts across instances (NewEnded).
 //
+// Store is the rules of session/tickets (shared with session/bolt) on this
+// package's Engine; faults of the deployment are told apart by
+// internal/redisfault.
+//
 // # Tickets
 //
 // As in session/bolt (oauth2-proxy's session tickets): the cookie carries a
@@ -34,7 +38,10 @@
 // after it is deleted. An index entry may therefore outlive its record for
 // a moment (after a crash, until its score passes and the next add prunes
 // it); the ending of a sid or subject reads each record's clear header and
-// ends only the sessions that really carry the value.
+// ends only the sessions that really carry the value. An Update that keeps
+// losing the race (Config.MaxRetries) fails with session.ErrUnavailable.
+// Key names and encodings are those of the first release (TestReleaseFixture
+// loads keys its store wrote).
 //
 // # Expiry
 //

@@ -2,20 +2,22 @@ package redis
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/bffgate/bffgate/internal/redisfault"
 	"github.com/bffgate/bffgate/session"
 	"github.com/bffgate/bffgate/session/codec"
+	"github.com/bffgate/bffgate/session/tickets"
 )
 
 // DefaultPrefix starts every key when Config.Prefix is empty.
@@ -39,109 +41,88 @@ type Config struct {
 	MaxRetries int
 }
 
-// Store is a session.Store on Redis. It is safe for concurrent use. It does
-// not own the client: the caller closes it.
+// Store is a session.Store on Redis: the rules of session/tickets on this
+// package's Engine. It is safe for concurrent use. It does not own the
+// client: the caller closes it.
 type Store struct {
-	rdb     goredis.UniversalClient
-	prefix  string
-	now     func() time.Time
-	log     *slog.Logger
-	retries int
-	ops     *prometheus.CounterVec
-	// opened skips decrypting and decoding an unchanged record on Get.
-	opened *codec.OpenCache
+	*tickets.Store
+	e *Engine
 }
 
 var _ session.Store = (*Store)(nil)
 
 // New returns a Store on client.
 func New(client goredis.UniversalClient, cfg Config) (*Store, error) {
+	e, err := NewEngine(client, cfg)
+	if err != nil {
+		return nil, err
+	}
+	rules, err := tickets.New(e, tickets.Config{Name: "redis", Now: cfg.Now, Logger: e.log, Registerer: cfg.Registerer})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{Store: rules, e: e}, nil
+}
+
+// Engine is the tickets.Engine on Redis (see the package documentation
+// for its keys). It is safe for concurrent use.
+type Engine struct {
+	rdb     goredis.UniversalClient
+	prefix  string
+	now     func() time.Time
+	log     *slog.Logger
+	retries int
+}
+
+var _ tickets.Engine = (*Engine)(nil)
+
+// NewEngine returns the Engine on client. Config.Registerer is not used
+// (the rules count operations).
+func NewEngine(client goredis.UniversalClient, cfg Config) (*Engine, error) {
 	if client == nil {
 		return nil, errors.New("session/redis: New: client is nil")
 	}
 	if cfg.MaxRetries < 0 {
 		return nil, fmt.Errorf("session/redis: Config.MaxRetries is %d; it must be positive (or zero for 100)", cfg.MaxRetries)
 	}
-	s := &Store{rdb: client, prefix: cfg.Prefix, now: cfg.Now, log: cfg.Logger, retries: cfg.MaxRetries, opened: codec.NewOpenCache(0)}
-	if s.prefix == "" {
-		s.prefix = DefaultPrefix
+	e := &Engine{rdb: client, prefix: cfg.Prefix, now: cfg.Now, log: cfg.Logger, retries: cfg.MaxRetries}
+	if e.prefix == "" {
+		e.prefix = DefaultPrefix
 	}
-	if s.now == nil {
-		s.now = time.Now
+	if e.now == nil {
+		e.now = time.Now
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.With("subsystem", "session.redis")
-	if s.retries == 0 {
-		s.retries = 100
+	e.log = e.log.With("subsystem", "session.redis")
+	if e.retries == 0 {
+		e.retries = 100
 	}
-	s.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "bffgate_session_redis_operations_total",
-		Help: "Session store operations on the Redis store, by operation and result (ok, not_found, unavailable, error).",
-	}, []string{"op", "result"})
-	if r := cfg.Registerer; r != nil {
-		if err := r.Register(s.ops); err != nil {
-			return nil, fmt.Errorf("session/redis: register metrics (one Redis session store per registry): %w", err)
-		}
-	}
-	return s, nil
+	return e, nil
 }
 
-func (s *Store) recordKey(id string) string { return s.prefix + "r:" + id }
-func (s *Store) sidKey(sid string) string   { return s.prefix + "sid:" + sid }
-func (s *Store) subKey(sub string) string   { return s.prefix + "sub:" + sub }
+func (e *Engine) recordKey(id []byte) string { return e.prefix + "r:" + encodeID(id) }
+func (e *Engine) sidKey(sid string) string   { return e.prefix + "sid:" + sid }
+func (e *Engine) subKey(sub string) string   { return e.prefix + "sub:" + sub }
 
-func (s *Store) count(op string, err error) {
-	switch {
-	case err == nil:
-		s.ops.WithLabelValues(op, "ok").Inc()
-	case errors.Is(err, session.ErrNotFound):
-		s.ops.WithLabelValues(op, "not_found").Inc()
-	case errors.Is(err, session.ErrUnavailable):
-		s.ops.WithLabelValues(op, "unavailable").Inc()
-	default:
-		s.ops.WithLabelValues(op, "error").Inc()
-	}
-}
+// encodeID is a ticket id as it appears in keys and index members
+// (codec.Ticket.ID): base64url without padding.
+func encodeID(id []byte) string { return base64.RawURLEncoding.EncodeToString(id) }
 
-func notFound(why string) error {
-	return fmt.Errorf("%w: %s", session.ErrNotFound, why)
-}
-
-// wrapErr adds the operation to err; anything but the caller's cancel and
-// a reply about the command itself (a refused or broken connection, a
-// pool timeout, a closed client, a deadline, a server loading, read-only
-// or without cluster quorum) also matches session.ErrUnavailable, so the
-// gateway answers 503 and keeps the session.
+// wrapErr adds the operation to err; a fault of the deployment
+// (redisfault.Is: a refused or broken connection, a pool timeout, a closed
+// client, a deadline, a server loading, read-only or without cluster
+// quorum) also matches session.ErrUnavailable, so the gateway answers 503
+// and keeps the session.
 func wrapErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if unavailable(err) {
+	if redisfault.Is(err) {
 		return fmt.Errorf("session/redis: %s: %w: %w", op, session.ErrUnavailable, err)
 	}
 	return fmt.Errorf("session/redis: %s: %w", op, err)
-}
-
-func unavailable(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, goredis.TxFailedErr) {
-		return false
-	}
-	var rerr goredis.Error
-	if errors.As(err, &rerr) {
-		msg := rerr.Error()
-		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY ", "NOREPLICAS"} {
-			if strings.HasPrefix(msg, p) {
-				return true
-			}
-		}
-		return false
-	}
-	// Everything else that go-redis returns comes from the connection
-	// (io.EOF, a reset or refused dial, TLS, pool timeout, ErrClosed) or
-	// is a deadline: Redis could not serve.
-	return true
 }
 
 // expiryMS is a record's expiry for PEXPIREAT and index scores: rounded up
@@ -169,8 +150,8 @@ func score(m codec.Meta) float64 {
 // addIndex queues the index entries of a record with meta m: each entry is
 // added (or its score raised), entries already past now are pruned, and
 // the index key's TTL follows its latest member.
-func (s *Store) addIndex(ctx context.Context, p goredis.Pipeliner, id string, m codec.Meta, now time.Time) {
-	for _, key := range s.indexKeys(m) {
+func (e *Engine) addIndex(ctx context.Context, p goredis.Pipeliner, id string, m codec.Meta, now time.Time) {
+	for _, key := range e.indexKeys(m) {
 		p.ZAddArgs(ctx, key, goredis.ZAddArgs{GT: true, Members: []goredis.Z{{Score: score(m), Member: id}}})
 		p.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10))
 		if ms := expiryMS(m.ExpiresAt); ms > 0 {
@@ -182,27 +163,27 @@ func (s *Store) addIndex(ctx context.Context, p goredis.Pipeliner, id string, m 
 	}
 }
 
-func (s *Store) removeIndex(ctx context.Context, p goredis.Pipeliner, id string, m codec.Meta) {
-	for _, key := range s.indexKeys(m) {
+func (e *Engine) removeIndex(ctx context.Context, p goredis.Pipeliner, id string, m codec.Meta) {
+	for _, key := range e.indexKeys(m) {
 		p.ZRem(ctx, key, id)
 	}
 }
 
-func (s *Store) indexKeys(m codec.Meta) []string {
+func (e *Engine) indexKeys(m codec.Meta) []string {
 	keys := make([]string, 0, 2)
 	if m.SID != "" {
-		keys = append(keys, s.sidKey(m.SID))
+		keys = append(keys, e.sidKey(m.SID))
 	}
 	if m.Subject != "" {
-		keys = append(keys, s.subKey(m.Subject))
+		keys = append(keys, e.subKey(m.Subject))
 	}
 	return keys
 }
 
 // pipe runs fn in a plain pipeline (in a Cluster, split per node) and
 // returns the first error other than redis.Nil.
-func (s *Store) pipe(ctx context.Context, fn func(goredis.Pipeliner)) error {
-	cmds, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error { fn(p); return nil })
+func (e *Engine) pipe(ctx context.Context, fn func(goredis.Pipeliner)) error {
+	cmds, err := e.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error { fn(p); return nil })
 	if err != nil && !errors.Is(err, goredis.Nil) {
 		return err
 	}
@@ -226,163 +207,96 @@ func writeRecord(ctx context.Context, p goredis.Pipeliner, key string, rec []byt
 	return p.Do(ctx, args...)
 }
 
-// Create seals sess under a fresh ticket and stores it: the index entries
-// first, then the record (SET NX). sess.ID is ignored: the ticket's id is
-// the session's identity.
-func (s *Store) Create(ctx context.Context, sess *session.Session) (string, error) {
-	h, err := s.create(ctx, sess)
-	s.count("create", err)
-	return h, err
-}
-
-func (s *Store) create(ctx context.Context, sess *session.Session) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("session/redis: create: %w", err)
-	}
-	now := s.now()
-	tk, rec, err := codec.SealNew(sess, now)
-	if err != nil {
-		return "", fmt.Errorf("session/redis: create: %w", err)
-	}
-	id, m := tk.ID(), codec.MetaOf(sess)
-	if len(s.indexKeys(m)) > 0 {
-		if err := s.pipe(ctx, func(p goredis.Pipeliner) { s.addIndex(ctx, p, id, m, now) }); err != nil {
-			return "", wrapErr("create: index", err)
-		}
-	}
-	var set *goredis.Cmd
-	if err := s.pipe(ctx, func(p goredis.Pipeliner) { set = writeRecord(ctx, p, s.recordKey(id), rec, m, true) }); err != nil {
-		return "", wrapErr("create", err)
-	}
-	if set.Val() == nil {
-		// 2^-128: only a broken random source gets here.
-		return "", errors.New("session/redis: create: a record already exists under the new ticket id; is crypto/rand working?")
-	}
-	return tk.Handle(), nil
-}
-
-// Get opens the session that handle names: one GET.
-func (s *Store) Get(ctx context.Context, handle string) (*session.Session, error) {
-	sess, err := s.get(ctx, handle)
-	s.count("get", err)
-	return sess, err
-}
-
-func (s *Store) get(ctx context.Context, handle string) (*session.Session, error) {
-	tk, err := codec.ParseTicket(handle)
-	if err != nil {
-		return nil, notFound("the handle is not a ticket")
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("session/redis: get: %w", err)
-	}
-	rec, err := s.rdb.Get(ctx, s.recordKey(tk.ID())).Bytes()
+// Get returns the record under id: one GET.
+func (e *Engine) Get(ctx context.Context, id []byte) ([]byte, error) {
+	rec, err := e.rdb.Get(ctx, e.recordKey(id)).Bytes()
 	if errors.Is(err, goredis.Nil) {
-		return nil, notFound("no record under the ticket id")
+		return nil, nil
 	}
 	if err != nil {
 		return nil, wrapErr("get", err)
 	}
-	sess, err := s.opened.Open(tk, rec)
-	if err != nil {
-		s.log.Debug("session ticket does not open its record", "ticket", tk, "err", err)
-		return nil, notFound("the ticket does not open its record")
-	}
-	if sess.Expired(s.now()) {
-		return nil, notFound("the session has expired")
-	}
-	return sess, nil
+	return rec, nil
 }
 
-// errNoSession ends an Update transaction for "no live session".
-var errNoSession = errors.New("no live session")
-
-type callbackError struct{ err error }
-
-func (e callbackError) Error() string { return e.err.Error() }
-
-// Update opens, changes and reseals the session in an optimistic
-// transaction (WATCH the record, MULTI/EXEC the new one), retried when a
-// concurrent writer got there first, so no update is lost. It returns
-// handle unchanged.
-func (s *Store) Update(ctx context.Context, handle string, fn func(*session.Session) error) (string, error) {
-	err := s.update(ctx, handle, fn)
-	s.count("update", err)
-	if err != nil {
-		return "", err
+// Create stores the index entries first, then the record (SET NX), so
+// that the indexes always name at least every live record.
+func (e *Engine) Create(ctx context.Context, id, rec []byte, m codec.Meta) error {
+	sid := encodeID(id)
+	if len(e.indexKeys(m)) > 0 {
+		now := e.now()
+		if err := e.pipe(ctx, func(p goredis.Pipeliner) { e.addIndex(ctx, p, sid, m, now) }); err != nil {
+			return wrapErr("create: index", err)
+		}
 	}
-	return handle, nil
+	var set *goredis.Cmd
+	if err := e.pipe(ctx, func(p goredis.Pipeliner) { set = writeRecord(ctx, p, e.recordKey(id), rec, m, true) }); err != nil {
+		return wrapErr("create", err)
+	}
+	if set.Val() == nil {
+		return tickets.ErrExists
+	}
+	return nil
 }
 
-func (s *Store) update(ctx context.Context, handle string, fn func(*session.Session) error) error {
-	tk, err := codec.ParseTicket(handle)
-	if err != nil {
-		return notFound("the handle is not a ticket")
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("session/redis: update: %w", err)
-	}
-	id := tk.ID()
-	key := s.recordKey(id)
-	for attempt := range s.retries {
-		var why string
-		var oldMeta, newMeta codec.Meta
-		changed := false
-		err := s.rdb.Watch(ctx, func(tx *goredis.Tx) error {
-			v, err := tx.Get(ctx, key).Bytes()
+// fnError carries the function's error out of a WATCH transaction.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
+// Update is an optimistic transaction: WATCH the record, run fn on it,
+// MULTI/EXEC the change; when a concurrent writer got there first, read
+// again and rerun fn, up to Config.MaxRetries times, so no update is lost.
+// Index entries a new record needs are added before its write (on the
+// main client: in a Cluster they may live on other nodes), and those it
+// no longer matches are removed after it.
+func (e *Engine) Update(ctx context.Context, id []byte, fn func(rec []byte) (tickets.Change, error)) error {
+	key, sid := e.recordKey(id), encodeID(id)
+	for attempt := range e.retries {
+		var c tickets.Change
+		err := e.rdb.Watch(ctx, func(tx *goredis.Tx) error {
+			rec, err := tx.Get(ctx, key).Bytes()
 			if errors.Is(err, goredis.Nil) {
-				why = "no record under the ticket id"
-				return errNoSession
+				rec, err = nil, nil
 			}
 			if err != nil {
 				return err
 			}
-			sess, err := codec.Open(tk, v)
-			if err != nil {
-				why = "the ticket does not open its record"
-				return errNoSession
+			if c, err = fn(rec); err != nil {
+				return fnError{err}
 			}
-			oldMeta = codec.MetaOf(sess)
-			now := s.now()
-			if sess.Expired(now) {
-				why = "the session has expired"
-				return s.drop(ctx, tx, key, id, oldMeta)
-			}
-			version := sess.Version
-			if err := fn(sess); err != nil {
-				return callbackError{err}
-			}
-			sess.Version = version + 1
-			if sess.Expired(now) {
-				// fn ended the session (e.g. moved AbsoluteExpiry back).
-				why = "the update left the session expired"
-				return s.drop(ctx, tx, key, id, oldMeta)
-			}
-			rec, err := codec.Seal(tk, sess)
-			if err != nil {
-				return err
-			}
-			newMeta = codec.MetaOf(sess)
-			changed = newMeta != oldMeta
-			if changed {
-				// Index first (on the main client: the index keys may
-				// live on other Cluster nodes), so that it always names
-				// the live record; stale entries are harmless.
-				if err := s.pipe(ctx, func(p goredis.Pipeliner) { s.addIndex(ctx, p, id, newMeta, now) }); err != nil {
-					return err
-				}
-			}
-			_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-				writeRecord(ctx, p, key, rec, newMeta, false)
+			switch c.Op {
+			case tickets.Keep:
 				return nil
-			})
-			return err
+			case tickets.Remove:
+				_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+					p.Del(ctx, key)
+					return nil
+				})
+				return err
+			case tickets.Put:
+				if c.Meta != c.Old {
+					now := e.now()
+					if err := e.pipe(ctx, func(p goredis.Pipeliner) { e.addIndex(ctx, p, sid, c.Meta, now) }); err != nil {
+						return err
+					}
+				}
+				_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+					writeRecord(ctx, p, key, c.Record, c.Meta, false)
+					return nil
+				})
+				return err
+			}
+			return fmt.Errorf("unknown change %d", c.Op)
 		}, key)
-		var cb callbackError
+		var fe fnError
 		switch {
 		case err == nil:
-			if changed {
-				s.unlinkOld(ctx, id, oldMeta, newMeta)
+			switch c.Op {
+			case tickets.Remove:
+				e.unlinkOld(ctx, sid, c.Old, codec.Meta{})
+			case tickets.Put:
+				e.unlinkOld(ctx, sid, c.Old, c.Meta)
 			}
 			return nil
 		case errors.Is(err, goredis.TxFailedErr):
@@ -392,114 +306,37 @@ func (s *Store) update(ctx context.Context, handle string, fn func(*session.Sess
 				time.Sleep(time.Duration(rand.IntN(200*min(attempt, 20))) * time.Microsecond)
 			}
 			continue
-		case errors.As(err, &cb):
-			return cb.err
-		case errors.Is(err, errNoSession):
-			if why == "the session has expired" || why == "the update left the session expired" {
-				s.unlinkOld(ctx, id, oldMeta, codec.Meta{})
-			}
-			return notFound(why)
+		case errors.As(err, &fe):
+			return fe.err
 		}
 		return wrapErr("update", err)
 	}
-	return fmt.Errorf("session/redis: update: %d attempts lost the race to concurrent updates of the same session; retry the request", s.retries)
-}
-
-// drop deletes an expired record inside an Update transaction.
-func (s *Store) drop(ctx context.Context, tx *goredis.Tx, key, id string, m codec.Meta) error {
-	_, err := tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.Del(ctx, key)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return errNoSession
+	return fmt.Errorf("session/redis: update: %w: %d attempts lost the race to concurrent updates of the same session; retry the request", session.ErrUnavailable, e.retries)
 }
 
 // unlinkOld removes the index entries that a record no longer matches (its
 // sid or subject changed, or it was deleted). Failures leave stale entries,
 // which ending by sid or subject checks against the record; they are
 // logged only.
-func (s *Store) unlinkOld(ctx context.Context, id string, old, now codec.Meta) {
+func (e *Engine) unlinkOld(ctx context.Context, id string, old, now codec.Meta) {
 	var keys []string
 	if old.SID != "" && old.SID != now.SID {
-		keys = append(keys, s.sidKey(old.SID))
+		keys = append(keys, e.sidKey(old.SID))
 	}
 	if old.Subject != "" && old.Subject != now.Subject {
-		keys = append(keys, s.subKey(old.Subject))
+		keys = append(keys, e.subKey(old.Subject))
 	}
 	if len(keys) == 0 {
 		return
 	}
-	err := s.pipe(ctx, func(p goredis.Pipeliner) {
+	err := e.pipe(ctx, func(p goredis.Pipeliner) {
 		for _, k := range keys {
 			p.ZRem(ctx, k, id)
 		}
 	})
 	if err != nil {
-		s.log.Warn("could not remove stale session index entries; they expire with their score", "err", err)
+		e.log.Warn("could not remove stale session index entries; they expire with their score", "err", err)
 	}
-}
-
-// Delete removes the session. A handle that names no record, or whose key
-// does not open it, deletes nothing and is no error.
-func (s *Store) Delete(ctx context.Context, handle string) error {
-	err := s.delete(ctx, handle)
-	s.count("delete", err)
-	return err
-}
-
-func (s *Store) delete(ctx context.Context, handle string) error {
-	tk, err := codec.ParseTicket(handle)
-	if err != nil {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("session/redis: delete: %w", err)
-	}
-	id := tk.ID()
-	key := s.recordKey(id)
-	rec, err := s.rdb.Get(ctx, key).Bytes()
-	if errors.Is(err, goredis.Nil) {
-		return nil
-	}
-	if err != nil {
-		return wrapErr("delete", err)
-	}
-	// Only the key's holder may delete: a guessed id with a wrong key
-	// must not end someone else's session.
-	sess, err := codec.Open(tk, rec)
-	if err != nil {
-		return nil
-	}
-	if err := s.rdb.Del(ctx, key).Err(); err != nil {
-		return wrapErr("delete", err)
-	}
-	s.unlinkOld(ctx, id, codec.MetaOf(sess), codec.Meta{})
-	return nil
-}
-
-// EndBySID ends every session whose sid is sid and reports how many were
-// live. An empty sid ends nothing.
-func (s *Store) EndBySID(ctx context.Context, sid string) (int, error) {
-	if sid == "" {
-		return 0, nil
-	}
-	n, err := s.endBy(ctx, "end_sid", s.sidKey(sid), func(m codec.Meta) bool { return m.SID == sid })
-	s.count("end_sid", err)
-	return n, err
-}
-
-// EndBySubject ends every session whose subject is sub and reports how
-// many were live. An empty sub ends nothing.
-func (s *Store) EndBySubject(ctx context.Context, sub string) (int, error) {
-	if sub == "" {
-		return 0, nil
-	}
-	n, err := s.endBy(ctx, "end_subject", s.subKey(sub), func(m codec.Meta) bool { return m.Subject == sub })
-	s.count("end_subject", err)
-	return n, err
 }
 
 // casDelete deletes KEYS[1] only if it still holds ARGV[1]: the record
@@ -510,33 +347,40 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return -1`)
 
-func (s *Store) endBy(ctx context.Context, op, index string, match func(codec.Meta) bool) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("session/redis: %s: %w", op, err)
+// End reads the index, then every record it names (one pipeline), and
+// deletes those match accepts with a compare-and-delete each, so that a
+// record rewritten meanwhile is read and checked again.
+func (e *Engine) End(ctx context.Context, ix tickets.Index, v string, match func(codec.Meta) bool) ([]codec.Meta, error) {
+	var index string
+	switch ix {
+	case tickets.BySID:
+		index = e.sidKey(v)
+	case tickets.BySubject:
+		index = e.subKey(v)
+	default:
+		return nil, fmt.Errorf("session/redis: end: unknown index %d", ix)
 	}
-	now := s.now()
-	ids, err := s.rdb.ZRange(ctx, index, 0, -1).Result()
+	ids, err := e.rdb.ZRange(ctx, index, 0, -1).Result()
 	if err != nil {
-		return 0, wrapErr(op, err)
+		return nil, wrapErr("end", err)
 	}
-	n := 0
+	var out []codec.Meta
 	for attempt := 0; len(ids) > 0; attempt++ {
-		if attempt == s.retries {
-			return n, fmt.Errorf("session/redis: %s: sessions kept changing while being ended; retry", op)
+		if attempt == e.retries {
+			return out, fmt.Errorf("session/redis: end: %w: sessions kept changing while being ended; retry", session.ErrUnavailable)
 		}
 		gets := make([]*goredis.StringCmd, len(ids))
-		if err := s.pipe(ctx, func(p goredis.Pipeliner) {
+		if err := e.pipe(ctx, func(p goredis.Pipeliner) {
 			for i, id := range ids {
-				gets[i] = p.Get(ctx, s.recordKey(id))
+				gets[i] = p.Get(ctx, e.prefix+"r:"+id)
 			}
 		}); err != nil {
-			return n, wrapErr(op, err)
+			return out, wrapErr("end", err)
 		}
 		type victim struct {
 			id   string
 			rec  string
 			meta codec.Meta
-			live bool
 		}
 		var victims []victim
 		var stale []string
@@ -552,18 +396,18 @@ func (s *Store) endBy(ctx context.Context, op, index string, match func(codec.Me
 				stale = append(stale, id)
 				continue
 			}
-			victims = append(victims, victim{id, rec, m, m.ExpiresAt.IsZero() || now.Before(m.ExpiresAt)})
+			victims = append(victims, victim{id, rec, m})
 		}
 		dels := make([]*goredis.Cmd, len(victims))
-		if err := s.pipe(ctx, func(p goredis.Pipeliner) {
+		if err := e.pipe(ctx, func(p goredis.Pipeliner) {
 			for i, v := range victims {
-				dels[i] = casDelete.Eval(ctx, p, []string{s.recordKey(v.id)}, v.rec)
+				dels[i] = casDelete.Eval(ctx, p, []string{e.prefix + "r:" + v.id}, v.rec)
 			}
 			for _, id := range stale {
 				p.ZRem(ctx, index, id)
 			}
 		}); err != nil {
-			return n, wrapErr(op, err)
+			return out, wrapErr("end", err)
 		}
 		ids = ids[:0]
 		var ended []victim
@@ -571,9 +415,7 @@ func (s *Store) endBy(ctx context.Context, op, index string, match func(codec.Me
 			switch r, _ := dels[i].Int64(); r {
 			case 1:
 				ended = append(ended, v)
-				if v.live {
-					n++
-				}
+				out = append(out, v.meta)
 			case -1:
 				ids = append(ids, v.id) // rewritten meanwhile: check again
 			default:
@@ -583,26 +425,20 @@ func (s *Store) endBy(ctx context.Context, op, index string, match func(codec.Me
 		if len(ended) > 0 {
 			// Both of each ended session's index entries go (the sid
 			// and the subject index).
-			err := s.pipe(ctx, func(p goredis.Pipeliner) {
+			err := e.pipe(ctx, func(p goredis.Pipeliner) {
 				for _, v := range ended {
-					s.removeIndex(ctx, p, v.id, v.meta)
+					e.removeIndex(ctx, p, v.id, v.meta)
 				}
 			})
 			if err != nil {
-				s.log.Warn("could not remove ended sessions from their indexes; they expire with their score", "index", index, "err", err)
+				e.log.Warn("could not remove ended sessions from their indexes; they expire with their score", "index", index, "err", err)
 			}
 		}
 	}
-	if n > 0 {
-		s.log.Info("sessions ended", "by", op, "count", n)
-	}
-	return n, nil
+	return out, nil
 }
 
 // Ping reports whether Redis answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("session/redis: ping: %w", err)
-	}
-	return wrapErr("ping", s.rdb.Ping(ctx).Err())
+func (e *Engine) Ping(ctx context.Context) error {
+	return wrapErr("ping", e.rdb.Ping(ctx).Err())
 }

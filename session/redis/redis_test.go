@@ -48,7 +48,7 @@ func TestRedisHoldsOnlyCiphertext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := s.recordKey(tk.ID())
+	key := s.e.recordKey(tk.IDBytes())
 	rec, err := c.Get(ctx, key).Bytes()
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestRedisHoldsOnlyCiphertext(t *testing.T) {
 		t.Errorf("record expires at %v, want the session's expiry %v", at, want)
 	}
 	// The index entries exist and expire with it.
-	for _, k := range []string{s.sidKey(sess.SID), s.subKey(sess.Subject)} {
+	for _, k := range []string{s.e.sidKey(sess.SID), s.e.subKey(sess.Subject)} {
 		if n, err := c.ZCard(ctx, k).Result(); err != nil || n != 1 {
 			t.Errorf("index %s has %d members (%v), want 1", k, n, err)
 		}
@@ -87,7 +87,7 @@ func TestRedisHoldsOnlyCiphertext(t *testing.T) {
 	if err := s.Delete(ctx, h); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{key, s.sidKey(sess.SID), s.subKey(sess.Subject)} {
+	for _, k := range []string{key, s.e.sidKey(sess.SID), s.e.subKey(sess.Subject)} {
 		if n, _ := c.Exists(ctx, k).Result(); n != 0 {
 			t.Errorf("%s still exists after Delete", k)
 		}
@@ -100,7 +100,7 @@ func TestTwoInstances(t *testing.T) {
 	t.Parallel()
 	clock := sessiontest.NewClock(sessiontest.Start())
 	a, _ := newTestStore(t, clock.Now)
-	b, err := New(redistest.Client(t), Config{Prefix: a.prefix, Now: clock.Now})
+	b, err := New(redistest.Client(t), Config{Prefix: a.e.prefix, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,14 +138,14 @@ func TestStaleIndexEntry(t *testing.T) {
 	}
 	tk, _ := codec.ParseTicket(h)
 	// Plant the session's id in another sid's index, and a missing id.
-	c.ZAdd(ctx, s.sidKey("other"), goredis.Z{Score: 1e15, Member: tk.ID()}, goredis.Z{Score: 1e15, Member: "missing"})
+	c.ZAdd(ctx, s.e.sidKey("other"), goredis.Z{Score: 1e15, Member: tk.ID()}, goredis.Z{Score: 1e15, Member: "missing"})
 	if n, err := s.EndBySID(ctx, "other"); err != nil || n != 0 {
 		t.Fatalf("EndBySID(other) = %d, %v; want 0", n, err)
 	}
 	if _, err := s.Get(ctx, h); err != nil {
 		t.Fatalf("a stale index entry ended a live session: %v", err)
 	}
-	if n, _ := c.ZCard(ctx, s.sidKey("other")).Result(); n != 0 {
+	if n, _ := c.ZCard(ctx, s.e.sidKey("other")).Result(); n != 0 {
 		t.Errorf("stale entries not pruned: %d left", n)
 	}
 }
@@ -196,7 +196,7 @@ func TestNewConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.recordKey("x"); got != "bffgate:session:r:x" {
+	if got := s.e.recordKey([]byte{0xfb, 0xff}); got != "bffgate:session:r:-_8" {
 		t.Errorf("default record key = %q", got)
 	}
 }
@@ -277,5 +277,50 @@ func BenchmarkUpdate(b *testing.B) {
 		if _, err := s.Update(ctx, h, func(cur *session.Session) error { cur.LastSeen = time.Now(); return nil }); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// An Update that keeps losing its WATCH to other writers gives up after
+// Config.MaxRetries attempts with an error matching session.ErrUnavailable
+// (the gateway answers 503 and keeps the session), having written nothing.
+func TestUpdateConflictsAreBounded(t *testing.T) {
+	t.Parallel()
+	clock := sessiontest.NewClock(sessiontest.Start())
+	c := redistest.Client(t)
+	s, err := New(c, Config{Prefix: redistest.Prefix(t, c, "session:"), Now: clock.Now, MaxRetries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	h, err := s.Create(ctx, sessiontest.Sample(clock.Now(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := codec.ParseTicket(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := s.e.recordKey(tk.IDBytes())
+	runs := 0
+	_, err = s.Update(ctx, h, func(x *session.Session) error {
+		runs++
+		// Another writer touches the record between this read and the
+		// EXEC: the transaction fails and is tried again.
+		rec, err := c.Get(ctx, key).Bytes()
+		if err != nil {
+			return err
+		}
+		if err := c.Set(ctx, key, rec, goredis.KeepTTL).Err(); err != nil {
+			return err
+		}
+		x.AccessToken = "lost"
+		return nil
+	})
+	if !errors.Is(err, session.ErrUnavailable) || runs != 3 {
+		t.Fatalf("Update = %v after %d runs; want ErrUnavailable after 3", err, runs)
+	}
+	got, err := s.Get(ctx, h)
+	if err != nil || got.AccessToken == "lost" || got.Version != 7 {
+		t.Errorf("after the failed Update: %+v, %v; want the session unchanged", got, err)
 	}
 }

@@ -3,49 +3,16 @@ package bolt
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
-	"os"
-	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/bffgate/bffgate/internal/boltfault"
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer/storage"
 )
-
-// DefaultOpenTimeout is how long OpenDB waits for the file lock when the
-// caller passes no timeout.
-const DefaultOpenTimeout = 5 * time.Second
-
-// OpenDB opens (creating when missing) the bbolt file at path with mode
-// 0600, creating its parent directory with mode 0700. timeout bounds the
-// wait for the file's lock (zero means DefaultOpenTimeout; bbolt itself
-// would wait forever), so a second bffgate on the same data directory fails
-// with a clear error instead of hanging.
-func OpenDB(path string, timeout time.Duration) (*bolt.DB, error) {
-	if path == "" {
-		return nil, errors.New("bolt: data file path is empty")
-	}
-	if timeout <= 0 {
-		timeout = DefaultOpenTimeout
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("bolt: create data directory: %w", err)
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("bolt: data file %s is in use by another bffgate process; stop it or choose another data directory: %w", path, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bolt: open data file %s: %w", path, err)
-	}
-	return db, nil
-}
 
 // Config configures a Store.
 type Config struct {
@@ -99,20 +66,12 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 // data file written by any earlier bffgate opens unchanged.
 type Engine struct {
 	db    *bolt.DB
-	names bucketNames
+	names datafile.IssuerBuckets
 	probe *boltfault.Probe // Ping's write check
 	batch batcher          // group commit of Update (batch.go)
 }
 
 var _ storage.Engine = (*Engine)(nil)
-
-type bucketNames struct {
-	keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures, assertions, clients []byte
-}
-
-func (n bucketNames) all() [][]byte {
-	return [][]byte{n.keys, n.secrets, n.codes, n.grants, n.refresh, n.grantRefresh, n.sidGrants, n.deny, n.denylog, n.login, n.expiry, n.loginFailures, n.assertions, n.clients}
-}
 
 // NewEngine returns the Engine on db for the buckets named with prefix
 // (empty: "issuer."), creating them when missing.
@@ -123,27 +82,9 @@ func NewEngine(db *bolt.DB, prefix string) (*Engine, error) {
 	if prefix == "" {
 		prefix = DefaultConfig().BucketPrefix
 	}
-	p := prefix
-	e := &Engine{db: db, names: bucketNames{
-		keys:         []byte(p + "keys"),
-		secrets:      []byte(p + "secrets"),
-		codes:        []byte(p + "codes"),
-		grants:       []byte(p + "grants"),
-		refresh:      []byte(p + "refresh"),
-		grantRefresh: []byte(p + "grant_refresh"),
-		sidGrants:    []byte(p + "sid_grants"),
-		deny:         []byte(p + "denylist"),
-		denylog:      []byte(p + "denylog"),
-		login:        []byte(p + "login_sessions"),
-		expiry:       []byte(p + "expiry"),
-		// Added after the first release: CreateBucketIfNotExists below
-		// adds it to existing files.
-		loginFailures: []byte(p + "login_failures"),
-		assertions:    []byte(p + "assertions"),
-		clients:       []byte(p + "clients"),
-	}}
+	e := &Engine{db: db, names: datafile.Issuer(prefix)}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, name := range e.names.all() {
+		for _, name := range e.names.All() {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -153,7 +94,7 @@ func NewEngine(db *bolt.DB, prefix string) (*Engine, error) {
 	if err != nil {
 		return nil, e.fault("create buckets", err)
 	}
-	e.probe = boltfault.NewProbe(db, prefix+"health", nil)
+	e.probe = boltfault.NewProbe(db, e.names.Health, nil)
 	return e, nil
 }
 
@@ -230,20 +171,20 @@ var _ storage.Tx = (*txn)(nil)
 func (e *Engine) wrap(tx *bolt.Tx) *txn {
 	t := &txn{e: e, tx: tx}
 	n := e.names
-	t.b.keys = tx.Bucket(n.keys)
-	t.b.secrets = tx.Bucket(n.secrets)
-	t.b.codes = tx.Bucket(n.codes)
-	t.b.grants = tx.Bucket(n.grants)
-	t.b.refresh = tx.Bucket(n.refresh)
-	t.b.grantRefresh = tx.Bucket(n.grantRefresh)
-	t.b.sidGrants = tx.Bucket(n.sidGrants)
-	t.b.deny = tx.Bucket(n.deny)
-	t.b.denylog = tx.Bucket(n.denylog)
-	t.b.login = tx.Bucket(n.login)
-	t.b.expiry = tx.Bucket(n.expiry)
-	t.b.loginFailures = tx.Bucket(n.loginFailures)
-	t.b.assertions = tx.Bucket(n.assertions)
-	t.b.clients = tx.Bucket(n.clients)
+	t.b.keys = tx.Bucket(n.Keys)
+	t.b.secrets = tx.Bucket(n.Secrets)
+	t.b.codes = tx.Bucket(n.Codes)
+	t.b.grants = tx.Bucket(n.Grants)
+	t.b.refresh = tx.Bucket(n.Refresh)
+	t.b.grantRefresh = tx.Bucket(n.GrantRefresh)
+	t.b.sidGrants = tx.Bucket(n.SIDGrants)
+	t.b.deny = tx.Bucket(n.Deny)
+	t.b.denylog = tx.Bucket(n.DenyLog)
+	t.b.login = tx.Bucket(n.Login)
+	t.b.expiry = tx.Bucket(n.Expiry)
+	t.b.loginFailures = tx.Bucket(n.LoginFailures)
+	t.b.assertions = tx.Bucket(n.Assertions)
+	t.b.clients = tx.Bucket(n.Clients)
 	if tx.Writable() {
 		// The change log only grows at its end and the expiry index
 		// mostly does (keys start with a time): pack their pages full
@@ -386,15 +327,15 @@ func (t *txn) Due(now time.Time, limit int) ([]storage.Due, error) {
 
 // AppendLog keys the entry by the log bucket's sequence, which bbolt
 // takes in the write transaction: sequence order is commit order.
-func (t *txn) AppendLog(e storage.DenyEntry) (storage.Cursor, error) {
+func (t *txn) AppendLog(e storage.DenyEntry) error {
 	seq, err := t.b.denylog.NextSequence()
 	if err != nil {
-		return 0, t.e.fault("next log sequence", err)
+		return t.e.fault("next log sequence", err)
 	}
 	if err := t.b.denylog.Put(u64(seq), encodeLogEntry(e)); err != nil {
-		return 0, t.e.fault("append log", err)
+		return t.e.fault("append log", err)
 	}
-	return storage.Cursor(seq), nil
+	return t.Expire(storage.ExpireLog, storage.LogExpiryID(storage.Cursor(seq)), e.Until)
 }
 
 func (t *txn) Log(after storage.Cursor, limit int) ([]storage.LogEntry, error) {
@@ -417,27 +358,10 @@ func (t *txn) DeleteLog(c storage.Cursor) error {
 	return t.e.fault("delete log entry", t.b.denylog.Delete(u64(uint64(c))))
 }
 
-// indexPrefix is owner with its length in front (2 bytes, big endian), so
-// that no owner's prefix is a prefix of another's ("ab"+"c" and "a"+"bc"
-// never collide).
-func indexPrefix(owner string) []byte {
-	n := min(len(owner), math.MaxUint16)
-	b := make([]byte, 2, 2+n)
-	binary.BigEndian.PutUint16(b, uint16(n))
-	return append(b, owner[:n]...)
-}
-
-func indexKey(owner, member string) []byte {
-	return append(indexPrefix(owner), member...)
-}
-
-// expiryKey orders records by expiry: 8-byte big-endian nanoseconds, the
-// kind byte, the record's key.
+func indexPrefix(owner string) []byte      { return datafile.IssuerIndexPrefix(owner) }
+func indexKey(owner, member string) []byte { return datafile.IssuerIndexKey(owner, member) }
 func expiryKey(t time.Time, kind byte, id string) []byte {
-	b := make([]byte, 9, 9+len(id))
-	binary.BigEndian.PutUint64(b, nanos(t))
-	b[8] = kind
-	return append(b, id...)
+	return datafile.IssuerExpiryKey(t, kind, id)
 }
 
 // encodeLogEntry is 8 bytes of Until, the kind, a NUL and the id.
@@ -461,7 +385,7 @@ func decodeLogEntry(v []byte) (storage.DenyEntry, error) {
 	}, nil
 }
 
-func nanos(t time.Time) uint64     { return storage.Nanos(t) }
-func fromNanos(n uint64) time.Time { return storage.FromNanos(n) }
-func u64(v uint64) []byte          { return binary.BigEndian.AppendUint64(nil, v) }
-func be64(b []byte) uint64         { return binary.BigEndian.Uint64(b[:8]) }
+func nanos(t time.Time) uint64     { return datafile.Nanos(t) }
+func fromNanos(n uint64) time.Time { return datafile.FromNanos(n) }
+func u64(v uint64) []byte          { return datafile.U64(v) }
+func be64(b []byte) uint64         { return datafile.BE64(b) }

@@ -19,6 +19,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/issuer/storage/storagetest"
 )
@@ -26,7 +27,7 @@ import (
 func newTestStore(t *testing.T) (*Store, *bolt.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "data", "bffgate.db")
-	db, err := OpenDB(path, time.Second)
+	db, err := datafile.Open(path, time.Second)
 	if err != nil {
 		t.Fatalf("OpenDB: %v", err)
 	}
@@ -43,36 +44,6 @@ func TestStore(t *testing.T) {
 		s, _, _ := newTestStore(t)
 		return s
 	})
-}
-
-func TestOpenDB(t *testing.T) {
-	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "nested", "data")
-	path := filepath.Join(dir, "bffgate.db")
-	db, err := OpenDB(path, 100*time.Millisecond)
-	if err != nil {
-		t.Fatalf("OpenDB: %v", err)
-	}
-	defer db.Close()
-	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600} {
-		fi, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := fi.Mode().Perm(); got != want {
-			t.Errorf("mode of %s = %o, want %o", p, got, want)
-		}
-	}
-
-	// A second open of a locked file fails fast with an explanation
-	// (flock locks conflict between open files, even in one process).
-	_, err = OpenDB(path, 100*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "in use by another bffgate process") {
-		t.Fatalf("second OpenDB = %v, want the in-use error", err)
-	}
-	if _, err := OpenDB("", time.Second); err == nil {
-		t.Fatal("OpenDB(\"\") succeeded")
-	}
 }
 
 func TestNewConfig(t *testing.T) {
@@ -158,7 +129,7 @@ func TestReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db2, err := OpenDB(path, time.Second)
+	db2, err := datafile.Open(path, time.Second)
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
@@ -219,7 +190,7 @@ func TestMain(m *testing.M) {
 // runChild writes until killed. Each line it prints names a change that
 // db.Update has committed (and fsynced) before the print.
 func runChild(path, round string) error {
-	db, err := OpenDB(path, 5*time.Second)
+	db, err := datafile.Open(path, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -327,7 +298,7 @@ func TestKill9Durability(t *testing.T) {
 		}
 		t.Logf("round %d: killed after %v; %d revocations, %d rotations reported so far", round, delay, len(all), len(rotatedAway))
 
-		db, err := OpenDB(path, 5*time.Second)
+		db, err := datafile.Open(path, 5*time.Second)
 		if err != nil {
 			t.Fatalf("round %d: reopen after kill: %v", round, err)
 		}
@@ -455,7 +426,7 @@ func TestLoginFailuresPurge(t *testing.T) {
 		}
 		return n
 	}
-	if r, x := count(s.engine.names.loginFailures), count(s.engine.names.expiry); r != 1 || x != 1 {
+	if r, x := count(s.engine.names.LoginFailures), count(s.engine.names.Expiry); r != 1 || x != 1 {
 		t.Fatalf("after two failures: %d records, %d expiry entries; want 1 and 1", r, x)
 	}
 	if n, err := s.Purge(ctx, now.Add(10*time.Minute)); err != nil || n != 0 {
@@ -464,7 +435,7 @@ func TestLoginFailuresPurge(t *testing.T) {
 	if n, err := s.Purge(ctx, now.Add(11*time.Minute)); err != nil || n != 1 {
 		t.Fatalf("Purge at the expiry = %d, %v; want 1", n, err)
 	}
-	if r, x := count(s.engine.names.loginFailures), count(s.engine.names.expiry); r != 0 || x != 0 {
+	if r, x := count(s.engine.names.LoginFailures), count(s.engine.names.Expiry); r != 0 || x != 0 {
 		t.Fatalf("after Purge: %d records, %d expiry entries; want none", r, x)
 	}
 }

@@ -3,7 +3,7 @@
 // Store is storage.Rules (every rule of the issuer's state, shared with the
 // other engines) on it.
 //
-// The binary opens one bbolt file (OpenDB) that the issuer and the
+// The binary opens one bbolt file (internal/datafile) that the issuer and the
 // gateway's session store share; each owns its own buckets, and this
 // package's names all start with Config.BucketPrefix ("issuer." by
 // default). There is one bucket per kind of record (keys, secrets, codes,

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer/storage"
 )
 
@@ -27,7 +28,7 @@ func TestReleaseFixture(t *testing.T) {
 	if err := os.WriteFile(path, src, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	db, err := OpenDB(path, time.Second)
+	db, err := datafile.Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/internal/fulldisk"
 	"github.com/bffgate/bffgate/issuer/storage"
 )
@@ -21,7 +22,7 @@ import (
 // is freed, without reopening the file.
 func TestFullDiskIsUnavailable(t *testing.T) {
 	dir := fulldisk.Mount(t, 4<<20)
-	db, err := OpenDB(filepath.Join(dir, "bffgate.db"), time.Second)
+	db, err := datafile.Open(filepath.Join(dir, "bffgate.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -320,9 +320,9 @@ func (t *tx) Due(now time.Time, limit int) ([]storage.Due, error) {
 	return out, nil
 }
 
-func (t *tx) AppendLog(e storage.DenyEntry) (storage.Cursor, error) {
+func (t *tx) AppendLog(e storage.DenyEntry) error {
 	if err := t.check(); err != nil {
-		return 0, err
+		return err
 	}
 	t.e.seq++
 	c := storage.Cursor(t.e.seq)
@@ -331,7 +331,7 @@ func (t *tx) AppendLog(e storage.DenyEntry) (storage.Cursor, error) {
 		t.e.seq--
 		t.e.log = t.e.log[:len(t.e.log)-1]
 	})
-	return c, nil
+	return t.Expire(storage.ExpireLog, storage.LogExpiryID(c), e.Until)
 }
 
 func (t *tx) find(c storage.Cursor) (int, bool) {

@@ -41,7 +41,7 @@ func TestRollback(t *testing.T) {
 		if err := tx.Expire(storage.ExpireCode, "c", now); err != nil {
 			return err
 		}
-		if _, err := tx.AppendLog(storage.DenyEntry{Kind: storage.DenyJTI, ID: "j", Until: now}); err != nil {
+		if err := tx.AppendLog(storage.DenyEntry{Kind: storage.DenyJTI, ID: "j", Until: now}); err != nil {
 			return err
 		}
 		return boom
@@ -71,8 +71,13 @@ func TestRollback(t *testing.T) {
 func appendOne(e *memory.Engine, now time.Time) (storage.Cursor, error) {
 	var c storage.Cursor
 	err := e.Update(context.Background(), func(tx storage.Tx) error {
-		var err error
-		c, err = tx.AppendLog(storage.DenyEntry{Kind: storage.DenyJTI, ID: "j", Until: now})
+		if err := tx.AppendLog(storage.DenyEntry{Kind: storage.DenyJTI, ID: "j", Until: now}); err != nil {
+			return err
+		}
+		l, err := tx.Log(0, 0)
+		if err == nil && len(l) > 0 {
+			c = l[len(l)-1].Cursor
+		}
 		return err
 	})
 	return c, err

@@ -3,6 +3,14 @@
 // goredis.UniversalClient: a single Redis, Redis Sentinel or Redis
 // Cluster, with TLS and ACL users configured on the client).
 //
+// The Store is storage.Rules, every rule of the issuer's state written
+// once, on the Redis Engine, which knows transactions and a dozen
+// primitives (get, put, delete, small sets, the expiry index, the
+// denylist's change log) and nothing of codes or grants. The contract
+// suite (storagetest) runs over both the Store and the plain rules on the
+// Engine; testdata/release1.json holds what the store before the engines
+// wrote, which the current code reads and writes alike.
+//
 // # Keys
 //
 // Every key starts with Config.Prefix ("bffgate:" by default) followed by
@@ -22,6 +30,8 @@
 //	<prefix>{issuer}:expiry                sorted set: kind+key scored by expiry (ms), for Purge
 //	<prefix>{issuer}:login:<id>            JSON storage.LoginSession
 //	<prefix>{issuer}:login-failures:<key>  hash: the login throttle's state of one key
+//	<prefix>{issuer}:assertion:<key>       a client assertion's replay record: its exp, 8 bytes (Unix ns)
+//	<prefix>{issuer}:clients:states        JSON map[client id]storage.ClientState (agents disable/enable)
 //	<prefix>{issuer}:denylist              pub/sub channel of denylist additions
 //
 // One slot is a deliberate choice. Code redemption, refresh rotation and
@@ -37,18 +47,24 @@
 //
 // # Atomicity
 //
-// Every method that changes several records runs as one optimistic
-// transaction: WATCH the keys it reads, read them, compute the new state
-// (running the caller's mint or fn callback), then MULTI/EXEC the writes.
-// When another client changed a watched key in between, EXEC applies
-// nothing and the method starts again from the reads, so of two instances
+// Every Update of the Engine is one optimistic transaction: each key it
+// reads is WATCHed before it is read, its writes are buffered (later reads
+// in the transaction see them) and sent in one MULTI/EXEC. When another
+// client changed a watched key in between, EXEC applies nothing and the
+// rule runs again from its reads, at most Config.MaxRetries times; then it
+// fails with ErrConflict, which matches storage.ErrUnavailable (the
+// issuer answers 503), and nothing of it was applied. Of two instances
 // racing on one refresh token exactly one commits and the other finds the
 // token gone (storage.ErrNotFound); a replayed code finds the first
-// redemption (*storage.CodeReusedError). A callback may therefore run more
-// than once under contention; it must not have side effects outside its
-// return value. The change log's sequence number is taken inside EXEC by
-// a small Lua script (INCR), so sequence order is commit order and a poller
-// never skips an entry committed behind its cursor.
+// redemption (*storage.CodeReusedError). The change log's sequence number
+// is taken inside EXEC by a small Lua script (INCR), so sequence order is
+// commit order and a poller never skips an entry committed behind its
+// cursor; the same script publishes the entry on the denylist channel.
+//
+// Purge lists what is due from the expiry index without watching it (a
+// purge would otherwise conflict with every grant), then watches the
+// records it names and checks the index again: a record moved on by
+// another writer meanwhile is left alone.
 //
 // The login throttle's counters change one key at a time, by a Lua script
 // per call: a guessing attack sends many requests for one key at once, and
@@ -58,8 +74,9 @@
 //
 // Every record carries a Redis TTL at its expiry plus Config.TTLGrace, so
 // Redis never grows without bound even if no instance runs Purge; Purge
-// (driven by the expiry index, exact to the caller's clock) is the primary
-// means. The login throttle's state is the exception: it is not in the
+// (driven by the expiry index, whose scores are whole milliseconds: an
+// entry is purged once its millisecond has passed, never early) is the
+// primary means. The login throttle's state is the exception: it is not in the
 // expiry index, and its TTL (its expiry plus Config.TTLGrace) alone removes
 // it; until then its stored expiry, checked against the caller's clock,
 // makes an expired state read as absent. The index sets shrink as Purge removes their members and carry

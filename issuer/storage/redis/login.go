@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -16,10 +17,12 @@ import (
 // forgotten, ms). Its Redis TTL is e plus Config.TTLGrace, so nothing
 // needs purging; e itself decides, against the caller's clock.
 //
-// Counting is a Lua script rather than an optimistic transaction: under a
+// Counting is a Lua script rather than the rules' optimistic transaction
+// (storage.Rules on the Engine, which writes the same hash): under a
 // guessing attack many requests hit one key at once, and WATCH would make
-// them retry each other into errContention, while a script runs each
-// update whole, in turn, in one round trip.
+// them retry each other into ErrConflict, while a script runs each update
+// whole, in turn, in one round trip. It is an optimisation only: the
+// contract suite runs over both (TestStore and TestRulesOnEngine).
 
 // recordFailureScript counts one failure (storage.Store.RecordLoginFailure).
 // The lockout length must match storage.LoginPolicy.LockoutAfter.
@@ -94,7 +97,7 @@ func (s *Store) LoginFailures(ctx context.Context, key string, now time.Time) (s
 	err := s.view(ctx, "login failures", func() error {
 		v, err := s.rdb.HMGet(ctx, s.k.loginFailures(key), "c", "k", "l", "e").Result()
 		if err != nil {
-			return err
+			return fault("login failures", err)
 		}
 		n := make([]int64, len(v))
 		for i, x := range v {
@@ -103,7 +106,7 @@ func (s *Store) LoginFailures(ctx context.Context, key string, now time.Time) (s
 			}
 			str, _ := x.(string)
 			if n[i], err = strconv.ParseInt(str, 10, 64); err != nil {
-				return invalid("login failures of %s: field %d is %q, not a number", key, i, str)
+				return fmt.Errorf("redis: login failures of %s: field %d is %q, not a number", key, i, str)
 			}
 		}
 		if now.UnixMilli() >= n[3] {
@@ -129,10 +132,10 @@ func (s *Store) RecordLoginFailure(ctx context.Context, key string, now time.Tim
 			now.UnixMilli(), p.Window.Milliseconds(), p.MaxFailures, p.Lockout.Milliseconds(), p.MaxLockout.Milliseconds(),
 			s.cfg.TTLGrace.Milliseconds()).Int64Slice()
 		if err != nil {
-			return err
+			return fault("record login failure", err)
 		}
 		if len(v) != 4 {
-			return invalid("record login failure: the script returned %d values, want 4", len(v))
+			return fmt.Errorf("redis: record login failure: the script returned %d values, want 4", len(v))
 		}
 		out = loginState(v[0], v[1], v[2])
 		out.Started = v[3] == 1
@@ -150,15 +153,23 @@ func (s *Store) ResetLoginFailures(ctx context.Context, key string, now time.Tim
 	err := s.view(ctx, "reset login failures", func() error {
 		v, err := resetScript.Run(ctx, s.rdb, []string{s.k.loginFailures(key)}, now.UnixMilli()).Int64Slice()
 		if err != nil {
-			return err
+			return fault("reset login failures", err)
 		}
 		if len(v) != 3 {
-			return invalid("reset login failures: the script returned %d values, want 3", len(v))
+			return fmt.Errorf("redis: reset login failures: the script returned %d values, want 3", len(v))
 		}
 		out = loginState(v[0], v[1], v[2])
 		return nil
 	})
 	return out, err
+}
+
+// view runs fn unless ctx is already done; fn classifies its errors.
+func (s *Store) view(ctx context.Context, op string, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redis: %s: %w", op, err)
+	}
+	return fn()
 }
 
 func loginState(count, lockouts, lockedUntilMS int64) storage.LoginFailures {

@@ -24,7 +24,7 @@ func (s *Store) Subscribe(ctx context.Context, fn func(storage.DenyEntry)) error
 	ps := s.rdb.Subscribe(ctx, s.k.channel())
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
-		return wrapErr("subscribe to "+s.k.channel(), err)
+		return fault("subscribe to "+s.k.channel(), err)
 	}
 	ch := ps.Channel()
 	go func() {

@@ -11,15 +11,10 @@ import (
 	"github.com/bffgate/bffgate/issuer/storage"
 )
 
-// agentStore returns s's AgentStore or skips the test: a store written
-// before the agent state existed does not keep it.
+// agentStore is s as the agent features use it.
 func agentStore(t *testing.T, s storage.Store) storage.AgentStore {
 	t.Helper()
-	a, ok := storage.AgentStoreOf(s)
-	if !ok {
-		t.Skipf("%T keeps no agent state (storage.AgentStore)", s)
-	}
-	return a
+	return s
 }
 
 func testAssertionReplay(t *testing.T, s storage.Store) {
