@@ -323,6 +323,8 @@ func DefaultConfig() Config {
 		DenylistPollInterval: DefaultDenylistPollInterval,
 		PurgeDelay:           DefaultPurgeDelay,
 		Audit:                Audit{MaxSize: audit.DefaultMaxSize},
+		ClientMetadata: ClientMetadata{MaxSize: DefaultClientMetadataMaxSize, Timeout: DefaultClientMetadataTimeout,
+			MaxCache: DefaultClientMetadataCache},
 		LoginThrottle: LoginThrottle{
 			MaxFailures: DefaultLoginMaxFailures, Window: DefaultLoginWindow, Lockout: DefaultLoginLockout,
 			MaxLockout: DefaultLoginMaxLockout, MaxIPFailures: DefaultLoginMaxIPFailures,

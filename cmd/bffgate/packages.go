@@ -54,6 +54,8 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.Audit = is.Audit
 	icfg.TrustedIssuers = slices.Clone(is.TrustedIssuers)
 	icfg.Resources = slices.Clone(is.Resources)
+	icfg.ClientMetadata = is.ClientMetadata
+	icfg.ClientMetadata.AllowedDomains = slices.Clone(is.ClientMetadata.AllowedDomains)
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
 		gw := c.Gateway
