@@ -33,6 +33,9 @@ type Store interface {
 	// AgentStore is the replay record of client assertions and the
 	// operator-set client states (agents.go).
 	AgentStore
+	// ClientStore is the dynamically registered clients and the
+	// consents given to third-party clients (clients.go).
+	ClientStore
 
 	// Keys returns every stored key, active and retired.
 	Keys(ctx context.Context) ([]Key, error)
