@@ -48,6 +48,9 @@ type authRequest struct {
 	LoginHint     string `json:"lh,omitempty"`
 	// Resource is the RFC 8707 resource indicator, "" for none.
 	Resource string `json:"rs,omitempty"`
+	// PromptConsent (prompt=consent) shows a third-party client's consent
+	// page even when the user's consent is remembered.
+	PromptConsent bool `json:"pc,omitempty"`
 	// CSRF is the double-submit token: the login post is accepted only
 	// when the browser's CSRF cookie holds the same value.
 	CSRF string `json:"x"`
@@ -211,6 +214,7 @@ func (s *Server) validateAuthRequest(cl *client, p url.Values) (authRequest, map
 			return bad("prompt value %q is not supported (none, login, consent, select_account)", clip(v, 32))
 		}
 	}
+	req.PromptConsent = prompt["consent"]
 	if prompt["none"] && len(prompt) > 1 {
 		return bad("prompt=none cannot be combined with other prompt values (OIDC Core §3.1.2.1)")
 	}

@@ -260,3 +260,93 @@ func TestCIMDDisabled(t *testing.T) {
 		t.Error("metadata announces client_id_metadata_document_supported")
 	}
 }
+
+// TestThirdPartyConsentRemembered: a third-party client's consent is
+// remembered per user, client, resource and scopes: the same request
+// skips the page (prompt=none too), a new scope or resource asks again,
+// prompt=consent asks again, and revoking the client's refresh token
+// forgets it. A configured client marked third_party gets the page; the
+// first-party ones never do.
+func TestThirdPartyConsentRemembered(t *testing.T) {
+	t.Parallel()
+	ce := startCIMD(t, nil)
+	id := ce.id("/client.json")
+	redirect := "http://127.0.0.1:43211/callback"
+	b := ce.browser()
+	authz := func(scope, resource, extra string) page {
+		t.Helper()
+		return b.authorize(ce.rawAuthURL(id, redirect, scope, resource, "s", testVerifier)+extra, aliceUser, alicePassword)
+	}
+	consentShown := func(p page) bool { return p.status == http.StatusOK && strings.Contains(p.body, `value="allow"`) }
+
+	p := authz("openid offline_access mcp:tools", mcpResource, "")
+	if !consentShown(p) {
+		t.Fatalf("first request: no consent page: %d", p.status)
+	}
+	p = b.submit(p, url.Values{"decision": {"allow"}})
+	if p.location == nil || p.location.Query().Get("code") == "" {
+		t.Fatalf("allow: %v", p.location)
+	}
+	// The same request, and a narrower one, skip the page.
+	for _, tc := range []struct{ scope, extra string }{{"openid offline_access mcp:tools", ""}, {"mcp:tools", ""}, {"mcp:tools", "&prompt=none"}} {
+		if p := authz(tc.scope, mcpResource, tc.extra); p.location == nil || p.location.Query().Get("code") == "" {
+			t.Fatalf("%q%s: consent not remembered: %d %v", tc.scope, tc.extra, p.status, p.location)
+		}
+	}
+	// More scope, another resource, prompt=consent: asked again.
+	if p := authz("openid mcp:tools mcp:admin", mcpResource, ""); !consentShown(p) {
+		t.Fatalf("wider scope: %d %v", p.status, p.location)
+	}
+	if p := authz("orders:read", otherResource, ""); !consentShown(p) {
+		t.Fatalf("another resource: %d %v", p.status, p.location)
+	}
+	if p := authz("mcp:tools", mcpResource, "&prompt=consent"); !consentShown(p) {
+		t.Fatalf("prompt=consent: %d %v", p.status, p.location)
+	}
+	if p := authz("openid mcp:tools mcp:admin", mcpResource, "&prompt=none"); p.location == nil || p.location.Query().Get("error") != "consent_required" {
+		t.Fatalf("prompt=none with a wider scope: %d %v", p.status, p.location)
+	}
+
+	// Revoking the client's refresh token forgets the consent.
+	p = authz("openid offline_access mcp:tools", mcpResource, "")
+	tok := ce.post("/token", auth{id: id}, url.Values{"grant_type": {"authorization_code"}, "code": {p.location.Query().Get("code")},
+		"redirect_uri": {redirect}, "code_verifier": {testVerifier}})
+	if tok.status != http.StatusOK {
+		t.Fatalf("token: %d %s", tok.status, tok.raw)
+	}
+	if r := ce.revoke(auth{id: id}, tok.str("refresh_token"), "refresh_token"); r.status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.status, r.raw)
+	}
+	if p := authz("mcp:tools", mcpResource, ""); !consentShown(p) {
+		t.Fatalf("after revoke: consent still remembered: %d %v", p.status, p.location)
+	}
+
+	// Consent expires after consent_ttl.
+	p = b.submit(authz("mcp:tools", mcpResource, ""), url.Values{"decision": {"allow"}})
+	if p.location == nil || p.location.Query().Get("code") == "" {
+		t.Fatalf("allow: %v", p.location)
+	}
+	ce.clock.Advance(issuer.DefaultConsentTTL + time.Minute)
+	if p := authz("mcp:tools", mcpResource, ""); !consentShown(p) {
+		t.Fatalf("after consent_ttl: %d %v", p.status, p.location)
+	}
+}
+
+// TestConfiguredThirdPartyClient: issuer.clients[].third_party shows the
+// consent page (without the unverified warning); first-party clients
+// never see it.
+func TestConfiguredThirdPartyClient(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{cfg: func(c *issuer.Config) {
+		c.Clients = append(c.Clients, issuer.Client{ID: "partner", RedirectURIs: []string{"https://partner.example.test/cb"}, ThirdParty: true})
+	}})
+	b := e.browser()
+	p := b.authorize(e.rawAuthURL("partner", "https://partner.example.test/cb", "openid", "", "s", testVerifier), aliceUser, alicePassword)
+	if p.status != http.StatusOK || !strings.Contains(p.body, "Allow partner to access your account") || strings.Contains(p.body, `id="unverified"`) ||
+		!strings.Contains(p.body, "partner.example.test") {
+		t.Fatalf("%d\n%s", p.status, clipText(p.body, 2000))
+	}
+	if q := b.login(e.rawAuthURL(spaID, spaRedirect, "openid", "", "s", testVerifier)); q.Get("code") == "" {
+		t.Fatalf("first-party client: %v", q)
+	}
+}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bffgate/bffgate/issuer/protocol"
+	"github.com/bffgate/bffgate/issuer/storage"
 	"github.com/bffgate/bffgate/web"
 )
 
@@ -106,4 +108,51 @@ func (s *Server) consentPage(cl *client, req authRequest, u *user, fields []web.
 		d.Unverified = true
 	}
 	return d
+}
+
+// DefaultConsentTTL is how long a user's consent to a third-party client
+// is remembered (Config.ConsentTTL).
+const DefaultConsentTTL = 90 * 24 * time.Hour
+
+// consentStore is what the consent rules use of the store.
+type consentStore interface {
+	Consent(ctx context.Context, subject, clientID string, now time.Time) (storage.Consent, error)
+	AddConsent(ctx context.Context, subject, clientID, resource string, scopes []string, now, expires time.Time) error
+	RevokeConsent(ctx context.Context, subject, clientID string) error
+}
+
+// consentRemembered reports whether subject consented to everything req
+// asks of its client: the same resource, and at least its scopes.
+func (s *Server) consentRemembered(ctx context.Context, subject string, req authRequest) (bool, error) {
+	var st consentStore = s.cfg.Store
+	c, err := st.Consent(ctx, subject, req.ClientID, s.now())
+	if err != nil {
+		return false, protocol.ErrTemporarilyUnavailable.WithDescription("the consent records cannot be read; retry later").WithCause(err)
+	}
+	return c.Covers(req.Resource, protocol.ParseScope(req.Scope)), nil
+}
+
+// rememberConsent records the user's consent to req (per user, client,
+// resource and scopes), for Config.ConsentTTL.
+func (s *Server) rememberConsent(ctx context.Context, subject string, req authRequest) error {
+	var st consentStore = s.cfg.Store
+	now := s.now()
+	if err := st.AddConsent(ctx, subject, req.ClientID, req.Resource, protocol.ParseScope(req.Scope), now, now.Add(s.cfg.ConsentTTL)); err != nil {
+		return protocol.ErrTemporarilyUnavailable.WithDescription("the consent could not be recorded; retry later").WithCause(err)
+	}
+	return nil
+}
+
+// forgetConsent drops subject's remembered consent to a third-party
+// client: revoking its refresh token (RFC 7009) is how a user or the
+// client ends the relation, and the next authorization asks again.
+func (s *Server) forgetConsent(ctx context.Context, cl *client, subject string) error {
+	if !cl.thirdParty() || cl.Kind != "" || subject == "" {
+		return nil
+	}
+	var st consentStore = s.cfg.Store
+	if err := st.RevokeConsent(ctx, subject, cl.ID); err != nil {
+		return protocol.ErrTemporarilyUnavailable.WithDescription("the consent could not be revoked; retry later").WithCause(err)
+	}
+	return nil
 }

@@ -212,6 +212,9 @@ type Config struct {
 	// ClientMetadata accepts https URLs as client ids (client ID metadata
 	// documents, cimd.go).
 	ClientMetadata ClientMetadata
+	// ConsentTTL is how long a user's consent to a third-party client is
+	// remembered (default 90 days); a new scope or resource asks again.
+	ConsentTTL time.Duration
 	// TrustedIssuers are the other issuers whose JWTs token exchange
 	// accepts as subject and actor tokens (the STS case, RFC 8693) and the
 	// JWT bearer grant accepts as assertions (RFC 7523 §2.1, jwtbearer.go);
@@ -322,6 +325,7 @@ func DefaultConfig() Config {
 		DenylistCacheSize:    DefaultDenylistCacheSize,
 		DenylistPollInterval: DefaultDenylistPollInterval,
 		PurgeDelay:           DefaultPurgeDelay,
+		ConsentTTL:           DefaultConsentTTL,
 		Audit:                Audit{MaxSize: audit.DefaultMaxSize},
 		ClientMetadata: ClientMetadata{MaxSize: DefaultClientMetadataMaxSize, Timeout: DefaultClientMetadataTimeout,
 			MaxCache: DefaultClientMetadataCache},
@@ -409,6 +413,7 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		{"login_session_ttl", &cfg.LoginSessionTTL, DefaultLoginSessionTTL},
 		{"denylist_poll_interval", &cfg.DenylistPollInterval, DefaultDenylistPollInterval},
 		{"purge_delay", &cfg.PurgeDelay, DefaultPurgeDelay},
+		{"consent_ttl", &cfg.ConsentTTL, DefaultConsentTTL},
 	} {
 		if *d.v == 0 {
 			*d.v = d.def

@@ -38,6 +38,15 @@ func (s *Server) issueOrConsent(c *fiber.Ctx, req authRequest, sess *storage.Log
 	if cl == nil || (cl.Kind == "" && !cl.thirdParty()) {
 		return s.issueCode(c, req, sess, u)
 	}
+	if cl.Kind == "" && !req.PromptConsent {
+		remembered, err := s.consentRemembered(c.UserContext(), u.Subject, req)
+		if err != nil {
+			return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
+		}
+		if remembered {
+			return s.issueCode(c, req, sess, u)
+		}
+	}
 	if promptNone {
 		what := "a third-party client"
 		if cl.Kind != "" {
@@ -111,7 +120,16 @@ func (s *Server) handleConsent(c *fiber.Ctx) error {
 		return s.redirectError(c, req.RedirectURI, req.State, cl.ID,
 			protocol.ErrAccessDenied.WithDescription("the user denied %s %q's request", cl.Kind, cl.ID))
 	}
-	s.audit(c, AuditRecord{Action: "consent", ClientID: cl.ID, Subject: u.Subject, Audience: cl.Audience, Scope: req.Scope,
-		Decision: DecisionAllow, Reason: "the user allowed the agent to act for them"})
+	reason := "the user allowed the agent to act for them"
+	if cl.Kind == "" {
+		// A third-party application's consent is remembered (an agent's
+		// is asked each time).
+		reason = "the user allowed the third-party client; remembered"
+		if err := s.rememberConsent(c.UserContext(), u.Subject, req); err != nil {
+			return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
+		}
+	}
+	s.audit(c, AuditRecord{Action: "consent", ClientID: cl.ID, Subject: u.Subject, Audience: tokenAudience(cl, req.Resource), Scope: req.Scope,
+		Decision: DecisionAllow, Reason: reason})
 	return s.issueCode(c, req, sess, u)
 }

@@ -221,6 +221,9 @@ func (s *Server) handleRevoke(c *fiber.Ctx) error {
 			slog.String("grant_id", tc.GrantID))
 		s.audit(c, AuditRecord{Action: "revoke", ClientID: cl.ID, Subject: tc.Subject, Decision: DecisionAllow,
 			Reason: "refresh token revoked with its grant (RFC 7009)", TokenID: tc.GrantID})
+		if err := s.forgetConsent(ctx, cl, tc.Subject); err != nil {
+			return s.writeError(c, epRevoke, err)
+		}
 	}
 	noStore(c)
 	return c.SendStatus(fiber.StatusOK)

@@ -107,6 +107,7 @@ type Issuer struct {
 	Audit           issuer.Audit          `yaml:"audit"`
 	Resources       []issuer.Resource     `yaml:"resources"`
 	ClientMetadata  issuer.ClientMetadata `yaml:"client_metadata"`
+	ConsentTTL      time.Duration         `yaml:"consent_ttl"`
 }
 
 // IssuerTokens is issuer.Config's token fields, grouped as the file groups
@@ -232,6 +233,7 @@ func defaultConfig() Config {
 			LoginThrottle:  is.LoginThrottle,
 			Audit:          is.Audit,
 			ClientMetadata: is.ClientMetadata,
+			ConsentTTL:     is.ConsentTTL,
 		},
 		Gateway: Gateway{
 			Listen:   "127.0.0.1:8080",

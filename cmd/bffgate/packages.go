@@ -55,6 +55,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.TrustedIssuers = slices.Clone(is.TrustedIssuers)
 	icfg.Resources = slices.Clone(is.Resources)
 	icfg.ClientMetadata = is.ClientMetadata
+	icfg.ConsentTTL = is.ConsentTTL
 	icfg.ClientMetadata.AllowedDomains = slices.Clone(is.ClientMetadata.AllowedDomains)
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
