@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,8 @@ const (
 // mcpState is the state of the clients that are not configured: metadata
 // documents and their metrics.
 type mcpState struct {
-	cimdFetches *prometheus.CounterVec
+	cimdFetches   *prometheus.CounterVec
+	registrations *prometheus.CounterVec
 }
 
 func (s *Server) newMCPState() error {
@@ -32,11 +34,17 @@ func (s *Server) newMCPState() error {
 			Name: "bffgate_issuer_client_metadata_total",
 			Help: "Client ID metadata document look-ups, by result: cached, fetched, refused (a private address, too large, too slow, a redirect, a client_id mismatch, invalid metadata).",
 		}, []string{"result"}),
+		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_issuer_client_registrations_total",
+			Help: "Dynamic client registrations (RFC 7591, 7592) by result: registered, deleted, rate_limited.",
+		}, []string{"result"}),
 	}
 	s.cimd = newCIMDCache(s.cfg)
 	if r := s.cfg.Registerer; r != nil {
-		if err := r.Register(s.mcp.cimdFetches); err != nil {
-			return fmt.Errorf("issuer: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{s.mcp.cimdFetches, s.mcp.registrations} {
+			if err := r.Register(c); err != nil {
+				return fmt.Errorf("issuer: register metrics: %w", err)
+			}
 		}
 	}
 	return nil
@@ -46,12 +54,15 @@ func (s *Server) newMCPState() error {
 // enabled, the one an https client_id's metadata document describes. It
 // returns nil, nil for an unknown id, and an error (errCIMD) when a
 // document cannot be used; the error's text is fit for the user.
-func (s *Server) lookupClient(_ context.Context, id string) (*client, error) {
+func (s *Server) lookupClient(ctx context.Context, id string) (*client, error) {
 	if cl := s.clients[id]; cl != nil {
 		return cl, nil
 	}
 	if s.cfg.ClientMetadata.Enabled && isCIMD(id) {
 		return s.cimdClient(id)
+	}
+	if s.cfg.Registration.Enabled && strings.HasPrefix(id, dynamicIDPrefix) && len(id) <= 64 {
+		return s.registeredClient(ctx, id)
 	}
 	return nil, nil
 }

@@ -212,6 +212,8 @@ type Config struct {
 	// ClientMetadata accepts https URLs as client ids (client ID metadata
 	// documents, cimd.go).
 	ClientMetadata ClientMetadata
+	// Registration is dynamic client registration (RFC 7591, register.go).
+	Registration DynamicRegistration
 	// ConsentTTL is how long a user's consent to a third-party client is
 	// remembered (default 90 days); a new scope or resource asks again.
 	ConsentTTL time.Duration
@@ -329,6 +331,8 @@ func DefaultConfig() Config {
 		Audit:                Audit{MaxSize: audit.DefaultMaxSize},
 		ClientMetadata: ClientMetadata{MaxSize: DefaultClientMetadataMaxSize, Timeout: DefaultClientMetadataTimeout,
 			MaxCache: DefaultClientMetadataCache},
+		Registration: DynamicRegistration{RateLimit: DefaultRegistrationRateLimit, RateWindow: DefaultRegistrationRateWindow,
+			UnusedTTL: DefaultRegistrationUnusedTTL},
 		LoginThrottle: LoginThrottle{
 			MaxFailures: DefaultLoginMaxFailures, Window: DefaultLoginWindow, Lockout: DefaultLoginLockout,
 			MaxLockout: DefaultLoginMaxLockout, MaxIPFailures: DefaultLoginMaxIPFailures,
@@ -472,6 +476,9 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 	}
 	cfg.Resources = rs
 	if cfg.ClientMetadata, err = cfg.ClientMetadata.withDefaults(); err != nil {
+		return Config{}, nil, nil, err
+	}
+	if cfg.Registration, err = cfg.Registration.withDefaults(); err != nil {
 		return Config{}, nil, nil, err
 	}
 	clients := make(map[string]*client, len(cfg.Clients))

@@ -23,7 +23,8 @@ type asMetadata struct {
 }
 
 func (s *Server) asMetadata() asMetadata {
-	return asMetadata{discovery: s.discovery(), ClientIDMetadataDocumentSupported: s.cfg.ClientMetadata.Enabled}
+	return asMetadata{discovery: s.discovery(), ClientIDMetadataDocumentSupported: s.cfg.ClientMetadata.Enabled,
+		RegistrationEndpoint: s.registrationEndpoint()}
 }
 
 // handleOAuthMetadata serves RFC 8414 metadata. With an issuer URL that
@@ -42,6 +43,11 @@ func (s *Server) handleOAuthMetadata(c *fiber.Ctx) error {
 // mountMetadata adds the RFC 8414 routes to app (the root, not the
 // issuer's path group).
 func (s *Server) mountMetadata(app *fiber.App, r fiber.Router) {
+	if s.cfg.Registration.Enabled {
+		r.Post(pathRegister, s.handleRegister)
+		r.Get(pathRegister+"/:id", s.handleRegistration)
+		r.Delete(pathRegister+"/:id", s.handleRegistration)
+	}
 	if s.basePath == "" {
 		app.Get(pathOAuthMetadata, s.handleOAuthMetadata)
 		return

@@ -56,6 +56,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.Resources = slices.Clone(is.Resources)
 	icfg.ClientMetadata = is.ClientMetadata
 	icfg.ConsentTTL = is.ConsentTTL
+	icfg.Registration = is.Registration
 	icfg.ClientMetadata.AllowedDomains = slices.Clone(is.ClientMetadata.AllowedDomains)
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
