@@ -350,3 +350,27 @@ func TestConfiguredThirdPartyClient(t *testing.T) {
 		t.Fatalf("first-party client: %v", q)
 	}
 }
+
+// TestCIMDRefusalCached: a refused document is not fetched again for a
+// minute, so a client_id at a failing or slow server cannot make the
+// issuer fetch on every request.
+func TestCIMDRefusalCached(t *testing.T) {
+	t.Parallel()
+	ce := startCIMD(t, nil)
+	get := func() page {
+		return ce.browser().get(ce.rawAuthURL(ce.id("/mismatch.json"), cimdRedirect, "openid", "", "st", testVerifier))
+	}
+	for range 3 {
+		if p := get(); p.status != http.StatusBadRequest || !strings.Contains(p.body, "not the URL it was fetched from") {
+			t.Fatalf("%d\n%s", p.status, clipText(p.body, 1000))
+		}
+	}
+	if n := ce.hits.Load(); n != 1 {
+		t.Fatalf("fetched %d times, want 1", n)
+	}
+	ce.clock.Advance(time.Minute + time.Second)
+	get()
+	if n := ce.hits.Load(); n != 2 {
+		t.Fatalf("fetched %d times after a minute, want 2", n)
+	}
+}
