@@ -396,7 +396,7 @@ func (s *Server) discovery() discovery {
 		RevocationEndpoint:                s.endpoint(pathRevoke),
 		IntrospectionEndpoint:             s.endpoint(pathIntrospect),
 		EndSessionEndpoint:                s.endpoint(pathLogout),
-		ScopesSupported:                   supportedScopes,
+		ScopesSupported:                   s.scopesSupported(),
 		ResponseTypesSupported:            []string{"code"},
 		ResponseModesSupported:            []string{"query"},
 		GrantTypesSupported:               []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantJWTBearer},
