@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +46,11 @@ type authRequest struct {
 	Scope         string `json:"sc,omitempty"`
 	CodeChallenge string `json:"cc"`
 	LoginHint     string `json:"lh,omitempty"`
+	// Resource is the RFC 8707 resource indicator, "" for none.
+	Resource string `json:"rs,omitempty"`
+	// PromptConsent (prompt=consent) shows a third-party client's consent
+	// page even when the user's consent is remembered.
+	PromptConsent bool `json:"pc,omitempty"`
 	// CSRF is the double-submit token: the login post is accepted only
 	// when the browser's CSRF cookie holds the same value.
 	CSRF string `json:"x"`
@@ -78,7 +82,17 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	// HTML page: redirecting to an unchecked URI would make the issuer an
 	// open redirector (RFC 6749 §4.1.2.1, RFC 9700 §4.11).
 	clientID := p.Get("client_id")
-	cl := s.clients[clientID]
+	cl, lerr := s.lookupClient(c.UserContext(), clientID)
+	if lerr != nil && !errors.Is(lerr, errCIMD) {
+		return s.errorPage(c, epAuthorize, fiber.StatusServiceUnavailable,
+			protocol.ErrTemporarilyUnavailable.WithDescription("the client registrations cannot be read").WithCause(lerr),
+			web.Error{Title: "Try again later", Message: "The sign-in service cannot read its client registrations right now. Try again in a moment."})
+	}
+	if lerr != nil {
+		return s.errorPage(c, epAuthorize, fiber.StatusBadRequest,
+			protocol.ErrInvalidClient.WithDescription("%s", cimdDescription(lerr)),
+			web.Error{Title: "Unknown application", Message: "The application identifies itself by a client metadata document this issuer cannot use: " + cimdDescription(lerr) + "."})
+	}
 	if cl == nil {
 		msg := "The application did not say who it is (client_id is missing)."
 		if clientID != "" {
@@ -95,7 +109,7 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 			web.Error{Title: "Missing redirect URI", Message: fmt.Sprintf("The application %q sent no redirect_uri. OpenID Connect requires it (Core §3.1.2.1); the application must send one of its registered redirect URIs.", cl.ID),
 				Mismatch: &web.RedirectMismatch{Registered: cl.RedirectURIs}})
 	}
-	if !slices.Contains(cl.RedirectURIs, redirectURI) {
+	if !redirectAllowed(cl.RedirectURIs, redirectURI) {
 		return s.errorPage(c, epAuthorize, fiber.StatusBadRequest,
 			protocol.ErrInvalidRequest.WithDescription("redirect_uri %q is not registered for client %q", clip(redirectURI, 256), cl.ID),
 			web.Error{Title: "Redirect URI not registered", Message: fmt.Sprintf("The application %q asked to return to a redirect URI that is not registered for it.", cl.ID),
@@ -185,8 +199,13 @@ func (s *Server) validateAuthRequest(cl *client, p url.Values) (authRequest, map
 	if len(req.LoginHint) > 256 {
 		req.LoginHint = ""
 	}
+	resource, err := s.requestedResource(cl, p)
+	if err != nil {
+		return authRequest{}, nil, 0, err
+	}
+	req.Resource = resource
 	scope := p.Get("scope")
-	if err := cl.checkScope(scope); err != nil {
+	if err := s.checkScopeFor(cl, scope, resource); err != nil {
 		return authRequest{}, nil, 0, err
 	}
 	req.Scope = strings.Join(protocol.ParseScope(scope), " ")
@@ -200,6 +219,7 @@ func (s *Server) validateAuthRequest(cl *client, p url.Values) (authRequest, map
 			return bad("prompt value %q is not supported (none, login, consent, select_account)", clip(v, 32))
 		}
 	}
+	req.PromptConsent = prompt["consent"]
 	if prompt["none"] && len(prompt) > 1 {
 		return bad("prompt=none cannot be combined with other prompt values (OIDC Core §3.1.2.1)")
 	}
@@ -315,8 +335,8 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		return formError(protocol.ErrAccessDenied.WithDescription("the login form's CSRF token does not match the browser's CSRF cookie"),
 			"The sign-in form could not be verified: your browser did not send the issuer's cookie, or the form belongs to another browser. Allow cookies for this site and sign in again from the application.")
 	}
-	cl := s.clients[req.ClientID]
-	if cl == nil || !slices.Contains(cl.RedirectURIs, req.RedirectURI) {
+	cl := s.knownClient(c.UserContext(), req.ClientID)
+	if cl == nil || !redirectAllowed(cl.RedirectURIs, req.RedirectURI) {
 		// The configuration changed since the form was shown.
 		return formError(protocol.ErrInvalidRequest.WithDescription("client %q or its redirect_uri is no longer registered", clip(req.ClientID, 64)),
 			"The application is no longer registered with this issuer, or its redirect URI changed. Start the sign-in again from the application.")
@@ -455,6 +475,7 @@ func (s *Server) issueCode(c *fiber.Ctx, req authRequest, sess *storage.LoginSes
 		Hash: codeHash(code), ClientID: req.ClientID, RedirectURI: req.RedirectURI, Scope: req.Scope, Nonce: req.Nonce,
 		CodeChallenge: req.CodeChallenge, CodeChallengeMethod: protocol.PKCEMethodS256,
 		Subject: u.Subject, SID: sess.ID, AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL), Claims: claims,
+		Resource: req.Resource,
 	}
 	if err := s.stores.authorize.CreateCode(c.UserContext(), rec); err != nil {
 		return s.redirectError(c, req.RedirectURI, req.State, req.ClientID, err)

@@ -121,7 +121,7 @@ func (s *Server) authenticateClientMethod(c *fiber.Ctx, form url.Values, allowPu
 		return nil, "", protocol.ErrInvalidClient.WithDescription("no client authentication was included; send client_secret_basic, client_secret_post, a client assertion (private_key_jwt), or client_id for a public client")
 	}
 
-	cl := s.clients[id]
+	cl := s.knownClient(c.UserContext(), id)
 	if cl == nil {
 		// Compare anyway so that an unknown id takes as long as a known
 		// one with a wrong secret.

@@ -103,6 +103,15 @@ type Client struct {
 	// Disabled refuses the client's grants and every token it holds, as
 	// `bffgate agents disable` does at run time.
 	Disabled bool `yaml:"disabled"`
+	// Resources narrows the issuer.resources the client may name with a
+	// resource indicator (RFC 8707); empty means every one of them.
+	Resources []string `yaml:"resources"`
+	// ThirdParty shows the user the consent page for the client's
+	// authorization requests, remembered per user, client and scopes
+	// (consent.go). Clients identified by a metadata document or
+	// registered dynamically always get it; configured ones are
+	// first-party unless this is set.
+	ThirdParty bool `yaml:"third_party"`
 	// TokenExchange is the client's token exchange policy (RFC 8693);
 	// the zero value allows none.
 	TokenExchange TokenExchange `yaml:"token_exchange"`
@@ -196,6 +205,18 @@ type Config struct {
 	SPIFFE SPIFFE
 	// Audit is the audit trail of the issuer's decisions (agentstate.go).
 	Audit Audit
+	// Resources are the protected resources (MCP servers, APIs) clients
+	// may ask tokens for with a resource indicator (RFC 8707,
+	// resources.go).
+	Resources []Resource
+	// ClientMetadata accepts https URLs as client ids (client ID metadata
+	// documents, cimd.go).
+	ClientMetadata ClientMetadata
+	// Registration is dynamic client registration (RFC 7591, register.go).
+	Registration DynamicRegistration
+	// ConsentTTL is how long a user's consent to a third-party client is
+	// remembered (default 90 days); a new scope or resource asks again.
+	ConsentTTL time.Duration
 	// TrustedIssuers are the other issuers whose JWTs token exchange
 	// accepts as subject and actor tokens (the STS case, RFC 8693) and the
 	// JWT bearer grant accepts as assertions (RFC 7523 §2.1, jwtbearer.go);
@@ -259,6 +280,9 @@ type client struct {
 	// algorithms they may use (private_key_jwt and spiffe_jwt).
 	keys          keySource
 	assertionAlgs []string
+	// source is where the client comes from (clients.go); name is the
+	// client_name of its metadata.
+	source, name string
 }
 
 func (c *client) public() bool { return c.authMethod == authNone }
@@ -303,7 +327,12 @@ func DefaultConfig() Config {
 		DenylistCacheSize:    DefaultDenylistCacheSize,
 		DenylistPollInterval: DefaultDenylistPollInterval,
 		PurgeDelay:           DefaultPurgeDelay,
+		ConsentTTL:           DefaultConsentTTL,
 		Audit:                Audit{MaxSize: audit.DefaultMaxSize},
+		ClientMetadata: ClientMetadata{MaxSize: DefaultClientMetadataMaxSize, Timeout: DefaultClientMetadataTimeout,
+			MaxCache: DefaultClientMetadataCache},
+		Registration: DynamicRegistration{RateLimit: DefaultRegistrationRateLimit, RateWindow: DefaultRegistrationRateWindow,
+			UnusedTTL: DefaultRegistrationUnusedTTL},
 		LoginThrottle: LoginThrottle{
 			MaxFailures: DefaultLoginMaxFailures, Window: DefaultLoginWindow, Lockout: DefaultLoginLockout,
 			MaxLockout: DefaultLoginMaxLockout, MaxIPFailures: DefaultLoginMaxIPFailures,
@@ -388,6 +417,7 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		{"login_session_ttl", &cfg.LoginSessionTTL, DefaultLoginSessionTTL},
 		{"denylist_poll_interval", &cfg.DenylistPollInterval, DefaultDenylistPollInterval},
 		{"purge_delay", &cfg.PurgeDelay, DefaultPurgeDelay},
+		{"consent_ttl", &cfg.ConsentTTL, DefaultConsentTTL},
 	} {
 		if *d.v == 0 {
 			*d.v = d.def
@@ -440,6 +470,17 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 	if cfg.Audit.MaxSize < 4096 {
 		return fail("audit.max_size", "is %d bytes; it must be at least 4096 (default %d)", cfg.Audit.MaxSize, audit.DefaultMaxSize)
 	}
+	rs, err := validateResources(cfg.Resources)
+	if err != nil {
+		return Config{}, nil, nil, err
+	}
+	cfg.Resources = rs
+	if cfg.ClientMetadata, err = cfg.ClientMetadata.withDefaults(); err != nil {
+		return Config{}, nil, nil, err
+	}
+	if cfg.Registration, err = cfg.Registration.withDefaults(); err != nil {
+		return Config{}, nil, nil, err
+	}
 	clients := make(map[string]*client, len(cfg.Clients))
 	cfg.Clients = slices.Clone(cfg.Clients)
 	for i := range cfg.Clients {
@@ -454,6 +495,12 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		}
 		if clients[c.ID] != nil {
 			return fail(f+".id", "client %q is registered twice", c.ID)
+		}
+		c.Resources = slices.Clone(c.Resources)
+		for j, r := range c.Resources {
+			if !slices.ContainsFunc(rs, func(x Resource) bool { return x.URL == r }) {
+				return fail(fmt.Sprintf("%s.resources[%d]", f, j), "%q is not listed in issuer.resources", r)
+			}
 		}
 		cfg.Clients[i] = c
 		cl := &client{Client: c, secretDigest: secretDigest(c.Secret)}

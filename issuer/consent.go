@@ -34,13 +34,26 @@ type consentRequest struct {
 // remembered). promptNone refuses the page with consent_required (OIDC
 // Core §3.1.2.6).
 func (s *Server) issueOrConsent(c *fiber.Ctx, req authRequest, sess *storage.LoginSession, u *user, promptNone bool) error {
-	cl := s.clients[req.ClientID]
-	if cl == nil || cl.Kind == "" {
+	cl := s.knownClient(c.UserContext(), req.ClientID)
+	if cl == nil || (cl.Kind == "" && !cl.thirdParty()) {
 		return s.issueCode(c, req, sess, u)
 	}
+	if cl.Kind == "" && !req.PromptConsent {
+		remembered, err := s.consentRemembered(c.UserContext(), u.Subject, req)
+		if err != nil {
+			return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
+		}
+		if remembered {
+			return s.issueCode(c, req, sess, u)
+		}
+	}
 	if promptNone {
+		what := "a third-party client"
+		if cl.Kind != "" {
+			what = "an " + cl.Kind
+		}
 		return s.redirectError(c, req.RedirectURI, req.State, cl.ID,
-			protocol.ErrConsentRequired.WithDescription("client %q is an %s; the user must consent to each of its authorization requests, which prompt=none does not allow", cl.ID, cl.Kind))
+			protocol.ErrConsentRequired.WithDescription("client %q is %s; the user must consent to its authorization request, which prompt=none does not allow", clip(cl.ID, 255), what))
 	}
 	csrf := c.Cookies(cookieCSRF)
 	if !safeToken(csrf) || len(csrf) != 43 {
@@ -53,12 +66,7 @@ func (s *Server) issueOrConsent(c *fiber.Ctx, req authRequest, sess *storage.Log
 		return fmt.Errorf("issuer: seal the consent request: %w", err)
 	}
 	return s.html(c, fiber.StatusOK, func(w *strings.Builder) error {
-		return s.pages.Consent(w, web.Consent{
-			Action:     s.endpoint(pathConsent),
-			Fields:     []web.Field{{Name: "request", Value: sealed}, {Name: "csrf_token", Value: csrf}},
-			ClientName: cl.ID, Kind: cl.Kind, Username: u.Username,
-			Scopes: protocol.ParseScope(req.Scope), Audience: cl.Audience,
-		})
+		return s.pages.Consent(w, s.consentPage(cl, req, u, []web.Field{{Name: "request", Value: sealed}, {Name: "csrf_token", Value: csrf}}))
 	})
 }
 
@@ -90,7 +98,7 @@ func (s *Server) handleConsent(c *fiber.Ctx) error {
 		return formError(protocol.ErrAccessDenied.WithDescription("the consent form's CSRF token does not match the browser's CSRF cookie"),
 			"The consent form could not be verified: your browser did not send the issuer's cookie, or the form belongs to another browser.")
 	}
-	cl := s.clients[req.ClientID]
+	cl := s.knownClient(c.UserContext(), req.ClientID)
 	if cl == nil {
 		return formError(protocol.ErrInvalidRequest.WithDescription("client %q is no longer registered", clip(req.ClientID, 64)),
 			"The agent is no longer registered with this issuer.")
@@ -112,7 +120,16 @@ func (s *Server) handleConsent(c *fiber.Ctx) error {
 		return s.redirectError(c, req.RedirectURI, req.State, cl.ID,
 			protocol.ErrAccessDenied.WithDescription("the user denied %s %q's request", cl.Kind, cl.ID))
 	}
-	s.audit(c, AuditRecord{Action: "consent", ClientID: cl.ID, Subject: u.Subject, Audience: cl.Audience, Scope: req.Scope,
-		Decision: DecisionAllow, Reason: "the user allowed the agent to act for them"})
+	reason := "the user allowed the agent to act for them"
+	if cl.Kind == "" {
+		// A third-party application's consent is remembered (an agent's
+		// is asked each time).
+		reason = "the user allowed the third-party client; remembered"
+		if err := s.rememberConsent(c.UserContext(), u.Subject, req); err != nil {
+			return s.redirectError(c, req.RedirectURI, req.State, cl.ID, err)
+		}
+	}
+	s.audit(c, AuditRecord{Action: "consent", ClientID: cl.ID, Subject: u.Subject, Audience: tokenAudience(cl, req.Resource), Scope: req.Scope,
+		Decision: DecisionAllow, Reason: reason})
 	return s.issueCode(c, req, sess, u)
 }

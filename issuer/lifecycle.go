@@ -104,7 +104,7 @@ func (s *Server) activeAccessToken(ctx context.Context, raw string) (*token.Clai
 // the issuer gives that client's tokens (RFC 9068 §4: the aud is
 // validated). It returns why the token is refused, or "".
 func (s *Server) checkAudience(tc *token.Claims) string {
-	cl := s.clients[tc.ClientID]
+	cl := s.tokenClient(tc.ClientID)
 	if cl == nil {
 		return "the access token's client_id names no registered client"
 	}
@@ -120,7 +120,7 @@ func (s *Server) checkAudience(tc *token.Claims) string {
 		return ""
 	}
 	for _, a := range tc.Audience {
-		if !slices.Contains(cl.Audience, a) {
+		if !slices.Contains(cl.Audience, a) && !s.resourceAllowed(cl, a) {
 			return "the access token's aud is not an audience of its client"
 		}
 	}
@@ -221,6 +221,9 @@ func (s *Server) handleRevoke(c *fiber.Ctx) error {
 			slog.String("grant_id", tc.GrantID))
 		s.audit(c, AuditRecord{Action: "revoke", ClientID: cl.ID, Subject: tc.Subject, Decision: DecisionAllow,
 			Reason: "refresh token revoked with its grant (RFC 7009)", TokenID: tc.GrantID})
+		if err := s.forgetConsent(ctx, cl, tc.Subject); err != nil {
+			return s.writeError(c, epRevoke, err)
+		}
 	}
 	noStore(c)
 	return c.SendStatus(fiber.StatusOK)
@@ -365,7 +368,9 @@ func (s *Server) activeToken(ctx context.Context, ep string, cl *client, raw str
 	}
 	switch kind {
 	case token.Access:
-		if tc.ClientID != cl.ID && !slices.Contains(tc.Audience, cl.ID) {
+		// The resource server of an RFC 8707 token (a confidential client
+		// listing the resource) may introspect or exchange it too.
+		if tc.ClientID != cl.ID && !slices.Contains(tc.Audience, cl.ID) && !cl.servesResource(tc.Audience) {
 			return inactive("issued to another client, which is not in its audience")
 		}
 		if why := s.checkAudience(tc); why != "" {

@@ -14,6 +14,14 @@
 // chained audit file (agents.go, assertion.go, spiffe.go, jwtbearer.go,
 // consent.go, agentstate.go, package audit).
 //
+// As an MCP authorization server it serves RFC 8414 metadata
+// (metadata.go), binds tokens to resources with RFC 8707 resource
+// indicators (resources.go), accepts clients identified by a client ID
+// metadata document (cimd.go) or registered dynamically (RFC 7591/7592,
+// register.go), matches loopback redirect URIs on any port (redirect.go),
+// and shows third-party clients a consent page remembered per user,
+// client, resource and scopes (consent.go, clients.go).
+//
 // Access and refresh tokens are client-side tokens (ForgeRock AM's design):
 // self-contained JWTs, signed or encrypted (issuer/token), made revocable by
 // the store's denylist (access tokens, by jti and by grant) and allowlist
@@ -117,6 +125,8 @@ type Server struct {
 	obs          *obs.Obs
 	metrics      *metrics
 	ag           *agentState
+	mcp          *mcpState
+	cimd         *cimdCache
 	app          *fiber.App
 	basePath     string
 	// seal protects the hidden fields of the login and logout forms.
@@ -193,6 +203,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("issuer: register metrics: %w", err)
 	}
 	if s.ag, err = s.newAgentState(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.newMCPState(); err != nil {
 		return nil, err
 	}
 	if s.trust, err = newTrust(cfg, users, s.trustClient()); err != nil {
@@ -302,6 +315,7 @@ func (s *Server) buildApp() (*fiber.App, error) {
 		r = app
 	}
 	r.Get(pathDiscovery, s.handleDiscovery)
+	s.mountMetadata(app, r)
 	r.Get(pathJWKS, s.handleJWKS)
 	r.Get(pathAuthorize, s.handleAuthorize)
 	r.Post(pathAuthorize, s.handleAuthorize)
@@ -390,7 +404,7 @@ func (s *Server) discovery() discovery {
 		RevocationEndpoint:                s.endpoint(pathRevoke),
 		IntrospectionEndpoint:             s.endpoint(pathIntrospect),
 		EndSessionEndpoint:                s.endpoint(pathLogout),
-		ScopesSupported:                   supportedScopes,
+		ScopesSupported:                   s.scopesSupported(),
 		ResponseTypesSupported:            []string{"code"},
 		ResponseModesSupported:            []string{"query"},
 		GrantTypesSupported:               []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantJWTBearer},

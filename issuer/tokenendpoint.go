@@ -52,6 +52,9 @@ type grantInfo struct {
 	// access token only.
 	AccessScope string
 	AuthTime    time.Time
+	// Resource is the grant's RFC 8707 resource indicator: the aud of its
+	// access tokens; "" gives the client's audience.
+	Resource string
 }
 
 // accessScope is the scope of the access token being minted.
@@ -182,6 +185,10 @@ func (s *Server) exchangeCode(ctx context.Context, cl *client, form url.Values) 
 		if err := protocol.VerifyPKCE(form.Get("code_verifier"), ac.CodeChallenge, ac.CodeChallengeMethod); err != nil {
 			return storage.Issued{}, err
 		}
+		resource, err := s.narrowResource(cl, form, ac.Resource)
+		if err != nil {
+			return storage.Issued{}, err
+		}
 		if s.bySubject[ac.Subject] == nil {
 			return storage.Issued{}, invalidGrant("the user the code was issued for is no longer configured at the issuer")
 		}
@@ -191,11 +198,8 @@ func (s *Server) exchangeCode(ctx context.Context, cl *client, form url.Values) 
 				return storage.Issued{}, fmt.Errorf("decode the code's user claims: %w", err)
 			}
 		}
-		g := grantInfo{ID: newGrantID(cl.ID), Subject: ac.Subject, SID: ac.SID, Scope: ac.Scope, AuthTime: ac.AuthTime}
-		var (
-			rt  *storage.RefreshToken
-			err error
-		)
+		g := grantInfo{ID: newGrantID(cl.ID), Subject: ac.Subject, SID: ac.SID, Scope: ac.Scope, AuthTime: ac.AuthTime, Resource: resource}
+		var rt *storage.RefreshToken
 		resp, rt, err = s.mint(GrantAuthorizationCode, cl, g, cl.hasGrant(GrantRefreshToken), ac.Nonce, claims, now)
 		if err != nil {
 			return storage.Issued{}, err
@@ -272,11 +276,12 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 		if scope != "" && !protocol.SubsetScope(scope, rec.Scope) {
 			return storage.Issued{}, protocol.ErrInvalidScope.WithDescription("the requested scope exceeds the scope of the grant (%s); a refresh may only narrow it (RFC 6749 §6)", rec.Scope)
 		}
-		g := grantInfo{ID: rec.GrantID, Subject: rec.Subject, SID: rec.SID, Scope: rec.Scope, AccessScope: scope, AuthTime: rc.AuthTime}
-		var (
-			rt  *storage.RefreshToken
-			err error
-		)
+		resource, err := s.narrowResource(cl, form, rec.Resource)
+		if err != nil {
+			return storage.Issued{}, err
+		}
+		g := grantInfo{ID: rec.GrantID, Subject: rec.Subject, SID: rec.SID, Scope: rec.Scope, AccessScope: scope, AuthTime: rc.AuthTime, Resource: resource}
+		var rt *storage.RefreshToken
 		resp, rt, err = s.mint(GrantRefreshToken, cl, g, rotate, "", releasedClaims(u, g.accessScope()), now)
 		if err != nil {
 			return storage.Issued{}, err
@@ -325,8 +330,14 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 	if !cl.hasGrant(GrantClientCredentials) || cl.public() {
 		return tokenResponse{}, protocol.ErrUnauthorizedClient.WithDescription("client %q is not allowed the client_credentials grant", cl.ID)
 	}
+	// A resource indicator (RFC 8707 §2) binds the client's own token to
+	// one resource (an agent calling an MCP server), with its scopes.
+	resource, err := s.requestedResource(cl, form)
+	if err != nil {
+		return tokenResponse{}, err
+	}
 	scope := form.Get("scope")
-	if err := cl.checkScope(scope); err != nil {
+	if err := s.checkScopeFor(cl, scope, resource); err != nil {
 		return tokenResponse{}, err
 	}
 	for _, sc := range protocol.ParseScope(scope) {
@@ -335,7 +346,7 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 		}
 	}
 	now := s.now()
-	g := grantInfo{Subject: ClientSubject(cl.ID), Scope: strings.Join(protocol.ParseScope(scope), " ")}
+	g := grantInfo{Subject: ClientSubject(cl.ID), Scope: strings.Join(protocol.ParseScope(scope), " "), Resource: resource}
 	resp, _, err := s.mint(GrantClientCredentials, cl, g, false, "", nil, now)
 	return resp, err
 }
@@ -371,7 +382,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 	now = now.Truncate(time.Second)
 	scope := g.accessScope()
 	atc := token.Claims{
-		Subject: g.Subject, Audience: cl.Audience, ClientID: cl.ID, Scope: scope,
+		Subject: g.Subject, Audience: tokenAudience(cl, g.Resource), ClientID: cl.ID, Scope: scope,
 		IssuedAt: now, Expiry: now.Add(s.cfg.AccessTokenTTL), AuthTime: g.AuthTime, SID: g.SID, GrantID: g.ID,
 	}
 	if grantType == GrantClientCredentials {
@@ -396,7 +407,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 	format := string(s.codec.Format())
 	s.metrics.minted.WithLabelValues(grantType, "access", format).Inc()
 	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: scope,
-		audit: grantAudit{subject: g.Subject, audience: cl.Audience, grantID: g.ID, tokenHash: tokenDigest(at)}}
+		audit: grantAudit{subject: g.Subject, audience: tokenAudience(cl, g.Resource), grantID: g.ID, tokenHash: tokenDigest(at)}}
 
 	var rec *storage.RefreshToken
 	if withRefresh && g.ID != "" {
@@ -412,7 +423,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 		s.metrics.minted.WithLabelValues(grantType, "refresh", s.codec.FormatOf(token.Refresh)).Inc()
 		resp.RefreshToken = rt
 		resp.RefreshExpiresIn = int64(s.cfg.RefreshTokenTTL / time.Second)
-		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp}
+		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp, Resource: g.Resource}
 	}
 
 	if protocol.HasScope(scope, ScopeOpenID) {

@@ -205,6 +205,15 @@ type Consent struct {
 	Username string
 	// Scopes and Audience are what its tokens would carry.
 	Scopes, Audience []string
+	// ClientID is shown beside ClientName when they differ (a client
+	// that named itself); RedirectHost is where the browser returns to
+	// (the host a metadata document's client must be shown with).
+	ClientID, RedirectHost string
+	// Resource names the resource (RFC 8707) the tokens would be for.
+	Resource string
+	// Unverified warns that the client named itself and no operator
+	// vouched for it.
+	Unverified bool
 }
 
 // Consent renders the consent page.

@@ -18,6 +18,9 @@ type IssuerBuckets struct {
 	// digests, until the assertion's expiry); Clients the operator-set
 	// client states (bffgate agents disable/enable).
 	Assertions, Clients []byte
+	// Registrations holds dynamically registered clients (RFC 7591);
+	// Consents the consents users gave third-party clients.
+	Registrations, Consents []byte
 	// Health is the bucket of the issuer's readiness probe.
 	Health string
 }
@@ -46,13 +49,15 @@ func Issuer(prefix string) IssuerBuckets {
 		LoginFailures: n("login_failures"),
 		Assertions:    n("assertions"),
 		Clients:       n("clients"),
+		Registrations: n("registrations"),
+		Consents:      n("consents"),
 		Health:        prefix + "health",
 	}
 }
 
 // All lists every bucket of b (Health excepted: its probe creates it).
 func (b IssuerBuckets) All() [][]byte {
-	return [][]byte{b.Keys, b.Secrets, b.Codes, b.Grants, b.Refresh, b.GrantRefresh, b.SIDGrants, b.Deny, b.DenyLog, b.Login, b.Expiry, b.LoginFailures, b.Assertions, b.Clients}
+	return [][]byte{b.Keys, b.Secrets, b.Codes, b.Grants, b.Refresh, b.GrantRefresh, b.SIDGrants, b.Deny, b.DenyLog, b.Login, b.Expiry, b.LoginFailures, b.Assertions, b.Clients, b.Registrations, b.Consents}
 }
 
 // The gateway's session buckets.

@@ -105,10 +105,12 @@ const (
 	BucketLoginFailures                   // throttle key: JSON loginRecord
 	BucketAssertions                      // replay key: 8 bytes, the assertion's exp in Unix ns, big endian
 	BucketClients                         // "states": JSON map[client id]ClientState
+	BucketRegistrations                   // client id: JSON Registration (RFC 7591)
+	BucketConsents                        // consentKey(subject, client id): JSON Consent
 )
 
 // buckets lists every bucket, for engines that create them up front.
-var buckets = [...]Bucket{BucketKeys, BucketSecrets, BucketCodes, BucketGrants, BucketRefresh, BucketDeny, BucketLogin, BucketLoginFailures, BucketAssertions, BucketClients}
+var buckets = [...]Bucket{BucketKeys, BucketSecrets, BucketCodes, BucketGrants, BucketRefresh, BucketDeny, BucketLogin, BucketLoginFailures, BucketAssertions, BucketClients, BucketRegistrations, BucketConsents}
 
 // AllBuckets returns every Bucket.
 func AllBuckets() []Bucket { return buckets[:] }
@@ -134,6 +136,8 @@ const (
 	ExpireLogin         ExpiryKind = 's' // id: login session id
 	ExpireLoginFailures ExpiryKind = 'f' // id: throttle key
 	ExpireAssertion     ExpiryKind = 'a' // id: replay key of a client assertion
+	ExpireRegistration  ExpiryKind = 'n' // id: a dynamically registered client id
+	ExpireConsent       ExpiryKind = 'o' // id: consentKey
 )
 
 // Due is one entry of the expiry index.

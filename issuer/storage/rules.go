@@ -870,6 +870,12 @@ func (t *rtx) purge(now time.Time, batch int) (removed int, more bool, err error
 		case ExpireAssertion:
 			// Like the throttle's: moved whenever re-recorded.
 			ok, err = t.deleteIfPresent(BucketAssertions, d.ID)
+		case ExpireRegistration:
+			// Moved whenever the registration is used.
+			ok, err = t.deleteIfPresent(BucketRegistrations, d.ID)
+		case ExpireConsent:
+			// Moved whenever a consent is added.
+			ok, err = t.deleteIfPresent(BucketConsents, d.ID)
 		default:
 			err = fmt.Errorf("expiry index entry of unknown kind %q", byte(d.Kind))
 		}

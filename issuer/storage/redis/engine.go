@@ -171,8 +171,10 @@ func (k keys) channel() string        { return k.base + "denylist" }
 func (k keys) loginFailures(key string) string {
 	return k.base + "login-failures:" + key
 }
-func (k keys) assertion(key string) string { return k.base + "assertion:" + key }
-func (k keys) clients(key string) string   { return k.base + "clients:" + key }
+func (k keys) assertion(key string) string   { return k.base + "assertion:" + key }
+func (k keys) clients(key string) string     { return k.base + "clients:" + key }
+func (k keys) registration(id string) string { return k.base + "registration:" + id }
+func (k keys) consent(key string) string     { return k.base + "consent:" + key }
 
 // splitDenyKey splits a storage.DenyKey.
 func splitDenyKey(key string) (storage.DenyKind, string, error) {
@@ -213,6 +215,10 @@ func (k keys) record(b storage.Bucket, key string) (string, error) {
 		return k.assertion(key), nil
 	case storage.BucketClients:
 		return k.clients(key), nil
+	case storage.BucketRegistrations:
+		return k.registration(key), nil
+	case storage.BucketConsents:
+		return k.consent(key), nil
 	}
 	return "", fmt.Errorf("redis: unknown bucket %d", b)
 }
@@ -246,6 +252,10 @@ func (k keys) expiring(kind storage.ExpiryKind, id string) (record, member strin
 		b = storage.BucketLogin
 	case storage.ExpireAssertion:
 		b = storage.BucketAssertions
+	case storage.ExpireRegistration:
+		b = storage.BucketRegistrations
+	case storage.ExpireConsent:
+		b = storage.BucketConsents
 	case storage.ExpireDeny:
 		dk, did, err := splitDenyKey(id)
 		if err != nil {
@@ -744,6 +754,10 @@ func (t *tx) parseExpiry(m string) (storage.Due, recordRef, bool) {
 		b = storage.BucketLogin
 	case storage.ExpireAssertion:
 		b = storage.BucketAssertions
+	case storage.ExpireRegistration:
+		b = storage.BucketRegistrations
+	case storage.ExpireConsent:
+		b = storage.BucketConsents
 	case storage.ExpireDeny:
 		dk, did, ok := strings.Cut(id, ":")
 		if !ok || dk == "" {

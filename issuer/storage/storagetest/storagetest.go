@@ -56,6 +56,9 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"AssertionReplay", testAssertionReplay},
 		{"AssertionReplayConcurrent", testAssertionReplayConcurrent},
 		{"ClientStates", testClientStates},
+		{"Registrations", testRegistrations},
+		{"RegistrationsConcurrent", testRegistrationsConcurrent},
+		{"Consents", testConsents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
