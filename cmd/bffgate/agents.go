@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	berrors "go.etcd.io/bbolt/errors"
+
 	"github.com/bffgate/bffgate/internal/adminsock"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/audit"
@@ -62,7 +64,12 @@ func cmdAgentsSet(name string, disable bool, args []string, stdout, stderr io.Wr
 	case !errors.Is(err, adminsock.ErrNotRunning):
 		return fmt.Errorf("%w (data directory %s)", err, cfg.DataDir)
 	default:
-		if st, err = setClientStateInStore(ctx, cfg, id, disable, stderr); err != nil {
+		if st, err = setClientStateInStore(ctx, cfg, id, disable, stderr); errors.Is(err, berrors.ErrTimeout) {
+			// Not err: it repeats the path twice and suggests what is wrong here.
+			return fmt.Errorf("a running bffgate holds the data file of data directory %s but has no admin socket there "+
+				"(an older version, or a data_dir path too long for a Unix socket, as its start log says): "+
+				"stop it and run the command again, or restart it with a shorter data_dir and run the command while it runs", cfg.DataDir)
+		} else if err != nil {
 			return err
 		}
 	}

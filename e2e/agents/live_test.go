@@ -171,3 +171,20 @@ func TestAgentDisableLiveOnRedis(t *testing.T) {
 		t.Errorf("B's audit file has no agent_disable record:\n%s", rb)
 	}
 }
+
+// TestAgentsDisableNoSocket: a data directory whose path is too long for
+// a Unix socket runs without the admin socket, says so at start, and the
+// command, finding the data file held, says what is missing.
+func TestAgentsDisableNoSocket(t *testing.T) {
+	w := prepareWorld(t)
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 110))
+	w.st = stack.Start(t, stack.Options{NoGateway: true, Env: w.env, DataDir: dir})
+	if len(w.st.LogLines("no admin socket")) == 0 {
+		t.Errorf("the start did not say it runs without the admin socket:\n%s", w.st.Logs())
+	}
+	out, err := w.bffgate(t, "agents", "disable", agentID)
+	if err == nil || !strings.Contains(out, "has no admin socket") || !strings.Contains(out, "shorter data_dir") {
+		t.Fatalf("disable with bffgate running without its socket: %v\n%s", err, out)
+	}
+	t.Logf("the command said: %s", out)
+}
