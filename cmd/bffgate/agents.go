@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/bffgate/bffgate/internal/adminsock"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/audit"
 	"github.com/bffgate/bffgate/issuer/storage"
@@ -25,7 +28,9 @@ func leadingArgs(args []string) (pos, flags []string) {
 }
 
 // cmdAgentsSet disables or enables a client in the issuer's store (the
-// data file, or Redis shared by every instance).
+// data file, or Redis shared by every instance): through the admin socket
+// of the bffgate running on the data directory, or, with none running,
+// in the store itself.
 func cmdAgentsSet(name string, disable bool, args []string, stdout, stderr io.Writer, env []string) error {
 	pos, rest := leadingArgs(args)
 	if len(pos) != 1 {
@@ -47,17 +52,26 @@ func cmdAgentsSet(name string, disable bool, args []string, stdout, stderr io.Wr
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	rt, err := openState(ctx, cfg, newLogger(cfg.Log, stderr))
-	if err != nil {
-		return err
-	}
-	defer rt.close()
-	st, err := issuer.SetClientDisabled(ctx, rt.istore, id, disable, time.Now())
-	if err != nil {
-		return err
-	}
-	if err := auditAgentChange(ctx, rt, cfg, id, disable, st); err != nil {
-		return err
+	// A bffgate running on this data directory holds its data file: it
+	// makes the change itself, through its admin socket.
+	st, err := adminsock.SetClientState(ctx, cfg.DataDir, id, disable)
+	var refused *adminsock.RefusedError
+	switch {
+	case err == nil:
+		defer fmt.Fprintf(stdout, "The change was made by the bffgate running on data directory %s.\n", cfg.DataDir)
+	case errors.As(err, &refused) && refused.NotFound():
+		return fmt.Errorf("the bffgate running on data directory %s has no client %q: its configuration differs from this one (%s)", cfg.DataDir, id, refused.Message)
+	case !errors.Is(err, adminsock.ErrNotRunning):
+		return fmt.Errorf("%w (data directory %s)", err, cfg.DataDir)
+	default:
+		if st, err = setClientStateInStore(ctx, cfg, id, disable, stderr); errors.Is(err, berrors.ErrTimeout) {
+			// Not err: it repeats the path twice and suggests what is wrong here.
+			return fmt.Errorf("a running bffgate holds the data file of data directory %s but has no admin socket there "+
+				"(an older version, or a data_dir path too long for a Unix socket, as its start log says): "+
+				"stop it and run the command again, or restart it with a shorter data_dir and run the command while it runs", cfg.DataDir)
+		} else if err != nil {
+			return err
+		}
 	}
 	if disable {
 		fmt.Fprintf(stdout, "client %q disabled at %s: its grants are refused, and every token it holds is refused at introspection and userinfo by every instance on this store within about a second.\n", id, st.NotBefore.Format(time.RFC3339))
@@ -65,6 +79,25 @@ func cmdAgentsSet(name string, disable bool, args []string, stdout, stderr io.Wr
 	}
 	fmt.Fprintf(stdout, "client %q enabled: it gets tokens again; the tokens it held before its disable (%s) stay revoked.\n", id, st.NotBefore.Format(time.RFC3339))
 	return nil
+}
+
+// setClientStateInStore makes the change in the store itself, when no
+// bffgate runs on the data directory (or, on Redis, this command runs
+// with a data directory of its own).
+func setClientStateInStore(ctx context.Context, cfg *Config, id string, disable bool, stderr io.Writer) (storage.ClientState, error) {
+	rt, err := openState(ctx, cfg, newLogger(cfg.Log, stderr))
+	if err != nil {
+		return storage.ClientState{}, err
+	}
+	defer rt.close()
+	st, err := issuer.SetClientDisabled(ctx, rt.istore, id, disable, time.Now())
+	if err != nil {
+		return storage.ClientState{}, err
+	}
+	if err := auditAgentChange(ctx, rt, cfg, id, disable, st); err != nil {
+		return storage.ClientState{}, err
+	}
+	return st, nil
 }
 
 // auditAgentChange records a disable or enable in the audit file when

@@ -97,7 +97,7 @@ var commands = []*command{
 		}},
 	{name: "agents disable", args: "ID [flags]", flags: true,
 		summary:  "refuse the grants and every live token of client ID (an agent or workload) on every instance",
-		fullHelp: "It writes the issuer's store (the data file, or Redis shared by several instances); on the\ndata file, run it while bffgate is stopped (it holds the file).\n",
+		fullHelp: "With bffgate running on the same data directory, the running process makes the change through\nits admin socket (data_dir/admin.sock; run the command as bffgate's user); with none running, it\nwrites the issuer's store itself (the data file, or Redis shared by several instances).\n",
 		run: func(args []string, _ io.Reader, stdout, stderr io.Writer, env []string) error {
 			return cmdAgentsSet("agents disable", true, args, stdout, stderr, env)
 		}},

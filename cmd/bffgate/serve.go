@@ -22,6 +22,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bffgate/bffgate/internal/adminsock"
 	"github.com/bffgate/bffgate/internal/datafile"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/denylist"
@@ -209,9 +210,10 @@ func failoverOptions(cfg Redis, base *goredis.Options) *goredis.FailoverOptions 
 
 // listener is one fiber app on its address.
 type listener struct {
-	name string
-	app  *fiber.App
-	ln   net.Listener
+	name  string
+	app   *fiber.App
+	ln    net.Listener
+	admin *adminsock.Server // the admin socket instead of an app
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
@@ -245,7 +247,7 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: listening on %s: %w (is the port in use? set %s)", name, addr, err, listenKey(name))
 		}
-		listeners = append(listeners, listener{name, app, ln})
+		listeners = append(listeners, listener{name: name, app: app, ln: ln})
 		g.Go(func() error {
 			if err := app.Listener(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("%s: %w", name, err)
@@ -259,6 +261,14 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 		// the gateway goes first so it stops sending to the others.
 		for i := len(listeners) - 1; i >= 0; i-- {
 			l := listeners[i]
+			if l.admin != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+				if err := l.admin.Close(ctx); err != nil {
+					log.Warn("closing the admin socket", "path", l.admin.Path(), "err", err)
+				}
+				cancel()
+				continue
+			}
 			if err := l.app.ShutdownWithTimeout(cfg.ShutdownTimeout.D()); err != nil {
 				log.Warn("shutdown did not drain in time", "listener", l.name, "err", err)
 			}
@@ -276,6 +286,10 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 		rt.closers = append(rt.closers, srv.Close) // the audit file
 		g.Go(func() error { return srv.Run(gctx) })
 		if err := serve("issuer", cfg.Issuer.Listen, srv.App()); err != nil {
+			shutdown()
+			return err
+		}
+		if err := serveAdmin(g, rt, srv, &listeners); err != nil {
 			shutdown()
 			return err
 		}
