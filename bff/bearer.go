@@ -114,6 +114,47 @@ func checkBearer(i int, r Route) []error {
 	return errs
 }
 
+// routeResource is r's resource identifier: Resource, or the public URL
+// and the prefix without its trailing slash (https://gw.example/mcp; a
+// route at / is https://gw.example/).
+func routeResource(pub *url.URL, r Route) string {
+	if r.Bearer.Resource != "" {
+		return r.Bearer.Resource
+	}
+	if p := normPrefix(r.Prefix); p != "/" {
+		return pub.String() + p
+	}
+	return pub.String() + "/"
+}
+
+// resourcePath is the path under which a resource's metadata is
+// published after prmPath: its path without a trailing slash.
+func resourcePath(u *url.URL) string {
+	return strings.TrimSuffix(u.EscapedPath(), "/")
+}
+
+// checkResources refuses two bearer routes with one resource path: one
+// metadata URL would have to describe both.
+func checkResources(pub *url.URL, routes []Route) []error {
+	var errs []error
+	seen := map[string]int{}
+	for i, r := range routes {
+		if !r.Bearer.accepts(AuthBearer) {
+			continue
+		}
+		u, err := url.Parse(routeResource(pub, r))
+		if err != nil {
+			continue // reported by checkBearer
+		}
+		p := resourcePath(u)
+		if j, dup := seen[p]; dup {
+			errs = append(errs, ferr(fmt.Sprintf("routes[%d].resource", i), "%q has the path of routes[%d]'s resource; each bearer route needs its own, where its metadata is published (%s%s)", u.String(), j, prmPath, p))
+		}
+		seen[p] = i
+	}
+	return errs
+}
+
 // validScopeToken reports whether s is an RFC 6749 §3.3 scope-token.
 func validScopeToken(s string) bool {
 	if s == "" {
@@ -407,12 +448,9 @@ func (g *Gateway) setupBearer(ctx context.Context) error {
 		if !r.Bearer.accepts(AuthBearer) {
 			continue
 		}
-		res := r.Bearer.Resource
-		if res == "" {
-			res = g.pub.String() + strings.TrimSuffix(normPrefix(r.Prefix), "/")
-		}
+		res := routeResource(g.pub, r)
 		u, _ := url.Parse(res) // checked by fill
-		path := strings.TrimSuffix(u.EscapedPath(), "/")
+		path := resourcePath(u)
 		b := &bearerRoute{
 			prefix: r.Prefix, resource: res, scopes: slices.Clone(r.Bearer.Scopes), introspect: r.Bearer.Introspect,
 			session: r.Bearer.accepts(AuthSession), policy: r.Policy, mcp: mp,

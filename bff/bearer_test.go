@@ -121,6 +121,7 @@ func mcpEnv(t *testing.T) (*env, *mcpUpstream, *ordersAPI) {
 				Route{Route: proxy.Route{Prefix: "/mcpx/", Upstream: <-ordersURL}, Policy: PolicyUser,
 					Bearer: RouteBearer{Auth: []AuthMethod{AuthSession, AuthBearer}, Resource: mcpXResource},
 					Token:  RouteToken{Exchange: RouteExchange{Audience: "orders-api", Actor: ActorGateway}}},
+				Route{Route: proxy.Route{Prefix: "/smcp/", Upstream: up.srv.URL}, Policy: PolicyUser, MCP: mcp},
 			)
 		},
 		beforeGateway: func(e *env) {
@@ -454,6 +455,72 @@ func TestMCPToolPolicy(t *testing.T) {
 				t.Fatalf("%d %s, want %d with %s", r.status, r.body, tc.status, tc.want)
 			}
 		})
+	}
+}
+
+// TestMCPSessionRoute: an MCP route without bearer: the tool policy
+// applies to session callers too, after the CSRF rule.
+func TestMCPSessionRoute(t *testing.T) {
+	t.Parallel()
+	e, up, _ := mcpEnv(t)
+	b := e.browser()
+	b.mustLogin("alice", alicePassword)
+	post := func(body string, csrf bool) result {
+		hdr := map[string]string{"Content-Type": "application/json", "Cookie": b.cookieHeader()}
+		if csrf {
+			hdr["X-CSRF"] = "1"
+		}
+		return b.do(http.DefaultClient, http.MethodPost, e.gwURL+"/smcp/", strings.NewReader(body), hdr)
+	}
+	if r := post(toolCall(61, "search"), false); r.status != http.StatusForbidden {
+		t.Fatalf("without the CSRF header: %d %s", r.status, clip(r.body))
+	}
+	before := up.calls()
+	if r := post(toolCall(62, "delete_repo"), true); r.status != http.StatusOK || !strings.Contains(r.body, `"code":-32003`) || up.calls() != before {
+		t.Fatalf("denied tool for a session: %d %s", r.status, clip(r.body))
+	}
+	if r := post(toolCall(63, "admin_reset"), true); r.status != http.StatusOK || !strings.Contains(r.body, `"result"`) {
+		// Tool scopes are a bearer token's; a session has none to check.
+		t.Fatalf("tool with scopes for a session: %d %s", r.status, clip(r.body))
+	}
+	if a := up.lastAuth(); a != "Bearer "+b.session().AccessToken {
+		t.Fatalf("the session route sent %q upstream, want the session's token", clip(a))
+	}
+}
+
+// TestMCPChunkedBody: a JSON-RPC body of unknown length (chunked) is
+// read, decided and sent on whole.
+func TestMCPChunkedBody(t *testing.T) {
+	t.Parallel()
+	e, up, _ := mcpEnv(t)
+	tok := clientToken(t, e.issuer, agentID, "profile")
+	for _, tc := range []struct{ tool, want string }{{"search", `"result"`}, {"delete_repo", `"code":-32003`}} {
+		pr, pw := io.Pipe()
+		go func() {
+			body := toolCall(71, tc.tool)
+			io.WriteString(pw, body[:10])
+			time.Sleep(10 * time.Millisecond)
+			io.WriteString(pw, body[10:])
+			pw.Close()
+		}()
+		req, _ := http.NewRequest(http.MethodPost, e.gwURL+"/mcp/", pr)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), tc.want) {
+			t.Fatalf("chunked %s: %d %s", tc.tool, resp.StatusCode, body)
+		}
+	}
+	up.mu.Lock()
+	last := up.bodies[len(up.bodies)-1]
+	up.mu.Unlock()
+	if last != toolCall(71, "search") {
+		t.Fatalf("the server got %q", last)
 	}
 }
 

@@ -482,6 +482,9 @@ func (cfg *Config) check() (*url.URL, error) {
 			bad(fmt.Sprintf("routes[%d].idle_timeout", i), "must not be negative: want zero (the default, %s) or a duration under the upstream's keep-alive timeout", proxy.DefaultIdleConnTimeout)
 		}
 	}
+	if pub != nil {
+		errs = append(errs, checkResources(pub, cfg.Routes)...)
+	}
 	if err := cfg.Tokens.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			var fe *tokens.FieldError

@@ -171,41 +171,102 @@ func (p *mcpPolicy) allScopes() []string {
 	return out
 }
 
-// rpcRequest is the part of a JSON-RPC 2.0 message the gateway reads.
-type rpcRequest struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Method  *string         `json:"method"`
-	Params  json.RawMessage `json:"params"`
+// rpcCall is what the gateway reads of a JSON-RPC 2.0 message.
+type rpcCall struct {
+	ID      json.RawMessage // as sent; nil when absent
+	Request bool            // it has a method (a request or a notification)
+	Method  string
+	// Name is the Mcp-Name of the request (MCP 2026-07-28, SEP-2243):
+	// params.name of tools/call and prompts/get, params.uri of
+	// resources/read, subscribe and unsubscribe; "" otherwise.
+	Name string
 }
 
-type rpcParams struct {
-	Name string `json:"name"`
-	URI  string `json:"uri"`
+// rpcFault is a message the gateway refuses: a JSON-RPC error with
+// Status.
+type rpcFault struct {
+	Status int
+	Code   int
+	Msg    string
 }
 
-// rpcName is the Mcp-Name of a request (MCP 2026-07-28, SEP-2243):
-// params.name of tools/call and prompts/get, params.uri of resources/read,
-// subscribe and unsubscribe.
-func rpcName(method string, params json.RawMessage) (string, bool) {
-	var p rpcParams
-	if len(params) > 0 && json.Unmarshal(params, &p) != nil {
-		return "", false
+// parseRPC reads one JSON-RPC message and checks the Mcp-Method and
+// Mcp-Name headers (empty: absent) against it.
+//
+// Members are matched by their exact names, and the last of duplicates
+// wins, as JavaScript's JSON.parse does: encoding/json's struct decoding
+// matches names without regard to case, so {"params":{"name":"a"},
+// "Params":{"name":"b"}} would be tool b here and tool a at a Node MCP
+// server, and a denied tool would pass under an allowed name.
+func parseRPC(body []byte, hdrMethod, hdrName string) (rpcCall, *rpcFault) {
+	var call rpcCall
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		return call, &rpcFault{fiber.StatusBadRequest, rpcInvalidRequest,
+			"JSON-RPC batches are not accepted here (MCP removed them in 2025-06-18); send one request per POST"}
 	}
-	switch method {
+	var msg map[string]json.RawMessage
+	if err := json.Unmarshal(body, &msg); err != nil || msg == nil {
+		return call, &rpcFault{fiber.StatusBadRequest, rpcParseError, "the body is not a JSON-RPC message (a JSON object)"}
+	}
+	if id, ok := msg["id"]; ok {
+		call.ID = id
+		switch id[0] {
+		case '"', 'n', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		default:
+			call.ID = nil
+			return call, &rpcFault{fiber.StatusBadRequest, rpcInvalidRequest, "the id is neither a string, a number nor null"}
+		}
+	}
+	raw, ok := msg["method"]
+	if !ok {
+		// A response to a server's request (elicitation, sampling):
+		// nothing to decide.
+		if hdrMethod != "" || hdrName != "" {
+			return call, &rpcFault{fiber.StatusBadRequest, rpcInvalidRequest, "Mcp-Method or Mcp-Name is set on a message without a method"}
+		}
+		return call, nil
+	}
+	call.Request = true
+	if string(raw) == "null" || json.Unmarshal(raw, &call.Method) != nil {
+		return call, &rpcFault{fiber.StatusBadRequest, rpcInvalidRequest, "the method is not a string"}
+	}
+	field := ""
+	switch call.Method {
 	case "tools/call", "prompts/get":
-		return p.Name, true
+		field = "name"
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		return p.URI, true
+		field = "uri"
 	}
-	return "", true
+	if field != "" {
+		var params map[string]json.RawMessage
+		if p, ok := msg["params"]; !ok || json.Unmarshal(p, &params) != nil || params == nil {
+			return call, &rpcFault{fiber.StatusBadRequest, rpcInvalidRequest, "params is not an object"}
+		}
+		if v, ok := params[field]; !ok || string(v) == "null" || json.Unmarshal(v, &call.Name) != nil {
+			return call, &rpcFault{fiber.StatusBadRequest, rpcInvalidRequest, "params." + field + " is not a string"}
+		}
+	}
+	if hdrMethod != "" && hdrMethod != call.Method {
+		return call, &rpcFault{fiber.StatusBadRequest, rpcInvalidRequest, "the Mcp-Method header does not match the body's method"}
+	}
+	if hdrName != "" {
+		if v, ok := headerValue(hdrName); !ok || v != call.Name {
+			return call, &rpcFault{fiber.StatusBadRequest, rpcInvalidRequest, "the Mcp-Name header does not match the body's params"}
+		}
+	}
+	return call, nil
 }
 
 // headerValue decodes an Mcp-Name header: plain, or the
 // =?base64?...?= form for names that are not plain ASCII.
 func headerValue(v string) (string, bool) {
-	if strings.HasPrefix(v, "=?base64?") && strings.HasSuffix(v, "?=") {
-		b, err := base64.StdEncoding.DecodeString(v[len("=?base64?") : len(v)-2])
+	const pre, suf = "=?base64?", "?="
+	if strings.HasPrefix(v, pre) {
+		if len(v) < len(pre)+len(suf) || !strings.HasSuffix(v, suf) {
+			return "", false
+		}
+		b, err := base64.StdEncoding.DecodeString(v[len(pre) : len(v)-len(suf)])
 		if err != nil {
 			return "", false
 		}
@@ -268,48 +329,22 @@ func (g *Gateway) checkMCP(c *fiber.Ctx, route string, b *bearerRoute, m *mcpPol
 	decision := func(method, d string) {
 		g.mcpCalls.WithLabelValues(route, method, d).Inc()
 	}
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		decision("batch", "invalid")
-		return true, rpcError(c, fiber.StatusBadRequest, nil, rpcInvalidRequest,
-			"JSON-RPC batches are not accepted here (MCP removed them in 2025-06-18); send one request per POST")
-	}
-	var req rpcRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		decision("", "invalid")
-		return true, rpcError(c, fiber.StatusBadRequest, nil, rpcParseError, "the body is not a JSON-RPC message")
-	}
-	hm := string(c.Request().Header.Peek("Mcp-Method"))
-	if req.Method == nil {
-		// A response to a server's request (elicitation, sampling):
-		// nothing to decide.
-		if hm != "" {
-			decision("", "invalid")
-			return true, rpcError(c, fiber.StatusBadRequest, req.ID, rpcInvalidRequest, "Mcp-Method is set on a message without a method")
-		}
-		return false, nil
-	}
-	method := *req.Method
+	call, fault := parseRPC(body, string(c.Request().Header.Peek("Mcp-Method")), string(c.Request().Header.Peek("Mcp-Name")))
+	method := call.Method
 	label := method
 	if len(label) > 64 || !isPlainLabel(label) {
 		label = "other"
 	}
-	name, ok := rpcName(method, req.Params)
-	if !ok {
+	if fault != nil {
 		decision(label, "invalid")
-		return true, rpcError(c, fiber.StatusBadRequest, req.ID, rpcInvalidRequest, "params is not an object")
+		g.log.LogAttrs(ctx, slog.LevelInfo, "mcp request refused", slog.String("request_id", obs.RequestID(c)),
+			slog.String("route", route), slog.String("method", label), slog.String("reason", fault.Msg))
+		return true, rpcError(c, fault.Status, call.ID, fault.Code, fault.Msg)
 	}
-	if hm != "" && hm != method {
-		decision(label, "invalid")
-		return true, rpcError(c, fiber.StatusBadRequest, req.ID, rpcInvalidRequest, "the Mcp-Method header does not match the body's method")
+	if !call.Request {
+		return false, nil
 	}
-	if hn := c.Request().Header.Peek("Mcp-Name"); len(hn) > 0 {
-		v, ok := headerValue(string(hn))
-		if !ok || v != name {
-			decision(label, "invalid")
-			return true, rpcError(c, fiber.StatusBadRequest, req.ID, rpcInvalidRequest, "the Mcp-Name header does not match the body's params")
-		}
-	}
+	name := call.Name
 	client, sub := "", sessionSub
 	if p != nil {
 		client, sub = p.ClientID, p.Subject
@@ -329,7 +364,7 @@ func (g *Gateway) checkMCP(c *fiber.Ctx, route string, b *bearerRoute, m *mcpPol
 	if ok, rule := m.methods.allows(method); !ok {
 		decision(label, "denied")
 		audit("denied", "methods."+rule)
-		return true, rpcError(c, fiber.StatusOK, req.ID, MCPDeniedCode, "the gateway's policy does not allow "+method+" on this server")
+		return true, rpcError(c, fiber.StatusOK, call.ID, MCPDeniedCode, "the gateway's policy does not allow "+method+" on this server")
 	}
 	if method != "tools/call" {
 		decision(label, "allowed")
@@ -338,7 +373,7 @@ func (g *Gateway) checkMCP(c *fiber.Ctx, route string, b *bearerRoute, m *mcpPol
 	if ok, rule := m.tools.allows(tool); !ok {
 		decision(label, "denied")
 		audit("denied", "tools."+rule)
-		return true, rpcError(c, fiber.StatusOK, req.ID, MCPDeniedCode, "the gateway's policy does not allow the tool "+clipName(tool)+" for this client")
+		return true, rpcError(c, fiber.StatusOK, call.ID, MCPDeniedCode, "the gateway's policy does not allow the tool "+clipName(tool)+" for this client")
 	}
 	if need := m.toolScopes(tool); p != nil && len(need) > 0 && !p.hasScopes(need) {
 		decision(label, "insufficient_scope")
