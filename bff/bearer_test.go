@@ -43,7 +43,7 @@ type mcpUpstream struct {
 	release chan struct{}
 }
 
-func newMCPUpstream(t *testing.T) *mcpUpstream {
+func newMCPUpstream(t testing.TB) *mcpUpstream {
 	u := &mcpUpstream{release: make(chan struct{})}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -95,7 +95,7 @@ func (u *mcpUpstream) lastAuth() string {
 // upstream, scope profile, tools delete_* denied and admin_* needing
 // roles), /mcpi/ (the same, introspecting), /mcpx/ (session or bearer,
 // a token exchanged for orders-api upstream).
-func mcpEnv(t *testing.T) (*env, *mcpUpstream, *ordersAPI) {
+func mcpEnv(t testing.TB) (*env, *mcpUpstream, *ordersAPI) {
 	var orders *ordersAPI
 	up := newMCPUpstream(t)
 	ordersURL := make(chan string, 1)
@@ -133,7 +133,7 @@ func mcpEnv(t *testing.T) (*env, *mcpUpstream, *ordersAPI) {
 }
 
 // clientToken gets a client_credentials token from issuerURL.
-func clientToken(t *testing.T, issuerURL, id, scope string) string {
+func clientToken(t testing.TB, issuerURL, id, scope string) string {
 	t.Helper()
 	form := url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}
 	req, _ := http.NewRequest(http.MethodPost, issuerURL+"/token", strings.NewReader(form.Encode()))
