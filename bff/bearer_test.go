@@ -70,6 +70,10 @@ func newMCPUpstream(t testing.TB) *mcpUpstream {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Mcp-Session-Id", "s-1")
+		if got := r.Header.Get("Mcp-Session-Id"); got != "" {
+			w.Header().Set("X-Seen-Session", got)
+		}
 		w.Write(res)
 	}))
 	t.Cleanup(u.srv.Close)
@@ -122,6 +126,8 @@ func mcpEnv(t testing.TB) (*env, *mcpUpstream, *ordersAPI) {
 					Bearer: RouteBearer{Auth: []AuthMethod{AuthSession, AuthBearer}, Resource: mcpXResource},
 					Token:  RouteToken{Exchange: RouteExchange{Audience: "orders-api", Actor: ActorGateway}}},
 				Route{Route: proxy.Route{Prefix: "/smcp/", Upstream: up.srv.URL}, Policy: PolicyUser, MCP: mcp},
+				Route{Route: proxy.Route{Prefix: "/root/", Upstream: up.srv.URL}, Policy: PolicyNone,
+					Bearer: RouteBearer{Auth: []AuthMethod{AuthBearer}, Resource: "https://gw.example/"}},
 			)
 		},
 		beforeGateway: func(e *env) {
@@ -396,6 +402,16 @@ func TestProtectedResourceMetadata(t *testing.T) {
 	if string(gotJSON) != string(wantJSON) {
 		t.Fatalf("metadata %s, want %s", gotJSON, wantJSON)
 	}
+	root, err := http.Get(e.gwURL + "/.well-known/oauth-protected-resource")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc = nil
+	_ = json.NewDecoder(root.Body).Decode(&doc)
+	root.Body.Close()
+	if root.StatusCode != http.StatusOK || doc["resource"] != "https://gw.example/" {
+		t.Fatalf("root metadata: %d %v", root.StatusCode, doc)
+	}
 	resp2, err := http.Get(e.gwURL + "/.well-known/oauth-protected-resource/api")
 	if err != nil {
 		t.Fatal(err)
@@ -432,8 +448,12 @@ func TestMCPToolPolicy(t *testing.T) {
 	if r := e.rpc(t, "/mcp/", strong, toolCall(43, "admin_reset"), nil); r.status != http.StatusOK || !strings.Contains(r.body, `"result"`) {
 		t.Fatalf("tool with its scope: %d %s", r.status, r.body)
 	}
-	if r := e.rpc(t, "/mcp/", tok, `{"jsonrpc":"2.0","id":"a","method":"tools/list"}`, nil); r.status != http.StatusOK || !strings.Contains(r.body, `"method":"tools/list"`) {
+	r = e.rpc(t, "/mcp/", tok, `{"jsonrpc":"2.0","id":"a","method":"tools/list"}`, map[string]string{"Mcp-Session-Id": "s-1"})
+	if r.status != http.StatusOK || !strings.Contains(r.body, `"method":"tools/list"`) {
 		t.Fatalf("tools/list: %d %s", r.status, r.body)
+	}
+	if r.header.Get("Mcp-Session-Id") != "s-1" || r.header.Get("X-Seen-Session") != "s-1" {
+		t.Fatalf("Mcp-Session-Id did not pass both ways: %v", r.header)
 	}
 	for _, tc := range []struct {
 		name, body string
@@ -448,6 +468,7 @@ func TestMCPToolPolicy(t *testing.T) {
 		{"denied through headers too", toolCall(48, "delete_x"), map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "delete_x"}, 200, `"code":-32003`},
 		{"batch", "[" + toolCall(49, "search") + "]", nil, 400, "batches"},
 		{"not json", "{", nil, 400, `"code":-32700`},
+		{"compressed", toolCall(50, "search"), map[string]string{"Content-Encoding": "gzip"}, 415, "unsupported_encoding"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.rpc(t, "/mcp/", tok, tc.body, tc.hdr)
