@@ -181,9 +181,9 @@ type bearerRoute struct {
 	mcp        *mcpPolicy // nil: not an MCP route
 }
 
-// challengeScope is the scope hint of the route's 401s: what a client
-// asks for to call it (the route's and its tools').
-func (b *bearerRoute) challengeScope() []string {
+// supportedScopes are the scopes of the route's metadata: the route's
+// and its tools'.
+func (b *bearerRoute) supportedScopes() []string {
 	out := slices.Clone(b.scopes)
 	if b.mcp != nil {
 		for _, s := range b.mcp.allScopes() {
@@ -503,7 +503,10 @@ func (g *Gateway) setupBearer(ctx context.Context) error {
 
 // challenge sets the route's WWW-Authenticate (RFC 6750 §3, RFC 9728
 // §5.1): where its metadata is, the scope to ask for, and an error code
-// when a token was presented.
+// when a token was presented. A 401 names the route's own scopes, not
+// its tools': a client asks for what the route needs, and for more when
+// a tool asks (403 insufficient_scope), rather than for every privilege
+// at once (MCP authorization, "Scope selection strategy").
 func (b *bearerRoute) challenge(c *fiber.Ctx, code, desc string, scope []string) {
 	var sb strings.Builder
 	sb.WriteString(`Bearer resource_metadata="` + b.metadata + `"`)
@@ -543,7 +546,7 @@ func (g *Gateway) forwardBearer(c *fiber.Ctx, r *proxy.Route, b *bearerRoute) (b
 		g.bearerAuth.WithLabelValues(b.prefix, "query_token").Inc()
 		g.log.LogAttrs(ctx, slog.LevelInfo, "bearer token in the query string refused",
 			slog.String("request_id", obs.RequestID(c)), slog.String("route", b.prefix))
-		b.challenge(c, "invalid_request", "send the access token in the Authorization header, never in the URL", b.challengeScope())
+		b.challenge(c, "invalid_request", "send the access token in the Authorization header, never in the URL", b.scopes)
 		return true, writeError(c, newError(fiber.StatusBadRequest, "invalid_request",
 			"the access token was sent in the query string, which this gateway refuses (it ends up in logs); send it as Authorization: Bearer"))
 	}
@@ -553,7 +556,7 @@ func (g *Gateway) forwardBearer(c *fiber.Ctx, r *proxy.Route, b *bearerRoute) (b
 			return false, nil
 		}
 		g.bearerAuth.WithLabelValues(b.prefix, "missing").Inc()
-		b.challenge(c, "", "", b.challengeScope())
+		b.challenge(c, "", "", b.scopes)
 		e := newError(fiber.StatusUnauthorized, "unauthorized",
 			"this route needs an access token for "+b.resource+" (Authorization: Bearer); its metadata is at "+b.metadata)
 		if b.session {
@@ -581,7 +584,7 @@ func (g *Gateway) forwardBearer(c *fiber.Ctx, r *proxy.Route, b *bearerRoute) (b
 		}
 		g.log.LogAttrs(ctx, slog.LevelInfo, "bearer token refused", slog.String("request_id", obs.RequestID(c)),
 			slog.String("route", b.prefix), slog.String("result", result), slog.Any("err", err))
-		b.challenge(c, "invalid_token", "the access token is invalid, expired, revoked or not for this resource", b.challengeScope())
+		b.challenge(c, "invalid_token", "the access token is invalid, expired, revoked or not for this resource", b.scopes)
 		return true, writeError(c, newError(fiber.StatusUnauthorized, "invalid_token",
 			"the access token is invalid, expired, revoked or not for "+b.resource+"; get a new one (its metadata is at "+b.metadata+")"))
 	}
@@ -687,7 +690,7 @@ func (t *bearerExchange) Token(ctx context.Context) (string, error) {
 			// (revoked since it was checked): the caller's 401.
 			t.g.log.LogAttrs(ctx, slog.LevelInfo, "bearer token refused by the provider at the exchange",
 				slog.String("request_id", obs.RequestID(t.c)), slog.String("route", t.b.prefix), slog.String("reason", re.Description))
-			t.b.challenge(t.c, "invalid_token", "the access token is invalid, expired, revoked or not for this resource", t.b.challengeScope())
+			t.b.challenge(t.c, "invalid_token", "the access token is invalid, expired, revoked or not for this resource", t.b.scopes)
 			return "", newError(fiber.StatusUnauthorized, "invalid_token", "the provider no longer accepts the access token; get a new one")
 		}
 		return "", t.g.exchangeError(t.c, t.b.prefix, t.t, t.p.Subject, err)

@@ -202,7 +202,7 @@ func TestBearerRoute(t *testing.T) {
 	t.Parallel()
 	e, up, _ := mcpEnv(t)
 	tok := clientToken(t, e.issuer, agentID, "profile")
-	challenge := `Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/mcp", scope="profile roles"`
+	challenge := `Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/mcp", scope="profile"`
 
 	r := e.rpc(t, "/mcp/", tok, toolCall(1, "search"), nil)
 	if r.status != http.StatusOK || !strings.Contains(r.body, `"method":"tools/call"`) {

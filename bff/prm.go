@@ -36,7 +36,7 @@ func (g *Gateway) protectedResourceMetadata(c *fiber.Ctx) error {
 	doc := protectedResource{
 		Resource:             b.resource,
 		AuthorizationServers: []string{g.bearer.issuer},
-		ScopesSupported:      b.challengeScope(),
+		ScopesSupported:      b.supportedScopes(),
 		BearerMethods:        []string{"header"},
 	}
 	// Public metadata, read by browser-based MCP clients too (the MCP
