@@ -81,3 +81,74 @@ func (c *MCPClient) Call(ctx context.Context, name string, progress bool) (*Tool
 func (c *MCPClient) Close(ctx context.Context) error {
 	return c.proc.call(ctx, "close", nil, nil)
 }
+
+// OAuthOptions configure the SDK client's own OAuth flow.
+type OAuthOptions struct {
+	URL         string // the MCP server (the gateway route)
+	RedirectURI string // a loopback redirect URI; the test reads the code from it
+	// ClientMetadataURL, when set and the issuer announces
+	// client_id_metadata_document_supported, is the client_id (a client
+	// ID metadata document); otherwise the SDK registers (RFC 7591).
+	ClientMetadataURL string
+	ClientName        string
+}
+
+// OAuthStep is where the SDK's flow stands: connected, or waiting for the
+// user at AuthorizationURL (the test drives the issuer's pages and calls
+// OAuthFinish with the code). A tool call answers Result when it ran.
+type OAuthStep struct {
+	Connected        bool   `json:"connected"`
+	AuthorizationURL string `json:"authorization_url"`
+	Text             string `json:"text"`
+	IsError          bool   `json:"isError"`
+}
+
+// OAuthConnect connects with the SDK's OAuth client provider: discovery
+// from the 401, registration, and the authorization URL.
+func (c *MCPClient) OAuthConnect(ctx context.Context, o OAuthOptions) (OAuthStep, error) {
+	var s OAuthStep
+	err := c.proc.call(ctx, "oauthConnect", map[string]any{"url": o.URL, "redirect_uri": o.RedirectURI,
+		"client_metadata_url": o.ClientMetadataURL, "client_name": o.ClientName}, &s)
+	return s, err
+}
+
+// OAuthFinish hands the SDK the authorization code; it exchanges it and
+// connects again.
+func (c *MCPClient) OAuthFinish(ctx context.Context, code string) (OAuthStep, error) {
+	var s OAuthStep
+	err := c.proc.call(ctx, "oauthFinish", map[string]any{"code": code}, &s)
+	return s, err
+}
+
+// OAuthCall calls a tool on the OAuth connection; a step-up that needs the
+// user answers AuthorizationURL.
+func (c *MCPClient) OAuthCall(ctx context.Context, name string) (OAuthStep, error) {
+	var s OAuthStep
+	err := c.proc.call(ctx, "oauthCall", map[string]any{"name": name}, &s)
+	return s, err
+}
+
+// OAuthState is the SDK's saved client registration and tokens.
+type OAuthState struct {
+	Client map[string]any `json:"client"`
+	Tokens map[string]any `json:"tokens"`
+}
+
+// OAuthState returns what the SDK's provider saved.
+func (c *MCPClient) OAuthState(ctx context.Context) (OAuthState, error) {
+	var s OAuthState
+	err := c.proc.call(ctx, "oauthState", nil, &s)
+	return s, err
+}
+
+// OAuthSpoilAccess makes the saved access token invalid: the next request
+// is a 401, on which the SDK refreshes.
+func (c *MCPClient) OAuthSpoilAccess(ctx context.Context) error {
+	return c.proc.call(ctx, "oauthSpoilAccess", nil, nil)
+}
+
+// OAuthForget drops the saved tokens: the next 401 or 403 starts a new
+// authorization.
+func (c *MCPClient) OAuthForget(ctx context.Context) error {
+	return c.proc.call(ctx, "oauthForget", nil, nil)
+}
