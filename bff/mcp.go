@@ -332,8 +332,8 @@ func (g *Gateway) checkMCP(c *fiber.Ctx, route string, b *bearerRoute, m *mcpPol
 	call, fault := parseRPC(body, string(c.Request().Header.Peek("Mcp-Method")), string(c.Request().Header.Peek("Mcp-Name")))
 	method := call.Method
 	label := method
-	if len(label) > 64 || !isPlainLabel(label) {
-		label = "other"
+	if !mcpMethods[label] {
+		label = "other" // a client chooses it: no label per unknown name
 	}
 	if fault != nil {
 		decision(label, "invalid")
@@ -385,14 +385,15 @@ func (g *Gateway) checkMCP(c *fiber.Ctx, route string, b *bearerRoute, m *mcpPol
 	return false, nil
 }
 
-func isPlainLabel(s string) bool {
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '/' || b == '_' || b == '-' || b == '.') {
-			return false
-		}
-	}
-	return true
+// mcpMethods are the client-to-server methods of MCP (2025-06-18 to
+// 2026-07-28), the metric labels the gateway keeps; any other is "other".
+var mcpMethods = map[string]bool{
+	"": true, "initialize": true, "ping": true, "tools/list": true, "tools/call": true,
+	"resources/list": true, "resources/templates/list": true, "resources/read": true,
+	"resources/subscribe": true, "resources/unsubscribe": true, "prompts/list": true, "prompts/get": true,
+	"completion/complete": true, "logging/setLevel": true, "tasks/get": true, "tasks/list": true,
+	"tasks/result": true, "tasks/cancel": true, "notifications/initialized": true,
+	"notifications/cancelled": true, "notifications/progress": true, "notifications/roots/list_changed": true,
 }
 
 // clipName is a tool name fit for an error message.
