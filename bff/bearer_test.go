@@ -440,6 +440,9 @@ func TestMCPToolPolicy(t *testing.T) {
 	if up.calls() != before {
 		t.Fatal("the denied call reached the MCP server")
 	}
+	if n := e.gatewayCount("bffgate_gateway_mcp_calls_total", map[string]string{"route": "/mcp/", "method": "tools/call", "decision": "denied"}); n != 1 {
+		t.Fatalf("mcp_calls_total denied = %v, want 1", n)
+	}
 	r = e.rpc(t, "/mcp/", tok, toolCall(42, "admin_reset"), nil)
 	if r.status != http.StatusForbidden || !strings.Contains(r.header.Get("WWW-Authenticate"), `scope="profile roles", error="insufficient_scope"`) {
 		t.Fatalf("tool needing roles: %d %q %s", r.status, r.header.Get("WWW-Authenticate"), r.body)
@@ -585,4 +588,34 @@ func TestMCPStreaming(t *testing.T) {
 	if ev := readEvent(); !strings.Contains(ev, `"id":51`) {
 		t.Fatalf("second event %q", ev)
 	}
+}
+
+// gatewayCount sums the gateway's counter name over the series with
+// labels.
+func (e *env) gatewayCount(name string, labels map[string]string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			match := true
+			for k, v := range labels {
+				match = match && have[k] == v
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
