@@ -2,6 +2,7 @@ package bff
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -206,6 +208,12 @@ type bearerMeta struct {
 // access tokens (RFC 9068) against the provider's keys, and, where a
 // route asks, every token at the introspection endpoint (RFC 7662).
 type bearerVerifier struct {
+	// verified caches JWTs this verifier accepted (by a hash of the
+	// token and the resource) until they expire: a signature check costs
+	// more than the rest of a call. Introspected tokens are not cached
+	// (a revocation is seen at once).
+	verified verifiedCache
+
 	issuer       string
 	keys         *oidc.RemoteKeySet
 	meta         bearerMeta
@@ -252,9 +260,15 @@ func (v *bearerVerifier) verify(ctx context.Context, raw, resource string, intro
 	}
 	var p *principal
 	if strings.Count(raw, ".") == 2 {
-		var err error
-		if p, err = v.verifyJWT(ctx, raw, resource); err != nil {
-			return nil, err
+		key := sha256.Sum256([]byte(resource + "\x00" + raw))
+		now := v.now()
+		if p = v.verified.get(key, now); p == nil {
+			var err error
+			var exp time.Time
+			if p, exp, err = v.verifyJWT(ctx, raw, resource); err != nil {
+				return nil, err
+			}
+			v.verified.put(key, p, exp.Add(bearerLeeway), now)
 		}
 	} else if !introspect {
 		return nil, fmt.Errorf("%w: not a JWT, and the route does not introspect (introspect: true reads opaque tokens)", errTokenInvalid)
@@ -273,30 +287,30 @@ func (v *bearerVerifier) verify(ctx context.Context, raw, resource string, intro
 
 // verifyJWT is RFC 9068 §4: typ at+jwt, the provider's signature, iss,
 // aud holding the resource (RFC 8707), exp.
-func (v *bearerVerifier) verifyJWT(ctx context.Context, raw, resource string) (*principal, error) {
+func (v *bearerVerifier) verifyJWT(ctx context.Context, raw, resource string) (*principal, time.Time, error) {
 	head, _, _ := strings.Cut(raw, ".")
 	hb, err := base64.RawURLEncoding.DecodeString(head)
 	if err != nil {
-		return nil, fmt.Errorf("%w: header is not base64url", errTokenInvalid)
+		return nil, time.Time{}, fmt.Errorf("%w: header is not base64url", errTokenInvalid)
 	}
 	var h struct {
 		Typ string `json:"typ"`
 	}
 	if json.Unmarshal(hb, &h) != nil {
-		return nil, fmt.Errorf("%w: header is not JSON", errTokenInvalid)
+		return nil, time.Time{}, fmt.Errorf("%w: header is not JSON", errTokenInvalid)
 	}
 	if t := strings.TrimPrefix(strings.ToLower(h.Typ), "application/"); t != "at+jwt" {
 		// An ID token signed by the same keys is no access token (RFC
 		// 8725 §3.11).
-		return nil, fmt.Errorf("%w: header typ %q, want at+jwt", errTokenInvalid, h.Typ)
+		return nil, time.Time{}, fmt.Errorf("%w: header typ %q, want at+jwt", errTokenInvalid, h.Typ)
 	}
 	if v.keys == nil {
-		return nil, fmt.Errorf("%w: the provider's discovery names no jwks_uri", errTokenUnavailable)
+		return nil, time.Time{}, fmt.Errorf("%w: the provider's discovery names no jwks_uri", errTokenUnavailable)
 	}
 	// RemoteKeySet accepts asymmetric algorithms only (no none, no HMAC).
 	payload, err := v.keys.VerifySignature(ctx, raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: signature: %v", errTokenInvalid, err)
+		return nil, time.Time{}, fmt.Errorf("%w: signature: %v", errTokenInvalid, err)
 	}
 	var std jwt.Claims
 	var extra struct {
@@ -308,31 +322,74 @@ func (v *bearerVerifier) verifyJWT(ctx context.Context, raw, resource string) (*
 	}
 	var all map[string]any
 	if json.Unmarshal(payload, &std) != nil || json.Unmarshal(payload, &extra) != nil || json.Unmarshal(payload, &all) != nil {
-		return nil, fmt.Errorf("%w: claims are not a JSON object of the expected types", errTokenInvalid)
+		return nil, time.Time{}, fmt.Errorf("%w: claims are not a JSON object of the expected types", errTokenInvalid)
 	}
 	err = std.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, Time: v.now()}, bearerLeeway)
 	switch {
 	case errors.Is(err, jwt.ErrExpired):
-		return nil, fmt.Errorf("%w: exp %s", errTokenExpired, std.Expiry.Time().UTC().Format(time.RFC3339))
+		return nil, time.Time{}, fmt.Errorf("%w: exp %s", errTokenExpired, std.Expiry.Time().UTC().Format(time.RFC3339))
 	case err != nil:
-		return nil, fmt.Errorf("%w: %v", errTokenInvalid, err)
+		return nil, time.Time{}, fmt.Errorf("%w: %v", errTokenInvalid, err)
 	case std.Expiry == nil:
-		return nil, fmt.Errorf("%w: no exp claim", errTokenInvalid)
+		return nil, time.Time{}, fmt.Errorf("%w: no exp claim", errTokenInvalid)
 	case std.Subject == "":
-		return nil, fmt.Errorf("%w: no sub claim", errTokenInvalid)
+		return nil, time.Time{}, fmt.Errorf("%w: no sub claim", errTokenInvalid)
 	case !slices.Contains([]string(std.Audience), resource):
-		return nil, fmt.Errorf("%w: aud %q, want %q", errTokenAudience, []string(std.Audience), resource)
+		return nil, time.Time{}, fmt.Errorf("%w: aud %q, want %q", errTokenAudience, []string(std.Audience), resource)
 	}
 	scopes, ok := scopeList(extra.Scope, extra.Scp)
 	if !ok {
-		return nil, fmt.Errorf("%w: scope claim is neither a string nor a list", errTokenInvalid)
+		return nil, time.Time{}, fmt.Errorf("%w: scope claim is neither a string nor a list", errTokenInvalid)
 	}
 	client := extra.ClientID
 	if client == "" {
 		client = extra.Azp
 	}
 	return &principal{Subject: std.Subject, ClientID: client, Scopes: scopes, Claims: all,
-		Client: extra.Gty == "client_credentials" || extra.Gty == "client-credentials"}, nil
+		Client: extra.Gty == "client_credentials" || extra.Gty == "client-credentials"}, std.Expiry.Time(), nil
+}
+
+// verifiedCache holds accepted JWTs until their exp. It is bounded: when
+// full, expired entries go, and if none has, all of them.
+type verifiedCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]verifiedEntry
+}
+
+type verifiedEntry struct {
+	p     *principal
+	until time.Time
+}
+
+const verifiedCacheMax = 10000
+
+func (c *verifiedCache) get(key [sha256.Size]byte, now time.Time) *principal {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || !now.Before(e.until) {
+		return nil
+	}
+	return e.p
+}
+
+func (c *verifiedCache) put(key [sha256.Size]byte, p *principal, until, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[[sha256.Size]byte]verifiedEntry{}
+	}
+	if len(c.m) >= verifiedCacheMax {
+		for k, e := range c.m {
+			if !now.Before(e.until) {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= verifiedCacheMax {
+			clear(c.m)
+		}
+	}
+	c.m[key] = verifiedEntry{p: p, until: until}
 }
 
 func scopeList(scope json.RawMessage, scp []string) ([]string, bool) {
