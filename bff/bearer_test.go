@@ -100,10 +100,15 @@ func (u *mcpUpstream) lastAuth() string {
 // roles), /mcpi/ (the same, introspecting), /mcpx/ (session or bearer,
 // a token exchanged for orders-api upstream).
 func mcpEnv(t testing.TB) (*env, *mcpUpstream, *ordersAPI) {
+	return mcpEnvOn(t, kindBolt)
+}
+
+// mcpEnvOn is mcpEnv with the session store kind.
+func mcpEnvOn(t testing.TB, kind storeKind) (*env, *mcpUpstream, *ordersAPI) {
 	var orders *ordersAPI
 	up := newMCPUpstream(t)
 	ordersURL := make(chan string, 1)
-	e := newEnv(t, kindBolt, envOptions{
+	e := newEnv(t, kind, envOptions{
 		issuer: func(c *issuer.Config) {
 			c.Clients[0].TokenExchange = issuer.TokenExchange{Allowed: true, Audiences: []string{"orders-api"}}
 			c.Clients = append(c.Clients,
@@ -341,43 +346,48 @@ func jwtPayload(t *testing.T, raw string) map[string]any {
 // CSRF header.
 func TestBearerExchange(t *testing.T) {
 	t.Parallel()
-	e, _, orders := mcpEnv(t)
-	tok := clientToken(t, e.issuer, agentID, "profile")
-	req, _ := http.NewRequest(http.MethodGet, e.gwURL+"/mcpx/orders", nil)
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("bearer on the exchange route: %d %s", resp.StatusCode, body)
-	}
-	var seen exchangedSeen
-	if err := json.Unmarshal(body, &seen); err != nil {
-		t.Fatal(err)
-	}
-	if len(seen.Aud) != 1 || seen.Aud[0] != "orders-api" || seen.Sub != issuer.ClientSubject(agentID) {
-		t.Fatalf("exchanged token at the upstream: %+v", seen)
-	}
-	orders.mu.Lock()
-	passed := orders.tokens[tok]
-	orders.mu.Unlock()
-	if passed {
-		t.Fatal("the caller's token reached the upstream")
-	}
-	b := e.browser()
-	b.mustLogin("alice", alicePassword)
-	if r := b.api(http.MethodGet, "/mcpx/orders"); r.status != http.StatusOK {
-		t.Fatalf("session on the mixed route: %d %s", r.status, clip(r.body))
-	}
-	// Without credentials, the mixed route answers the SPA's 401 with
-	// the challenge for agents.
-	r := e.rpc(t, "/mcpx/", "", "{}", nil)
-	if r.status != http.StatusUnauthorized || !strings.Contains(r.body, "login_url") ||
-		!strings.HasPrefix(r.header.Get("WWW-Authenticate"), `Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/mcpx"`) {
-		t.Fatalf("no credentials on the mixed route: %d %q %s", r.status, r.header.Get("WWW-Authenticate"), r.body)
+	for _, kind := range storeKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			e, _, orders := mcpEnvOn(t, kind)
+			tok := clientToken(t, e.issuer, agentID, "profile")
+			req, _ := http.NewRequest(http.MethodGet, e.gwURL+"/mcpx/orders", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("bearer on the exchange route: %d %s", resp.StatusCode, body)
+			}
+			var seen exchangedSeen
+			if err := json.Unmarshal(body, &seen); err != nil {
+				t.Fatal(err)
+			}
+			if len(seen.Aud) != 1 || seen.Aud[0] != "orders-api" || seen.Sub != issuer.ClientSubject(agentID) {
+				t.Fatalf("exchanged token at the upstream: %+v", seen)
+			}
+			orders.mu.Lock()
+			passed := orders.tokens[tok]
+			orders.mu.Unlock()
+			if passed {
+				t.Fatal("the caller's token reached the upstream")
+			}
+			b := e.browser()
+			b.mustLogin("alice", alicePassword)
+			if r := b.api(http.MethodGet, "/mcpx/orders"); r.status != http.StatusOK {
+				t.Fatalf("session on the mixed route: %d %s", r.status, clip(r.body))
+			}
+			// Without credentials, the mixed route answers the SPA's 401 with
+			// the challenge for agents.
+			r := e.rpc(t, "/mcpx/", "", "{}", nil)
+			if r.status != http.StatusUnauthorized || !strings.Contains(r.body, "login_url") ||
+				!strings.HasPrefix(r.header.Get("WWW-Authenticate"), `Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/mcpx"`) {
+				t.Fatalf("no credentials on the mixed route: %d %q %s", r.status, r.header.Get("WWW-Authenticate"), r.body)
+			}
+		})
 	}
 }
 
@@ -486,29 +496,34 @@ func TestMCPToolPolicy(t *testing.T) {
 // applies to session callers too, after the CSRF rule.
 func TestMCPSessionRoute(t *testing.T) {
 	t.Parallel()
-	e, up, _ := mcpEnv(t)
-	b := e.browser()
-	b.mustLogin("alice", alicePassword)
-	post := func(body string, csrf bool) result {
-		hdr := map[string]string{"Content-Type": "application/json", "Cookie": b.cookieHeader()}
-		if csrf {
-			hdr["X-CSRF"] = "1"
-		}
-		return b.do(http.DefaultClient, http.MethodPost, e.gwURL+"/smcp/", strings.NewReader(body), hdr)
-	}
-	if r := post(toolCall(61, "search"), false); r.status != http.StatusForbidden {
-		t.Fatalf("without the CSRF header: %d %s", r.status, clip(r.body))
-	}
-	before := up.calls()
-	if r := post(toolCall(62, "delete_repo"), true); r.status != http.StatusOK || !strings.Contains(r.body, `"code":-32003`) || up.calls() != before {
-		t.Fatalf("denied tool for a session: %d %s", r.status, clip(r.body))
-	}
-	if r := post(toolCall(63, "admin_reset"), true); r.status != http.StatusOK || !strings.Contains(r.body, `"result"`) {
-		// Tool scopes are a bearer token's; a session has none to check.
-		t.Fatalf("tool with scopes for a session: %d %s", r.status, clip(r.body))
-	}
-	if a := up.lastAuth(); a != "Bearer "+b.session().AccessToken {
-		t.Fatalf("the session route sent %q upstream, want the session's token", clip(a))
+	for _, kind := range storeKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			e, up, _ := mcpEnvOn(t, kind)
+			b := e.browser()
+			b.mustLogin("alice", alicePassword)
+			post := func(body string, csrf bool) result {
+				hdr := map[string]string{"Content-Type": "application/json", "Cookie": b.cookieHeader()}
+				if csrf {
+					hdr["X-CSRF"] = "1"
+				}
+				return b.do(http.DefaultClient, http.MethodPost, e.gwURL+"/smcp/", strings.NewReader(body), hdr)
+			}
+			if r := post(toolCall(61, "search"), false); r.status != http.StatusForbidden {
+				t.Fatalf("without the CSRF header: %d %s", r.status, clip(r.body))
+			}
+			before := up.calls()
+			if r := post(toolCall(62, "delete_repo"), true); r.status != http.StatusOK || !strings.Contains(r.body, `"code":-32003`) || up.calls() != before {
+				t.Fatalf("denied tool for a session: %d %s", r.status, clip(r.body))
+			}
+			if r := post(toolCall(63, "admin_reset"), true); r.status != http.StatusOK || !strings.Contains(r.body, `"result"`) {
+				// Tool scopes are a bearer token's; a session has none to check.
+				t.Fatalf("tool with scopes for a session: %d %s", r.status, clip(r.body))
+			}
+			if a := up.lastAuth(); a != "Bearer "+b.session().AccessToken {
+				t.Fatalf("the session route sent %q upstream, want the session's token", clip(a))
+			}
+		})
 	}
 }
 
