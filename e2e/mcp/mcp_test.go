@@ -121,7 +121,7 @@ func TestSDKWithClientToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(names, ",") != "whoami,progress,delete_repo" {
+	if strings.Join(names, ",") != "whoami,progress,admin_stats,delete_repo" {
 		t.Fatalf("tools %v", names)
 	}
 

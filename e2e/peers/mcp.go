@@ -8,7 +8,7 @@ import (
 
 // MCPServer is an MCP server of the official TypeScript SDK
 // (mcpserver.mjs): Streamable HTTP on URL + any path, stateless, tools
-// whoami, progress and delete_repo.
+// whoami, progress, admin_stats and delete_repo.
 type MCPServer struct {
 	URL  string
 	proc *proc
@@ -145,6 +145,11 @@ func (c *MCPClient) OAuthState(ctx context.Context) (OAuthState, error) {
 // is a 401, on which the SDK refreshes.
 func (c *MCPClient) OAuthSpoilAccess(ctx context.Context) error {
 	return c.proc.call(ctx, "oauthSpoilAccess", nil, nil)
+}
+
+// OAuthDropRefresh drops the saved refresh token only.
+func (c *MCPClient) OAuthDropRefresh(ctx context.Context) error {
+	return c.proc.call(ctx, "oauthDropRefresh", nil, nil)
 }
 
 // OAuthForget drops the saved tokens: the next 401 or 403 starts a new

@@ -30,6 +30,7 @@
 //   oauthSpoilAccess      replaces the access token with an invalid one,
 //                         so that the next request is a 401 and the SDK
 //                         refreshes
+//   oauthDropRefresh      drops the refresh token only
 //   oauthForget           drops the tokens (a new authorization follows)
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -139,6 +140,11 @@ const ops = {
   },
   async oauthSpoilAccess() {
     oauth.provider.tok = { ...oauth.provider.tok, access_token: 'spoiled' };
+    return {};
+  },
+  async oauthDropRefresh() {
+    const { refresh_token: _, ...rest } = oauth.provider.tok ?? {};
+    oauth.provider.tok = rest;
     return {};
   },
   async oauthForget() {

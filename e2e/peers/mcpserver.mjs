@@ -7,6 +7,7 @@
 // Tools: whoami (the claims of the token this server got, read without
 // verification: it is a test's window on what the gateway forwards),
 // progress (three progress notifications on the stream, then the result),
+// admin_stats (a tool the gateway gives only to tokens with a wider scope),
 // delete_repo (which the gateway's policy denies in the tests; it must
 // never run: it says so on stderr if it does).
 //
@@ -44,6 +45,9 @@ function newServer(req) {
       await new Promise((r) => setTimeout(r, 20));
     }
     return { content: [{ type: 'text', text: 'done' }] };
+  });
+  server.registerTool('admin_stats', { description: 'Statistics (the gateway asks for mcp:admin)' }, async () => {
+    return { content: [{ type: 'text', text: 'stats' }] };
   });
   server.registerTool('delete_repo', { description: 'Deletes everything (denied by the gateway)' }, async () => {
     deleted++;
