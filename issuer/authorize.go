@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +46,11 @@ type authRequest struct {
 	Scope         string `json:"sc,omitempty"`
 	CodeChallenge string `json:"cc"`
 	LoginHint     string `json:"lh,omitempty"`
+	// Resource is the RFC 8707 resource indicator, "" for none.
+	Resource string `json:"rs,omitempty"`
+	// PromptConsent (prompt=consent) shows a third-party client's consent
+	// page even when the user's consent is remembered.
+	PromptConsent bool `json:"pc,omitempty"`
 	// CSRF is the double-submit token: the login post is accepted only
 	// when the browser's CSRF cookie holds the same value.
 	CSRF string `json:"x"`
@@ -78,7 +82,12 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	// HTML page: redirecting to an unchecked URI would make the issuer an
 	// open redirector (RFC 6749 §4.1.2.1, RFC 9700 §4.11).
 	clientID := p.Get("client_id")
-	cl := s.clients[clientID]
+	cl, lerr := s.lookupClient(c.UserContext(), clientID)
+	if lerr != nil {
+		return s.errorPage(c, epAuthorize, fiber.StatusBadRequest,
+			protocol.ErrInvalidClient.WithDescription("%s", cimdDescription(lerr)),
+			web.Error{Title: "Unknown application", Message: "The application identifies itself by a client metadata document this issuer cannot use: " + cimdDescription(lerr) + "."})
+	}
 	if cl == nil {
 		msg := "The application did not say who it is (client_id is missing)."
 		if clientID != "" {
@@ -95,7 +104,7 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 			web.Error{Title: "Missing redirect URI", Message: fmt.Sprintf("The application %q sent no redirect_uri. OpenID Connect requires it (Core §3.1.2.1); the application must send one of its registered redirect URIs.", cl.ID),
 				Mismatch: &web.RedirectMismatch{Registered: cl.RedirectURIs}})
 	}
-	if !slices.Contains(cl.RedirectURIs, redirectURI) {
+	if !redirectAllowed(cl.RedirectURIs, redirectURI) {
 		return s.errorPage(c, epAuthorize, fiber.StatusBadRequest,
 			protocol.ErrInvalidRequest.WithDescription("redirect_uri %q is not registered for client %q", clip(redirectURI, 256), cl.ID),
 			web.Error{Title: "Redirect URI not registered", Message: fmt.Sprintf("The application %q asked to return to a redirect URI that is not registered for it.", cl.ID),
@@ -109,6 +118,10 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	}
 	if err := checkParams(p); err != nil {
 		return fail(err)
+	}
+	if why := s.clientDisabled(cl.ID); why != "" {
+		s.ag.metrics.refused.WithLabelValues(epAuthorize).Inc()
+		return fail(refuseDisabled(why)) // audited by redirectError
 	}
 	req, prompt, maxAge, err := s.validateAuthRequest(cl, p)
 	if err != nil {
@@ -127,7 +140,8 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	}
 	if !login {
 		s.metrics.logins.WithLabelValues("sso").Inc()
-		return s.issueCode(c, req, sess, u)
+		s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Subject: u.Subject, Decision: DecisionAllow, Scope: req.Scope, Reason: "sso (an existing login session)"})
+		return s.issueOrConsent(c, req, sess, u, prompt["none"])
 	}
 	return s.renderLogin(c, req, req.LoginHint, "", fiber.StatusOK)
 }
@@ -180,8 +194,13 @@ func (s *Server) validateAuthRequest(cl *client, p url.Values) (authRequest, map
 	if len(req.LoginHint) > 256 {
 		req.LoginHint = ""
 	}
+	resource, err := s.requestedResource(cl, p)
+	if err != nil {
+		return authRequest{}, nil, 0, err
+	}
+	req.Resource = resource
 	scope := p.Get("scope")
-	if err := cl.checkScope(scope); err != nil {
+	if err := s.checkScopeFor(cl, scope, resource); err != nil {
 		return authRequest{}, nil, 0, err
 	}
 	req.Scope = strings.Join(protocol.ParseScope(scope), " ")
@@ -195,6 +214,7 @@ func (s *Server) validateAuthRequest(cl *client, p url.Values) (authRequest, map
 			return bad("prompt value %q is not supported (none, login, consent, select_account)", clip(v, 32))
 		}
 	}
+	req.PromptConsent = prompt["consent"]
 	if prompt["none"] && len(prompt) > 1 {
 		return bad("prompt=none cannot be combined with other prompt values (OIDC Core §3.1.2.1)")
 	}
@@ -310,8 +330,8 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		return formError(protocol.ErrAccessDenied.WithDescription("the login form's CSRF token does not match the browser's CSRF cookie"),
 			"The sign-in form could not be verified: your browser did not send the issuer's cookie, or the form belongs to another browser. Allow cookies for this site and sign in again from the application.")
 	}
-	cl := s.clients[req.ClientID]
-	if cl == nil || !slices.Contains(cl.RedirectURIs, req.RedirectURI) {
+	cl := s.knownClient(c.UserContext(), req.ClientID)
+	if cl == nil || !redirectAllowed(cl.RedirectURIs, req.RedirectURI) {
 		// The configuration changed since the form was shown.
 		return formError(protocol.ErrInvalidRequest.WithDescription("client %q or its redirect_uri is no longer registered", clip(req.ClientID, 64)),
 			"The application is no longer registered with this issuer, or its redirect URI changed. Start the sign-in again from the application.")
@@ -331,6 +351,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 			slog.String("scope", l.scope), slog.String("username", clip(username, 64)), slog.String("client_ip", s.clientIP(c)),
 			slog.String("client_id", cl.ID), slog.Bool("password_checked", checked), slog.Time("locked_until", l.until),
 			slog.String("request_id", obs.RequestID(c)))
+		s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Decision: DecisionDeny, Reason: "locked by the login throttle (" + l.scope + ")"})
 		return s.refuseLocked(c, req, username, l, tnow)
 	}
 	if lock, err := s.throttleCheck(ctx, throttle, tnow); err != nil {
@@ -382,6 +403,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "login failed",
 			slog.String("username", clip(username, 64)), slog.String("client_id", cl.ID), slog.String("reason", reason),
 			slog.String("client_ip", s.clientIP(c)), slog.String("request_id", obs.RequestID(c)))
+		s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Decision: DecisionDeny, Reason: reason})
 		if password != "" {
 			lock, err := s.throttleFailure(c, throttle, username, tnow)
 			if err != nil {
@@ -431,7 +453,8 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	s.metrics.logins.WithLabelValues("success").Inc()
 	s.log.LogAttrs(ctx, slog.LevelInfo, "login succeeded",
 		slog.String("username", username), slog.String("sub", u.Subject), slog.String("client_id", cl.ID), slog.String("request_id", obs.RequestID(c)))
-	return s.issueCode(c, req, &sess, u)
+	s.audit(c, AuditRecord{Action: "login", ClientID: cl.ID, Subject: u.Subject, Decision: DecisionAllow, Scope: req.Scope, Reason: "password"})
+	return s.issueOrConsent(c, req, &sess, u, false)
 }
 
 // issueCode stores an authorization code for req and redirects to the
@@ -447,6 +470,7 @@ func (s *Server) issueCode(c *fiber.Ctx, req authRequest, sess *storage.LoginSes
 		Hash: codeHash(code), ClientID: req.ClientID, RedirectURI: req.RedirectURI, Scope: req.Scope, Nonce: req.Nonce,
 		CodeChallenge: req.CodeChallenge, CodeChallengeMethod: protocol.PKCEMethodS256,
 		Subject: u.Subject, SID: sess.ID, AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL), Claims: claims,
+		Resource: req.Resource,
 	}
 	if err := s.stores.authorize.CreateCode(c.UserContext(), rec); err != nil {
 		return s.redirectError(c, req.RedirectURI, req.State, req.ClientID, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bffgate/bffgate/issuer/audit"
 	"github.com/bffgate/bffgate/issuer/denylist"
 	"github.com/bffgate/bffgate/issuer/keys"
 	"github.com/bffgate/bffgate/issuer/protocol"
@@ -82,6 +83,35 @@ type Client struct {
 	// Audience is the aud of the client's access tokens (RFC 9068 §3: the
 	// resource servers that accept them); empty means [ID].
 	Audience []string `yaml:"audience"`
+
+	// Kind is "" (an application), "agent" or "workload". Agents and
+	// workloads authenticate without a static secret: with private_key_jwt
+	// (JWKS, JWKSFile or JWKSURI) or, when ID is a SPIFFE ID, with a
+	// JWT-SVID. A secret on one is refused at start. See agents.go.
+	Kind string `yaml:"kind"`
+	// JWKS, JWKSFile and JWKSURI give the client's public keys for
+	// private_key_jwt (RFC 7523 §2.2, OpenID Connect Core §9): a JWK set
+	// inline, in a file read at start, or at a URL fetched and cached per
+	// its HTTP cache headers. At most one of the three; none with Secret.
+	JWKS     map[string]any `yaml:"jwks"`
+	JWKSFile string         `yaml:"jwks_file"`
+	JWKSURI  string         `yaml:"jwks_uri"`
+	// AssertionAlgs narrows the JWS algorithms of the client's assertions
+	// (RFC 7591 token_endpoint_auth_signing_alg); empty means every
+	// algorithm of AssertionAlgorithms.
+	AssertionAlgs []string `yaml:"token_endpoint_auth_signing_algs"`
+	// Disabled refuses the client's grants and every token it holds, as
+	// `bffgate agents disable` does at run time.
+	Disabled bool `yaml:"disabled"`
+	// Resources narrows the issuer.resources the client may name with a
+	// resource indicator (RFC 8707); empty means every one of them.
+	Resources []string `yaml:"resources"`
+	// ThirdParty shows the user the consent page for the client's
+	// authorization requests, remembered per user, client and scopes
+	// (consent.go). Clients identified by a metadata document or
+	// registered dynamically always get it; configured ones are
+	// first-party unless this is set.
+	ThirdParty bool `yaml:"third_party"`
 	// TokenExchange is the client's token exchange policy (RFC 8693);
 	// the zero value allows none.
 	TokenExchange TokenExchange `yaml:"token_exchange"`
@@ -170,9 +200,27 @@ type Config struct {
 	// Clients and Users are the registered clients and end users.
 	Clients []Client
 	Users   []User
+	// SPIFFE lists the trust domains whose JWT-SVIDs authenticate clients
+	// with a SPIFFE ID (spiffe.go).
+	SPIFFE SPIFFE
+	// Audit is the audit trail of the issuer's decisions (agentstate.go).
+	Audit Audit
+	// Resources are the protected resources (MCP servers, APIs) clients
+	// may ask tokens for with a resource indicator (RFC 8707,
+	// resources.go).
+	Resources []Resource
+	// ClientMetadata accepts https URLs as client ids (client ID metadata
+	// documents, cimd.go).
+	ClientMetadata ClientMetadata
+	// Registration is dynamic client registration (RFC 7591, register.go).
+	Registration DynamicRegistration
+	// ConsentTTL is how long a user's consent to a third-party client is
+	// remembered (default 90 days); a new scope or resource asks again.
+	ConsentTTL time.Duration
 	// TrustedIssuers are the other issuers whose JWTs token exchange
-	// accepts as subject and actor tokens (the STS case, RFC 8693); none
-	// by default. Their JWKS URLs are fetched with HTTPClient.
+	// accepts as subject and actor tokens (the STS case, RFC 8693) and the
+	// JWT bearer grant accepts as assertions (RFC 7523 §2.1, jwtbearer.go);
+	// none by default. Their JWKS URLs are fetched with HTTPClient.
 	TrustedIssuers []trust.Issuer
 	// DenylistCacheSize (default 10000) bounds the in-memory denylist
 	// cache; DenylistPollInterval (default 60s) is how often an instance
@@ -225,9 +273,19 @@ const (
 type client struct {
 	Client
 	secretDigest []byte
+	// authMethod is how the client authenticates at the token,
+	// introspection and revocation endpoints (clientAuthMethod).
+	authMethod string
+	// keys verify its private_key_jwt assertions; assertionAlgs are the
+	// algorithms they may use (private_key_jwt and spiffe_jwt).
+	keys          keySource
+	assertionAlgs []string
+	// source is where the client comes from (clients.go); name is the
+	// client_name of its metadata.
+	source, name string
 }
 
-func (c *client) public() bool { return c.Secret == "" }
+func (c *client) public() bool { return c.authMethod == authNone }
 
 func (c *client) hasGrant(g string) bool { return slices.Contains(c.GrantTypes, g) }
 
@@ -269,6 +327,12 @@ func DefaultConfig() Config {
 		DenylistCacheSize:    DefaultDenylistCacheSize,
 		DenylistPollInterval: DefaultDenylistPollInterval,
 		PurgeDelay:           DefaultPurgeDelay,
+		ConsentTTL:           DefaultConsentTTL,
+		Audit:                Audit{MaxSize: audit.DefaultMaxSize},
+		ClientMetadata: ClientMetadata{MaxSize: DefaultClientMetadataMaxSize, Timeout: DefaultClientMetadataTimeout,
+			MaxCache: DefaultClientMetadataCache},
+		Registration: DynamicRegistration{RateLimit: DefaultRegistrationRateLimit, RateWindow: DefaultRegistrationRateWindow,
+			UnusedTTL: DefaultRegistrationUnusedTTL},
 		LoginThrottle: LoginThrottle{
 			MaxFailures: DefaultLoginMaxFailures, Window: DefaultLoginWindow, Lockout: DefaultLoginLockout,
 			MaxLockout: DefaultLoginMaxLockout, MaxIPFailures: DefaultLoginMaxIPFailures,
@@ -353,6 +417,7 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		{"login_session_ttl", &cfg.LoginSessionTTL, DefaultLoginSessionTTL},
 		{"denylist_poll_interval", &cfg.DenylistPollInterval, DefaultDenylistPollInterval},
 		{"purge_delay", &cfg.PurgeDelay, DefaultPurgeDelay},
+		{"consent_ttl", &cfg.ConsentTTL, DefaultConsentTTL},
 	} {
 		if *d.v == 0 {
 			*d.v = d.def
@@ -396,6 +461,26 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 	if len(cfg.Clients) == 0 {
 		return fail("clients", "no client is registered; register at least one")
 	}
+	if _, err := newSPIFFEBundles(cfg.SPIFFE, cfg.HTTPClient, cfg.Logger); err != nil {
+		return Config{}, nil, nil, err
+	}
+	if cfg.Audit.MaxSize == 0 {
+		cfg.Audit.MaxSize = audit.DefaultMaxSize
+	}
+	if cfg.Audit.MaxSize < 4096 {
+		return fail("audit.max_size", "is %d bytes; it must be at least 4096 (default %d)", cfg.Audit.MaxSize, audit.DefaultMaxSize)
+	}
+	rs, err := validateResources(cfg.Resources)
+	if err != nil {
+		return Config{}, nil, nil, err
+	}
+	cfg.Resources = rs
+	if cfg.ClientMetadata, err = cfg.ClientMetadata.withDefaults(); err != nil {
+		return Config{}, nil, nil, err
+	}
+	if cfg.Registration, err = cfg.Registration.withDefaults(); err != nil {
+		return Config{}, nil, nil, err
+	}
 	clients := make(map[string]*client, len(cfg.Clients))
 	cfg.Clients = slices.Clone(cfg.Clients)
 	for i := range cfg.Clients {
@@ -411,8 +496,22 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		if clients[c.ID] != nil {
 			return fail(f+".id", "client %q is registered twice", c.ID)
 		}
+		c.Resources = slices.Clone(c.Resources)
+		for j, r := range c.Resources {
+			if !slices.ContainsFunc(rs, func(x Resource) bool { return x.URL == r }) {
+				return fail(fmt.Sprintf("%s.resources[%d]", f, j), "%q is not listed in issuer.resources", r)
+			}
+		}
 		cfg.Clients[i] = c
-		clients[c.ID] = &client{Client: c, secretDigest: secretDigest(c.Secret)}
+		cl := &client{Client: c, secretDigest: secretDigest(c.Secret)}
+		if err := cfg.clientAuth(cl); err != nil {
+			var fe *fieldError
+			if errors.As(err, &fe) {
+				return fail(f+fe.field, "%s", fe.msg)
+			}
+			return fail(f, "%v", err)
+		}
+		clients[c.ID] = cl
 	}
 
 	clientIndex := make(map[string]int, len(cfg.Clients))
@@ -496,6 +595,11 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		users[u.Username] = &user{User: u, hash: h}
 	}
 	cfg.TrustedIssuers = slices.Clone(cfg.TrustedIssuers)
+	for i, ti := range cfg.TrustedIssuers {
+		if ti.Issuer == cfg.Issuer {
+			return fail(fmt.Sprintf("trusted_issuers[%d].issuer", i), "is this issuer itself; its own tokens are checked as its own, not as a trusted issuer's")
+		}
+	}
 	if _, err := newTrust(cfg, users); err != nil {
 		var fe *trust.FieldError
 		if errors.As(err, &fe) {
@@ -518,8 +622,11 @@ func fillClient(c *Client) error {
 	if c.ID == "" {
 		return ferr(".id", "is required")
 	}
-	if len(c.ID) > 255 || !printableASCII(c.ID) || strings.Contains(c.ID, ":") {
-		return ferr(".id", "must be 1 to 255 printable ASCII characters without ':' (it goes into Basic credentials)")
+	if len(c.ID) > 255 || !printableASCII(c.ID) || (strings.Contains(c.ID, ":") && !isSPIFFEID(c.ID)) {
+		return ferr(".id", "must be 1 to 255 printable ASCII characters without ':' (it goes into Basic credentials), or a SPIFFE ID (spiffe://trust-domain/path)")
+	}
+	if err := checkClientCredentials(c); err != nil {
+		return err
 	}
 	if c.Secret != "" && len(c.Secret) < 16 {
 		return ferr(".secret", "is %d characters; use at least 16 random characters, or none for a public client", len(c.Secret))
@@ -530,13 +637,13 @@ func fillClient(c *Client) error {
 	}
 	for j, g := range c.GrantTypes {
 		switch g {
-		case GrantAuthorizationCode, GrantRefreshToken:
+		case GrantAuthorizationCode, GrantRefreshToken, GrantJWTBearer:
 		case GrantClientCredentials:
-			if c.Secret == "" {
-				return ferr(fmt.Sprintf(".grant_types[%d]", j), "client_credentials needs a confidential client (set a secret)")
+			if !confidential(c) {
+				return ferr(fmt.Sprintf(".grant_types[%d]", j), "client_credentials needs a confidential client (set a secret, a JWK set for private_key_jwt, or a SPIFFE ID as id)")
 			}
 		default:
-			return ferr(fmt.Sprintf(".grant_types[%d]", j), "%q is not supported (authorization_code, refresh_token, client_credentials)", g)
+			return ferr(fmt.Sprintf(".grant_types[%d]", j), "%q is not supported (authorization_code, refresh_token, client_credentials, %s)", g, GrantJWTBearer)
 		}
 	}
 	c.Scopes = slices.Clone(c.Scopes)
@@ -553,7 +660,7 @@ func fillClient(c *Client) error {
 		return ferr(".redirect_uris", "the authorization_code grant needs at least one redirect URI")
 	}
 	for j, u := range c.RedirectURIs {
-		if err := validateRedirectURI(u, c.Secret == "", c.InsecureAllowHTTPRedirects); err != nil {
+		if err := validateRedirectURI(u, !confidential(c), c.InsecureAllowHTTPRedirects); err != nil {
 			return ferr(fmt.Sprintf(".redirect_uris[%d]", j), "%v", err)
 		}
 	}

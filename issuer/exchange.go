@@ -197,9 +197,10 @@ func dedupe(vals []string) []string {
 // handleTokenExchange is the token-exchange grant (RFC 8693 §2). It
 // writes its own response: every exchange, granted or refused, is one log
 // line and one count.
-func (s *Server) handleTokenExchange(c *fiber.Ctx, cl *client, form url.Values) error {
+func (s *Server) handleTokenExchange(c *fiber.Ctx, cl *client, method string, form url.Values) error {
 	var out exchangeOutcome
 	resp, err := s.tokenExchange(c.UserContext(), cl, form, &out)
+	s.auditExchange(c, cl, method, out, err)
 	attrs := []slog.Attr{
 		slog.String("client_id", cl.ID), slog.String("decision", "granted"),
 		slog.String("sub", out.subject), slog.String("actor", out.actor),
@@ -230,6 +231,20 @@ func (s *Server) handleTokenExchange(c *fiber.Ctx, cl *client, form url.Values) 
 	}
 	s.log.LogAttrs(c.UserContext(), level, "token exchange", attrs...)
 	return s.writeErrorLogged(c, pe)
+}
+
+// auditExchange writes the audit record of a token exchange: the
+// delegated subject, the actor, the targets, the new token's jti (never a
+// token).
+func (s *Server) auditExchange(c *fiber.Ctx, cl *client, method string, out exchangeOutcome, err error) {
+	r := AuditRecord{Action: "token_exchange", ClientID: cl.ID, GrantType: GrantTokenExchange, AuthMethod: method,
+		Subject: out.subject, Actor: out.actor, Audience: out.targets, Scope: out.scope}
+	if err != nil {
+		r.Decision, r.Reason = DecisionDeny, reasonOf(err)
+	} else {
+		r.Decision, r.TokenID = DecisionAllow, out.jti
+	}
+	s.audit(c, r)
 }
 
 // tokenExchange makes the checks of RFC 8693 §2.1 and mints the token.
@@ -401,7 +416,7 @@ func (s *Server) verifyParty(ctx context.Context, cl *client, raw, typ, what str
 		}
 		return p, nil
 	}
-	tc, _, why, err := s.activeToken(ctx, cl, raw, tokenTypes[typ])
+	tc, _, why, err := s.activeToken(ctx, epToken, cl, raw, tokenTypes[typ])
 	if err != nil {
 		return nil, err
 	}

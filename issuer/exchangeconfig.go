@@ -66,8 +66,8 @@ func validateExchange(c *Client) error {
 		}
 		return nil
 	}
-	if c.Secret == "" {
-		return ferr(".token_exchange.allowed", "token exchange needs a confidential client (set a secret): a public client cannot prove that it is the party the exchanged token is for")
+	if c.Secret == "" && !hasKeys(c) && !isSPIFFEID(c.ID) {
+		return ferr(".token_exchange.allowed", "token exchange needs a confidential client (set a secret, or keys for private_key_jwt): a public client cannot prove that it is the party the exchanged token is for")
 	}
 	if len(p.Audiences) == 0 && len(p.Resources) == 0 {
 		return ferr(".token_exchange", "allows no target: list the audiences (logical names such as orders-api) or resources (URIs) the client may ask tokens for")

@@ -85,6 +85,10 @@ func (s *Server) activeAccessToken(ctx context.Context, raw string) (*token.Clai
 	if why := s.checkAudience(cl); why != "" {
 		return nil, protocol.ErrInvalidToken.WithDescription("%s", why)
 	}
+	if why := s.tokenRefused(cl, token.Access); why != "" {
+		s.ag.metrics.refused.WithLabelValues(epUserinfo).Inc()
+		return nil, protocol.ErrInvalidToken.WithDescription("%s", why)
+	}
 	denied, err := s.deny.Denied(ctx, cl.JTI, cl.GrantID)
 	if err != nil {
 		return nil, protocol.ErrTemporarilyUnavailable.WithDescription("the revocation list cannot be read; retry later").WithCause(err)
@@ -100,7 +104,7 @@ func (s *Server) activeAccessToken(ctx context.Context, raw string) (*token.Clai
 // the issuer gives that client's tokens (RFC 9068 §4: the aud is
 // validated). It returns why the token is refused, or "".
 func (s *Server) checkAudience(tc *token.Claims) string {
-	cl := s.clients[tc.ClientID]
+	cl := s.knownClient(context.Background(), tc.ClientID)
 	if cl == nil {
 		return "the access token's client_id names no registered client"
 	}
@@ -116,7 +120,7 @@ func (s *Server) checkAudience(tc *token.Claims) string {
 		return ""
 	}
 	for _, a := range tc.Audience {
-		if !slices.Contains(cl.Audience, a) {
+		if !slices.Contains(cl.Audience, a) && !s.resourceAllowed(cl, a) {
 			return "the access token's aud is not an audience of its client"
 		}
 	}
@@ -206,6 +210,8 @@ func (s *Server) handleRevoke(c *fiber.Ctx) error {
 		s.metrics.revocations.WithLabelValues("access_token").Inc()
 		s.logToken(c, "access token revoked", slog.String("client_id", cl.ID), slog.String("sub", tc.Subject),
 			slog.String("jti", tc.JTI), slog.String("grant_id", tc.GrantID))
+		s.audit(c, AuditRecord{Action: "revoke", ClientID: cl.ID, Subject: tc.Subject, Audience: tc.Audience, Decision: DecisionAllow,
+			Reason: "access token revoked (RFC 7009)", TokenID: tc.JTI})
 	default:
 		if err := s.revokeGrant(ctx, tc.GrantID, now); err != nil {
 			return s.writeError(c, epRevoke, err)
@@ -213,6 +219,11 @@ func (s *Server) handleRevoke(c *fiber.Ctx) error {
 		s.metrics.revocations.WithLabelValues("refresh_token").Inc()
 		s.logToken(c, "refresh token revoked with its grant", slog.String("client_id", cl.ID), slog.String("sub", tc.Subject),
 			slog.String("grant_id", tc.GrantID))
+		s.audit(c, AuditRecord{Action: "revoke", ClientID: cl.ID, Subject: tc.Subject, Decision: DecisionAllow,
+			Reason: "refresh token revoked with its grant (RFC 7009)", TokenID: tc.GrantID})
+		if err := s.forgetConsent(ctx, cl, tc.Subject); err != nil {
+			return s.writeError(c, epRevoke, err)
+		}
 	}
 	noStore(c)
 	return c.SendStatus(fiber.StatusOK)
@@ -268,6 +279,7 @@ func (s *Server) handleIntrospect(c *fiber.Ctx) error {
 	if !res.Active {
 		result = "inactive"
 		s.logToken(c, "introspection: token inactive", slog.String("client_id", cl.ID), slog.String("reason", why))
+		s.audit(c, AuditRecord{Action: "introspect", ClientID: cl.ID, Decision: DecisionDeny, Reason: why, TokenID: tokenDigest(raw)})
 	}
 	s.metrics.introspections.WithLabelValues(result).Inc()
 	noStore(c)
@@ -275,7 +287,7 @@ func (s *Server) handleIntrospect(c *fiber.Ctx) error {
 }
 
 func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (introspection, string, error) {
-	tc, kind, why, err := s.activeToken(ctx, cl, raw, kindsFor(hint))
+	tc, kind, why, err := s.activeToken(ctx, epIntrospect, cl, raw, kindsFor(hint))
 	if err != nil || tc == nil {
 		return introspection{}, why, err
 	}
@@ -317,9 +329,11 @@ func (s *Server) introspect(ctx context.Context, cl *client, raw, hint string) (
 // that verifies (signature or decryption, typ, expiry); it is issued to cl
 // or, for an access token, has cl in its aud; an access token's aud fits
 // its client and neither its jti nor its grant is denylisted; a refresh
-// token is on the allowlist and its grant is not revoked. A nil token
-// comes with why it is inactive; an error is the store failing (503).
-func (s *Server) activeToken(ctx context.Context, cl *client, raw string, kinds []token.Kind) (tc *token.Claims, kind token.Kind, why string, err error) {
+// token is on the allowlist and its grant is not revoked; the token's
+// client is not disabled, nor was it disabled after the token was issued
+// (tokenRefused). A nil token comes with why it is inactive; an error is
+// the store failing (503). ep labels the refusal metric.
+func (s *Server) activeToken(ctx context.Context, ep string, cl *client, raw string, kinds []token.Kind) (tc *token.Claims, kind token.Kind, why string, err error) {
 	now := s.now()
 	var first, expired error
 	for _, k := range kinds {
@@ -354,7 +368,9 @@ func (s *Server) activeToken(ctx context.Context, cl *client, raw string, kinds 
 	}
 	switch kind {
 	case token.Access:
-		if tc.ClientID != cl.ID && !slices.Contains(tc.Audience, cl.ID) {
+		// The resource server of an RFC 8707 token (a confidential client
+		// listing the resource) may introspect or exchange it too.
+		if tc.ClientID != cl.ID && !slices.Contains(tc.Audience, cl.ID) && !cl.servesResource(tc.Audience) {
 			return inactive("issued to another client, which is not in its audience")
 		}
 		if why := s.checkAudience(tc); why != "" {
@@ -406,6 +422,14 @@ func (s *Server) activeToken(ctx context.Context, cl *client, raw string, kinds 
 		if denied {
 			return inactive("grant revoked")
 		}
+	}
+	// A disabled client's tokens are refused everywhere they are checked
+	// (bffgate agents disable): at introspection, and as the subject or
+	// actor token of an exchange, so that a disabled agent cannot turn its
+	// live tokens into new ones.
+	if why := s.tokenRefused(tc, kind); why != "" {
+		s.ag.metrics.refused.WithLabelValues(ep).Inc()
+		return inactive(why)
 	}
 	return tc, kind, "", nil
 }

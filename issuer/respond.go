@@ -63,6 +63,9 @@ func toProtocol(err error) *protocol.Error {
 func (s *Server) writeError(c *fiber.Ctx, endpoint string, err error) error {
 	pe := toProtocol(err)
 	s.logError(c, endpoint, pe, "")
+	if endpoint == epUserinfo {
+		s.audit(c, AuditRecord{Action: "userinfo", Decision: DecisionDeny, Reason: reasonOf(pe)})
+	}
 	status := pe.Status
 	if status == 0 {
 		status = fiber.StatusBadRequest
@@ -90,6 +93,7 @@ func bearerChallenge(pe *protocol.Error) string {
 func (s *Server) redirectError(c *fiber.Ctx, redirectURI, state, clientID string, err error) error {
 	pe := toProtocol(err)
 	s.logError(c, epAuthorize, pe, clientID)
+	s.audit(c, AuditRecord{Action: "authorize", ClientID: clientID, Decision: DecisionDeny, Reason: reasonOf(pe)})
 	q := url.Values{}
 	q.Set("error", pe.Code)
 	if pe.Description != "" {
@@ -130,6 +134,7 @@ func appendQuery(uri string, q url.Values) string {
 // issuer cannot continue.
 func (s *Server) errorPage(c *fiber.Ctx, endpoint string, status int, pe *protocol.Error, d web.Error) error {
 	s.logError(c, endpoint, pe, "")
+	s.audit(c, AuditRecord{Action: endpoint, Decision: DecisionDeny, Reason: reasonOf(pe)})
 	d.RequestID = obs.RequestID(c)
 	return s.html(c, status, func(w *strings.Builder) error { return s.pages.Error(w, d) })
 }

@@ -6,6 +6,14 @@
 // issuers in issuer/trust), userinfo, revocation (RFC 7009), introspection (RFC
 // 7662) and RP-initiated logout with back-channel logout.
 //
+// Agents and workloads authenticate without secrets (private_key_jwt, and
+// JWT-SVIDs for clients whose id is a SPIFFE ID), get tokens for
+// themselves, for a user after a consent page naming them, or for the
+// subject of a trusted issuer's assertion (the JWT bearer grant); an
+// operator can disable one at run time, and every decision goes to a
+// chained audit file (agents.go, assertion.go, spiffe.go, jwtbearer.go,
+// consent.go, agentstate.go, package audit).
+//
 // Access and refresh tokens are client-side tokens (ForgeRock AM's design):
 // self-contained JWTs, signed or encrypted (issuer/token), made revocable by
 // the store's denylist (access tokens, by jti and by grant) and allowlist
@@ -108,6 +116,9 @@ type Server struct {
 	pages        *web.Pages
 	obs          *obs.Obs
 	metrics      *metrics
+	ag           *agentState
+	mcp          *mcpState
+	cimd         *cimdCache
 	app          *fiber.App
 	basePath     string
 	// seal protects the hidden fields of the login and logout forms.
@@ -173,6 +184,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.deny, err = denylist.New(denylist.Config{
 		Store: cfg.Store, CacheSize: cfg.DenylistCacheSize, PollInterval: cfg.DenylistPollInterval,
 		Now: cfg.Now, Logger: cfg.Logger, Registerer: cfg.Registerer, Subscriber: cfg.DenylistSubscriber,
+		OnClient: s.clientChanged,
 	}); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -184,6 +196,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.purgeMetrics, err = newPurgeMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("issuer: register metrics: %w", err)
+	}
+	if s.ag, err = s.newAgentState(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.newMCPState(); err != nil {
+		return nil, err
 	}
 	if s.obs, err = obs.New(obs.Config{Component: "issuer", Logger: cfg.Logger, Registerer: cfg.Registerer, Gatherer: cfg.Gatherer, AccessLog: cfg.AccessLog}); err != nil {
 		return nil, fmt.Errorf("issuer: register request metrics: %w", err)
@@ -226,7 +244,7 @@ func (s *Server) Codec() *token.Codec { return s.codec }
 // reload at the poll interval (which picks up a rotation made by another
 // instance). It returns nil when ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() {
 		defer func() { done <- struct{}{} }()
 		s.deny.Run(ctx)
@@ -234,6 +252,10 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer func() { done <- struct{}{} }()
 		s.runPurge(ctx)
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		s.runClientStates(ctx)
 	}()
 	// Keys are reloaded every second (or poll interval, when shorter): a
 	// read and a compare, rebuilt only on a change. A store that lost keys
@@ -245,6 +267,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			<-done
 			<-done
 			<-done
 			return nil
@@ -284,10 +307,12 @@ func (s *Server) buildApp() (*fiber.App, error) {
 		r = app
 	}
 	r.Get(pathDiscovery, s.handleDiscovery)
+	s.mountMetadata(app, r)
 	r.Get(pathJWKS, s.handleJWKS)
 	r.Get(pathAuthorize, s.handleAuthorize)
 	r.Post(pathAuthorize, s.handleAuthorize)
 	r.Post(pathLogin, s.handleLogin)
+	r.Post(pathConsent, s.handleConsent)
 	r.Post(pathToken, s.handleToken)
 	r.Get(pathUserinfo, s.handleUserinfo)
 	r.Post(pathUserinfo, s.handleUserinfo)
@@ -343,6 +368,9 @@ type discovery struct {
 	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
 	RevocationAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported"`
 	IntrospectionAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAlgs      []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	RevocationAuthSigningAlgs         []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
+	IntrospectionAuthSigningAlgs      []string `json:"introspection_endpoint_auth_signing_alg_values_supported"`
 	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
 	ClaimsSupported                   []string `json:"claims_supported"`
 	PromptValuesSupported             []string `json:"prompt_values_supported"`
@@ -371,12 +399,15 @@ func (s *Server) discovery() discovery {
 		ScopesSupported:                   supportedScopes,
 		ResponseTypesSupported:            []string{"code"},
 		ResponseModesSupported:            []string{"query"},
-		GrantTypesSupported:               []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials},
+		GrantTypesSupported:               []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantJWTBearer},
 		SubjectTypesSupported:             []string{"public"},
 		IDTokenSigningAlgValuesSupported:  []string{s.cfg.IDTokenAlg},
-		TokenEndpointAuthMethodsSupported: []string{authBasic, authPost, authNone},
-		RevocationAuthMethodsSupported:    []string{authBasic, authPost, authNone},
-		IntrospectionAuthMethodsSupported: []string{authBasic, authPost},
+		TokenEndpointAuthMethodsSupported: []string{authBasic, authPost, authPrivateKeyJWT, authSPIFFEJWT, authNone},
+		RevocationAuthMethodsSupported:    []string{authBasic, authPost, authPrivateKeyJWT, authSPIFFEJWT, authNone},
+		IntrospectionAuthMethodsSupported: []string{authBasic, authPost, authPrivateKeyJWT, authSPIFFEJWT},
+		TokenEndpointAuthSigningAlgs:      AssertionAlgorithms,
+		RevocationAuthSigningAlgs:         AssertionAlgorithms,
+		IntrospectionAuthSigningAlgs:      AssertionAlgorithms,
 		CodeChallengeMethodsSupported:     []string{protocol.PKCEMethodS256},
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid",
 			"name", "given_name", "family_name", "preferred_username", "email", "email_verified"},

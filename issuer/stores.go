@@ -56,6 +56,15 @@ type logoutStore interface {
 	RevokeSID(ctx context.Context, sid string, deniedUntil, now time.Time) ([]string, error)
 }
 
+// agentStore is what agents and workloads keep (agentstate.go): the
+// replay record of their assertions (RFC 7523 §3 item 7) and the client
+// states an operator sets (bffgate agents disable|enable).
+type agentStore interface {
+	UseAssertion(ctx context.Context, key string, exp, now time.Time) error
+	ClientStates(ctx context.Context) (map[string]storage.ClientState, error)
+	SetClientDisabled(ctx context.Context, id string, disabled bool, now time.Time) (storage.ClientState, error)
+}
+
 // purgeStore is what the purge job runs.
 type purgeStore interface {
 	Purge(ctx context.Context, now time.Time) (int, error)
@@ -68,6 +77,7 @@ var (
 	_ throttleStore  = storage.Store(nil)
 	_ logoutStore    = storage.Store(nil)
 	_ purgeStore     = storage.Store(nil)
+	_ agentStore     = storage.Store(nil)
 	_ denylist.Store = storage.Store(nil)
 	_ keys.Store     = storage.Store(nil)
 )
@@ -80,8 +90,9 @@ type stores struct {
 	throttle  throttleStore
 	logout    logoutStore
 	purge     purgeStore
+	agents    agentStore
 }
 
 func storesOf(st storage.Store) stores {
-	return stores{authorize: st, token: st, lifecycle: st, throttle: st, logout: st, purge: st}
+	return stores{authorize: st, token: st, lifecycle: st, throttle: st, logout: st, purge: st, agents: st}
 }

@@ -33,6 +33,9 @@ type tokenResponse struct {
 	// Keycloak sends it: a client cannot read it from a sealed or
 	// encrypted refresh token (the gateway bounds its sessions by it).
 	RefreshExpiresIn int64 `json:"refresh_expires_in,omitempty"`
+
+	// audit is what the audit record of the grant names (never a token).
+	audit grantAudit
 }
 
 // grantInfo is what every token of one grant shares.
@@ -49,6 +52,9 @@ type grantInfo struct {
 	// access token only.
 	AccessScope string
 	AuthTime    time.Time
+	// Resource is the grant's RFC 8707 resource indicator: the aud of its
+	// access tokens; "" gives the client's audience.
+	Resource string
 }
 
 // accessScope is the scope of the access token being minted.
@@ -90,26 +96,22 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 	if err != nil {
 		return s.writeError(c, epToken, err)
 	}
-	cl, _, err := s.authenticateClient(c, form, true)
+	cl, method, err := s.authenticateClient(c, form, true)
 	if err != nil {
 		return s.writeError(c, epToken, err)
 	}
 	var resp tokenResponse
 	gt := form.Get("grant_type")
-	switch gt {
-	case GrantAuthorizationCode:
-		resp, err = s.exchangeCode(c.UserContext(), cl, form)
-	case GrantRefreshToken:
-		resp, err = s.refresh(c.UserContext(), cl, form)
-	case GrantClientCredentials:
-		resp, err = s.clientCredentials(cl, form)
-	case GrantTokenExchange:
-		return s.handleTokenExchange(c, cl, form)
-	case "":
-		err = protocol.ErrInvalidRequest.WithDescription("grant_type is missing (authorization_code, refresh_token or client_credentials)")
-	default:
-		err = protocol.ErrUnsupportedGrantType.WithDescription("grant_type %q is not supported (authorization_code, refresh_token, client_credentials)", clip(gt, 64))
+	if why := s.clientDisabled(cl.ID); why != "" {
+		s.ag.metrics.refused.WithLabelValues(epToken).Inc()
+		err = refuseDisabled(why)
+	} else if gt == GrantTokenExchange {
+		// The exchange writes its own answer, log line and audit record.
+		return s.handleTokenExchange(c, cl, method, form)
+	} else {
+		resp, err = s.grant(c, cl, gt, form)
 	}
+	s.auditGrant(c, cl, method, gt, form, resp, err)
 	if err != nil {
 		pe := toProtocol(err)
 		s.logError(c, epToken, pe, cl.ID)
@@ -117,6 +119,25 @@ func (s *Server) handleToken(c *fiber.Ctx) error {
 	}
 	noStore(c)
 	return c.JSON(resp)
+}
+
+// grant runs the grant of a token request by an authenticated client.
+func (s *Server) grant(c *fiber.Ctx, cl *client, gt string, form url.Values) (resp tokenResponse, err error) {
+	switch gt {
+	case GrantAuthorizationCode:
+		resp, err = s.exchangeCode(c.UserContext(), cl, form)
+	case GrantRefreshToken:
+		resp, err = s.refresh(c.UserContext(), cl, form)
+	case GrantClientCredentials:
+		resp, err = s.clientCredentials(cl, form)
+	case GrantJWTBearer:
+		resp, err = s.jwtBearer(c.UserContext(), cl, form)
+	case "":
+		err = protocol.ErrInvalidRequest.WithDescription("grant_type is missing (authorization_code, refresh_token, client_credentials, %s or %s)", GrantTokenExchange, GrantJWTBearer)
+	default:
+		err = protocol.ErrUnsupportedGrantType.WithDescription("grant_type %q is not supported (authorization_code, refresh_token, client_credentials, %s, %s)", clip(gt, 64), GrantTokenExchange, GrantJWTBearer)
+	}
+	return resp, err
 }
 
 // writeErrorLogged writes pe like writeError, for an error logError has
@@ -164,6 +185,10 @@ func (s *Server) exchangeCode(ctx context.Context, cl *client, form url.Values) 
 		if err := protocol.VerifyPKCE(form.Get("code_verifier"), ac.CodeChallenge, ac.CodeChallengeMethod); err != nil {
 			return storage.Issued{}, err
 		}
+		resource, err := s.narrowResource(cl, form, ac.Resource)
+		if err != nil {
+			return storage.Issued{}, err
+		}
 		if s.bySubject[ac.Subject] == nil {
 			return storage.Issued{}, invalidGrant("the user the code was issued for is no longer configured at the issuer")
 		}
@@ -173,11 +198,8 @@ func (s *Server) exchangeCode(ctx context.Context, cl *client, form url.Values) 
 				return storage.Issued{}, fmt.Errorf("decode the code's user claims: %w", err)
 			}
 		}
-		g := grantInfo{ID: newGrantID(cl.ID), Subject: ac.Subject, SID: ac.SID, Scope: ac.Scope, AuthTime: ac.AuthTime}
-		var (
-			rt  *storage.RefreshToken
-			err error
-		)
+		g := grantInfo{ID: newGrantID(cl.ID), Subject: ac.Subject, SID: ac.SID, Scope: ac.Scope, AuthTime: ac.AuthTime, Resource: resource}
+		var rt *storage.RefreshToken
 		resp, rt, err = s.mint(GrantAuthorizationCode, cl, g, cl.hasGrant(GrantRefreshToken), ac.Nonce, claims, now)
 		if err != nil {
 			return storage.Issued{}, err
@@ -228,6 +250,9 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 	if rc.ClientID != cl.ID {
 		return tokenResponse{}, invalidGrant("the refresh token was issued to another client, not to %q", cl.ID)
 	}
+	if why := s.tokenRefused(rc, token.Refresh); why != "" {
+		return tokenResponse{}, invalidGrant("%s", why)
+	}
 	// A scope parameter narrows this access token only (RFC 6749 §6: the
 	// requested scope "MUST NOT include any scope not originally granted");
 	// "" gives the grant's full scope.
@@ -251,11 +276,12 @@ func (s *Server) refresh(ctx context.Context, cl *client, form url.Values) (toke
 		if scope != "" && !protocol.SubsetScope(scope, rec.Scope) {
 			return storage.Issued{}, protocol.ErrInvalidScope.WithDescription("the requested scope exceeds the scope of the grant (%s); a refresh may only narrow it (RFC 6749 §6)", rec.Scope)
 		}
-		g := grantInfo{ID: rec.GrantID, Subject: rec.Subject, SID: rec.SID, Scope: rec.Scope, AccessScope: scope, AuthTime: rc.AuthTime}
-		var (
-			rt  *storage.RefreshToken
-			err error
-		)
+		resource, err := s.narrowResource(cl, form, rec.Resource)
+		if err != nil {
+			return storage.Issued{}, err
+		}
+		g := grantInfo{ID: rec.GrantID, Subject: rec.Subject, SID: rec.SID, Scope: rec.Scope, AccessScope: scope, AuthTime: rc.AuthTime, Resource: resource}
+		var rt *storage.RefreshToken
 		resp, rt, err = s.mint(GrantRefreshToken, cl, g, rotate, "", releasedClaims(u, g.accessScope()), now)
 		if err != nil {
 			return storage.Issued{}, err
@@ -350,7 +376,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 	now = now.Truncate(time.Second)
 	scope := g.accessScope()
 	atc := token.Claims{
-		Subject: g.Subject, Audience: cl.Audience, ClientID: cl.ID, Scope: scope,
+		Subject: g.Subject, Audience: tokenAudience(cl, g.Resource), ClientID: cl.ID, Scope: scope,
 		IssuedAt: now, Expiry: now.Add(s.cfg.AccessTokenTTL), AuthTime: g.AuthTime, SID: g.SID, GrantID: g.ID,
 	}
 	if grantType == GrantClientCredentials {
@@ -374,7 +400,8 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 	}
 	format := string(s.codec.Format())
 	s.metrics.minted.WithLabelValues(grantType, "access", format).Inc()
-	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: scope}
+	resp := tokenResponse{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), Scope: scope,
+		audit: grantAudit{subject: g.Subject, audience: tokenAudience(cl, g.Resource), grantID: g.ID, tokenHash: tokenDigest(at)}}
 
 	var rec *storage.RefreshToken
 	if withRefresh && g.ID != "" {
@@ -390,7 +417,7 @@ func (s *Server) mint(grantType string, cl *client, g grantInfo, withRefresh boo
 		s.metrics.minted.WithLabelValues(grantType, "refresh", s.codec.FormatOf(token.Refresh)).Inc()
 		resp.RefreshToken = rt
 		resp.RefreshExpiresIn = int64(s.cfg.RefreshTokenTTL / time.Second)
-		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp}
+		rec = &storage.RefreshToken{JTI: jti, GrantID: g.ID, ClientID: cl.ID, Subject: g.Subject, SID: g.SID, Scope: g.Scope, IssuedAt: now, ExpiresAt: exp, Resource: g.Resource}
 	}
 
 	if protocol.HasScope(scope, ScopeOpenID) {

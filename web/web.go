@@ -60,6 +60,7 @@ type Pages struct {
 	login   *template.Template
 	errPage *template.Template
 	logout  *template.Template
+	consent *template.Template
 }
 
 // Field is one hidden form field.
@@ -157,7 +158,7 @@ func New(cfg Config) (*Pages, error) {
 	for _, t := range []struct {
 		dst  **template.Template
 		file string
-	}{{&p.login, "login.html"}, {&p.errPage, "error.html"}, {&p.logout, "logout.html"}} {
+	}{{&p.login, "login.html"}, {&p.errPage, "error.html"}, {&p.logout, "logout.html"}, {&p.consent, "consent.html"}} {
 		c, err := layout.Clone()
 		if err != nil {
 			return nil, fmt.Errorf("web: %s: %w", t.file, err)
@@ -189,6 +190,35 @@ func (p *Pages) Error(w io.Writer, d Error) error {
 		title = "Error"
 	}
 	return p.render(w, p.errPage, title, d)
+}
+
+// Consent is the data of the consent page an agent's authorization
+// request shows: who asks (an agent, not the user's own application), for
+// whom and for what.
+type Consent struct {
+	// Action is the URL the form posts to, with Fields.
+	Action string
+	Fields []Field
+	// ClientName is the agent's client id; Kind "agent" or "workload".
+	ClientName, Kind string
+	// Username is the signed-in user the agent would act for.
+	Username string
+	// Scopes and Audience are what its tokens would carry.
+	Scopes, Audience []string
+	// ClientID is shown beside ClientName when they differ (a client
+	// that named itself); RedirectHost is where the browser returns to
+	// (the host a metadata document's client must be shown with).
+	ClientID, RedirectHost string
+	// Resource names the resource (RFC 8707) the tokens would be for.
+	Resource string
+	// Unverified warns that the client named itself and no operator
+	// vouched for it.
+	Unverified bool
+}
+
+// Consent renders the consent page.
+func (p *Pages) Consent(w io.Writer, d Consent) error {
+	return p.render(w, p.consent, "Allow "+d.ClientName+"?", d)
 }
 
 // Logout renders the logout confirmation or the signed-out page.

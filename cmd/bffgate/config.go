@@ -90,19 +90,25 @@ type Redis struct {
 }
 
 type Issuer struct {
-	Enabled         *bool                `yaml:"enabled"`
-	Listen          string               `yaml:"listen"`
-	URL             string               `yaml:"url"`
-	Store           string               `yaml:"store"` // bbolt, redis
-	LoginSessionTTL time.Duration        `yaml:"login_session_ttl"`
-	Tokens          IssuerTokens         `yaml:"tokens"`
-	Keys            []keys.FileKey       `yaml:"keys"`
-	Denylist        Denylist             `yaml:"denylist"`
-	LoginThrottle   issuer.LoginThrottle `yaml:"login_throttle"`
-	TrustedProxies  []string             `yaml:"trusted_proxies"`
-	Clients         []issuer.Client      `yaml:"clients"`
-	Users           []issuer.User        `yaml:"users"`
-	TrustedIssuers  []trust.Issuer       `yaml:"trusted_issuers"`
+	Enabled         *bool                      `yaml:"enabled"`
+	Listen          string                     `yaml:"listen"`
+	URL             string                     `yaml:"url"`
+	Store           string                     `yaml:"store"` // bbolt, redis
+	LoginSessionTTL time.Duration              `yaml:"login_session_ttl"`
+	Tokens          IssuerTokens               `yaml:"tokens"`
+	Keys            []keys.FileKey             `yaml:"keys"`
+	Denylist        Denylist                   `yaml:"denylist"`
+	LoginThrottle   issuer.LoginThrottle       `yaml:"login_throttle"`
+	TrustedProxies  []string                   `yaml:"trusted_proxies"`
+	Clients         []issuer.Client            `yaml:"clients"`
+	Users           []issuer.User              `yaml:"users"`
+	SPIFFE          issuer.SPIFFE              `yaml:"spiffe"`
+	TrustedIssuers  []trust.Issuer             `yaml:"trusted_issuers"`
+	Audit           issuer.Audit               `yaml:"audit"`
+	Resources       []issuer.Resource          `yaml:"resources"`
+	ClientMetadata  issuer.ClientMetadata      `yaml:"client_metadata"`
+	Registration    issuer.DynamicRegistration `yaml:"registration"`
+	ConsentTTL      time.Duration              `yaml:"consent_ttl"`
 }
 
 // IssuerTokens is issuer.Config's token fields, grouped as the file groups
@@ -224,8 +230,12 @@ func defaultConfig() Config {
 				CodeTTL:         is.CodeTTL,
 				RefreshRotation: &yes,
 			},
-			Denylist:      Denylist{CacheSize: is.DenylistCacheSize, PollInterval: is.DenylistPollInterval, PurgeDelay: is.PurgeDelay},
-			LoginThrottle: is.LoginThrottle,
+			Denylist:       Denylist{CacheSize: is.DenylistCacheSize, PollInterval: is.DenylistPollInterval, PurgeDelay: is.PurgeDelay},
+			LoginThrottle:  is.LoginThrottle,
+			Audit:          is.Audit,
+			ClientMetadata: is.ClientMetadata,
+			ConsentTTL:     is.ConsentTTL,
+			Registration:   is.Registration,
 		},
 		Gateway: Gateway{
 			Listen:   "127.0.0.1:8080",

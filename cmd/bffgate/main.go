@@ -95,6 +95,23 @@ var commands = []*command{
 		run: func(args []string, _ io.Reader, stdout, stderr io.Writer, env []string) error {
 			return cmdKeysRotate(args, stdout, stderr, env)
 		}},
+	{name: "agents disable", args: "ID [flags]", flags: true,
+		summary:  "refuse the grants and every live token of client ID (an agent or workload) on every instance",
+		fullHelp: "It writes the issuer's store (the data file, or Redis shared by several instances); on the\ndata file, run it while bffgate is stopped (it holds the file).\n",
+		run: func(args []string, _ io.Reader, stdout, stderr io.Writer, env []string) error {
+			return cmdAgentsSet("agents disable", true, args, stdout, stderr, env)
+		}},
+	{name: "agents enable", args: "ID [flags]", flags: true,
+		summary: "let a disabled client get tokens again (the tokens it held before stay revoked)",
+		run: func(args []string, _ io.Reader, stdout, stderr io.Writer, env []string) error {
+			return cmdAgentsSet("agents enable", false, args, stdout, stderr, env)
+		}},
+	{name: "audit verify", args: "[FILE...] [flags]", flags: true,
+		summary:  "check the HMAC chain of audit files (oldest first; default: issuer.audit.file and its rotated files)",
+		fullHelp: "It names the first record that was edited, removed, inserted or reordered.\n",
+		run: func(args []string, _ io.Reader, stdout, stderr io.Writer, env []string) error {
+			return cmdAuditVerify(args, stdout, stderr, env)
+		}},
 	{name: "users hash", args: "< password.txt",
 		summary:  "read a password on stdin, print its argon2id hash for issuer.users[].password_hash",
 		fullHelp: "example:\n  printf %s 'a password' | bffgate users hash\n",

@@ -50,7 +50,14 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.KeyFiles = slices.Clone(is.Keys)
 	icfg.Clients = slices.Clone(is.Clients)
 	icfg.Users = slices.Clone(is.Users)
+	icfg.SPIFFE = issuer.SPIFFE{TrustDomains: slices.Clone(is.SPIFFE.TrustDomains)}
+	icfg.Audit = is.Audit
 	icfg.TrustedIssuers = slices.Clone(is.TrustedIssuers)
+	icfg.Resources = slices.Clone(is.Resources)
+	icfg.ClientMetadata = is.ClientMetadata
+	icfg.ConsentTTL = is.ConsentTTL
+	icfg.Registration = is.Registration
+	icfg.ClientMetadata.AllowedDomains = slices.Clone(is.ClientMetadata.AllowedDomains)
 	icfg.AccessLog = c.Log.Access
 	if c.registersGatewayClient() {
 		gw := c.Gateway

@@ -273,6 +273,7 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 			return err
 		}
 		clientSecret = secret
+		rt.closers = append(rt.closers, srv.Close) // the audit file
 		g.Go(func() error { return srv.Run(gctx) })
 		if err := serve("issuer", cfg.Issuer.Listen, srv.App()); err != nil {
 			shutdown()

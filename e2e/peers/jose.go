@@ -139,6 +139,16 @@ const (
 	ForgeTamperedJWE ForgeKind = "tampered_jwe"
 )
 
+// Sign makes a JWT of claims with jose.SignJWT under privateJWK (a JWK with
+// its private part, alg and kid).
+func (j *Jose) Sign(ctx context.Context, claims map[string]any, privateJWK any) (string, error) {
+	var res struct {
+		Token string `json:"token"`
+	}
+	err := j.proc.call(ctx, "sign", map[string]any{"claims": claims, "private_jwk": privateJWK}, &res)
+	return res.Token, err
+}
+
 // Forge makes a bad token of the given kind from a genuine one. jwksURI is
 // needed only by ForgeHS256PublicKey.
 func (j *Jose) Forge(ctx context.Context, kind ForgeKind, token, jwksURI string) (string, error) {

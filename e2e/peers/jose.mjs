@@ -25,6 +25,9 @@
 //                       kid the issuer never published
 //       tampered_payload  claims changed (sub), original signature kept
 //       tampered_jwe    a compact JWE with one ciphertext byte flipped
+//   sign {claims, private_jwk, alg?, kid?} -> {token}: a JWT signed with
+//       jose.SignJWT (a client assertion, a JWT-SVID, a trusted issuer's
+//       assertion); alg defaults to the JWK's alg.
 import { randomBytes } from 'node:crypto';
 
 import * as jose from 'jose';
@@ -120,6 +123,14 @@ const ops = {
     const out = { protected_header: header };
     if (parts(cmd.token).length === 3) out.payload = jose.decodeJwt(cmd.token);
     return out;
+  },
+
+  async sign(cmd) {
+    const alg = cmd.alg ?? cmd.private_jwk.alg;
+    const key = await jose.importJWK(cmd.private_jwk, alg);
+    const header = { alg, typ: 'JWT' };
+    if (cmd.kid ?? cmd.private_jwk.kid) header.kid = cmd.kid ?? cmd.private_jwk.kid;
+    return { token: await new jose.SignJWT(cmd.claims).setProtectedHeader(header).sign(key) };
   },
 
   async forge(cmd) {

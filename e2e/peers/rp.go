@@ -13,9 +13,12 @@ type RPOptions struct {
 	ClientSecret string
 	RedirectURI  string
 	// AuthMethod at the token, introspection and revocation endpoints:
-	// client_secret_basic (default), client_secret_post, client_secret_jwt
-	// or none.
+	// client_secret_basic (default), client_secret_post, client_secret_jwt,
+	// private_key_jwt (with PrivateJWK) or none.
 	AuthMethod string
+	// PrivateJWK is the client's private key for private_key_jwt: a JWK
+	// with its private part, alg and kid.
+	PrivateJWK any
 }
 
 // RP is panva's openid-client configured for one client of one issuer.
@@ -30,12 +33,13 @@ type RP struct {
 // (use Discover to test one).
 func StartRP(t testing.TB, opts RPOptions) *RP {
 	t.Helper()
-	arg, err := json.Marshal(map[string]string{
+	arg, err := json.Marshal(map[string]any{
 		"issuer":        opts.Issuer,
 		"client_id":     opts.ClientID,
 		"client_secret": opts.ClientSecret,
 		"redirect_uri":  opts.RedirectURI,
 		"auth_method":   opts.AuthMethod,
+		"private_jwk":   opts.PrivateJWK,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -118,6 +122,13 @@ func (r *RP) UserInfo(ctx context.Context, accessToken, sub string) (map[string]
 	}
 	err := r.proc.call(ctx, "userinfo", req, &m)
 	return m, err
+}
+
+// ClientCredentials runs the client_credentials grant; scope may be "".
+func (r *RP) ClientCredentials(ctx context.Context, scope string) (Tokens, error) {
+	var tok Tokens
+	err := r.proc.call(ctx, "client_credentials", map[string]any{"scope": scope}, &tok)
+	return tok, err
 }
 
 // Introspect calls the introspection endpoint (RFC 7662); hint may be "".

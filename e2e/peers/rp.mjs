@@ -6,7 +6,9 @@
 // Usage: node rp.mjs '<config JSON>'
 //   {"issuer": "...", "client_id": "...", "client_secret": "...",
 //    "redirect_uri": "...", "auth_method": "client_secret_basic" |
-//    "client_secret_post" | "client_secret_jwt" | "none"}
+//    "client_secret_post" | "client_secret_jwt" | "private_key_jwt" |
+//    "none", "private_jwk": {...} (private_key_jwt: the client's key, a JWK
+//    with alg and kid)}
 //
 // It runs discovery first and prints {"ready":true,"metadata":{...}} (or
 // {"ready":false,"error":{...}} and exits 1). Then it reads one JSON command
@@ -26,6 +28,7 @@
 //   introspect {token, token_type_hint?}      -> introspection response
 //   revoke {token, token_type_hint?}          -> {}
 //   end_session_url {id_token_hint?, post_logout_redirect_uri?, state?} -> {url}
+//   client_credentials {scope?}               -> tokens
 //   grant {grant_type, params}                -> the token endpoint's response
 //                                                (genericGrantRequest: token
 //                                                exchange, jwt-bearer); a param
@@ -48,8 +51,16 @@ function errorJSON(err) {
   };
 }
 
+let privateKey;
+if (cfg.auth_method === 'private_key_jwt') {
+  const jwk = cfg.private_jwk;
+  const params = jwk.kty === 'EC' ? { name: 'ECDSA', namedCurve: jwk.crv } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+  privateKey = { kid: jwk.kid, key: await crypto.subtle.importKey('jwk', jwk, params, false, ['sign']) };
+}
+
 function clientAuth() {
   switch (cfg.auth_method || 'client_secret_basic') {
+    case 'private_key_jwt': return client.PrivateKeyJwt(privateKey);
     case 'client_secret_basic': return client.ClientSecretBasic(cfg.client_secret);
     case 'client_secret_post': return client.ClientSecretPost(cfg.client_secret);
     case 'client_secret_jwt': return client.ClientSecretJwt(cfg.client_secret);
@@ -137,6 +148,9 @@ const ops = {
     const params = cmd.token_type_hint ? { token_type_hint: cmd.token_type_hint } : undefined;
     await client.tokenRevocation(config, cmd.token, params);
     return {};
+  },
+  async client_credentials(cmd) {
+    return tokensJSON(await client.clientCredentialsGrant(config, cmd.scope ? { scope: cmd.scope } : {}));
   },
   async grant(cmd) {
     const params = new URLSearchParams();

@@ -115,7 +115,8 @@ func TestEncodings(t *testing.T) {
 	if bytes.HasPrefix(IssuerIndexKey("a", "bc"), IssuerIndexPrefix("ab")) || bytes.HasPrefix(SessionIndexKey("a", []byte("bc")), SessionIndexPrefix("ab")) {
 		t.Error("an owner's prefix matches another owner's keys")
 	}
-	if b := Issuer(""); string(b.Keys) != "issuer.keys" || string(b.LoginFailures) != "issuer.login_failures" || b.Health != "issuer.health" || len(b.All()) != 12 {
+	if b := Issuer(""); string(b.Keys) != "issuer.keys" || string(b.LoginFailures) != "issuer.login_failures" || b.Health != "issuer.health" || string(b.Assertions) != "issuer.assertions" || string(b.Clients) != "issuer.clients" ||
+		string(b.Registrations) != "issuer.registrations" || string(b.Consents) != "issuer.consents" || len(b.All()) != 16 {
 		t.Errorf("Issuer(\"\") = %+v", b)
 	}
 }

@@ -14,6 +14,13 @@ const DefaultIssuerPrefix = "issuer."
 type IssuerBuckets struct {
 	Keys, Secrets, Codes, Grants, Refresh, GrantRefresh, SIDGrants,
 	Deny, DenyLog, Login, Expiry, LoginFailures []byte
+	// Assertions holds the replay records of client assertions (jti
+	// digests, until the assertion's expiry); Clients the operator-set
+	// client states (bffgate agents disable/enable).
+	Assertions, Clients []byte
+	// Registrations holds dynamically registered clients (RFC 7591);
+	// Consents the consents users gave third-party clients.
+	Registrations, Consents []byte
 	// Health is the bucket of the issuer's readiness probe.
 	Health string
 }
@@ -40,13 +47,17 @@ func Issuer(prefix string) IssuerBuckets {
 		// Added after the first release: created in existing files on
 		// their first open by a later one.
 		LoginFailures: n("login_failures"),
+		Assertions:    n("assertions"),
+		Clients:       n("clients"),
+		Registrations: n("registrations"),
+		Consents:      n("consents"),
 		Health:        prefix + "health",
 	}
 }
 
 // All lists every bucket of b (Health excepted: its probe creates it).
 func (b IssuerBuckets) All() [][]byte {
-	return [][]byte{b.Keys, b.Secrets, b.Codes, b.Grants, b.Refresh, b.GrantRefresh, b.SIDGrants, b.Deny, b.DenyLog, b.Login, b.Expiry, b.LoginFailures}
+	return [][]byte{b.Keys, b.Secrets, b.Codes, b.Grants, b.Refresh, b.GrantRefresh, b.SIDGrants, b.Deny, b.DenyLog, b.Login, b.Expiry, b.LoginFailures, b.Assertions, b.Clients, b.Registrations, b.Consents}
 }
 
 // The gateway's session buckets.

@@ -70,6 +70,10 @@ type Config struct {
 	// Subscriber, when set, makes Run add pushed entries to the cache as
 	// they arrive, in addition to polling.
 	Subscriber Subscriber
+	// OnClient, when set, receives the change-log entries of kind
+	// storage.DenyClient (a client disabled or enabled), pushed or
+	// polled, instead of the cache: they deny no token by themselves.
+	OnClient func(storage.DenyEntry)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives poll failures; nil means slog.Default().
@@ -201,6 +205,12 @@ func (l *List) add(e storage.DenyEntry) {
 	if e.ID == "" {
 		return
 	}
+	if e.Kind == storage.DenyClient {
+		if l.cfg.OnClient != nil {
+			l.cfg.OnClient(e)
+		}
+		return
+	}
 	l.mu.Lock()
 	l.cache.put(cacheKey(e.Kind, e.ID), e.Until)
 	n := l.cache.len()
@@ -227,13 +237,23 @@ func (l *List) Poll(ctx context.Context) error {
 			return fmt.Errorf("denylist: poll changes after %d: %w", cur, err)
 		}
 		l.mu.Lock()
+		var clients []storage.DenyEntry
 		for _, e := range page {
+			if e.Kind == storage.DenyClient {
+				clients = append(clients, e)
+				continue
+			}
 			l.cache.put(cacheKey(e.Kind, e.ID), e.Until)
 		}
 		l.cursor = next
 		n := l.cache.len()
 		l.mu.Unlock()
 		l.entries.Set(float64(n))
+		if l.cfg.OnClient != nil && cur != 0 { // the first poll's states are read at start
+			for _, e := range clients {
+				l.cfg.OnClient(e)
+			}
+		}
 		if len(page) < pollPage {
 			return nil
 		}

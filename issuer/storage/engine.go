@@ -103,10 +103,14 @@ const (
 	BucketDeny                            // DenyKey: 8 bytes, Until in Unix ns, big endian
 	BucketLogin                           // login session id: JSON LoginSession
 	BucketLoginFailures                   // throttle key: JSON loginRecord
+	BucketAssertions                      // replay key: 8 bytes, the assertion's exp in Unix ns, big endian
+	BucketClients                         // "states": JSON map[client id]ClientState
+	BucketRegistrations                   // client id: JSON Registration (RFC 7591)
+	BucketConsents                        // consentKey(subject, client id): JSON Consent
 )
 
 // buckets lists every bucket, for engines that create them up front.
-var buckets = [...]Bucket{BucketKeys, BucketSecrets, BucketCodes, BucketGrants, BucketRefresh, BucketDeny, BucketLogin, BucketLoginFailures}
+var buckets = [...]Bucket{BucketKeys, BucketSecrets, BucketCodes, BucketGrants, BucketRefresh, BucketDeny, BucketLogin, BucketLoginFailures, BucketAssertions, BucketClients, BucketRegistrations, BucketConsents}
 
 // AllBuckets returns every Bucket.
 func AllBuckets() []Bucket { return buckets[:] }
@@ -131,6 +135,9 @@ const (
 	ExpireLog           ExpiryKind = 'l' // id: the cursor, 8 bytes big endian
 	ExpireLogin         ExpiryKind = 's' // id: login session id
 	ExpireLoginFailures ExpiryKind = 'f' // id: throttle key
+	ExpireAssertion     ExpiryKind = 'a' // id: replay key of a client assertion
+	ExpireRegistration  ExpiryKind = 'n' // id: a dynamically registered client id
+	ExpireConsent       ExpiryKind = 'o' // id: consentKey
 )
 
 // Due is one entry of the expiry index.

@@ -867,6 +867,15 @@ func (t *rtx) purge(now time.Time, batch int) (removed int, more bool, err error
 			// The index entry is moved whenever the record's expiry
 			// changes, so an entry due now names an expired record.
 			ok, err = t.deleteIfPresent(BucketLoginFailures, d.ID)
+		case ExpireAssertion:
+			// Like the throttle's: moved whenever re-recorded.
+			ok, err = t.deleteIfPresent(BucketAssertions, d.ID)
+		case ExpireRegistration:
+			// Moved whenever the registration is used.
+			ok, err = t.deleteIfPresent(BucketRegistrations, d.ID)
+		case ExpireConsent:
+			// Moved whenever a consent is added.
+			ok, err = t.deleteIfPresent(BucketConsents, d.ID)
 		default:
 			err = fmt.Errorf("expiry index entry of unknown kind %q", byte(d.Kind))
 		}

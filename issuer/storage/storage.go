@@ -30,6 +30,13 @@ import (
 // Store is the issuer's state. Implementations are safe for concurrent
 // use; all times are passed in by the caller (no hidden clocks).
 type Store interface {
+	// AgentStore is the replay record of client assertions and the
+	// operator-set client states (agents.go).
+	AgentStore
+	// ClientStore is the dynamically registered clients and the
+	// consents given to third-party clients (clients.go).
+	ClientStore
+
 	// Keys returns every stored key, active and retired.
 	Keys(ctx context.Context) ([]Key, error)
 	// UpdateKeys atomically replaces the key list with fn's result.
@@ -234,6 +241,9 @@ type AuthCode struct {
 	Claims []byte
 	// RedeemedGrant is set once the code has been exchanged.
 	RedeemedGrant string
+	// Resource is the RFC 8707 resource indicator of the request, "" for
+	// none.
+	Resource string `json:",omitempty"`
 }
 
 // Grant is one authorization: what a client was allowed, for whom, under
@@ -260,6 +270,9 @@ type RefreshToken struct {
 	Scope     string
 	IssuedAt  time.Time
 	ExpiresAt time.Time
+	// Resource is the grant's RFC 8707 resource indicator, "" for none:
+	// a refresh may keep it, never change it.
+	Resource string `json:",omitempty"`
 }
 
 // Issued is what one token-endpoint call minted, stored atomically with

@@ -1,7 +1,9 @@
 // Package trust verifies JWTs of other issuers the embedded issuer is
 // configured to trust: the subject tokens of the Security Token Service
 // case of RFC 8693 (a Keycloak or Entra access token in, a bffgate token
-// out), and any other grant that takes a foreign JWT as proof.
+// out), the assertions of the JWT bearer grant (RFC 7523 §2.1: a workload
+// of another domain, or an MCP client doing workload identity federation),
+// and any other grant that takes a foreign JWT as proof.
 //
 // Each trusted issuer names its issuer identifier (the iss its tokens
 // carry, compared as a string), where its keys are (a JWKS URL, fetched
@@ -320,6 +322,21 @@ func (s *Set) Len() int { return len(s.byIssuer) }
 
 // Trusts reports whether iss is a trusted issuer.
 func (s *Set) Trusts(iss string) bool { return s.byIssuer[iss] != nil }
+
+// Issuer returns the validated configuration of the trusted issuer iss
+// (defaults filled), for a grant that applies its own rules on top of
+// Verify (the JWT bearer grant caps the scope by Issuer.Scopes).
+func (s *Set) Issuer(iss string) (Issuer, bool) {
+	v := s.byIssuer[iss]
+	if v == nil {
+		return Issuer{}, false
+	}
+	out := v.cfg
+	out.Algorithms = slices.Clone(out.Algorithms)
+	out.Audience = slices.Clone(out.Audience)
+	out.Scopes = slices.Clone(out.Scopes)
+	return out, true
+}
 
 // PeekIssuer returns the unverified iss of a compact JWS, "" when raw is
 // not one. It selects the verifier; nothing is trusted before Verify.

@@ -162,7 +162,7 @@ type txn struct {
 	e  *Engine
 	tx *bolt.Tx
 	b  struct {
-		keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures *bolt.Bucket
+		keys, secrets, codes, grants, refresh, grantRefresh, sidGrants, deny, denylog, login, expiry, loginFailures, assertions, clients, registrations, consents *bolt.Bucket
 	}
 }
 
@@ -183,6 +183,10 @@ func (e *Engine) wrap(tx *bolt.Tx) *txn {
 	t.b.login = tx.Bucket(n.Login)
 	t.b.expiry = tx.Bucket(n.Expiry)
 	t.b.loginFailures = tx.Bucket(n.LoginFailures)
+	t.b.assertions = tx.Bucket(n.Assertions)
+	t.b.clients = tx.Bucket(n.Clients)
+	t.b.registrations = tx.Bucket(n.Registrations)
+	t.b.consents = tx.Bucket(n.Consents)
 	if tx.Writable() {
 		// The change log only grows at its end and the expiry index
 		// mostly does (keys start with a time): pack their pages full
@@ -212,6 +216,14 @@ func (t *txn) bucket(b storage.Bucket) (*bolt.Bucket, error) {
 		bk = t.b.login
 	case storage.BucketLoginFailures:
 		bk = t.b.loginFailures
+	case storage.BucketAssertions:
+		bk = t.b.assertions
+	case storage.BucketClients:
+		bk = t.b.clients
+	case storage.BucketRegistrations:
+		bk = t.b.registrations
+	case storage.BucketConsents:
+		bk = t.b.consents
 	default:
 		return nil, fmt.Errorf("bolt: unknown bucket %d", b)
 	}

@@ -30,6 +30,10 @@
 //	<prefix>{issuer}:expiry                sorted set: kind+key scored by expiry (ms), for Purge
 //	<prefix>{issuer}:login:<id>            JSON storage.LoginSession
 //	<prefix>{issuer}:login-failures:<key>  hash: the login throttle's state of one key
+//	<prefix>{issuer}:assertion:<key>       a client assertion's replay record: its exp, 8 bytes (Unix ns)
+//	<prefix>{issuer}:clients:states        JSON map[client id]storage.ClientState (agents disable/enable)
+//	<prefix>{issuer}:registration:<id>     JSON storage.Registration (RFC 7591 dynamic registration)
+//	<prefix>{issuer}:consent:<key>         JSON storage.Consent (a user's consents to a third-party client)
 //	<prefix>{issuer}:denylist              pub/sub channel of denylist additions
 //
 // One slot is a deliberate choice. Code redemption, refresh rotation and

@@ -171,6 +171,10 @@ func (k keys) channel() string        { return k.base + "denylist" }
 func (k keys) loginFailures(key string) string {
 	return k.base + "login-failures:" + key
 }
+func (k keys) assertion(key string) string   { return k.base + "assertion:" + key }
+func (k keys) clients(key string) string     { return k.base + "clients:" + key }
+func (k keys) registration(id string) string { return k.base + "registration:" + id }
+func (k keys) consent(key string) string     { return k.base + "consent:" + key }
 
 // splitDenyKey splits a storage.DenyKey.
 func splitDenyKey(key string) (storage.DenyKind, string, error) {
@@ -207,6 +211,14 @@ func (k keys) record(b storage.Bucket, key string) (string, error) {
 		return k.login(key), nil
 	case storage.BucketLoginFailures:
 		return k.loginFailures(key), nil
+	case storage.BucketAssertions:
+		return k.assertion(key), nil
+	case storage.BucketClients:
+		return k.clients(key), nil
+	case storage.BucketRegistrations:
+		return k.registration(key), nil
+	case storage.BucketConsents:
+		return k.consent(key), nil
 	}
 	return "", fmt.Errorf("redis: unknown bucket %d", b)
 }
@@ -238,6 +250,12 @@ func (k keys) expiring(kind storage.ExpiryKind, id string) (record, member strin
 		b = storage.BucketGrants
 	case storage.ExpireLogin:
 		b = storage.BucketLogin
+	case storage.ExpireAssertion:
+		b = storage.BucketAssertions
+	case storage.ExpireRegistration:
+		b = storage.BucketRegistrations
+	case storage.ExpireConsent:
+		b = storage.BucketConsents
 	case storage.ExpireDeny:
 		dk, did, err := splitDenyKey(id)
 		if err != nil {
@@ -734,6 +752,12 @@ func (t *tx) parseExpiry(m string) (storage.Due, recordRef, bool) {
 		b = storage.BucketGrants
 	case storage.ExpireLogin:
 		b = storage.BucketLogin
+	case storage.ExpireAssertion:
+		b = storage.BucketAssertions
+	case storage.ExpireRegistration:
+		b = storage.BucketRegistrations
+	case storage.ExpireConsent:
+		b = storage.BucketConsents
 	case storage.ExpireDeny:
 		dk, did, ok := strings.Cut(id, ":")
 		if !ok || dk == "" {

@@ -284,7 +284,11 @@ func TestTTLs(t *testing.T) {
 	if _, err := s.RecordLoginFailure(ctx, "u:k", now, storage.LoginPolicy{MaxFailures: 5, Window: time.Hour, Lockout: time.Minute, MaxLockout: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{s.k.code("h"), s.k.grant("g"), s.k.refresh("r"), s.k.grantRefresh("g"), s.k.sidGrants("sid"), s.k.deny(storage.DenyJTI, "at"), s.k.login("ls"), s.k.loginFailures("u:k")} {
+	// A client assertion's replay record lives as long as the assertion.
+	if err := s.UseAssertion(ctx, "jwt:digest", exp, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{s.k.code("h"), s.k.grant("g"), s.k.refresh("r"), s.k.grantRefresh("g"), s.k.sidGrants("sid"), s.k.deny(storage.DenyJTI, "at"), s.k.login("ls"), s.k.loginFailures("u:k"), s.k.assertion("jwt:digest")} {
 		ttl, err := c.PTTL(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -292,6 +296,21 @@ func TestTTLs(t *testing.T) {
 		if ttl <= 0 || ttl > time.Hour+s.cfg.TTLGrace+time.Minute {
 			t.Errorf("TTL of %s = %v, want about 1h + grace", key, ttl)
 		}
+	}
+	// The client states are one record without expiry: a disable holds
+	// until an operator enables the client.
+	if _, err := s.SetClientDisabled(ctx, "agent", true, now); err != nil {
+		t.Fatal(err)
+	}
+	if ttl, err := c.PTTL(ctx, s.k.clients("states")).Result(); err != nil || ttl != -1 {
+		t.Errorf("TTL of %s = %v, %v; want none (-1)", s.k.clients("states"), ttl, err)
+	}
+	// Purge removes the replay record once its assertion expired.
+	if _, err := s.Purge(ctx, exp.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Exists(ctx, s.k.assertion("jwt:digest")).Result(); err != nil || n != 0 {
+		t.Errorf("replay record after Purge past its expiry: exists %d, %v", n, err)
 	}
 }
 

@@ -53,6 +53,12 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"LoginConcurrent", testLoginConcurrent},
 		{"LoginInvalid", testLoginInvalid},
 		{"Ping", testPing},
+		{"AssertionReplay", testAssertionReplay},
+		{"AssertionReplayConcurrent", testAssertionReplayConcurrent},
+		{"ClientStates", testClientStates},
+		{"Registrations", testRegistrations},
+		{"RegistrationsConcurrent", testRegistrationsConcurrent},
+		{"Consents", testConsents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

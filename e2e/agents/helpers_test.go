@@ -1,0 +1,9 @@
+package agents
+
+import (
+	"errors"
+
+	"github.com/bffgate/bffgate/e2e/peers"
+)
+
+func asPeerError(err error, pe **peers.PeerError) bool { return errors.As(err, pe) }
