@@ -120,13 +120,39 @@ func checkBearer(i int, r Route) []error {
 // and the prefix without its trailing slash (https://gw.example/mcp; a
 // route at / is https://gw.example/).
 func routeResource(pub *url.URL, r Route) string {
+	return r.ResourceURL(pub.String())
+}
+
+// ResourceURL is the resource identifier (RFC 8707) of a route that takes
+// bearer tokens, given the gateway's public URL: Resource when set, else
+// publicURL and the prefix without its trailing slash. A configuration
+// loader registers it at the embedded issuer.
+func (r Route) ResourceURL(publicURL string) string {
 	if r.Bearer.Resource != "" {
 		return r.Bearer.Resource
 	}
+	publicURL = strings.TrimSuffix(publicURL, "/")
 	if p := normPrefix(r.Prefix); p != "/" {
-		return pub.String() + p
+		return publicURL + p
 	}
-	return pub.String() + "/"
+	return publicURL + "/"
+}
+
+// AcceptsBearer reports whether the route takes bearer tokens.
+func (r Route) AcceptsBearer() bool { return r.Bearer.accepts(AuthBearer) }
+
+// BearerScopes lists the scopes the route's bearer tokens may need: the
+// route's and its tools', as its protected resource metadata lists them.
+func (r Route) BearerScopes() []string {
+	out := slices.Clone(r.Bearer.Scopes)
+	for _, k := range sortedKeys(r.MCP.Tools.Scopes) {
+		for _, s := range r.MCP.Tools.Scopes[k] {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 // resourcePath is the path under which a resource's metadata is
