@@ -111,12 +111,13 @@ func mcpEnvOn(t testing.TB, kind storeKind) (*env, *mcpUpstream, *ordersAPI) {
 	e := newEnv(t, kind, envOptions{
 		issuer: func(c *issuer.Config) {
 			c.Clients[0].TokenExchange = issuer.TokenExchange{Allowed: true, Audiences: []string{"orders-api"}}
+			// The gateway's client is the resource server of the bearer
+			// routes: it may introspect and exchange their tokens.
+			c.Resources = []issuer.Resource{{URL: mcpResource}, {URL: mcpIntroResource}, {URL: mcpXResource}}
+			c.Clients[0].Resources = []string{mcpResource, mcpIntroResource, mcpXResource}
 			c.Clients = append(c.Clients,
-				// The gateway's client is in aud too: bffgate's issuer
-				// lets a client introspect and exchange only tokens
-				// that name it.
 				issuer.Client{ID: agentID, Secret: agentSecret, GrantTypes: []string{issuer.GrantClientCredentials},
-					Audience: []string{mcpResource, mcpIntroResource, mcpXResource, testClientID}},
+					Audience: []string{mcpResource, mcpIntroResource, mcpXResource}},
 				issuer.Client{ID: strangerID, Secret: agentSecret, GrantTypes: []string{issuer.GrantClientCredentials},
 					Audience: []string{"https://elsewhere.example/mcp"}})
 		},

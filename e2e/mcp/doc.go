@@ -12,7 +12,14 @@
 //     server never runs it), progress notifications stream through
 //     (SSE), a tool needing a scope the token lacks is 403
 //     insufficient_scope, and a token for another resource, none, or
-//     one in the query string is refused.
+//     one in the query string is refused;
+//   - with the SDK's own OAuth flow (TestSDKOAuthFlow), once with dynamic
+//     registration and once with a client ID metadata document served
+//     over https by the test: discovery from the gateway's 401 (RFC 9728,
+//     RFC 8414), the issuer's login and consent pages driven over HTTP,
+//     the code exchanged with the resource (the token's aud is the
+//     route), a route that introspects every token, a denied tool, a
+//     refresh after a refused access token, and step-up to mcp:admin.
 //
 // Run them with
 //
