@@ -322,6 +322,34 @@ func TestSDKOAuthFlow(t *testing.T) {
 			if step, err = c.OAuthCall(ctx, "admin_stats"); err != nil || step.Text != "stats" {
 				t.Fatalf("admin_stats after step-up: %+v %v", step, err)
 			}
+
+			// Revocation: the client's refresh token revoked at the
+			// issuer (RFC 7009) ends the grant; the route introspects,
+			// so the next call is a 401 at once and the SDK's refresh is
+			// refused (SDK 1.32 raises the invalid_grant; the client
+			// drops its tokens and authorizes again).
+			st, _ = c.OAuthState(ctx)
+			clientID, _ := st.Client["client_id"].(string)
+			rt, _ := st.Tokens["refresh_token"].(string)
+			form := url.Values{"token": {rt}, "token_type_hint": {"refresh_token"}, "client_id": {clientID}}
+			resp, err := http.PostForm(e.st.IssuerURL+"/revoke", form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("revoke: %d", resp.StatusCode)
+			}
+			_, err = c.OAuthCall(ctx, "whoami")
+			if !errors.As(err, &pe) || pe.Name != "InvalidGrantError" {
+				t.Fatalf("call after the grant was revoked: %v, want the refused refresh", err)
+			}
+			if err := c.OAuthForget(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if step, err = c.OAuthCall(ctx, "whoami"); err != nil || step.AuthorizationURL == "" {
+				t.Fatalf("call without tokens: %+v %v, want a new authorization", step, err)
+			}
 		})
 	}
 }
