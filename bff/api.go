@@ -34,6 +34,11 @@ func (g *Gateway) api(c *fiber.Ctx) error {
 	}
 	if g.cfg.SPA != nil {
 		obs.SetRoute(c, "spa")
+		if g.spaRules != nil {
+			if answered, err := g.guardSPA(c); answered {
+				return err
+			}
+		}
 		return g.cfg.SPA(c)
 	}
 	return writeError(c, newError(fiber.StatusNotFound, "not_found",
@@ -148,7 +153,11 @@ func (t *sessionTokens) setIdentity(s *session.Session) error {
 	if t.id == nil {
 		return nil
 	}
-	h, err := t.id.headers(s, t.g.now())
+	claims, err := t.g.claims.claims(t.id.source, s)
+	var h []proxy.Header
+	if err == nil {
+		h, err = t.id.headersFrom(s, claims, t.g.now())
+	}
 	if err != nil {
 		t.g.log.LogAttrs(t.c.UserContext(), slog.LevelError, "identity headers unavailable",
 			slog.String("request_id", obs.RequestID(t.c)), slog.String("route", t.route), slog.String("sub", s.Subject), slog.Any("err", err))
@@ -300,7 +309,7 @@ func (g *Gateway) authorize(c *fiber.Ctx, route string, d *authz.Decider, s *ses
 	sub := ""
 	if s != nil {
 		sub = s.Subject
-		claims, claimsErr = sessionClaims(d.Source(), s)
+		claims, claimsErr = g.claims.claims(d.Source(), s)
 		if claimsErr != nil {
 			// No claims: the rules decide over none, which denies any
 			// rule that needs one.

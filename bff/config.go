@@ -175,6 +175,15 @@ type Config struct {
 	// SPA serves every path not matched by the gateway or the API routes
 	// (bff/spa); nil answers 404 JSON.
 	SPA fiber.Handler
+	// SPARules (gateway.spa's allow, deny and claims_from) say which users
+	// get the SPA at all (see guardSPA); none lets everyone load it. The
+	// gateway's own endpoints stay reachable whatever they say.
+	SPARules authz.Policy
+	// ForwardAuth configures the forward-auth endpoint BasePath + "/auth"
+	// for nginx, Traefik, Caddy and Envoy (see ForwardAuth). It believes
+	// the original request's headers from Proxy.TrustedProxies only
+	// (gateway.trusted_proxies).
+	ForwardAuth ForwardAuth
 	// BodyLimit is fiber's BodyLimit under StreamRequestBody: a body of
 	// known length up to it is read in before the handler runs, a larger or
 	// chunked one streams (default 10 MiB). It refuses nothing: the largest
@@ -485,6 +494,8 @@ func (cfg *Config) check() (*url.URL, error) {
 	if pub != nil {
 		errs = append(errs, checkResources(pub, cfg.Routes)...)
 	}
+	errs = append(errs, cfg.checkForwardAuth()...)
+	errs = append(errs, cfg.checkSPARules()...)
 	if err := cfg.Tokens.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			var fe *tokens.FieldError

@@ -12,6 +12,8 @@
 //	GET  /bff/user                    the session's claims (X-CSRF: 1)
 //	GET  /bff/logout?sid=...          end the session (or POST with X-CSRF: 1)
 //	POST /bff/backchannel-logout      OIDC Back-Channel Logout 1.0
+//	GET  /bff/jwks                    the identity assertions' public key
+//	*    /bff/auth                    forward auth for nginx, Caddy, Traefik, Envoy
 //
 // and proxies the SPA's API routes (same origin) through bff/proxy, with the
 // session's access token (policy "user"), the token when there is one
@@ -25,6 +27,18 @@
 // App serves the endpoints, the API routes, the SPA and, through
 // internal/obs, /healthz, /readyz (Ready: the session store and the
 // provider's discovery document) and /metrics.
+//
+// # Forward auth
+//
+// {base}/auth decides for a proxy in front of another app whether a
+// request may pass (forwardauth.go): the original request is described by
+// the proxy's headers, believed only from Config.Proxy.TrustedProxies; the
+// rule for its host and path (Config.ForwardAuth) decides over the
+// session's claims; the answer is 200 with identity headers, 401 with the
+// login URL back to the original request, or 403. A request from any other
+// peer is decided on the auth endpoint's own path, which no rule covers,
+// and is denied. Config.SPARules decide in the same way who may load the
+// SPA (spaguard.go).
 //
 // # Sessions
 //

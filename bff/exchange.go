@@ -71,8 +71,8 @@ func checkExchange(i int, r Route) []error {
 			errs = append(errs, ferr(at("resource"), "%q must be an absolute URI without a fragment (RFC 8707 section 2), e.g. https://orders.example.com/", e.Resource))
 		}
 	}
-	if e.Scope != "" && strings.ContainsAny(e.Scope, "\"\\") {
-		errs = append(errs, ferr(at("scope"), "%q holds characters RFC 6749 section 3.3 does not allow in a scope", e.Scope))
+	if e.Scope != "" && !validScope(e.Scope) {
+		errs = append(errs, ferr(at("scope"), "%q holds characters RFC 6749 section 3.3 does not allow in a scope: printable ASCII but \" and \\, separated by spaces", e.Scope))
 	}
 	if e.Actor != "" && e.Actor != ActorGateway {
 		errs = append(errs, ferr(at("actor"), "%q must be empty (impersonation) or %q (the gateway's client-credentials token as actor_token)", e.Actor, ActorGateway))
@@ -81,6 +81,19 @@ func checkExchange(i int, r Route) []error {
 		errs = append(errs, ferr(at("audience"), "exchanges the session's token, but policy %s has no session: use policy user or user-optional", r.Policy))
 	}
 	return errs
+}
+
+// validScope reports whether s is scope-tokens separated by spaces, each
+// of the characters RFC 6749 section 3.3 allows (NQCHAR: printable ASCII
+// but '"' and '\\'): a scope the provider would refuse at every call is
+// refused at start.
+func validScope(s string) bool {
+	for _, c := range []byte(s) {
+		if c != ' ' && (c < 0x21 || c > 0x7e || c == '"' || c == '\\') {
+			return false
+		}
+	}
+	return true
 }
 
 // exchangeError turns an exchange failure into the gateway's answer:

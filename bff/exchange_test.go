@@ -234,6 +234,8 @@ func TestRouteExchangeConfig(t *testing.T) {
 		{"resource with a fragment", route(PolicyUser, RouteExchange{Resource: "https://orders.example.test/#x"}), "routes[0].token.exchange.resource"},
 		{"unknown actor", route(PolicyUser, RouteExchange{Audience: "orders-api", Actor: "user"}), "routes[0].token.exchange.actor"},
 		{"bad scope", route(PolicyUser, RouteExchange{Audience: "orders-api", Scope: `a"b`}), "routes[0].token.exchange.scope"},
+		{"scope with a control character", route(PolicyUser, RouteExchange{Audience: "orders-api", Scope: "orders:read\torders:write"}), "routes[0].token.exchange.scope"},
+		{"scope not ASCII", route(PolicyUser, RouteExchange{Audience: "orders-api", Scope: "commandes:lireé"}), "routes[0].token.exchange.scope"},
 		{"no session", route(PolicyClient, RouteExchange{Audience: "orders-api"}), "routes[0].token.exchange.audience"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -91,9 +91,16 @@ type Gateway struct {
 	bearer     *bearerVerifier
 	mcpCalls   *prometheus.CounterVec
 	bearerAuth *prometheus.CounterVec
-	replay     *replayCache
-	pages      *web.Pages
-	app        *fiber.App
+	// fa is the forward-auth endpoint's rules and trusted proxies;
+	// spaRules guard the SPA (nil: none).
+	fa       *forwardAuth
+	spaRules *authz.Decider
+	// claims caches decoded session claims for rules and identity
+	// headers.
+	claims *claimsCache
+	replay *replayCache
+	pages  *web.Pages
+	app    *fiber.App
 }
 
 // New validates cfg, discovers the provider and builds the gateway. The
@@ -235,6 +242,13 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := g.setupBearer(ctx); err != nil {
 		return nil, err
 	}
+	g.claims = newClaimsCache(10000)
+	if g.fa, err = g.newForwardAuth(); err != nil {
+		return nil, err
+	}
+	if g.spaRules, err = authz.Compile(cfg.SPARules); err != nil { // checked by fill
+		return nil, fmt.Errorf("bff: spa: %w", err)
+	}
 	g.replay = newReplayCache(10000)
 	if g.app, err = g.newApp(); err != nil {
 		return nil, fmt.Errorf("bff: %w", err)
@@ -366,9 +380,13 @@ func (g *Gateway) newApp() (*fiber.App, error) {
 	bp.Post("/logout", g.csrf.handler, g.logout)
 	bp.Post("/backchannel-logout", g.backchannelLogout)
 	bp.Get("/jwks", g.jwks)
+	// Any method: nginx's auth_request subrequest and Envoy's check keep
+	// the original request's; Envoy appends the original path.
+	bp.All("/auth", g.forwardAuthHandler)
+	bp.All("/auth/*", g.forwardAuthHandler)
 	bp.Use(func(c *fiber.Ctx) error {
 		return writeError(c, newError(fiber.StatusNotFound, "not_found",
-			"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout, backchannel-logout and jwks under "+g.cfg.BasePath))
+			"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout, backchannel-logout, jwks and auth under "+g.cfg.BasePath))
 	})
 	if len(g.prm) > 0 {
 		app.Get(prmPath, g.protectedResourceMetadata)

@@ -11,6 +11,7 @@ type metrics struct {
 	backchannelLogouts *prometheus.CounterVec
 	sessionsCreated    prometheus.Counter
 	decisions          *prometheus.CounterVec
+	forwardAuth        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,9 +44,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bffgate_gateway_authz_decisions_total",
 			Help: "Authorization decisions of routes with allow/deny rules, by route prefix and result (allowed, denied, error: a rule failed to evaluate and the call was denied).",
 		}, []string{"route", "result"}),
+		forwardAuth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bffgate_gateway_forward_auth_decisions_total",
+			Help: "Decisions of the forward-auth endpoint, by rule (host and prefix; none when no rule applied) and result (allowed, denied, unauthenticated, error: a rule failed to evaluate, or the session store or provider failed).",
+		}, []string{"rule", "result"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts, m.backchannelLogouts, m.sessionsCreated, m.decisions} {
+		for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts, m.backchannelLogouts, m.sessionsCreated, m.decisions, m.forwardAuth} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

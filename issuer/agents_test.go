@@ -1,6 +1,7 @@
 package issuer_test
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -628,7 +629,9 @@ func TestAgentCodeFlowConsent(t *testing.T) {
 // a wrong aud and a scope past the cap are refused.
 func TestJWTBearerGrant(t *testing.T) {
 	idpKey := newSigner(t, "idp1")
+	var idpHits atomic.Int32
 	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		idpHits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{idpKey.public()}})
 	}))
@@ -638,6 +641,19 @@ func TestJWTBearerGrant(t *testing.T) {
 	const downIss = "https://down.example.test"
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
+	// An issuer whose key set comes gzip-encoded whatever was asked.
+	const gzipIss = "https://gzip.example.test"
+	var gzipAsked atomic.Value
+	gzipAsked.Store("")
+	gz := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gzipAsked.Store(r.Header.Get("Accept-Encoding"))
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		json.NewEncoder(zw).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{idpKey.public()}})
+		zw.Close()
+	}))
+	t.Cleanup(gz.Close)
 	a := startAgents(t, func(c *issuer.Config) {
 		c.TrustedIssuers = []trust.Issuer{
 			{Issuer: idpIss, JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Scopes: []string{"profile"},
@@ -645,6 +661,7 @@ func TestJWTBearerGrant(t *testing.T) {
 			{Issuer: "https://users.example.test", JWKSURL: idp.URL, Algorithms: []string{"ES256"}, Audience: []string{"bffgate"},
 				Subject: trust.Mapping{Mode: trust.MapLookup, Claim: "email"}},
 			{Issuer: downIss, JWKSURL: down.URL, Algorithms: []string{"ES256"}, Audience: []string{c.Issuer}},
+			{Issuer: gzipIss, JWKSURL: gz.URL, Algorithms: []string{"ES256"}, Audience: []string{c.Issuer}},
 		}
 		for i := range c.Clients {
 			if c.Clients[i].ID == agentID {
@@ -708,10 +725,31 @@ func TestJWTBearerGrant(t *testing.T) {
 			}
 		})
 	}
+	// The assertions of another key (and so of kids go-oidc does not
+	// hold) made no new fetch within the minute after the first.
+	if n := idpHits.Load(); n != 1 {
+		t.Errorf("the trusted issuer's jwks_url was fetched %d times; want 1 (at most once a minute)", n)
+	}
 	// Keys that cannot be fetched: not the assertion's fault, 503.
 	r = grant(assertion(idpKey, downIss, "x", nil), "")
 	if r.status != http.StatusServiceUnavailable || r.str("error") != "temporarily_unavailable" || !strings.Contains(r.str("error_description"), downIss) {
 		t.Fatalf("jwt-bearer with the issuer's keys unreachable: %d %s", r.status, r.raw)
+	}
+	// A compressed key set is not inflated: refused like keys that
+	// cannot be fetched.
+	r = grant(assertion(idpKey, gzipIss, "x", nil), "")
+	if r.status != http.StatusServiceUnavailable || r.str("error") != "temporarily_unavailable" {
+		t.Fatalf("jwt-bearer with a gzip-encoded key set: %d %s", r.status, r.raw)
+	}
+	if gzipAsked.Load() != "identity" {
+		t.Fatalf("the key set fetch sent Accept-Encoding %q; want identity", gzipAsked.Load())
+	}
+	// The fetches are counted, as the clients' jwks_uri fetches are.
+	if v, ok := a.metric("bffgate_issuer_key_set_fetches_total", "kind", "trusted_issuer", "result", "ok"); !ok || v < 1 {
+		t.Errorf("bffgate_issuer_key_set_fetches_total{kind=trusted_issuer,result=ok} = %v, %v; want at least 1", v, ok)
+	}
+	if v, ok := a.metric("bffgate_issuer_key_set_fetches_total", "kind", "trusted_issuer", "result", "error"); !ok || v < 2 {
+		t.Errorf("bffgate_issuer_key_set_fetches_total{kind=trusted_issuer,result=error} = %v, %v; want at least 2 (down, gzip)", v, ok)
 	}
 	// A client not allowed the grant.
 	r = a.postAssertion("/token", agentURIID, issuer.AssertionTypeJWT, a.uriKey.sign(t, a.claims(agentURIID), nil),

@@ -81,7 +81,7 @@ func newAgentMetrics(reg prometheus.Registerer) (agentMetrics, error) {
 		}, []string{"method", "result"}),
 		keyFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bffgate_issuer_key_set_fetches_total",
-			Help: "Fetches of remote key sets (clients' jwks_uri, SPIFFE bundle endpoints), by kind (client, spiffe_bundle) and result (ok, error).",
+			Help: "Fetches of remote key sets (clients' jwks_uri, trusted issuers' jwks_url, SPIFFE bundle endpoints), by kind (client, trusted_issuer, spiffe_bundle) and result (ok, error).",
 		}, []string{"kind", "result"}),
 		replays: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bffgate_issuer_assertion_replays_total",

@@ -83,6 +83,11 @@ func (s *Server) handleAuthorize(c *fiber.Ctx) error {
 	// open redirector (RFC 6749 §4.1.2.1, RFC 9700 §4.11).
 	clientID := p.Get("client_id")
 	cl, lerr := s.lookupClient(c.UserContext(), clientID)
+	if lerr != nil && !errors.Is(lerr, errCIMD) {
+		return s.errorPage(c, epAuthorize, fiber.StatusServiceUnavailable,
+			protocol.ErrTemporarilyUnavailable.WithDescription("the client registrations cannot be read").WithCause(lerr),
+			web.Error{Title: "Try again later", Message: "The sign-in service cannot read its client registrations right now. Try again in a moment."})
+	}
 	if lerr != nil {
 		return s.errorPage(c, epAuthorize, fiber.StatusBadRequest,
 			protocol.ErrInvalidClient.WithDescription("%s", cimdDescription(lerr)),

@@ -185,8 +185,14 @@ type cimdCache struct {
 
 type cimdEntry struct {
 	cl      *client
+	err     error // a refusal, remembered for cimdRefusedTTL
 	expires time.Time
 }
+
+// cimdRefusedTTL is how long a refused document stays refused before it
+// is fetched again: a client_id pointing at a slow or failing server
+// costs the issuer one fetch per this interval, not one per request.
+const cimdRefusedTTL = time.Minute
 
 // newCIMDCache builds the fetching client: a transport of its own whose
 // dialer refuses non-public addresses at connect time, without a proxy
@@ -264,6 +270,10 @@ func (s *Server) cimdClient(id string) (*client, error) {
 	cc.mu.Lock()
 	if e, ok := cc.entries[id]; ok && now.Before(e.expires) {
 		cc.mu.Unlock()
+		if e.err != nil {
+			s.mcp.cimdFetches.WithLabelValues("refused").Inc()
+			return nil, e.err
+		}
 		s.mcp.cimdFetches.WithLabelValues("cached").Inc()
 		return e.cl, nil
 	}
@@ -273,6 +283,12 @@ func (s *Server) cimdClient(id string) (*client, error) {
 		if err != nil {
 			s.mcp.cimdFetches.WithLabelValues("refused").Inc()
 			s.log.Warn("client metadata document refused", "client_id", clip(id, 256), "err", err)
+			cc.mu.Lock()
+			defer cc.mu.Unlock()
+			if len(cc.entries) >= cimdMaxEntries {
+				cc.evict(now)
+			}
+			cc.entries[id] = cimdEntry{err: err, expires: s.now().Add(cimdRefusedTTL)}
 			return nil, err
 		}
 		s.mcp.cimdFetches.WithLabelValues("fetched").Inc()

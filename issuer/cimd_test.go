@@ -39,6 +39,8 @@ func startCIMD(t *testing.T, edit func(*issuer.ClientMetadata)) *cimdEnv {
 		switch r.URL.Path {
 		case "/client.json":
 			w.Header().Set("Cache-Control", "max-age=600")
+		case "/short.json":
+			w.Header().Set("Cache-Control", "max-age=60")
 		case "/mismatch.json":
 			doc["client_id"] = "https://" + r.Host + "/other.json"
 		case "/secret.json":
@@ -349,4 +351,55 @@ func TestConfiguredThirdPartyClient(t *testing.T) {
 	if q := b.login(e.rawAuthURL(spaID, spaRedirect, "openid", "", "s", testVerifier)); q.Get("code") == "" {
 		t.Fatalf("first-party client: %v", q)
 	}
+}
+
+// TestCIMDRefusalCached: a refused document is not fetched again for a
+// minute, so a client_id at a failing or slow server cannot make the
+// issuer fetch on every request.
+func TestCIMDRefusalCached(t *testing.T) {
+	t.Parallel()
+	ce := startCIMD(t, nil)
+	get := func() page {
+		return ce.browser().get(ce.rawAuthURL(ce.id("/mismatch.json"), cimdRedirect, "openid", "", "st", testVerifier))
+	}
+	for range 3 {
+		if p := get(); p.status != http.StatusBadRequest || !strings.Contains(p.body, "not the URL it was fetched from") {
+			t.Fatalf("%d\n%s", p.status, clipText(p.body, 1000))
+		}
+	}
+	if n := ce.hits.Load(); n != 1 {
+		t.Fatalf("fetched %d times, want 1", n)
+	}
+	ce.clock.Advance(time.Minute + time.Second)
+	get()
+	if n := ce.hits.Load(); n != 2 {
+		t.Fatalf("fetched %d times after a minute, want 2", n)
+	}
+}
+
+// TestCIMDTokenOutlivesDocument: once issued, a metadata-document
+// client's access token stays active at introspection and userinfo while
+// its document server is down; the refresh, which needs the client's
+// metadata, is refused then.
+func TestCIMDTokenOutlivesDocument(t *testing.T) {
+	t.Parallel()
+	ce := startCIMD(t, nil)
+	id := ce.id("/short.json")
+	redirect := "http://127.0.0.1:43212/callback"
+	b := ce.browser()
+	p := b.submit(b.authorize(ce.rawAuthURL(id, redirect, "openid mcp:tools", mcpResource, "s", testVerifier), aliceUser, alicePassword), url.Values{"decision": {"allow"}})
+	tok := ce.post("/token", auth{id: id}, url.Values{"grant_type": {"authorization_code"}, "code": {p.location.Query().Get("code")},
+		"redirect_uri": {redirect}, "code_verifier": {testVerifier}})
+	if tok.status != http.StatusOK {
+		t.Fatalf("token: %d %s", tok.status, tok.raw)
+	}
+	ce.docs.Close()
+	ce.clock.Advance(2 * time.Minute) // past the document's max-age, within the token's life
+	if r := ce.post("/introspect", auth{id: rsID, secret: rsSecret, basic: true}, url.Values{"token": {tok.str("access_token")}}); r.body["active"] != true {
+		t.Fatalf("introspection with the document server down: %s", r.raw)
+	}
+	if r := ce.userinfo(tok.str("access_token")); r.status != http.StatusOK {
+		t.Fatalf("userinfo with the document server down: %d %s", r.status, r.raw)
+	}
+	wantError(t, ce.refresh(auth{id: id}, tok.str("refresh_token")), http.StatusUnauthorized, "invalid_client")
 }

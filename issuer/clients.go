@@ -167,3 +167,24 @@ func (s *Server) forgetConsent(ctx context.Context, cl *client, subject string) 
 	}
 	return nil
 }
+
+// tokenClient is the client an access token names, for checking the
+// token (checkAudience): lookupClient, except that a metadata document is
+// not fetched again. A token of such a client was issued after its
+// document was checked, and stays good until its exp: a document server
+// that is down, or a cache entry that lapsed, must not make every token
+// the client holds inactive at introspection and userinfo. Its aud may
+// then be the client itself or any registered resource (such a client
+// has no resources list).
+func (s *Server) tokenClient(id string) *client {
+	if cl := s.clients[id]; cl != nil {
+		return cl
+	}
+	if s.cfg.ClientMetadata.Enabled && isCIMD(id) {
+		if _, err := s.checkCIMDURL(id); err != nil {
+			return nil // no longer accepted (allowed_domains changed)
+		}
+		return &client{Client: Client{ID: id, Audience: []string{id}}, authMethod: authNone, source: sourceCIMD}
+	}
+	return s.knownClient(context.Background(), id)
+}

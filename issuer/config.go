@@ -600,7 +600,7 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 			return fail(fmt.Sprintf("trusted_issuers[%d].issuer", i), "is this issuer itself; its own tokens are checked as its own, not as a trusted issuer's")
 		}
 	}
-	if _, err := newTrust(cfg, users); err != nil {
+	if _, err := newTrust(cfg, users, cfg.HTTPClient); err != nil {
 		var fe *trust.FieldError
 		if errors.As(err, &fe) {
 			return fail(fe.Path, "%s", fe.Msg)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -554,11 +555,11 @@ func (s *Server) exchangeEnabled() bool {
 }
 
 // newTrust builds the trusted issuers' verifier from cfg, mapping lookups
-// onto users.
-func newTrust(cfg Config, users map[string]*user) (*trust.Set, error) {
+// onto users; hc fetches their key sets.
+func newTrust(cfg Config, users map[string]*user, hc *http.Client) (*trust.Set, error) {
 	return trust.New(trust.Config{
 		Issuers:        cfg.TrustedIssuers,
-		HTTPClient:     cfg.HTTPClient,
+		HTTPClient:     hc,
 		Now:            cfg.Now,
 		ReservedPrefix: ClientSubjectPrefix,
 		// An ambiguous match (two users with one email) maps onto no

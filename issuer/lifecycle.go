@@ -104,7 +104,7 @@ func (s *Server) activeAccessToken(ctx context.Context, raw string) (*token.Clai
 // the issuer gives that client's tokens (RFC 9068 §4: the aud is
 // validated). It returns why the token is refused, or "".
 func (s *Server) checkAudience(tc *token.Claims) string {
-	cl := s.knownClient(context.Background(), tc.ClientID)
+	cl := s.tokenClient(tc.ClientID)
 	if cl == nil {
 		return "the access token's client_id names no registered client"
 	}

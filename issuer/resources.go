@@ -172,3 +172,17 @@ func (c *client) servesResource(aud []string) bool {
 	}
 	return slices.ContainsFunc(aud, func(a string) bool { return slices.Contains(c.Resources, a) })
 }
+
+// scopesSupported is the metadata's scopes_supported (RFC 8414 §2): the
+// issuer's scopes, then each resource's, once.
+func (s *Server) scopesSupported() []string {
+	out := slices.Clone(supportedScopes)
+	for _, r := range s.cfg.Resources {
+		for _, sc := range r.Scopes {
+			if !slices.Contains(out, sc) {
+				out = append(out, sc)
+			}
+		}
+	}
+	return out
+}

@@ -211,3 +211,21 @@ func TestResourceConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestResourceScopesInMetadata: the resources' scopes are listed in
+// scopes_supported after the issuer's own.
+func TestResourceScopesInMetadata(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{cfg: withResources})
+	for _, path := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+		r := e.request(http.MethodGet, path, nil, nil)
+		got, _ := r.body["scopes_supported"].([]any)
+		var s []string
+		for _, v := range got {
+			s = append(s, v.(string))
+		}
+		if !slices.Equal(s, []string{"openid", "profile", "email", "offline_access", "groups", "roles", "mcp:tools", "mcp:admin", "orders:read"}) {
+			t.Errorf("%s scopes_supported = %v", path, s)
+		}
+	}
+}

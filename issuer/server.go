@@ -178,9 +178,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.codec, err = token.New(tcfg); err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	if s.trust, err = newTrust(cfg, users); err != nil {
-		return nil, fmt.Errorf("issuer.%w", err)
-	}
 	if s.deny, err = denylist.New(denylist.Config{
 		Store: cfg.Store, CacheSize: cfg.DenylistCacheSize, PollInterval: cfg.DenylistPollInterval,
 		Now: cfg.Now, Logger: cfg.Logger, Registerer: cfg.Registerer, Subscriber: cfg.DenylistSubscriber,
@@ -202,6 +199,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if err := s.newMCPState(); err != nil {
 		return nil, err
+	}
+	if s.trust, err = newTrust(cfg, users, s.trustClient()); err != nil {
+		return nil, fmt.Errorf("issuer.%w", err)
 	}
 	if s.obs, err = obs.New(obs.Config{Component: "issuer", Logger: cfg.Logger, Registerer: cfg.Registerer, Gatherer: cfg.Gatherer, AccessLog: cfg.AccessLog}); err != nil {
 		return nil, fmt.Errorf("issuer: register request metrics: %w", err)
@@ -396,7 +396,7 @@ func (s *Server) discovery() discovery {
 		RevocationEndpoint:                s.endpoint(pathRevoke),
 		IntrospectionEndpoint:             s.endpoint(pathIntrospect),
 		EndSessionEndpoint:                s.endpoint(pathLogout),
-		ScopesSupported:                   supportedScopes,
+		ScopesSupported:                   s.scopesSupported(),
 		ResponseTypesSupported:            []string{"code"},
 		ResponseModesSupported:            []string{"query"},
 		GrantTypesSupported:               []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantJWTBearer},

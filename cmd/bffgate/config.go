@@ -37,7 +37,8 @@ import (
 // Where a section has the shape of a package's own configuration it is
 // that package's type (gateway.provider is bff.ProviderConfig,
 // gateway.routes[] bff.Route, gateway.refresh tokens.Config, gateway.spa
-// spa.Config, issuer.clients[] issuer.Client, issuer.users[] issuer.User,
+// spa.Config and authz.Policy (SPA), gateway.forward_auth bff.ForwardAuth,
+// issuer.clients[] issuer.Client, issuer.users[] issuer.User,
 // issuer.login_throttle issuer.LoginThrottle, issuer.keys[] keys.FileKey):
 // its yaml tags are the keys, its DefaultConfig the defaults and its
 // Validate the rules, so a key added there is a key here. The other
@@ -146,8 +147,9 @@ type Gateway struct {
 	TrustedProxies     []string           `yaml:"trusted_proxies"`
 	Routes             []bff.Route        `yaml:"routes"`
 	Refresh            tokens.Config      `yaml:"refresh"`
-	SPA                spa.Config         `yaml:"spa"`
+	SPA                SPA                `yaml:"spa"`
 	PostLogoutRedirect string             `yaml:"post_logout_redirect"`
+	ForwardAuth        bff.ForwardAuth    `yaml:"forward_auth"`
 }
 
 // SessionConfig gathers the session's keys, which bff.Config (lifetimes,
@@ -208,6 +210,9 @@ func defaultConfig() Config {
 	gw := bff.DefaultConfig()
 	provider := gw.Provider
 	provider.ClientID = embeddedClientID
+	// Unset: fill chooses bff's default, plus groups and roles with the
+	// embedded issuer (a default list here would never read as unset).
+	provider.Scopes = nil
 	return Config{
 		DataDir:         "./bffgate-data",
 		ShutdownTimeout: Duration(15 * time.Second),
@@ -252,7 +257,7 @@ func defaultConfig() Config {
 			},
 			CSRF:               CSRF{Header: gw.CSRFHeader, Value: gw.CSRFValue},
 			Refresh:            tokens.DefaultConfig(),
-			SPA:                spa.Config{DevIdleTimeout: upstream.DefaultIdleTimeout},
+			SPA:                SPA{Config: spa.Config{DevIdleTimeout: upstream.DefaultIdleTimeout}},
 			PostLogoutRedirect: gw.PostLogoutRedirect,
 		},
 		DemoAPI: DemoAPI{Listen: "127.0.0.1:9091", Audience: embeddedClientID, Mode: "auto"},
@@ -435,6 +440,9 @@ func (c *Config) fill() {
 			// with these scopes, which routes' allow rules read.
 			c.Gateway.Provider.Scopes = []string{"openid", "profile", "email", "offline_access", "groups", "roles"}
 		}
+	}
+	if len(c.Gateway.Provider.Scopes) == 0 {
+		c.Gateway.Provider.Scopes = bff.DefaultConfig().Provider.Scopes
 	}
 	if len(c.Gateway.Routes) == 0 && *c.DemoAPI.Enabled {
 		c.Gateway.Routes = []bff.Route{{Route: proxy.Route{Prefix: "/api/", Upstream: "http://" + browsable(c.DemoAPI.Listen)}, Policy: bff.PolicyUser}}

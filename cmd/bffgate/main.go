@@ -106,6 +106,12 @@ var commands = []*command{
 		run: func(args []string, _ io.Reader, stdout, stderr io.Writer, env []string) error {
 			return cmdAgentsSet("agents enable", false, args, stdout, stderr, env)
 		}},
+	{name: "consents revoke", args: "USER CLIENT [flags]", flags: true,
+		summary:  "forget the consent USER (username or subject) gave the third-party client CLIENT",
+		fullHelp: "Its next authorization request shows the consent page again. It writes the issuer's store;\non the data file, run it while bffgate is stopped (it holds the file).\n",
+		run: func(args []string, _ io.Reader, stdout, stderr io.Writer, env []string) error {
+			return cmdConsentsRevoke(args, stdout, stderr, env)
+		}},
 	{name: "audit verify", args: "[FILE...] [flags]", flags: true,
 		summary:  "check the HMAC chain of audit files (oldest first; default: issuer.audit.file and its rotated files)",
 		fullHelp: "It names the first record that was edited, removed, inserted or reordered.\n",

@@ -129,6 +129,8 @@ func (c *Config) gatewayConfig() bff.Config {
 	b.Proxy.TrustedProxies = gw.TrustedProxies
 	b.Tokens = gw.Refresh
 	b.PostLogoutRedirect = gw.PostLogoutRedirect
+	b.SPARules = gw.SPA.Rules
+	b.ForwardAuth = gw.ForwardAuth
 	b.AccessLog = c.Log.Access
 	return b
 }
@@ -136,7 +138,7 @@ func (c *Config) gatewayConfig() bff.Config {
 // spaConfig is the spa.Config of gateway.spa: the embedded demo SPA when
 // neither dir nor dev_url is set.
 func (c *Config) spaConfig() spa.Config {
-	sc := c.Gateway.SPA
+	sc := c.Gateway.SPA.Config
 	if sc.Dir == "" && sc.DevURL == "" {
 		sc.FS = static.FS()
 	}

@@ -388,7 +388,7 @@ func startupWarnings(cfg *Config) []string {
 		w = append(w, "the embedded issuer has no user, so nobody can log in: add issuer.users "+
 			"(hash a password with `bffgate users hash`), or run without a configuration file for the demo user")
 	}
-	return w
+	return append(w, forwardAuthWarnings(cfg)...)
 }
 
 // printBanner tells the developer, once, where everything is.

@@ -110,6 +110,11 @@ type gatewayOptions struct {
 	Store      string        // gateway.session.store; default bbolt
 	AccessTTL  time.Duration // the provider's access token lifetime; default 60s
 	Introspect bool          // the upstream introspects every token
+	// Routes are more gateway.routes after /api/; AccountClaims the
+	// provider's extra claims by sub; Env more BFFGATE_* variables.
+	Routes        []map[string]any
+	AccountClaims map[string]map[string]any
+	Env           []string
 }
 
 func startGateway(t *testing.T, o gatewayOptions) *gatewayEnv {
@@ -127,6 +132,7 @@ func startGateway(t *testing.T, o gatewayOptions) *gatewayEnv {
 	e.p = peers.StartProvider(t, peers.ProviderOptions{
 		Clients:        []peers.Client{{ID: gwClientID, Secret: gwClientSecret, RedirectURIs: []string{"http://127.0.0.1/placeholder"}}},
 		AccessTokenTTL: o.AccessTTL,
+		AccountClaims:  o.AccountClaims,
 	})
 	e.up.provider.Store(e.p)
 
@@ -135,8 +141,13 @@ func startGateway(t *testing.T, o gatewayOptions) *gatewayEnv {
 	keys, _ := json.Marshal([]map[string]string{{
 		"hash": base64.StdEncoding.EncodeToString(hash), "block": base64.StdEncoding.EncodeToString(block),
 	}})
-	routes, _ := json.Marshal([]map[string]any{{"prefix": "/api/", "upstream": e.up.srv.URL, "policy": "user"}})
-	e.st = stack.Start(t, stack.Options{Env: []string{
+	for _, r := range o.Routes {
+		if r["upstream"] == nil {
+			r["upstream"] = e.up.srv.URL
+		}
+	}
+	routes, _ := json.Marshal(append([]map[string]any{{"prefix": "/api/", "upstream": e.up.srv.URL, "policy": "user"}}, o.Routes...))
+	e.st = stack.Start(t, stack.Options{Env: append([]string{
 		// The harness waits for the issuer too, so it stays on, unused,
 		// with the one client it needs to start.
 		"BFFGATE_ISSUER_ENABLED=true",
@@ -152,7 +163,7 @@ func startGateway(t *testing.T, o gatewayOptions) *gatewayEnv {
 		// Refresh 1 s before expiry (the default 30 s exceeds the short
 		// lifetimes the rotation test uses).
 		"BFFGATE_GATEWAY_REFRESH_SKEW=1s",
-	}})
+	}, o.Env...)})
 	if err := e.p.SetClient(testContext(t), e.client(gwClientSecret)); err != nil {
 		t.Fatal(err)
 	}

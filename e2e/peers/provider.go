@@ -45,6 +45,11 @@ type ProviderOptions struct {
 	// By default oidc-provider conforms to OIDC Core §5.4: with an access
 	// token issued, those claims come only from userinfo.
 	IDTokenClaims bool
+	// AccountClaims adds claims to accounts by sub, such as
+	// {"ops-lead": {"groups": ["ops"], "roles": ["approver"]}}; the
+	// groups and roles scopes release those two (at userinfo, or in the
+	// ID token too with IDTokenClaims).
+	AccountClaims map[string]map[string]any
 }
 
 // Provider is a running panva oidc-provider. Every account exists; the
@@ -89,6 +94,7 @@ func StartProvider(t testing.TB, opts ProviderOptions) *Provider {
 		"idTokenTTL":      seconds(opts.IDTokenTTL, time.Hour),
 		"sessionTTL":      seconds(opts.SessionTTL, 24*time.Hour),
 		"idTokenClaims":   opts.IDTokenClaims,
+		"accountClaims":   opts.AccountClaims,
 	}
 	arg, err := json.Marshal(cfg)
 	if err != nil {

@@ -9,6 +9,9 @@
 //     "accessTokenTTL": 10, "refreshTokenTTL": 3600, "idTokenTTL": 3600,
 //     "sessionTTL": 86400,
 //     "idTokenClaims": false,   // true: profile claims also in the ID token
+//     "accountClaims": {"SUB": {"groups": ["ops"], "roles": ["approver"]}},
+//                               // extra claims of an account (the groups and
+//                               // roles scopes release groups and roles)
 //     "clients": [{
 //       "client_id": "...", "client_secret": "...",
 //       "redirect_uris": ["..."], "post_logout_redirect_uris": ["..."],
@@ -300,14 +303,17 @@ server.listen(cfg.port ?? 0, host, async () => {
           preferred_username: sub,
           email: `${sub}@example.test`,
           email_verified: true,
+          ...(cfg.accountClaims?.[sub] ?? {}),
         }),
       }),
       claims: {
         openid: ['sub'],
         profile: ['name', 'preferred_username'],
         email: ['email', 'email_verified'],
+        groups: ['groups'],
+        roles: ['roles'],
       },
-      scopes: ['openid', 'offline_access', 'profile', 'email'],
+      scopes: ['openid', 'offline_access', 'profile', 'email', 'groups', 'roles'],
       conformIdTokenClaims: !cfg.idTokenClaims,
       pkce: { required: () => true },
       rotateRefreshToken: true,

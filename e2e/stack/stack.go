@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -459,14 +460,27 @@ func (s *Stack) LogLines(substrs ...string) []string {
 }
 
 // FreePort returns a TCP port free on 127.0.0.1 at the time of the call.
+//
+// The port is drawn at random below Linux's ephemeral range (32768 and up),
+// not asked of the kernel with port 0: a port the kernel hands out for
+// port 0 comes from the range it also gives every outgoing connection, so
+// under load (other packages' tests run beside, wrk opens thousands of
+// connections) a client socket could take it between this call and the
+// server's bind. Below the range only another FreePort can collide.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	const lo, hi = 20000, 32768
+	for range 200 {
+		port := lo + mrand.IntN(hi-lo)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port on 127.0.0.1 between %d and %d after 200 tries", lo, hi)
+	return 0
 }
 
 type syncBuffer struct {

@@ -8,6 +8,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,4 +138,45 @@ func FuzzPeekIssuer(f *testing.F) {
 			t.Fatalf("PeekIssuer(%q) = %q, not the payload's iss", raw, iss)
 		}
 	})
+}
+
+// TestJWKSURLSizeBound: a JWKS URL whose answer is larger than
+// MaxJWKSSize is not read whole (go-oidc would take any size): the keys
+// count as unavailable, and a key set of normal size verifies.
+func TestJWKSURLSizeBound(t *testing.T) {
+	t.Parallel()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, _ := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"})
+	for _, c := range []struct {
+		name    string
+		padding int
+		want    error
+	}{
+		{"normal", 0, nil},
+		{"larger than the bound", MaxJWKSSize, ErrUnavailable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			body := `{"keys":[` + string(key) + `],"padding":"` + strings.Repeat("a", c.padding) + `"}`
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, body)
+			}))
+			defer srv.Close()
+			now := time.Now()
+			s, err := New(Config{Issuers: []Issuer{{Issuer: "https://idp.example.test", JWKSURL: srv.URL + "/jwks",
+				Algorithms: []string{"ES256"}, Audience: []string{"sts"}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok := signES256(t, k, map[string]any{"iss": "https://idp.example.test", "sub": "u1", "aud": "sts", "exp": now.Add(time.Minute).Unix()})
+			_, err = s.Verify(context.Background(), tok)
+			switch {
+			case c.want == nil && err != nil:
+				t.Fatalf("Verify: %v", err)
+			case c.want != nil && (!errors.Is(err, c.want) || !strings.Contains(err.Error(), "larger than")):
+				t.Fatalf("Verify: %v, want %v naming the size", err, c.want)
+			}
+		})
+	}
 }
