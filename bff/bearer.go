@@ -715,7 +715,7 @@ func (g *Gateway) insufficientScope(c *fiber.Ctx, b *bearerRoute, p *principal, 
 	}
 	g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "bearer token lacks a required scope", slog.String("request_id", obs.RequestID(c)),
 		slog.String("route", b.prefix), slog.String("client_id", p.ClientID), slog.String("sub", p.Subject),
-		slog.String("tool", tool), slog.Any("need", need))
+		slog.String("tool", clipLog(tool)), slog.Any("need", need))
 	b.challenge(c, "insufficient_scope", "the access token lacks a scope this call needs", scope)
 	return writeError(c, newError(fiber.StatusForbidden, "insufficient_scope",
 		"the access token lacks a scope this call needs; ask for: "+strings.Join(scope, " ")))

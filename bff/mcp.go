@@ -359,7 +359,7 @@ func (g *Gateway) checkMCP(c *fiber.Ctx, route string, b *bearerRoute, m *mcpPol
 		}
 		g.log.LogAttrs(ctx, slog.LevelInfo, "mcp call", slog.String("request_id", obs.RequestID(c)),
 			slog.String("route", route), slog.String("client_id", client), slog.String("sub", sub),
-			slog.String("method", method), slog.String("tool", tool), slog.String("decision", d), slog.String("rule", rule))
+			slog.String("method", clipLog(method)), slog.String("tool", clipLog(tool)), slog.String("decision", d), slog.String("rule", rule))
 	}
 	if ok, rule := m.methods.allows(method); !ok {
 		decision(label, "denied")
@@ -402,4 +402,13 @@ func clipName(s string) string {
 		s = s[:80]
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// clipLog bounds a client-chosen name in a log line (a body may be
+// megabytes): its first 256 bytes, marked when cut.
+func clipLog(s string) string {
+	if len(s) > 256 {
+		return s[:256] + "..."
+	}
+	return s
 }
