@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -51,5 +54,30 @@ gateway:
 				t.Fatalf("error %v does not name %s", err, tc.key)
 			}
 		})
+	}
+}
+
+// The README's MCP route example loads, and its resource reaches the
+// embedded issuer with the route's scopes.
+func TestREADMEMCPConfig(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- mcp-gateway-config:[^>]*-->\n```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no mcp-gateway-config yaml block")
+	}
+	cfg, err := loadConfig(writeFile(t, string(m[1])), nil)
+	if err != nil {
+		t.Fatalf("the README's MCP route: %v", err)
+	}
+	is := cfg.issuerConfig("gateway-secret-0123456789abcdef")
+	if err := is.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(is.Resources) != 1 || strings.Join(is.Resources[0].Scopes, " ") != "mcp:tools mcp:admin" {
+		t.Fatalf("issuer resources %+v", is.Resources)
 	}
 }
