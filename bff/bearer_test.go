@@ -381,6 +381,32 @@ func TestBearerExchange(t *testing.T) {
 			if r := b.api(http.MethodGet, "/mcpx/orders"); r.status != http.StatusOK {
 				t.Fatalf("session on the mixed route: %d %s", r.status, clip(r.body))
 			}
+			// A token revoked before its first call passes the local
+			// check (a valid JWT) but not the exchange: the provider
+			// refuses the subject token, and the caller gets 401
+			// invalid_token, not a 403.
+			revoked := clientToken(t, e.issuer, agentID, "profile")
+			form := url.Values{"token": {revoked}}
+			rreq, _ := http.NewRequest(http.MethodPost, e.issuer+"/revoke", strings.NewReader(form.Encode()))
+			rreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			rreq.SetBasicAuth(agentID, agentSecret)
+			if rresp, err := http.DefaultClient.Do(rreq); err != nil || rresp.StatusCode != http.StatusOK {
+				t.Fatalf("revoke: %v", err)
+			} else {
+				rresp.Body.Close()
+			}
+			req, _ = http.NewRequest(http.MethodGet, e.gwURL+"/mcpx/orders", nil)
+			req.Header.Set("Authorization", "Bearer "+revoked)
+			resp, err = http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+				t.Fatalf("revoked subject token on the exchange route: %d %q %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+			}
+
 			// Without credentials, the mixed route answers the SPA's 401 with
 			// the challenge for agents.
 			r := e.rpc(t, "/mcpx/", "", "{}", nil)
