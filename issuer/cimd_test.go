@@ -28,7 +28,7 @@ type cimdEnv struct {
 
 const cimdRedirect = "http://127.0.0.1/callback"
 
-func startCIMD(t *testing.T, edit func(*issuer.ClientMetadata)) *cimdEnv {
+func startCIMD(t testing.TB, edit func(*issuer.ClientMetadata)) *cimdEnv {
 	t.Helper()
 	ce := &cimdEnv{slow: make(chan struct{})}
 	ce.docs = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -229,3 +229,18 @@ func TestResourceScopesInMetadata(t *testing.T) {
 		}
 	}
 }
+
+// TestResourceClientCredentials: a client's own token (client_credentials)
+// is bound to a resource with the resource parameter, with the resource's
+// scopes; an unknown one is invalid_target.
+func TestResourceClientCredentials(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOptions{cfg: withResources})
+	r := e.post("/token", svcBasic, url.Values{"grant_type": {"client_credentials"}, "resource": {mcpResource}, "scope": {"mcp:tools"}})
+	if r.status != http.StatusOK || r.str("scope") != "mcp:tools" || !slices.Equal(audOf(t, r.str("access_token")), []string{mcpResource}) {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	wantActive(t, e.post("/introspect", auth{id: rsID, secret: rsSecret, basic: true}, url.Values{"token": {r.str("access_token")}}))
+	wantError(t, e.post("/token", svcBasic, url.Values{"grant_type": {"client_credentials"}, "resource": {"https://unknown.example.test/"}}), http.StatusBadRequest, "invalid_target")
+	wantError(t, e.post("/token", svcBasic, url.Values{"grant_type": {"client_credentials"}, "scope": {"mcp:tools"}}), http.StatusBadRequest, "invalid_scope")
+}

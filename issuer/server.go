@@ -14,6 +14,14 @@
 // chained audit file (agents.go, assertion.go, spiffe.go, jwtbearer.go,
 // consent.go, agentstate.go, package audit).
 //
+// As an MCP authorization server it serves RFC 8414 metadata
+// (metadata.go), binds tokens to resources with RFC 8707 resource
+// indicators (resources.go), accepts clients identified by a client ID
+// metadata document (cimd.go) or registered dynamically (RFC 7591/7592,
+// register.go), matches loopback redirect URIs on any port (redirect.go),
+// and shows third-party clients a consent page remembered per user,
+// client, resource and scopes (consent.go, clients.go).
+//
 // Access and refresh tokens are client-side tokens (ForgeRock AM's design):
 // self-contained JWTs, signed or encrypted (issuer/token), made revocable by
 // the store's denylist (access tokens, by jti and by grant) and allowlist

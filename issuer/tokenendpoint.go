@@ -330,8 +330,14 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 	if !cl.hasGrant(GrantClientCredentials) || cl.public() {
 		return tokenResponse{}, protocol.ErrUnauthorizedClient.WithDescription("client %q is not allowed the client_credentials grant", cl.ID)
 	}
+	// A resource indicator (RFC 8707 §2) binds the client's own token to
+	// one resource (an agent calling an MCP server), with its scopes.
+	resource, err := s.requestedResource(cl, form)
+	if err != nil {
+		return tokenResponse{}, err
+	}
 	scope := form.Get("scope")
-	if err := cl.checkScope(scope); err != nil {
+	if err := s.checkScopeFor(cl, scope, resource); err != nil {
 		return tokenResponse{}, err
 	}
 	for _, sc := range protocol.ParseScope(scope) {
@@ -340,7 +346,7 @@ func (s *Server) clientCredentials(cl *client, form url.Values) (tokenResponse, 
 		}
 	}
 	now := s.now()
-	g := grantInfo{Subject: ClientSubject(cl.ID), Scope: strings.Join(protocol.ParseScope(scope), " ")}
+	g := grantInfo{Subject: ClientSubject(cl.ID), Scope: strings.Join(protocol.ParseScope(scope), " "), Resource: resource}
 	resp, _, err := s.mint(GrantClientCredentials, cl, g, false, "", nil, now)
 	return resp, err
 }
