@@ -48,15 +48,14 @@ func newEnv(t *testing.T) *env {
     - id: %[1]s
       secret: %[2]s
       grant_types: [client_credentials]
-      audience: ["%[3]s"]
-    - id: %[4]s
+    - id: %[3]s
       secret: %[2]s
       grant_types: [client_credentials]
-      audience: ["%[5]s/elsewhere"]
+      audience: ["%[4]s/elsewhere"]
 gateway:
   routes:
     - prefix: /mcp/
-      upstream: %[6]s
+      upstream: %[5]s
       policy: client
       auth: [bearer]
       scopes: [profile]
@@ -64,7 +63,7 @@ gateway:
         tools:
           deny: [delete_*]
           scopes: {admin_*: [roles]}
-`, agentID, agentSecret, e.mcpURL, strangerID, gw, e.server.URL)
+`, agentID, agentSecret, strangerID, gw, e.server.URL)
 	e.st = stack.Start(t, stack.Options{ConfigYAML: yaml, GatewayPort: port})
 	return e
 }
@@ -80,10 +79,15 @@ func (e *env) waitLog(s string) bool {
 	return false
 }
 
-// token gets a client_credentials token of client id with scope.
+// token gets a client_credentials token of client id with scope; the
+// agent names the route as its resource (RFC 8707: the token's aud), the
+// stranger has its configured audience (another server).
 func (e *env) token(t *testing.T, id, scope string) string {
 	t.Helper()
 	form := url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}
+	if id == agentID {
+		form.Set("resource", e.mcpURL)
+	}
 	req, _ := http.NewRequest(http.MethodPost, e.st.IssuerURL+"/token", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(id, agentSecret)
