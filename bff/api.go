@@ -50,6 +50,12 @@ func (g *Gateway) api(c *fiber.Ctx) error {
 // Accept header says, since a fetch that follows a redirect to the provider
 // fails on CORS and the SPA cannot tell why.
 func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
+	if b := g.bearers[normPrefix(r.Prefix)]; b != nil {
+		// Bearer callers are no browsers: no CSRF rule, no cookie.
+		if done, err := g.forwardBearer(c, r, b); done {
+			return err
+		}
+	}
 	// A WebSocket upgrade is checked by its Origin (browsers cannot add
 	// the anti-CSRF header to one), then by the session like any call.
 	check := g.csrf.check
@@ -75,6 +81,15 @@ func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
 		if s != nil {
 			if handle, s, err = g.slide(c, handle, s); err != nil {
 				return writeError(c, asError(err))
+			}
+		}
+		if m := g.mcps[normPrefix(r.Prefix)]; m != nil {
+			sub := ""
+			if s != nil {
+				sub = s.Subject
+			}
+			if done, err := g.checkMCP(c, r.Prefix, nil, m, nil, sub); done {
+				return err
 			}
 		}
 		switch {

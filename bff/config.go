@@ -58,6 +58,13 @@ type Route struct {
 	// Token says which token goes upstream: the session's (default) or
 	// one exchanged for the route's target (token.exchange, RFC 8693).
 	Token RouteToken `yaml:"token"`
+	// Bearer says whether the route takes bearer tokens from non-browser
+	// callers (auth: [session, bearer]), for which resource and scopes
+	// (bearer.go).
+	Bearer RouteBearer `yaml:",inline"`
+	// MCP, when set, makes the route the front of an MCP server: its
+	// JSON-RPC requests are decided per method and tool (mcp.go).
+	MCP MCPConfig `yaml:"mcp"`
 }
 
 // ProviderConfig names the OpenID provider and the gateway's client there.
@@ -478,9 +485,14 @@ func (cfg *Config) check() (*url.URL, error) {
 		errs = append(errs, checkRules(i, r, cfg.Provider.UseUserinfo)...)
 		errs = append(errs, checkIdentity(i, r)...)
 		errs = append(errs, checkExchange(i, r)...)
+		errs = append(errs, checkBearer(i, r)...)
+		errs = append(errs, checkMCPConfig(i, r.MCP)...)
 		if r.IdleTimeout < 0 {
 			bad(fmt.Sprintf("routes[%d].idle_timeout", i), "must not be negative: want zero (the default, %s) or a duration under the upstream's keep-alive timeout", proxy.DefaultIdleConnTimeout)
 		}
+	}
+	if pub != nil {
+		errs = append(errs, checkResources(pub, cfg.Routes)...)
 	}
 	errs = append(errs, cfg.checkForwardAuth()...)
 	errs = append(errs, cfg.checkSPARules()...)

@@ -40,6 +40,29 @@
 // and is denied. Config.SPARules decide in the same way who may load the
 // SPA (spaguard.go).
 //
+// # Bearer routes and MCP servers
+//
+// A route with auth bearer (RouteBearer, bearer.go) takes access tokens
+// from non-browser callers in the Authorization header: a JWT access
+// token (RFC 9068) checked against the provider's JWKS, iss, exp and an
+// aud holding the route's resource (RFC 8707), and with introspect the
+// provider's introspection answer (RFC 7662) on every call. Its 401s
+// carry the RFC 9728 challenge naming the route's protected resource
+// metadata (prm.go), a token lacking a scope gets 403 insufficient_scope,
+// a token in the query string 400. The caller's token never goes
+// upstream: token.exchange trades it (as the subject token), policy
+// client sends the gateway's own token, none nothing. The CSRF rule is a
+// cookie session's only.
+//
+// A route with mcp (MCPConfig, mcp.go) fronts an MCP server (Streamable
+// HTTP): each POSTed JSON-RPC message is read from the bounded body by
+// exact member names (as a JavaScript server reads it), checked against
+// the Mcp-Method and Mcp-Name headers, and decided by method and tool
+// name; a denial is a JSON-RPC error (MCPDeniedCode) with the request's
+// id, a tool needing more scope a 403 insufficient_scope (step-up).
+// Answers, SSE included, stream through unchanged. One log line per tool
+// call: client, user, tool, decision.
+//
 // # Sessions
 //
 // A session ends at the earlier of its idle deadline (IdleTimeout after
@@ -55,7 +78,8 @@
 // Metrics (on Config.Registerer): bffgate_gateway_logins_started_total,
 // _logins_completed_total, _logins_failed_total{reason},
 // _logouts_total, _backchannel_logouts_total{result} and
-// _sessions_created_total, besides obs's request metrics. Each event is
+// _sessions_created_total, _bearer_auth_total{route,result} and
+// _mcp_calls_total{route,method,decision}, besides obs's request metrics. Each event is
 // also one structured log line carrying the request id, never a token,
 // code or cookie value.
 //

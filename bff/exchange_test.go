@@ -35,7 +35,7 @@ type exchangedSeen struct {
 	Act                       map[string]any
 }
 
-func newOrdersAPI(t *testing.T, issuerURL, aud string, clk *clock) *ordersAPI {
+func newOrdersAPI(t testing.TB, issuerURL, aud string, clk *clock) *ordersAPI {
 	o := &ordersAPI{tokens: map[string]bool{}}
 	ks := oidc.NewRemoteKeySet(context.Background(), issuerURL+"/jwks")
 	o.verifier = oidc.NewVerifier(issuerURL, ks, &oidc.Config{ClientID: aud, Now: clk.Now, SupportedSigningAlgs: []string{"RS256"}})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
 
 	"github.com/bffgate/bffgate/bff/authz"
@@ -81,6 +82,15 @@ type Gateway struct {
 	// route sending the session's own token has none here.
 	exchanges map[string]*tokens.ExchangeTarget
 	signer    *assertionSigner
+	// bearers are the routes that take bearer tokens, by prefix; prm
+	// the same by the path of their resource (RFC 9728 metadata); mcps
+	// the MCP routes' policies by prefix; bearer checks the tokens.
+	bearers    map[string]*bearerRoute
+	prm        map[string]*bearerRoute
+	mcps       map[string]*mcpPolicy
+	bearer     *bearerVerifier
+	mcpCalls   *prometheus.CounterVec
+	bearerAuth *prometheus.CounterVec
 	// fa is the forward-auth endpoint's rules and trusted proxies;
 	// spaRules guard the SPA (nil: none).
 	fa       *forwardAuth
@@ -229,6 +239,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		}
 	}
 	g.warnExchange()
+	if err := g.setupBearer(ctx); err != nil {
+		return nil, err
+	}
 	g.claims = newClaimsCache(10000)
 	if g.fa, err = g.newForwardAuth(); err != nil {
 		return nil, err
@@ -375,6 +388,10 @@ func (g *Gateway) newApp() (*fiber.App, error) {
 		return writeError(c, newError(fiber.StatusNotFound, "not_found",
 			"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout, backchannel-logout, jwks and auth under "+g.cfg.BasePath))
 	})
+	if len(g.prm) > 0 {
+		app.Get(prmPath, g.protectedResourceMetadata)
+		app.Get(prmPath+"/*", g.protectedResourceMetadata)
+	}
 	app.Use(g.api)
 	return app, nil
 }

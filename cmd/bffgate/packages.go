@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -54,6 +56,12 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 	icfg.Audit = is.Audit
 	icfg.TrustedIssuers = slices.Clone(is.TrustedIssuers)
 	icfg.Resources = slices.Clone(is.Resources)
+	gwResources := c.gatewayResources()
+	for _, r := range gwResources {
+		if !slices.ContainsFunc(icfg.Resources, func(x issuer.Resource) bool { return x.URL == r.URL }) {
+			icfg.Resources = append(icfg.Resources, r)
+		}
+	}
 	icfg.ClientMetadata = is.ClientMetadata
 	icfg.ConsentTTL = is.ConsentTTL
 	icfg.Registration = is.Registration
@@ -78,6 +86,9 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 			// gateway's insecure_allow_http; its callback then is too.
 			InsecureAllowHTTPRedirects: gw.InsecureAllowHTTP,
 			TokenExchange:              c.gatewayExchangePolicy(),
+			// The resource server of its bearer routes: it may
+			// introspect and exchange the tokens clients got for them.
+			Resources: resourceURLs(gwResources),
 		})
 	}
 	if c.zeroConfig {
@@ -276,6 +287,47 @@ func listIndex(path, name string) (int, bool) {
 // client at the embedded issuer: exactly the targets its routes'
 // token.exchange name, impersonation when a route exchanges without the
 // gateway as actor. No route exchanging: none.
+// gatewayResources are the resources (RFC 8707) of the gateway's bearer
+// routes, for the embedded issuer when the gateway uses it: each route's
+// resource with the scopes its route and tools name (the issuer's own
+// scopes, such as profile, stay the issuer's). An https resource, or
+// http on a loopback host, as MCP clients require; others are left for
+// issuer.resources.
+func (c *Config) gatewayResources() []issuer.Resource {
+	if !c.embeddedClient() {
+		return nil
+	}
+	var out []issuer.Resource
+	for _, r := range c.Gateway.Routes {
+		if !r.AcceptsBearer() {
+			continue
+		}
+		res := r.ResourceURL(c.Gateway.PublicURL)
+		u, err := url.Parse(res)
+		if err != nil || !(u.Scheme == "https" || u.Scheme == "http" && loopbackHost(u.Hostname())) {
+			continue
+		}
+		var scopes []string
+		for _, s := range r.BearerScopes() {
+			switch s {
+			case issuer.ScopeOpenID, issuer.ScopeProfile, issuer.ScopeEmail, issuer.ScopeOfflineAccess, issuer.ScopeGroups, issuer.ScopeRoles:
+			default:
+				scopes = append(scopes, s)
+			}
+		}
+		out = append(out, issuer.Resource{URL: res, Name: "gateway route " + r.Prefix, Scopes: scopes})
+	}
+	return out
+}
+
+func resourceURLs(rs []issuer.Resource) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.URL)
+	}
+	return out
+}
+
 func (c *Config) gatewayExchangePolicy() issuer.TokenExchange {
 	var p issuer.TokenExchange
 	for _, r := range c.Gateway.Routes {
@@ -295,4 +347,13 @@ func (c *Config) gatewayExchangePolicy() issuer.TokenExchange {
 		}
 	}
 	return p
+}
+
+// loopbackHost reports whether host is localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
