@@ -318,31 +318,7 @@ func (g *Gateway) authorize(c *fiber.Ctx, route string, d *authz.Decider, s *ses
 				slog.String("claims_from", string(d.Source())), slog.String("sub", sub), slog.Any("err", claimsErr))
 		}
 	}
-	path, err := proxy.CanonicalPath(c.Request().URI().PathOriginal())
-	if err != nil {
-		// CheckPath ran before the route matched: not reached.
-		return errForbidden
-	}
-	dec := d.Decide(authz.Input{Claims: claims, Method: c.Method(), Path: path, Host: string(c.Request().Host())})
-	if dec.Allowed {
-		g.met.decisions.WithLabelValues(route, "allowed").Inc()
-		return nil
-	}
-	result := "denied"
-	if dec.Err != nil {
-		result = "error"
-	}
-	g.met.decisions.WithLabelValues(route, result).Inc()
-	attrs := []slog.Attr{
-		slog.String("request_id", obs.RequestID(c)), slog.String("route", route),
-		slog.String("method", c.Method()), slog.String("sub", sub),
-		slog.String("rule", dec.Rule), slog.String("condition", dec.Text),
-	}
-	if dec.Err != nil {
-		attrs = append(attrs, slog.Any("err", dec.Err))
-	}
-	g.log.LogAttrs(ctx, slog.LevelInfo, "request forbidden by the route's rules", attrs...)
-	return errForbidden
+	return g.decide(c, route, d, claims, sub)
 }
 
 // sessionClaims returns the claims a route's rules read from s.

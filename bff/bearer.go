@@ -721,10 +721,13 @@ func (g *Gateway) insufficientScope(c *fiber.Ctx, b *bearerRoute, p *principal, 
 		"the access token lacks a scope this call needs; ask for: "+strings.Join(scope, " ")))
 }
 
-// decide runs a route's allow/deny rules over claims (a bearer token's).
+// decide runs a route's allow/deny rules over claims (a session's or a
+// bearer token's) for the request in c. It returns errForbidden when they
+// deny, after logging the route, the subject and the rule that denied.
 func (g *Gateway) decide(c *fiber.Ctx, route string, d *authz.Decider, claims map[string]any, sub string) *Error {
 	path, err := proxy.CanonicalPath(c.Request().URI().PathOriginal())
 	if err != nil {
+		// CheckPath ran before the route matched: not reached.
 		return errForbidden
 	}
 	dec := d.Decide(authz.Input{Claims: claims, Method: c.Method(), Path: path, Host: string(c.Request().Host())})
@@ -737,9 +740,15 @@ func (g *Gateway) decide(c *fiber.Ctx, route string, d *authz.Decider, claims ma
 		result = "error"
 	}
 	g.met.decisions.WithLabelValues(route, result).Inc()
-	g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request forbidden by the route's rules",
-		slog.String("request_id", obs.RequestID(c)), slog.String("route", route), slog.String("method", c.Method()),
-		slog.String("sub", sub), slog.String("rule", dec.Rule), slog.String("condition", dec.Text), slog.Any("err", dec.Err))
+	attrs := []slog.Attr{
+		slog.String("request_id", obs.RequestID(c)), slog.String("route", route),
+		slog.String("method", c.Method()), slog.String("sub", sub),
+		slog.String("rule", dec.Rule), slog.String("condition", dec.Text),
+	}
+	if dec.Err != nil {
+		attrs = append(attrs, slog.Any("err", dec.Err))
+	}
+	g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request forbidden by the route's rules", attrs...)
 	return errForbidden
 }
 
