@@ -54,6 +54,14 @@ type RouteBearer struct {
 	// Scopes every bearer token must hold (all of them); a token lacking
 	// one is 403 insufficient_scope naming them (RFC 6750 §3.1).
 	Scopes []string `yaml:"scopes"`
+	// ScopeImplies declares the resource's scope hierarchy: a broader
+	// scope (the key) implies the narrower ones listed (and, in turn,
+	// what they imply), so a token holding mcp:admin satisfies a call that
+	// needs mcp:tools when scope_implies: {"mcp:admin": ["mcp:tools"]}
+	// (MCP authorization 2026-07-28: servers account for scope
+	// hierarchies). Scopes are otherwise compared exactly: a name alone
+	// (mcp, mcp:tools) implies nothing.
+	ScopeImplies map[string][]string `yaml:"scope_implies"`
 	// Introspect asks the provider's introspection endpoint (RFC 7662)
 	// about every bearer token, with the gateway's client credentials, so
 	// that a revoked token is refused at once; opaque tokens need it.
@@ -91,8 +99,8 @@ func checkBearer(i int, r Route) []error {
 		errs = append(errs, ferr(at("auth"), "is empty: list session, bearer or both (leave it out for session)"))
 	}
 	if !b.accepts(AuthBearer) {
-		if b.Resource != "" || len(b.Scopes) > 0 || b.Introspect {
-			errs = append(errs, ferr(at("auth"), "resource, scopes and introspect apply to bearer tokens: add bearer to auth"))
+		if b.Resource != "" || len(b.Scopes) > 0 || b.Introspect || len(b.ScopeImplies) > 0 {
+			errs = append(errs, ferr(at("auth"), "resource, scopes, scope_implies and introspect apply to bearer tokens: add bearer to auth"))
 		}
 		return errs
 	}
@@ -103,8 +111,21 @@ func checkBearer(i int, r Route) []error {
 		}
 	}
 	for j, s := range b.Scopes {
-		if !validScopeToken(s) {
-			errs = append(errs, ferr(at(fmt.Sprintf("scopes[%d]", j)), "%q is not a scope token (RFC 6749 section 3.3)", s))
+		if err := checkResourceScope(s); err != nil {
+			errs = append(errs, ferr(at(fmt.Sprintf("scopes[%d]", j)), "%v", err))
+		}
+	}
+	for _, k := range sortedKeys(b.ScopeImplies) {
+		if err := checkResourceScope(k); err != nil {
+			errs = append(errs, ferr(at("scope_implies"), "key %v", err))
+		}
+		if len(b.ScopeImplies[k]) == 0 {
+			errs = append(errs, ferr(at("scope_implies."+k), "is empty: list the narrower scopes %q implies", k))
+		}
+		for j, s := range b.ScopeImplies[k] {
+			if err := checkResourceScope(s); err != nil {
+				errs = append(errs, ferr(at(fmt.Sprintf("scope_implies.%s[%d]", k, j)), "%v", err))
+			}
 		}
 	}
 	// The received token never goes upstream (MCP authorization, token
@@ -183,6 +204,24 @@ func checkResources(pub *url.URL, routes []Route) []error {
 	return errs
 }
 
+// checkResourceScope reports a scope a route may not require or name in
+// its hierarchy: not an RFC 6749 §3.3 scope-token, or offline_access,
+// which asks the provider for a refresh token and is no resource's
+// requirement (MCP authorization 2026-07-28: a protected resource names
+// it neither in a challenge nor in its metadata).
+func checkResourceScope(s string) error {
+	switch {
+	case !validScopeToken(s):
+		return fmt.Errorf("%q is not a scope token (RFC 6749 section 3.3)", s)
+	case s == scopeOfflineAccess:
+		return fmt.Errorf("%q asks the provider for a refresh token; it is no resource's scope: remove it (MCP clients ask for it themselves when they want one)", s)
+	}
+	return nil
+}
+
+// scopeOfflineAccess is OpenID Connect's scope for a refresh token.
+const scopeOfflineAccess = "offline_access"
+
 // validScopeToken reports whether s is an RFC 6749 §3.3 scope-token.
 func validScopeToken(s string) bool {
 	if s == "" {
@@ -203,10 +242,55 @@ type bearerRoute struct {
 	resource   string
 	metadata   string // the RFC 9728 metadata URL
 	scopes     []string
+	implies    map[string][]string // the scope hierarchy, closed: each scope to all it implies
 	introspect bool
 	session    bool // the route accepts the session cookie too
 	policy     Policy
 	mcp        *mcpPolicy // nil: not an MCP route
+}
+
+// satisfies reports whether a token holding have may make a call that
+// needs every scope of want: each is held, or implied by one held (the
+// route's scope_implies).
+func (b *bearerRoute) satisfies(have, want []string) bool {
+	for _, s := range want {
+		if !slices.Contains(have, s) && !slices.ContainsFunc(have, func(h string) bool { return slices.Contains(b.implies[h], s) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// closeImplies returns the transitive closure of a scope hierarchy: each
+// scope mapped to every scope it implies, directly or through others
+// (cycles are harmless: a scope then implies itself too).
+func closeImplies(direct map[string][]string) map[string][]string {
+	if len(direct) == 0 {
+		return nil
+	}
+	out := make(map[string][]string, len(direct))
+	for k := range direct {
+		var all []string
+		todo := slices.Clone(direct[k])
+		for len(todo) > 0 {
+			s := todo[len(todo)-1]
+			todo = todo[:len(todo)-1]
+			if slices.Contains(all, s) {
+				continue
+			}
+			all = append(all, s)
+			todo = append(todo, direct[s]...)
+		}
+		out[k] = all
+	}
+	return out
+}
+
+// withoutOfflineAccess is scopes without offline_access, which a
+// protected resource names neither in a challenge nor in its metadata
+// (a token that has it keeps it: the client asks for it again itself).
+func withoutOfflineAccess(scopes []string) []string {
+	return slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return s == scopeOfflineAccess })
 }
 
 // supportedScopes are the scopes of the route's metadata: the route's
@@ -268,15 +352,6 @@ type principal struct {
 	Scopes   []string
 	Claims   map[string]any
 	Client   bool // a client_credentials token: no user
-}
-
-func (p *principal) hasScopes(want []string) bool {
-	for _, s := range want {
-		if !slices.Contains(p.Scopes, s) {
-			return false
-		}
-	}
-	return true
 }
 
 // verify checks raw for a route whose resource is resource.
@@ -536,6 +611,7 @@ func (g *Gateway) setupBearer(ctx context.Context) error {
 		path := resourcePath(u)
 		b := &bearerRoute{
 			prefix: r.Prefix, resource: res, scopes: slices.Clone(r.Bearer.Scopes), introspect: r.Bearer.Introspect,
+			implies: closeImplies(r.Bearer.ScopeImplies),
 			session: r.Bearer.accepts(AuthSession), policy: r.Policy, mcp: mp,
 			metadata: u.Scheme + "://" + u.Host + prmPath + path,
 		}
@@ -671,7 +747,7 @@ func (g *Gateway) forwardBearer(c *fiber.Ctx, r *proxy.Route, b *bearerRoute) (b
 		return true, writeError(c, newError(fiber.StatusUnauthorized, "invalid_token",
 			"the access token is invalid, expired, revoked or not for "+b.resource+"; get a new one (its metadata is at "+b.metadata+")"))
 	}
-	if !p.hasScopes(b.scopes) {
+	if !b.satisfies(p.Scopes, b.scopes) {
 		g.bearerAuth.WithLabelValues(b.prefix, "insufficient_scope").Inc()
 		return true, g.insufficientScope(c, b, p, b.scopes, "")
 	}
@@ -716,6 +792,7 @@ func (g *Gateway) insufficientScope(c *fiber.Ctx, b *bearerRoute, p *principal, 
 	g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "bearer token lacks a required scope", slog.String("request_id", obs.RequestID(c)),
 		slog.String("route", b.prefix), slog.String("client_id", p.ClientID), slog.String("sub", p.Subject),
 		slog.String("tool", clipLog(tool)), slog.Any("need", need))
+	scope = withoutOfflineAccess(scope)
 	b.challenge(c, "insufficient_scope", "the access token lacks a scope this call needs", scope)
 	return writeError(c, newError(fiber.StatusForbidden, "insufficient_scope",
 		"the access token lacks a scope this call needs; ask for: "+strings.Join(scope, " ")))

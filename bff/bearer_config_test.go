@@ -37,6 +37,18 @@ func TestBearerConfigValidation(t *testing.T) {
 		{"bad tool glob", route(func(r *Route) { r.MCP.Tools.Deny = []string{"[a-"} }), "routes[0].mcp.tools.deny[0]"},
 		{"bad method glob", route(func(r *Route) { r.MCP.Methods.Allow = []string{""} }), "routes[0].mcp.methods.allow[0]"},
 		{"tool scopes empty", route(func(r *Route) { r.MCP.Tools.Scopes = map[string][]string{"admin_*": nil} }), "routes[0].mcp.tools.scopes.admin_*"},
+		{"offline_access required", route(func(r *Route) { r.Bearer.Scopes = []string{"mcp:tools", "offline_access"} }), "routes[0].scopes[1]"},
+		{"offline_access for a tool", route(func(r *Route) {
+			r.MCP.Tools.Scopes = map[string][]string{"admin_*": {"offline_access"}}
+		}), "routes[0].mcp.tools.scopes.admin_*[0]"},
+		{"scope_implies empty", route(func(r *Route) { r.Bearer.ScopeImplies = map[string][]string{"mcp:admin": nil} }), "routes[0].scope_implies.mcp:admin"},
+		{"scope_implies bad scope", route(func(r *Route) {
+			r.Bearer.ScopeImplies = map[string][]string{"mcp:admin": {`a"b`}}
+		}), "routes[0].scope_implies.mcp:admin[0]"},
+		{"scope_implies without bearer", route(func(r *Route) {
+			r.Bearer.Auth = nil
+			r.Bearer.ScopeImplies = map[string][]string{"mcp:admin": {"mcp:tools"}}
+		}), "routes[0].auth"},
 		{"one resource for two routes", func(c *Config) {
 			b := RouteBearer{Auth: []AuthMethod{AuthBearer}, Resource: "https://app.example.test/mcp"}
 			c.Routes = []Route{
@@ -75,5 +87,40 @@ func TestBearerConfigValidation(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestScopeHierarchy: a broader scope satisfies the narrower ones the
+// route's scope_implies lists, transitively (MCP authorization
+// 2026-07-28); nothing else is implied, names alone included.
+func TestScopeHierarchy(t *testing.T) {
+	t.Parallel()
+	b := &bearerRoute{implies: closeImplies(map[string][]string{
+		"mcp:admin": {"mcp:tools"},
+		"mcp:tools": {"mcp:read"},
+		"loop:a":    {"loop:b"},
+		"loop:b":    {"loop:a"},
+	})}
+	for _, tc := range []struct {
+		have, want []string
+		ok         bool
+	}{
+		{[]string{"mcp:tools"}, []string{"mcp:tools"}, true},
+		{[]string{"mcp:admin"}, []string{"mcp:tools"}, true},
+		{[]string{"mcp:admin"}, []string{"mcp:read", "mcp:tools"}, true},
+		{[]string{"mcp:tools"}, []string{"mcp:admin"}, false},
+		{[]string{"mcp:read"}, []string{"mcp:tools"}, false},
+		{[]string{"mcp"}, []string{"mcp:tools"}, false}, // a prefix implies nothing
+		{[]string{"mcp:admin"}, []string{"mcp:tools", "roles"}, false},
+		{[]string{"loop:a"}, []string{"loop:b"}, true},
+		{nil, []string{"mcp:read"}, false},
+		{nil, nil, true},
+	} {
+		if got := b.satisfies(tc.have, tc.want); got != tc.ok {
+			t.Errorf("a token with %v for a call needing %v: %v, want %v", tc.have, tc.want, got, tc.ok)
+		}
+	}
+	if got := withoutOfflineAccess([]string{"profile", "offline_access", "roles"}); len(got) != 2 || got[0] != "profile" || got[1] != "roles" {
+		t.Errorf("withoutOfflineAccess = %v", got)
 	}
 }

@@ -92,8 +92,8 @@ func checkMCPConfig(i int, m MCPConfig) []error {
 			errs = append(errs, ferr(at("tools.scopes."+p), "lists no scope"))
 		}
 		for j, s := range m.Tools.Scopes[p] {
-			if !validScopeToken(s) {
-				errs = append(errs, ferr(at(fmt.Sprintf("tools.scopes.%s[%d]", p, j)), "%q is not a scope token", s))
+			if err := checkResourceScope(s); err != nil {
+				errs = append(errs, ferr(at(fmt.Sprintf("tools.scopes.%s[%d]", p, j)), "%v", err))
 			}
 		}
 	}
@@ -375,7 +375,7 @@ func (g *Gateway) checkMCP(c *fiber.Ctx, route string, b *bearerRoute, m *mcpPol
 		audit("denied", "tools."+rule)
 		return true, rpcError(c, fiber.StatusOK, call.ID, MCPDeniedCode, "the gateway's policy does not allow the tool "+clipName(tool)+" for this client")
 	}
-	if need := m.toolScopes(tool); p != nil && len(need) > 0 && !p.hasScopes(need) {
+	if need := m.toolScopes(tool); p != nil && len(need) > 0 && !b.satisfies(p.Scopes, need) {
 		decision(label, "insufficient_scope")
 		audit("insufficient_scope", "tools.scopes")
 		return true, g.insufficientScope(c, b, p, need, tool)
