@@ -19,6 +19,7 @@ import (
 	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/tokens"
+	"github.com/bffgate/bffgate/internal/bodylimit"
 	"github.com/bffgate/bffgate/session"
 )
 
@@ -306,6 +307,9 @@ func (cfg Config) fill() (Config, *url.URL, error) {
 	if cfg.Provider.HTTPClient == nil {
 		cfg.Provider.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
+	// go-oidc reads discovery, key sets and userinfo whole: a provider
+	// answering without end must not exhaust the gateway's memory.
+	cfg.Provider.HTTPClient = bodylimit.Client(cfg.Provider.HTTPClient, MaxProviderResponse)
 	pub, err := cfg.check()
 	var errs []error
 	if err != nil {
@@ -348,6 +352,11 @@ func (e *FieldError) Error() string { return "bff: " + e.Path + ": " + e.Msg }
 // own key names without knowing this type.
 func (e *FieldError) Field() string   { return e.Path }
 func (e *FieldError) Problem() string { return e.Msg }
+
+// MaxProviderResponse bounds every response body the gateway reads from
+// its provider (discovery, JWKS, token, userinfo, introspection, token
+// exchange): real ones are a few KiB.
+const MaxProviderResponse = 1 << 20
 
 func ferr(path, format string, args ...any) *FieldError {
 	return &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}

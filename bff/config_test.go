@@ -184,3 +184,26 @@ func TestPlainHTTPProvider(t *testing.T) {
 		}
 	}
 }
+
+// TestProviderResponseBound: a provider whose discovery document does not
+// end (here 2 MiB of padding) stops New with the bound's error instead of
+// growing the gateway's memory: go-oidc reads the document whole.
+func TestProviderResponseBound(t *testing.T) {
+	t.Parallel()
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"issuer": srv.URL, "authorization_endpoint": srv.URL + "/authorize", "token_endpoint": srv.URL + "/token",
+			"jwks_uri": srv.URL + "/jwks", "code_challenge_methods_supported": []string{"S256"},
+			"padding": strings.Repeat("x", 2*MaxProviderResponse),
+		})
+	}))
+	defer srv.Close()
+	cfg := validConfig()
+	cfg.Store = realStore(t)
+	cfg.Provider.IssuerURL = srv.URL
+	_, err := New(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a 2 MiB discovery document: %v, want the response bound's error", err)
+	}
+}

@@ -31,7 +31,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -41,6 +40,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/bffgate/bffgate/internal/bodylimit"
 )
 
 // Subject mapping modes.
@@ -179,7 +180,7 @@ func New(cfg Config) (*Set, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second}
 	}
-	cfg.HTTPClient = limitBodies(cfg.HTTPClient, MaxJWKSSize)
+	cfg.HTTPClient = bodylimit.Client(cfg.HTTPClient, MaxJWKSSize)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -297,55 +298,6 @@ func checkJWKSURL(s string) error {
 // whole, and an endpoint that answers without end must not exhaust the
 // issuer's memory (a real key set is a few KiB).
 const MaxJWKSSize = 1 << 20
-
-// limitBodies returns a copy of c whose response bodies fail past max
-// bytes; c itself, which the caller may use elsewhere, is not changed.
-func limitBodies(c *http.Client, max int64) *http.Client {
-	lc := *c
-	base := c.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	lc.Transport = limitedTransport{base: base, max: max}
-	return &lc
-}
-
-type limitedTransport struct {
-	base http.RoundTripper
-	max  int64
-}
-
-func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = &limitedBody{ReadCloser: resp.Body, left: t.max, max: t.max}
-	return resp, nil
-}
-
-// limitedBody reads at most max bytes of its body, then fails: a cut
-// body would fail to decode anyway, but with a less helpful error.
-type limitedBody struct {
-	io.ReadCloser
-	left, max int64
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		var one [1]byte
-		if n, err := b.ReadCloser.Read(one[:]); n == 0 {
-			return 0, err
-		}
-		return 0, fmt.Errorf("the JWKS response is larger than %d bytes", b.max)
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.ReadCloser.Read(p)
-	b.left -= int64(n)
-	return n, err
-}
 
 // readJWKSFile reads the public keys of a JWKS file.
 func readJWKSFile(path string) ([]crypto.PublicKey, error) {
