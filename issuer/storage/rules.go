@@ -148,21 +148,35 @@ func (r *Rules) Secret(ctx context.Context, name string, gen func() ([]byte, err
 	}
 	r.secretMu.Lock()
 	defer r.secretMu.Unlock()
+	// Read again under the lock: another caller of this instance may have
+	// stored it meanwhile, and gen then need not run.
+	err = r.view(ctx, "secret", func(t *rtx) error {
+		var err error
+		out, err = t.Get(BucketSecrets, name)
+		return err
+	})
+	if err != nil || out != nil {
+		return out, err
+	}
+	// gen runs once, outside the transaction: an engine may run a
+	// transaction's function more than once (Redis after a conflict or a
+	// failover), and the function must have no effect outside it.
+	v, err := gen()
+	if err != nil {
+		return nil, err
+	}
+	if len(v) == 0 {
+		return nil, fmt.Errorf("storage: generator for secret %q returned no bytes", name)
+	}
+	candidate := slices.Clone(v)
 	err = r.update(ctx, "secret", func(t *rtx) error {
-		v, err := t.Get(BucketSecrets, name)
-		if err != nil || v != nil {
-			out = v
+		stored, err := t.Get(BucketSecrets, name)
+		if err != nil || stored != nil {
+			out = stored // another instance stored it first: theirs wins
 			return err
 		}
-		v, err = gen()
-		if err != nil {
-			return callbackError{err}
-		}
-		if len(v) == 0 {
-			return fmt.Errorf("generator for secret %q returned no bytes", name)
-		}
-		out = slices.Clone(v)
-		return t.Put(BucketSecrets, name, out)
+		out = candidate
+		return t.Put(BucketSecrets, name, candidate)
 	})
 	if err != nil {
 		return nil, err
