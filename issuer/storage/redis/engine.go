@@ -235,34 +235,34 @@ func (k keys) set(ix storage.Index, owner string) (string, storage.ExpiryKind, s
 	return "", 0, 0, fmt.Errorf("redis: unknown index %d", ix)
 }
 
+// expiryBuckets are the expiry kinds whose id is a record's key in one
+// bucket: one table for expiring (writing the index) and parseExpiry
+// (reading it back), so that a new kind cannot be added to one alone.
+var expiryBuckets = map[storage.ExpiryKind]storage.Bucket{
+	storage.ExpireCode:         storage.BucketCodes,
+	storage.ExpireRefresh:      storage.BucketRefresh,
+	storage.ExpireGrant:        storage.BucketGrants,
+	storage.ExpireLogin:        storage.BucketLogin,
+	storage.ExpireAssertion:    storage.BucketAssertions,
+	storage.ExpireRegistration: storage.BucketRegistrations,
+	storage.ExpireConsent:      storage.BucketConsents,
+}
+
 // expiring returns the record key and the expiry-index member of an
 // expiry entry. The member is the kind's byte and the record's id, with
 // a denylist entry's id as "kind:id"; a throttle record has none (it is
 // not indexed: its TTL alone removes it, as before the engines).
 func (k keys) expiring(kind storage.ExpiryKind, id string) (record, member string, err error) {
-	b := storage.Bucket(0)
-	switch kind {
-	case storage.ExpireCode:
-		b = storage.BucketCodes
-	case storage.ExpireRefresh:
-		b = storage.BucketRefresh
-	case storage.ExpireGrant:
-		b = storage.BucketGrants
-	case storage.ExpireLogin:
-		b = storage.BucketLogin
-	case storage.ExpireAssertion:
-		b = storage.BucketAssertions
-	case storage.ExpireRegistration:
-		b = storage.BucketRegistrations
-	case storage.ExpireConsent:
-		b = storage.BucketConsents
-	case storage.ExpireDeny:
+	b, plain := expiryBuckets[kind]
+	switch {
+	case plain:
+	case kind == storage.ExpireDeny:
 		dk, did, err := splitDenyKey(id)
 		if err != nil {
 			return "", "", err
 		}
 		return k.deny(dk, did), string(kind) + string(dk) + ":" + did, nil
-	case storage.ExpireLoginFailures:
+	case kind == storage.ExpireLoginFailures:
 		return k.loginFailures(id), "", nil
 	default:
 		return "", "", fmt.Errorf("redis: expiry entries of kind %q are not set this way", byte(kind))
@@ -742,29 +742,16 @@ func (t *tx) parseExpiry(m string) (storage.Due, recordRef, bool) {
 		return storage.Due{}, recordRef{}, false
 	}
 	kind, id := storage.ExpiryKind(m[0]), m[1:]
-	var b storage.Bucket
-	switch kind {
-	case storage.ExpireCode:
-		b = storage.BucketCodes
-	case storage.ExpireRefresh:
-		b = storage.BucketRefresh
-	case storage.ExpireGrant:
-		b = storage.BucketGrants
-	case storage.ExpireLogin:
-		b = storage.BucketLogin
-	case storage.ExpireAssertion:
-		b = storage.BucketAssertions
-	case storage.ExpireRegistration:
-		b = storage.BucketRegistrations
-	case storage.ExpireConsent:
-		b = storage.BucketConsents
-	case storage.ExpireDeny:
+	b, plain := expiryBuckets[kind]
+	switch {
+	case plain:
+	case kind == storage.ExpireDeny:
 		dk, did, ok := strings.Cut(id, ":")
 		if !ok || dk == "" {
 			return storage.Due{}, recordRef{}, false
 		}
 		b, id = storage.BucketDeny, storage.DenyKey(storage.DenyKind(dk), did)
-	case storage.ExpireLog:
+	case kind == storage.ExpireLog:
 		seq, _, err := decodeLogMember(id)
 		if err != nil {
 			return storage.Due{}, recordRef{}, false
