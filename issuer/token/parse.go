@@ -71,6 +71,19 @@ func (c *Codec) parse(raw string, kind Kind, now time.Time, checkTime bool) (cl 
 	if len(raw) > MaxTokenLength {
 		return nil, fmt.Errorf("%w: %s longer than %d bytes", ErrMalformed, kind, MaxTokenLength)
 	}
+	// Access tokens verified before skip the signature check (see
+	// verifiedCache); the claims are checked again below.
+	cacheable := kind == Access && checkTime
+	var sum [32]byte
+	if cacheable {
+		sum = accessSum(raw)
+		if cl, ok := c.cachedAccess(sum); ok {
+			if err := c.checkClaims(cl, kind, now, checkTime); err != nil {
+				return nil, err
+			}
+			return cl, nil
+		}
+	}
 	h, err := parseHeader(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s header: %v", ErrMalformed, kind, err)
@@ -78,18 +91,20 @@ func (c *Codec) parse(raw string, kind Kind, now time.Time, checkTime bool) (cl 
 	var (
 		payload []byte
 		typ     any
+		kid     string
 	)
+	jwe := kind != ID && c.format == FormatEncrypted
 	switch {
-	case kind != ID && c.format == FormatEncrypted:
-		payload, typ, err = c.decrypt(raw, h, kind, c.enc)
+	case jwe:
+		payload, typ, kid, err = c.decrypt(raw, h, kind, c.enc)
 	case kind == Refresh && countDots(raw) == 4:
 		// A sealed refresh token, in either refresh format: one sealed
 		// before a switch back to signed still opens while its dir key
 		// is in the set, as a signed one still verifies after a switch
 		// to sealed.
-		payload, typ, err = c.decrypt(raw, h, kind, SealEnc)
+		payload, typ, kid, err = c.decrypt(raw, h, kind, SealEnc)
 	default:
-		payload, typ, err = c.verify(raw, h, kind)
+		payload, typ, kid, err = c.verify(raw, h, kind)
 	}
 	if err != nil {
 		return nil, err
@@ -103,6 +118,9 @@ func (c *Codec) parse(raw string, kind Kind, now time.Time, checkTime bool) (cl 
 	}
 	if err := c.checkClaims(cl, kind, now, checkTime); err != nil {
 		return nil, err
+	}
+	if cacheable {
+		c.verified.put(sum, verifiedEntry{cl: copyClaims(cl), kid: kid, jwe: jwe}, now)
 	}
 	return cl, nil
 }
@@ -123,83 +141,83 @@ func parseHeader(raw string) (header, error) {
 	return h, nil
 }
 
-func (c *Codec) verify(raw string, h header, kind Kind) ([]byte, any, error) {
+func (c *Codec) verify(raw string, h header, kind Kind) ([]byte, any, string, error) {
 	alg := c.alg
 	if kind == ID {
 		alg = c.idAlg
 	}
 	if n := countDots(raw); n != 2 {
-		return nil, nil, fmt.Errorf("%w: a signed %s has 3 parts, got %d", ErrMalformed, kind, n+1)
+		return nil, nil, "", fmt.Errorf("%w: a signed %s has 3 parts, got %d", ErrMalformed, kind, n+1)
 	}
 	if h.Alg != alg {
-		return nil, nil, fmt.Errorf("%w: %s alg %q, want %s", ErrWrongAlg, kind, clip(h.Alg), alg)
+		return nil, nil, "", fmt.Errorf("%w: %s alg %q, want %s", ErrWrongAlg, kind, clip(h.Alg), alg)
 	}
 	obj, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 	if err != nil {
 		var ua *jose.ErrUnexpectedSignatureAlgorithm
 		if errors.As(err, &ua) {
-			return nil, nil, fmt.Errorf("%w: %s alg %q, want %s", ErrWrongAlg, kind, clip(string(ua.Got)), alg)
+			return nil, nil, "", fmt.Errorf("%w: %s alg %q, want %s", ErrWrongAlg, kind, clip(string(ua.Got)), alg)
 		}
-		return nil, nil, fmt.Errorf("%w: %s: %v", ErrMalformed, kind, err)
+		return nil, nil, "", fmt.Errorf("%w: %s: %v", ErrMalformed, kind, err)
 	}
 	if len(obj.Signatures) != 1 {
-		return nil, nil, fmt.Errorf("%w: %s has %d signatures", ErrMalformed, kind, len(obj.Signatures))
+		return nil, nil, "", fmt.Errorf("%w: %s has %d signatures", ErrMalformed, kind, len(obj.Signatures))
 	}
 	hdr := obj.Signatures[0].Protected
 	if hdr.JSONWebKey != nil {
 		// The key comes from our set by kid, never from the token.
-		return nil, nil, fmt.Errorf("%w: %s header embeds a jwk", ErrMalformed, kind)
+		return nil, nil, "", fmt.Errorf("%w: %s header embeds a jwk", ErrMalformed, kind)
 	}
 	if hdr.KeyID == "" {
-		return nil, nil, fmt.Errorf("%w: %s header has no kid", ErrUnknownKey, kind)
+		return nil, nil, "", fmt.Errorf("%w: %s header has no kid", ErrUnknownKey, kind)
 	}
 	key, keyAlg, ok := c.keys.VerificationKey(hdr.KeyID)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: %s kid %q is not in the key set", ErrUnknownKey, kind, clip(hdr.KeyID))
+		return nil, nil, "", fmt.Errorf("%w: %s kid %q is not in the key set", ErrUnknownKey, kind, clip(hdr.KeyID))
 	}
 	if keyAlg != alg {
-		return nil, nil, fmt.Errorf("%w: %s kid %q is a %s key, want %s", ErrUnknownKey, kind, clip(hdr.KeyID), keyAlg, alg)
+		return nil, nil, "", fmt.Errorf("%w: %s kid %q is a %s key, want %s", ErrUnknownKey, kind, clip(hdr.KeyID), keyAlg, alg)
 	}
 	payload, err := obj.Verify(key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s signed by kid %q", ErrSignature, kind, clip(hdr.KeyID))
+		return nil, nil, "", fmt.Errorf("%w: %s signed by kid %q", ErrSignature, kind, clip(hdr.KeyID))
 	}
-	return payload, hdr.ExtraHeaders[jose.HeaderType], nil
+	return payload, hdr.ExtraHeaders[jose.HeaderType], hdr.KeyID, nil
 }
 
-func (c *Codec) decrypt(raw string, h header, kind Kind, enc string) ([]byte, any, error) {
+func (c *Codec) decrypt(raw string, h header, kind Kind, enc string) ([]byte, any, string, error) {
 	if n := countDots(raw); n != 4 {
-		return nil, nil, fmt.Errorf("%w: an encrypted %s has 5 parts, got %d", ErrMalformed, kind, n+1)
+		return nil, nil, "", fmt.Errorf("%w: an encrypted %s has 5 parts, got %d", ErrMalformed, kind, n+1)
 	}
 	if h.Alg != string(jose.DIRECT) || h.Enc != enc {
-		return nil, nil, fmt.Errorf("%w: %s alg %q enc %q, want dir %s", ErrWrongAlg, kind, clip(h.Alg), clip(h.Enc), enc)
+		return nil, nil, "", fmt.Errorf("%w: %s alg %q enc %q, want dir %s", ErrWrongAlg, kind, clip(h.Alg), clip(h.Enc), enc)
 	}
 	// RFC 7516 §5.2 step 10: with direct encryption the JWE Encrypted Key
 	// MUST be empty. go-jose ignores that part for dir, so without this
 	// check a token carrying one would decrypt: one token, many encodings.
 	if _, rest, _ := strings.Cut(raw, "."); !strings.HasPrefix(rest, ".") {
-		return nil, nil, fmt.Errorf("%w: an encrypted %s (alg dir) has a non-empty encrypted key part", ErrMalformed, kind)
+		return nil, nil, "", fmt.Errorf("%w: an encrypted %s (alg dir) has a non-empty encrypted key part", ErrMalformed, kind)
 	}
 	if h.Zip != "" {
-		return nil, nil, fmt.Errorf("%w: %s is compressed (zip); the issuer never compresses", ErrMalformed, kind)
+		return nil, nil, "", fmt.Errorf("%w: %s is compressed (zip); the issuer never compresses", ErrMalformed, kind)
 	}
 	obj, err := jose.ParseEncryptedCompact(raw, []jose.KeyAlgorithm{jose.DIRECT}, []jose.ContentEncryption{jose.ContentEncryption(enc)})
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: %v", ErrMalformed, kind, err)
+		return nil, nil, "", fmt.Errorf("%w: %s: %v", ErrMalformed, kind, err)
 	}
 	kid := obj.Header.KeyID
 	if kid == "" {
-		return nil, nil, fmt.Errorf("%w: %s header has no kid", ErrUnknownKey, kind)
+		return nil, nil, "", fmt.Errorf("%w: %s header has no kid", ErrUnknownKey, kind)
 	}
 	key, ok := c.keys.DecryptionKey(kid)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: %s kid %q is not a dir key of the key set", ErrUnknownKey, kind, clip(kid))
+		return nil, nil, "", fmt.Errorf("%w: %s kid %q is not a dir key of the key set", ErrUnknownKey, kind, clip(kid))
 	}
 	payload, err := obj.Decrypt(key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s under kid %q", ErrDecrypt, kind, clip(kid))
+		return nil, nil, "", fmt.Errorf("%w: %s under kid %q", ErrDecrypt, kind, clip(kid))
 	}
-	return payload, obj.Header.ExtraHeaders[jose.HeaderType], nil
+	return payload, obj.Header.ExtraHeaders[jose.HeaderType], kid, nil
 }
 
 // typMatches compares a typ header with want: media types compare

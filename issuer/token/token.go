@@ -187,6 +187,8 @@ type Codec struct {
 	// kid changes.
 	signers    [3]atomic.Pointer[cachedSigner]
 	encrypters [2]atomic.Pointer[cachedEncrypter]
+	// verified holds access tokens verified before (verified.go).
+	verified verifiedCache
 }
 
 type cachedSigner struct {
