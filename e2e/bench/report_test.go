@@ -142,6 +142,8 @@ func (rep report) write(b *strings.Builder) {
 		fmt.Fprintf(b, "\n## CPU profiles\n\nIn %s: for every bffgate row, `get-KEY` / `post-KEY` / `issuer-KEY`.perf.data (`perf record --all-user -g` of the bffgate process under the row's load, outside the measured runs; read with `perf report -i FILE`) and .txt (`perf report --stdio --children`).\n", rep.ProfileDir)
 	}
 
+	rep.writeBeforeAfter(b)
+
 	b.WriteString("\n## Targets (issue 9)\n\n")
 	var ts []Target
 	ratioTarget := func(rows []Row, a, bk string, bar float64) {
@@ -238,4 +240,59 @@ func allKeys(rows []Row) map[string]bool {
 		m[r.Key] = true
 	}
 	return m
+}
+
+// writeBeforeAfter prints the figures issue 20 was filed with (HISTORY.md,
+// section 3) next to this run's: the after column is generated, so no
+// one copies figures by hand.
+func (rep report) writeBeforeAfter(b *strings.Builder) {
+	b.WriteString("\n## Issue 20: before and after\n\n")
+	b.WriteString("Before: the figures the issue was filed with (a quiet two-core machine, the default configuration; HISTORY.md, section 3). After: this run.\n\n")
+	b.WriteString("| | before (issue 20) | this run |\n|---|---:|---:|\n")
+	rps := func(k string) float64 {
+		for _, r := range rep.Table {
+			if r.Key == k {
+				return r.RPS()
+			}
+		}
+		return 0
+	}
+	vs := func(k string) string {
+		if rps(k) == 0 || rps("n") == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.0f (%.2f×)", rps(k), Ratio(rep.Table, k, "n"))
+	}
+	ratio := func(f func([]Row, string, string) float64, base string, keys ...string) string {
+		var parts []string
+		for _, k := range keys {
+			if v := f(rep.Table, k, base); v > 0 {
+				parts = append(parts, fmt.Sprintf("%.2f", v))
+			} else {
+				parts = append(parts, "–")
+			}
+		}
+		return strings.Join(parts, " / ")
+	}
+	num := func(v float64) string {
+		if v == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.0f", v)
+	}
+	fmt.Fprintf(b, "| nginx bare keep-alive proxy, req/s | 62,500 | %s |\n", num(rps("n")))
+	fmt.Fprintf(b, "| bbolt sessions, default configuration, req/s (÷ nginx) | 36,200 (0.58×) | %s |\n", vs("dl"))
+	fmt.Fprintf(b, "| cookie sessions, default configuration, req/s (÷ nginx) | 30,800 (0.49×) | %s |\n", vs("cl"))
+	fmt.Fprintf(b, "| Redis sessions, default configuration, req/s (÷ nginx) | 21,900 (0.35×) | %s |\n", vs("el"))
+	fmt.Fprintf(b, "| access log off, ÷ fiber bare proxy, bbolt / cookie / Redis | 0.67 / 0.51 / 0.36 | %s |\n", ratio(Ratio, "b", "d", "c", "e"))
+	fmt.Fprintf(b, "| CPU µs/req ÷ bare proxy, bbolt / cookie / Redis | 1.7× / 2.2× / 3.1× | ÷ b: %s; ÷ n: %s (default configuration) |\n",
+		ratio(CPURatio, "b", "dl", "cl", "el"), ratio(CPURatio, "n", "dl", "cl", "el"))
+	intro := "–"
+	for _, r := range rep.Table {
+		if strings.Contains(r.Name, "ES256") && strings.Contains(r.Name, "introspection") {
+			intro = fmt.Sprintf("%.0f (wrk, %d connections, ES256 token)", r.RPS(), issuerConns)
+		}
+	}
+	fmt.Fprintf(b, "| issuer introspection of a live token, per second | 11,000 to 13,500 (Go benchmark, 32 workers) | %s |\n", intro)
+	fmt.Fprintf(b, "| oauth2-proxy v7.8.1, req/s | 3,850 | %s |\n", num(rps("f")))
 }
