@@ -14,8 +14,9 @@ import (
 // runs: perf costs the profiled process some CPU. With file empty it
 // returns perf's summary (user-space CPU by symbol, entries of at least
 // 4% with callees) for RESULTS.md; otherwise it keeps the samples in
-// file.perf.data and the full report in file.txt (`perf report -i
-// file.perf.data` reads them again) and returns the report's path.
+// file.perf.data and flat listings by symbol in file.txt (`perf report
+// -i file.perf.data` reads the samples again, call graphs included) and
+// returns the listing's path.
 func (r *runner) perfReport(pid int, file string, run func()) string {
 	t := r.t
 	perf, err := exec.LookPath("perf")
@@ -40,11 +41,17 @@ func (r *runner) perfReport(pid int, file string, run func()) string {
 		return fmt.Sprintf("perf record: %v: %s", err, recOut.String())
 	}
 	if file != "" {
-		out, err := exec.Command(perf, "report", "-i", data, "--stdio", "--children", "--sort", "symbol", "-g", "caller,0.5,callee", "--percent-limit", "0.5").CombinedOutput()
-		if err != nil {
-			return fmt.Sprintf("perf report: %v: %s", err, out)
+		// Two flat listings: by the symbol's own CPU (self), then with
+		// its callees (children); the call graphs are in the data.
+		var txt []byte
+		for _, args := range [][]string{{"--no-children"}, {"--children"}} {
+			out, err := exec.Command(perf, append([]string{"report", "-i", data, "--stdio", "--sort", "symbol", "-g", "none", "--percent-limit", "0.3"}, args...)...).CombinedOutput()
+			if err != nil {
+				return fmt.Sprintf("perf report: %v: %s", err, out)
+			}
+			txt = append(txt, out...)
 		}
-		mustf(t, os.WriteFile(file+".txt", out, 0o644), "write %s.txt", file)
+		mustf(t, os.WriteFile(file+".txt", txt, 0o644), "write %s.txt", file)
 		t.Logf("profile: %s.perf.data, %s.txt", file, file)
 		return file + ".txt"
 	}
