@@ -232,6 +232,9 @@ func TestLoadBenchmark(t *testing.T) {
 		if key == "c" {
 			tc0.pids = tg.pids
 		}
+		if strings.HasSuffix(key, "l") {
+			waitAccessLog(t, s)
+		}
 	}
 
 	// Two rounds, the second in reverse order, so drift shows: GET for
@@ -409,6 +412,19 @@ func (r *runner) startGateway(name, cfg string) *stack.Stack {
 	log := filepath.Join(r.logDir, name+"-"+randHex(3)+".log")
 	r.logs = append(r.logs, log)
 	return stack.Start(r.t, stack.Options{ConfigYAML: cfg, LogFile: log})
+}
+
+// waitAccessLog makes sure a default-configuration gateway writes its
+// access log (the rows that claim it), waiting out its buffer's flush.
+func waitAccessLog(t *testing.T, s *stack.Stack) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.LogLines(`"path":"`+apiPath+`"`)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("bffgate with the default configuration wrote no access line for %s within 5s:\n%.2000s", apiPath, s.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // trimLogs empties the bffgate processes' output files: they write at the
