@@ -71,6 +71,7 @@
 // process on fasthttp's client, with codes asked for beforehand as a
 // signed-in browser would. The soak's steady rate (wrk cannot hold one)
 // comes from an open loop in the test process.
+//
 // The upstream and the bare proxy are separate processes built from
 // internal/upstream and internal/bareproxy, so that the CPU seconds read
 // from /proc/PID/stat (utime+stime) are the measured process's alone.
