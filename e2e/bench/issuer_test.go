@@ -19,6 +19,14 @@ import (
 	"github.com/bffgate/bffgate/e2e/stack"
 )
 
+// The codes made for each second of a code-exchange run: above what the
+// issuer redeems on two quiet cores, so that the run lasts its duration
+// (it ends early, its rate still right, when they are used up).
+const (
+	codesPerSecondES256 = 2500.0
+	codesPerSecondRS256 = 700.0
+)
+
 const (
 	issuerClient = "bench-app"
 	// issuerRedirect is the client's redirect URI: never dialled, the
@@ -247,9 +255,9 @@ func (ib *issuerBench) refreshRun() func() Measurement {
 // issuer reaches on two quiet cores (the run ends early when they are
 // used up: the rate is the codes over the time they took).
 func (ib *issuerBench) codeRun() func() Measurement {
-	rate := 2500.0
+	rate := codesPerSecondES256
 	if !strings.HasPrefix(ib.alg, "ES") {
-		rate = 700
+		rate = codesPerSecondRS256
 	}
 	n := min(max(int(rate*ib.r.dur.Seconds()), 500), 50000)
 	t0 := time.Now()

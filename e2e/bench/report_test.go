@@ -56,7 +56,7 @@ func (rep report) write(b *strings.Builder) {
 	}
 	b.WriteString(".\n\n## Throughput and latency\n\n")
 	b.WriteString("Rows c, d, e: bffgate with the access log off (the rows of issue 9, comparable with the history below); cl, dl, el: the default configuration (`log` not set: level info, JSON, one access line per request, written to a file). n: Debian's nginx as a bare keep-alive reverse proxy. ")
-	fmt.Fprintf(b, "Rows i1 to i8: the issuer alone (bffgate with `gateway.enabled: false`, default configuration but for the token algorithm), %d connections: the figure is grants, exchanges or introspections per second; refresh grants and code exchanges are driven by internal/tokenload (a separate Go process: each code and refresh token is sent once), introspection and client_credentials by wrk (client_secret_basic).\n\n", issuerConns)
+	fmt.Fprintf(b, "Rows i1 to i8: the issuer alone (bffgate with `gateway.enabled: false`, default configuration but for the token algorithm), %d connections: the figure is grants, exchanges or introspections per second; refresh grants and code exchanges are driven by internal/tokenload (a separate Go process: each code and refresh token is sent once; a code-exchange run ends early when the codes made for it beforehand, %.0f per second of run for ES256 and %.0f for RS256, are used up, and its rate is over the time it took), introspection and client_credentials by wrk (client_secret_basic).\n\n", issuerConns, codesPerSecondES256, codesPerSecondRS256)
 	measured := map[string]bool{}
 	for _, r := range rep.Table {
 		measured[r.Key] = true
