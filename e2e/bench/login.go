@@ -50,6 +50,13 @@ const maxHops = 12
 // Follow sends one request and follows the redirects that answer it, as
 // a browser would (303, and 302 after a POST, continue as GET).
 func (b *Browser) Follow(method, rawURL string, form url.Values) (Page, error) {
+	return b.follow(method, rawURL, form, "")
+}
+
+// follow is Follow, stopping at a redirect whose target starts with stop
+// (when stop is not empty): that page's URL is the redirect's target and
+// its status the redirect's.
+func (b *Browser) follow(method, rawURL string, form url.Values, stop string) (Page, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return Page{}, err
@@ -68,6 +75,9 @@ func (b *Browser) Follow(method, rawURL string, form url.Values) (Page, error) {
 			next, err := u.Parse(loc)
 			if err != nil {
 				return Page{}, fmt.Errorf("%s %s: bad Location: %w", method, u.Redacted(), err)
+			}
+			if stop != "" && strings.HasPrefix(next.String(), stop) {
+				return Page{URL: next, Status: resp.StatusCode}, nil
 			}
 			if resp.StatusCode != http.StatusTemporaryRedirect && resp.StatusCode != http.StatusPermanentRedirect {
 				method, form = http.MethodGet, nil
@@ -172,6 +182,38 @@ func (b *Browser) Login(startURL, username, password string) (Page, error) {
 		return Page{}, fmt.Errorf("login: the issuer refused the credentials of %q: %s", username, loginError(last.Body))
 	}
 	return last, nil
+}
+
+// Authorize sends the browser to authURL (an authorization request of a
+// client whose redirect URI is redirectURI), signs in with username and
+// password when the issuer shows its login form, and returns the redirect
+// to redirectURI, which it does not follow (nothing need listen there):
+// the code, or the error, is in its query.
+func (b *Browser) Authorize(authURL, redirectURI, username, password string) (*url.URL, error) {
+	p, err := b.follow(http.MethodGet, authURL, nil, redirectURI)
+	if err != nil {
+		return nil, fmt.Errorf("authorize: %w", err)
+	}
+	if strings.HasPrefix(p.URL.String(), redirectURI) {
+		return p.URL, nil
+	}
+	if p.Status != http.StatusOK {
+		return nil, fmt.Errorf("authorize: %s answered %d, want the login form or a redirect to %s: %.300s", p.URL.Redacted(), p.Status, redirectURI, p.Body)
+	}
+	action, fields, err := ParseLoginForm(p.Body, p.URL)
+	if err != nil {
+		return nil, fmt.Errorf("authorize: %s: %w", p.URL.Redacted(), err)
+	}
+	fields.Set("username", username)
+	fields.Set("password", password)
+	last, err := b.follow(http.MethodPost, action.String(), fields, redirectURI)
+	if err != nil {
+		return nil, fmt.Errorf("authorize: posting the form: %w", err)
+	}
+	if !strings.HasPrefix(last.URL.String(), redirectURI) {
+		return nil, fmt.Errorf("authorize: after the login form the issuer answered %d at %s, want a redirect to %s: %s", last.Status, last.URL.Redacted(), redirectURI, loginError(last.Body))
+	}
+	return last.URL, nil
 }
 
 var (

@@ -14,8 +14,29 @@ type Measurement struct {
 	CPU     time.Duration // the measured processes' user+system CPU during the run
 	PeakRSS int64         // the largest VmHWM among them during the run, bytes
 	// UpstreamTotal and UpstreamBearer are the requests the upstream saw
-	// during the run, and how many carried a bearer token.
-	UpstreamTotal, UpstreamBearer int64
+	// during the run, and how many carried a bearer token;
+	// UpstreamBodies and UpstreamBodyBytes how many had a body, and its
+	// bytes.
+	UpstreamTotal, UpstreamBearer     int64
+	UpstreamBodies, UpstreamBodyBytes int64
+	// Parts are the figures of each URL and its process, when a target
+	// has one process per URL (the scale-out row's instances).
+	Parts []Part
+}
+
+// Part is one instance's share of a run.
+type Part struct {
+	Requests int64
+	RPS      float64
+	CPU      time.Duration
+}
+
+// CPUPerReq is the instance's CPU time per request in microseconds.
+func (p Part) CPUPerReq() float64 {
+	if p.Requests == 0 {
+		return 0
+	}
+	return float64(p.CPU.Microseconds()) / float64(p.Requests)
 }
 
 // Row is one target's line of the results table: its runs in order.
@@ -46,8 +67,8 @@ func (r Row) worst(f func(Measurement) float64) float64 {
 	return v
 }
 
-// cpuPerReq is the CPU time per request in microseconds over all runs.
-func (r Row) cpuPerReq() float64 {
+// CPUPerReq is the CPU time per request in microseconds over all runs.
+func (r Row) CPUPerReq() float64 {
 	var cpu time.Duration
 	var n int64
 	for _, m := range r.Runs {
@@ -92,7 +113,7 @@ func WriteTable(w io.Writer, rows []Row, measured map[string]bool) {
 		cpu, cpuReq, rss := "–", "–", "–"
 		if measured[r.Key] {
 			cpu = fmt.Sprintf("%.2f", r.meanCPU().Seconds())
-			cpuReq = fmt.Sprintf("%.1f", r.cpuPerReq())
+			cpuReq = fmt.Sprintf("%.1f", r.CPUPerReq())
 			rss = fmtMB(r.worst(func(m Measurement) float64 { return float64(m.PeakRSS) }))
 		}
 		fmt.Fprintf(w, "| %s. %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n",
@@ -107,13 +128,23 @@ func WriteTable(w io.Writer, rows []Row, measured map[string]bool) {
 // Ratio is a/b of two rows' mean requests per second (0 when either is
 // missing).
 func Ratio(rows []Row, a, b string) float64 {
+	return ratioOf(rows, a, b, Row.RPS)
+}
+
+// CPURatio is a/b of two rows' CPU time per request (0 when either is
+// missing).
+func CPURatio(rows []Row, a, b string) float64 {
+	return ratioOf(rows, a, b, Row.CPUPerReq)
+}
+
+func ratioOf(rows []Row, a, b string, f func(Row) float64) float64 {
 	var ra, rb float64
 	for _, r := range rows {
 		switch r.Key {
 		case a:
-			ra = r.RPS()
+			ra = f(r)
 		case b:
-			rb = r.RPS()
+			rb = f(r)
 		}
 	}
 	if ra == 0 || rb == 0 {

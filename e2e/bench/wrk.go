@@ -12,7 +12,10 @@ import (
 )
 
 // wrkScript is the Lua script every wrk run uses. It adds the session
-// cookie (BENCH_COOKIE) and the anti-CSRF header, counts non-2xx answers
+// cookie (BENCH_COOKIE) and the anti-CSRF header; BENCH_METHOD,
+// BENCH_BODY_FILE (the body, read once), BENCH_CONTENT_TYPE and
+// BENCH_AUTHORIZATION make the request a POST with a body (the API's
+// 1 KB JSON row, the issuer's form posts); it counts non-2xx answers
 // when BENCH_COUNT_STATUS=1 (wrk's own "Non-2xx or 3xx" count misses 3xx
 // redirects to a login page, and a response() hook costs wrk CPU, so it is
 // on only where the count is the figure), and prints the summary with the
@@ -24,6 +27,18 @@ wrk.headers["Accept"] = "application/json"
 if cookie ~= nil and cookie ~= "" then
   wrk.headers["Cookie"] = cookie
 end
+local function setenv(name, apply)
+  local v = os.getenv(name)
+  if v ~= nil and v ~= "" then apply(v) end
+end
+setenv("BENCH_METHOD", function(v) wrk.method = v end)
+setenv("BENCH_CONTENT_TYPE", function(v) wrk.headers["Content-Type"] = v end)
+setenv("BENCH_AUTHORIZATION", function(v) wrk.headers["Authorization"] = v end)
+setenv("BENCH_BODY_FILE", function(v)
+  local f = assert(io.open(v, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+end)
 
 local count_status = os.getenv("BENCH_COUNT_STATUS") == "1"
 local threads = {}
@@ -119,12 +134,44 @@ func ParseWrk(out string) (WrkResult, error) {
 	if line == "" {
 		return WrkResult{}, errors.New("wrk output has no BENCH_JSON line: was the benchmark's Lua script (-s) used?")
 	}
+	r, err := parseBenchJSON(line)
+	if err != nil {
+		return WrkResult{}, err
+	}
+	if text.rps > 0 && !near(r.RPS, text.rps, 0.01) {
+		return WrkResult{}, fmt.Errorf("wrk: Requests/sec %.2f in the text but %.2f from the JSON line: the output is inconsistent", text.rps, r.RPS)
+	}
+	if text.p50 > 0 && !near(float64(r.P50), float64(text.p50), 0.02) {
+		return WrkResult{}, fmt.Errorf("wrk: 50%% latency %s in the text but %s from the JSON line", text.p50, r.P50)
+	}
+	if text.non2xx != r.StatusErrors {
+		return WrkResult{}, fmt.Errorf("wrk: %d non-2xx/3xx responses in the text but %d status errors from the JSON line", text.non2xx, r.StatusErrors)
+	}
+	return r, nil
+}
+
+// ParseLoad reads the output of internal/tokenload: its one BENCH_JSON
+// line, in the format of wrk's script.
+func ParseLoad(out string) (WrkResult, error) {
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if s, ok := strings.CutPrefix(strings.TrimSpace(l), wrkJSONPrefix); ok {
+			line = s
+		}
+	}
+	if line == "" {
+		return WrkResult{}, fmt.Errorf("tokenload printed no BENCH_JSON line: %.300q", out)
+	}
+	return parseBenchJSON(line)
+}
+
+func parseBenchJSON(line string) (WrkResult, error) {
 	var j wrkJSON
 	if err := json.Unmarshal([]byte(line), &j); err != nil {
-		return WrkResult{}, fmt.Errorf("wrk BENCH_JSON line %q: %w", line, err)
+		return WrkResult{}, fmt.Errorf("BENCH_JSON line %q: %w", line, err)
 	}
 	if j.DurationUS <= 0 {
-		return WrkResult{}, fmt.Errorf("wrk BENCH_JSON line %q: duration_us is %v, want > 0", line, j.DurationUS)
+		return WrkResult{}, fmt.Errorf("BENCH_JSON line %q: duration_us is %v, want > 0", line, j.DurationUS)
 	}
 	us := func(v float64) time.Duration { return time.Duration(math.Round(v * float64(time.Microsecond))) }
 	r := WrkResult{
@@ -140,15 +187,6 @@ func ParseWrk(out string) (WrkResult, error) {
 		SocketErrors: int64(j.ConnectErrors + j.ReadErrors + j.WriteErrors + j.Timeouts),
 		StatusErrors: int64(j.StatusErrors),
 		Non2xx:       int64(j.Non2xx),
-	}
-	if text.rps > 0 && !near(r.RPS, text.rps, 0.01) {
-		return WrkResult{}, fmt.Errorf("wrk: Requests/sec %.2f in the text but %.2f from the JSON line: the output is inconsistent", text.rps, r.RPS)
-	}
-	if text.p50 > 0 && !near(float64(r.P50), float64(text.p50), 0.02) {
-		return WrkResult{}, fmt.Errorf("wrk: 50%% latency %s in the text but %s from the JSON line", text.p50, r.P50)
-	}
-	if text.non2xx != r.StatusErrors {
-		return WrkResult{}, fmt.Errorf("wrk: %d non-2xx/3xx responses in the text but %d status errors from the JSON line", text.non2xx, r.StatusErrors)
 	}
 	return r, nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/bffgate/bffgate/e2e/browser"
+	"github.com/bffgate/bffgate/e2e/nginx"
 )
 
 // TestChromiumThroughNginx: one full login in a real browser through the
@@ -16,7 +17,7 @@ import (
 // is HttpOnly.
 func TestChromiumThroughNginx(t *testing.T) {
 	t.Parallel()
-	need(t, nginxPath, "apt-get install -y nginx-light")
+	nginx.Need(t)
 	b := browser.New(t)
 	s := startNginxStack(t)
 	target := s.url + "/reports/q?x=1&y=a%2Fb"

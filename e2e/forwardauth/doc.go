@@ -17,8 +17,8 @@
 //
 // Without /usr/sbin/nginx, /usr/bin/caddy or chromium the tests that need
 // them skip with a message, unless BFFGATE_E2E_REQUIRE=1, when they fail.
-// nginx runs in the foreground (daemon off, one worker) with its pid, temp
-// paths and logs in the test's temporary directory; when the test runs as
-// root its worker runs as root too (user root), so that it can write
-// there.
+// nginx runs through e2e/nginx (shared with the load benchmark): in the
+// foreground (daemon off, one worker) with its pid, temp paths and logs in
+// the test's temporary directory; when the test runs as root its worker
+// runs as root too (user root), so that it can write there.
 package forwardauth

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bffgate/bffgate/e2e/nginx"
 	"github.com/bffgate/bffgate/e2e/stack"
 )
 
@@ -37,7 +38,7 @@ func TestLoad(t *testing.T) {
 		t.Skipf("a measurement, not a check: set %s=1 to run it", loadEnv)
 	}
 	wrk := need(t, "/usr/bin/wrk", "apt-get install -y wrk")
-	need(t, nginxPath, "apt-get install -y nginx-light")
+	nginx.Need(t)
 	dur := 10 * time.Second
 	if d, err := time.ParseDuration(os.Getenv("BFFGATE_E2E_LOAD_DURATION")); err == nil && d > 0 && d <= time.Minute {
 		dur = d

@@ -5,16 +5,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/bffgate/bffgate/e2e/nginx"
 	"github.com/bffgate/bffgate/e2e/stack"
 )
-
-// nginxPath is Debian's nginx-light, which has the auth_request module.
-const nginxPath = "/usr/sbin/nginx"
 
 // nginxSite is testdata/nginx.conf (the README's recipe) with the test's
 // addresses: the listen port, bffgate's gateway and the app.
@@ -34,52 +30,12 @@ func nginxSite(t *testing.T, port int, gateway, app string) string {
 	return site
 }
 
-// startNginx runs nginx in the foreground with site included, its pid,
-// temp paths and logs in a temporary directory, and waits until it
-// listens on port.
+// startNginx runs the shared e2e/nginx with site (one worker, an access
+// log) and waits until it listens on port.
 func startNginx(t *testing.T, port int, site string) {
 	t.Helper()
-	need(t, nginxPath, "apt-get install -y nginx-light")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	user := ""
-	if os.Getuid() == 0 {
-		// The worker writes its temp files into dir, which only root
-		// may enter.
-		user = "user root;\n"
-	}
-	conf := fmt.Sprintf(`%sdaemon off;
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log info;
-events { worker_connections 1024; }
-http {
-    access_log %[2]s/access.log;
-    client_body_temp_path %[2]s/client_body;
-    proxy_temp_path %[2]s/proxy;
-    fastcgi_temp_path %[2]s/fastcgi;
-    uwsgi_temp_path %[2]s/uwsgi;
-    scgi_temp_path %[2]s/scgi;
-    include %[2]s/site.conf;
-}
-`, user, dir)
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := startProc(t, nginxPath, []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path}, nil)
-	logs := func() string {
-		b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-		return p.out.String() + string(b)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nginx error log:\n%s", logs())
-		}
-	})
-	waitPort(t, fmt.Sprintf("127.0.0.1:%d", port), p.done, logs)
+	nginx.Need(t)
+	nginx.Start(t, nginx.Config{Port: port, Site: site, AccessLog: true})
 }
 
 // nginxStack is bffgate behind nginx in front of the test app.
@@ -91,7 +47,7 @@ type nginxStack struct {
 
 func startNginxStack(t *testing.T) *nginxStack {
 	t.Helper()
-	need(t, nginxPath, "apt-get install -y nginx-light")
+	nginx.Need(t)
 	port := stack.FreePort(t)
 	s := &nginxStack{url: fmt.Sprintf("http://127.0.0.1:%d", port), app: newApp(t)}
 	s.st = startBffgate(t, s.url)

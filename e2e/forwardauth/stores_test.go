@@ -12,6 +12,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/bffgate/bffgate/e2e/nginx"
 	"github.com/bffgate/bffgate/e2e/stack"
 )
 
@@ -60,7 +61,7 @@ func sharedRedis(t *testing.T) (redisURL, prefix string) {
 // verified against the JWKS, and a denied user refused by both.
 func TestNginxTwoInstancesOnRedis(t *testing.T) {
 	t.Parallel()
-	need(t, nginxPath, "apt-get install -y nginx-light")
+	nginx.Need(t)
 	redisURL, prefix := sharedRedis(t)
 	port := stack.FreePort(t)
 	pub := fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -110,7 +111,7 @@ func TestNginxTwoInstancesOnRedis(t *testing.T) {
 // proxy.
 func TestNginxCookieSessions(t *testing.T) {
 	t.Parallel()
-	need(t, nginxPath, "apt-get install -y nginx-light")
+	nginx.Need(t)
 	port := stack.FreePort(t)
 	pub := fmt.Sprintf("http://127.0.0.1:%d", port)
 	a := newApp(t)

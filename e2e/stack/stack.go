@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	mrand "math/rand/v2"
 	"net"
@@ -214,11 +215,12 @@ type Stack struct {
 	APIURL     string
 	DataDir    string
 
-	t    testing.TB
-	env  []string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
+	t       testing.TB
+	env     []string
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+	logFile string
+	done    chan struct{}
 
 	noGateway bool
 }
@@ -242,6 +244,14 @@ type Options struct {
 	// registers the gateway at a provider before starting it knows its
 	// redirect URI.
 	GatewayPort int
+	// LogFile, when set, receives the process's output (appended; the
+	// file is the process's stdout and stderr, with no copy through the
+	// test process) instead of memory: for a process that logs a line per
+	// request under load (the access log in e2e/bench), whose output would
+	// otherwise grow the test's memory by hundreds of MB. Logs then reads
+	// the file's last MiB. The file may be truncated while the process
+	// runs: it writes at the end, whatever the end is.
+	LogFile string
 }
 
 // Start runs bffgate and waits until every listener is ready.
@@ -290,6 +300,7 @@ func startOn(t testing.TB, opts Options, dataDir, host string) (*Stack, error) {
 		APIURL:     fmt.Sprintf("http://127.0.0.1:%d", api),
 		DataDir:    dataDir,
 		t:          t,
+		logFile:    opts.LogFile,
 	}
 	s.env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
@@ -346,7 +357,7 @@ func (s *Stack) launch() error {
 	s.done = make(chan struct{})
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	if err := s.waitReady(30 * time.Second); err != nil {
-		logs := s.logs.String()
+		logs := s.Logs()
 		if strings.Contains(logs, "address already in use") {
 			err = fmt.Errorf("%w: %w", errPortInUse, err)
 		}
@@ -361,6 +372,15 @@ func (s *Stack) exec() error {
 	s.cmd.Env = s.env
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
+	if s.logFile != "" {
+		f, err := os.OpenFile(s.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		// The child has its own copy of the descriptor once started.
+		defer f.Close()
+		s.cmd.Stdout, s.cmd.Stderr = f, f
+	}
 	return s.cmd.Start()
 }
 
@@ -394,8 +414,24 @@ func (s *Stack) waitReady(limit time.Duration) error {
 	return nil
 }
 
-// Logs returns everything the process printed so far.
-func (s *Stack) Logs() string { return s.logs.String() }
+// Logs returns everything the process printed so far (with
+// Options.LogFile, the file's last MiB).
+func (s *Stack) Logs() string {
+	if s.logFile == "" {
+		return s.logs.String()
+	}
+	f, err := os.Open(s.logFile)
+	if err != nil {
+		return fmt.Sprintf("(log file: %v)", err)
+	}
+	defer f.Close()
+	const keep = 1 << 20
+	if fi, err := f.Stat(); err == nil && fi.Size() > keep {
+		_, _ = f.Seek(fi.Size()-keep, 0)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
 
 // Stop sends SIGTERM and waits for a graceful exit (SIGKILL after 15 s).
 func (s *Stack) Stop() {
@@ -415,7 +451,7 @@ func (s *Stack) Stop() {
 		<-s.done
 	}
 	if s.t.Failed() {
-		s.t.Logf("bffgate logs:\n%s", s.logs.String())
+		s.t.Logf("bffgate logs:\n%s", s.Logs())
 	}
 }
 

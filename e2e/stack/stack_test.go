@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,5 +100,30 @@ func TestPrune(t *testing.T) {
 		if got := err == nil; got != want {
 			t.Errorf("%s kept = %t, want %t", name, got, want)
 		}
+	}
+}
+
+// TestLogFile: with Options.LogFile the process's output lands in the
+// file (and Logs reads it back), also after a restart and a truncation.
+func TestLogFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bffgate.log")
+	s := Start(t, Options{LogFile: path, Env: []string{"BFFGATE_LOG_LEVEL=info"}})
+	resp, err := http.Get(s.GatewayURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if b, err := os.ReadFile(path); err != nil || len(b) == 0 {
+		t.Fatalf("log file after start: %d bytes, %v", len(b), err)
+	}
+	if !strings.Contains(s.Logs(), "{") {
+		t.Fatalf("Logs() does not read the file: %q", s.Logs())
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Restart()
+	if b, _ := os.ReadFile(path); len(b) == 0 || b[0] == 0 {
+		t.Fatalf("after a truncation and a restart the file holds %q, want the new process's lines from offset 0", b[:min(len(b), 40)])
 	}
 }

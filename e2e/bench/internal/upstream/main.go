@@ -11,9 +11,10 @@
 // garbage collection never mix with the gateway's or the test's.
 //
 // It prints "listening on http://ADDR" once it accepts connections.
-// GET /__stats answers {"total":N,"bearer":M}: the requests served and how
-// many carried "Authorization: Bearer ...", which lets the benchmark check
-// that a gateway really attached a token to what it measured.
+// GET /__stats answers {"total":N,"bearer":M,"bodies":B,"body_bytes":S}:
+// the requests served, how many carried "Authorization: Bearer ...", which
+// lets the benchmark check that a gateway really attached a token to what
+// it measured, and how many had a body and its bytes (the POST rows).
 package main
 
 import (
@@ -37,7 +38,7 @@ func main() {
 	if err != nil {
 		log.Fatalf("upstream: listen %s: %v", *addr, err)
 	}
-	var total, bearer atomic.Int64
+	var total, bearer, bodies, bodyBytes atomic.Int64
 	prefix := []byte("Bearer ")
 	srv := &fasthttp.Server{
 		Name: "bench-upstream",
@@ -49,12 +50,16 @@ func main() {
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			if string(ctx.Path()) == "/__stats" {
 				ctx.SetContentType("application/json")
-				fmt.Fprintf(ctx, `{"total":%d,"bearer":%d}`, total.Load(), bearer.Load())
+				fmt.Fprintf(ctx, `{"total":%d,"bearer":%d,"bodies":%d,"body_bytes":%d}`, total.Load(), bearer.Load(), bodies.Load(), bodyBytes.Load())
 				return
 			}
 			total.Add(1)
 			if bytes.HasPrefix(ctx.Request.Header.Peek("Authorization"), prefix) {
 				bearer.Add(1)
+			}
+			if n := len(ctx.PostBody()); n > 0 {
+				bodies.Add(1)
+				bodyBytes.Add(int64(n))
 			}
 			ctx.SetContentType("application/json")
 			ctx.SetBody(body)
