@@ -56,7 +56,7 @@ type Client struct {
 	// RedirectURIs are the exact redirect URIs accepted (RFC 9700 §2.1:
 	// exact string matching). Required for the authorization_code grant.
 	// Each is https, http on a loopback host (127.0.0.0/8, [::1],
-	// localhost), or, for a public client, a native app's private-use
+	// localhost or a name under it), or, for a public client, a native app's private-use
 	// scheme such as com.example.app:/callback (RFC 8252 §7.1).
 	RedirectURIs []string `yaml:"redirect_uris"`
 	// PostLogoutRedirectURIs are the exact URIs the end_session_endpoint
@@ -717,7 +717,7 @@ func validateIssuerURL(s string) error {
 // validateClientURI (RFC 9700 §2.1, §4.1; RFC 8252 §7, §8.4):
 //
 //   - https: always.
-//   - http: only on a loopback host (127.0.0.0/8, [::1], localhost), where
+//   - http: only on a loopback host (127.0.0.0/8, [::1], localhost and names under it), where
 //     the code does not cross a network (RFC 8252 §7.3, RFC 9700 §2.1.1);
 //     insecureHTTP (Client.InsecureAllowHTTPRedirects) lifts this for
 //     development.
@@ -782,10 +782,15 @@ var browserSchemes = map[string]bool{
 }
 
 // isLoopbackHost reports whether host is a loopback name or address:
-// localhost, 127.0.0.0/8 or ::1 (RFC 8252 §7.3; RFC 6761 §6.3 for
-// localhost). host is url.URL.Hostname(): without brackets or port.
+// localhost or a name under .localhost, 127.0.0.0/8 or ::1 (RFC 8252
+// §7.3; RFC 6761 §6.3 reserves localhost and every name under it for
+// loopback, and browsers resolve and treat them so, which is what lets
+// several local apps of one machine, such as the gateway's frontends at
+// http://admin.localhost:8080, have an origin each). host is
+// url.URL.Hostname(): without brackets or port. The gateway's own test
+// (bff isLoopbackHost) is the same.
 func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
+	if l := strings.ToLower(host); l == "localhost" || (strings.HasSuffix(l, ".localhost") && len(l) > len(".localhost")) {
 		return true
 	}
 	ip, err := netip.ParseAddr(host)
