@@ -63,8 +63,8 @@ func checkAuthParam(name, v string) error {
 // cookie of their own, and redirects to the provider.
 func (g *Gateway) login(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	loginURL := g.cfg.BasePath + "/login"
-	ret, err := validReturnURL(c.Query("returnUrl"), g.cfg.BasePath)
+	loginURL := g.base + "/login"
+	ret, err := validReturnURL(c.Query("returnUrl"), g.base)
 	if err != nil {
 		g.loginFailed(c, "invalid_return_url", err)
 		return g.failPage(c, newError(fiber.StatusBadRequest, "invalid_return_url", err.Error()),
@@ -137,7 +137,7 @@ func safeCode(s string) string {
 // under a fresh identity and redirects to the flow's return URL.
 func (g *Gateway) callback(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	loginURL := g.cfg.BasePath + "/login"
+	loginURL := g.base + "/login"
 	state := c.Query("state")
 	if state == "" {
 		g.loginFailed(c, "state_missing", nil)
