@@ -267,7 +267,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.Provider.Scopes = append([]string{"openid"}, cfg.Provider.Scopes...)
 	}
 	if cfg.Cookie.Name == "" {
-		cfg.Cookie.Name = d.Cookie.Name
+		cfg.Cookie.Name = DefaultCookieName(cfg.Name, cfg.PathPrefix)
 	}
 	if cfg.Cookie.SameSite == "" {
 		cfg.Cookie.SameSite = d.Cookie.SameSite
@@ -404,6 +404,22 @@ func validatePublicURL(raw string, allowHTTP bool) (*url.URL, error) {
 	return u, nil
 }
 
+// DefaultCookieName is the session cookie's name when none is configured:
+// __Host-bff for the classic frontend, __Host-bff-<name> for a named one,
+// and __Secure-bff-<name> for one with a path prefix (its cookies carry
+// Path=<prefix>, which a __Host- cookie may not).
+func DefaultCookieName(name, pathPrefix string) string {
+	switch {
+	case name == "" && pathPrefix == "":
+		return DefaultConfig().Cookie.Name
+	case name == "":
+		return "__Secure-bff"
+	case pathPrefix != "":
+		return "__Secure-bff-" + name
+	}
+	return "__Host-bff-" + name
+}
+
 // endpointBase is where the gateway endpoints start: PathPrefix +
 // BasePath.
 func (cfg *Config) endpointBase() string { return cfg.PathPrefix + cfg.BasePath }
@@ -503,6 +519,8 @@ func (cfg *Config) check() (*url.URL, error) {
 	c := cfg.Cookie
 	if !validCookieName(c.Name) {
 		bad("cookie.name", "%q is not a valid cookie name (letters, digits, - and _, at most 64)", c.Name)
+	} else if cfg.PathPrefix != "" && strings.HasPrefix(c.Name, "__Host-") {
+		bad("cookie.name", "%q has the __Host- prefix, which browsers accept only with Path=/, but this frontend's cookies have Path=%s (its path_prefix): use a __Secure- name", c.Name, cfg.PathPrefix)
 	}
 	switch strings.ToLower(c.SameSite) {
 	case "lax", "strict":

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -106,6 +107,32 @@ type Gateway struct {
 	// host is the gateway's own Host, built by New (nil from
 	// NewGateway).
 	host *Host
+	// peers are the frontends of the Host serving this gateway that use
+	// the same provider and client, itself included (Host.Set); nil
+	// means this gateway alone.
+	peers atomic.Pointer[[]*Gateway]
+}
+
+// sameClientStores are the session stores a back-channel logout received
+// by this frontend reaches: those of the frontends with its provider's
+// issuer and its client id.
+func (g *Gateway) sameClientStores() []session.Store {
+	out := []session.Store{g.store}
+	if p := g.peers.Load(); p != nil {
+		for _, o := range *p {
+			if !slices.Contains(out, o.store) {
+				out = append(out, o.store)
+			}
+		}
+	}
+	return out
+}
+
+// sameClient reports whether g and o sign in through the same provider
+// and client.
+func (g *Gateway) sameClient(o *Gateway) bool {
+	return strings.TrimSuffix(g.cfg.Provider.IssuerURL, "/") == strings.TrimSuffix(o.cfg.Provider.IssuerURL, "/") &&
+		g.cfg.Provider.ClientID == o.cfg.Provider.ClientID
 }
 
 // endpointPaths are the gateway endpoints' full paths.
@@ -159,11 +186,12 @@ func NewGateway(ctx context.Context, cfg Config) (*Gateway, error) {
 		name = strings.TrimPrefix(strings.TrimPrefix(name, "__Host-"), "__Secure-")
 		g.log.Warn("insecure development cookies: the session cookie has no Secure flag and no __Host- prefix", "public_url", cfg.PublicURL, "cookie", name)
 	}
-	if secure && !strings.HasPrefix(name, "__Host-") {
+	if secure && !strings.HasPrefix(name, "__Host-") && !(cfg.PathPrefix != "" && strings.HasPrefix(name, "__Secure-")) {
 		g.log.Warn("the session cookie name has no __Host- prefix: a subdomain could set or shadow it", "cookie", name)
 	}
-	g.jar = newCookieJar(name, cfg.Cookie.SameSite, secure)
+	g.jar = newCookieJar(name, cfg.Cookie.SameSite, secure, cfg.PathPrefix)
 	g.flows = newFlowSealer(cfg.Cookie.FlowKeys, g.jar, cfg.Cookie.MaxFlows, cfg.Now)
+	g.flows.frontend = cfg.Name
 
 	origins := map[string]bool{}
 	o, _ := normalizeOrigin(pub.String())

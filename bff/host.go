@@ -134,6 +134,15 @@ func (h *Host) Set(gws []*Gateway) error {
 	}
 	sortEntries(t.entries)
 	sortEntries(t.removed)
+	for _, g := range gws {
+		var peers []*Gateway
+		for _, o := range gws {
+			if o.sameClient(g) {
+				peers = append(peers, o)
+			}
+		}
+		g.peers.Store(&peers)
+	}
 	h.table.Store(t)
 	return nil
 }

@@ -92,6 +92,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 		Nonce:     randomToken(32),
 		ReturnURL: ret,
 		Created:   g.now().Unix(),
+		Frontend:  g.cfg.Name,
 	}
 	if c.Query("restart") == "1" {
 		st.State = restartMarker + st.State
@@ -294,6 +295,7 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 		Subject: idt.Subject, SID: sid, Issuer: idt.Issuer, Claims: claimsJSON,
 		IDToken: rawID, AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, TokenType: tok.TokenType,
 		AccessExpiry: tokens.AccessExpiry(tok, now), Created: now, LastSeen: now, IdleTimeout: g.cfg.IdleTimeout, AbsoluteExpiry: abs,
+		Frontend: g.cfg.Name,
 	}
 	// No fixation: a session the browser had before is ended, and the new
 	// one gets a fresh identity from the store.
