@@ -190,16 +190,20 @@ func (h *Host) handle(c *fiber.Ctx) error {
 			sel = "/"
 		}
 	}
-	if g := t.selectGateway(host, sel); g != nil {
-		if g.cfg.Name != "" {
-			obs.SetFrontend(c, g.cfg.Name)
-		}
-		return g.serve(c)
-	}
-	if e := selectEntry(t.removed, host, sel); e != nil {
+	e := selectEntry(t.entries, host, sel)
+	// A removed frontend that matches more closely than any served one
+	// still owns its addresses (until a restart): its users learn that
+	// their sessions ended, rather than meeting the fallback's SPA.
+	if r := selectEntry(t.removed, host, sel); r != nil && (e == nil || moreSpecific(r, e)) {
 		obs.SetRoute(c, "frontend_removed")
 		return writeError(c, newError(fiber.StatusUnauthorized, "frontend_removed",
-			"the frontend "+e.name+" that served this address has been removed from the configuration; its sessions have ended"))
+			"the frontend "+r.name+" that served this address has been removed from the configuration; its sessions have ended"))
+	}
+	if e != nil {
+		if e.g.cfg.Name != "" {
+			obs.SetFrontend(c, e.g.cfg.Name)
+		}
+		return e.g.serve(c)
 	}
 	obs.SetRoute(c, "no_frontend")
 	return writeError(c, newError(fiber.StatusNotFound, "no_frontend",
@@ -267,6 +271,15 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// moreSpecific reports whether a matches more closely than b: a longer
+// prefix, or the same prefix for named hosts against any host.
+func moreSpecific(a, b *hostEntry) bool {
+	if len(a.prefix) != len(b.prefix) {
+		return len(a.prefix) > len(b.prefix)
+	}
+	return len(a.hosts) > 0 && len(b.hosts) == 0
 }
 
 func (t *frontendTable) selectGateway(host []byte, path string) *Gateway {
