@@ -278,7 +278,7 @@ func (c *Config) validateFrontends() []error {
 		} else if f.SPA.Dir != "" || f.SPA.DevURL != "" {
 			errs = append(errs, checkSPAConfig(key+".spa", f.SPA)...)
 		}
-		if f.PublicURL != "" && f.Provider.IssuerURL != "" {
+		if f.PublicURL != "" && f.Provider.IssuerURL != "" && f.Provider.ClientID != "" {
 			if err := c.frontendConfig(i).Validate(); err != nil {
 				errs = append(errs, c.frontendErrors(i, err)...)
 			}
