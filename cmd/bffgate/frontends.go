@@ -362,5 +362,8 @@ func (r replacingRegisterer) MustRegister(cs ...prometheus.Collector) {
 // frontendRegisterer is frontend name's registerer: its gateway's and its
 // store's metrics carry the label frontend="<name>".
 func frontendRegisterer(reg prometheus.Registerer, name string) prometheus.Registerer {
-	return prometheus.WrapRegistererWith(prometheus.Labels{"frontend": name}, replacingRegisterer{reg})
+	// Replacing outside the wrapping: the registry reports the existing
+	// collector unwrapped, and the wrapping registerer's Unregister wraps
+	// it again to find it.
+	return replacingRegisterer{prometheus.WrapRegistererWith(prometheus.Labels{"frontend": name}, reg)}
 }

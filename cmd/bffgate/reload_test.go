@@ -229,11 +229,13 @@ func TestFrontendsServeAndReload(t *testing.T) {
 		t.Fatal("a refused reload changed the frontends")
 	}
 
-	// Keep shop, drop admin, add extra (a configured issuer client).
+	// Change shop (a route: a new gateway on the same store namespace),
+	// drop admin, add extra (a configured issuer client).
 	warnings, err := s.gs.Reload(s.config(`
     - name: shop
       public_url: http://` + s.gwAddr + `
       provider: {issuer_url: http://` + s.issAddr + `}
+      routes: [{prefix: /api/, upstream: "http://127.0.0.1:9"}]
     - name: extra
       match: {path_prefix: /extra}
       public_url: http://` + s.gwAddr + `
@@ -244,6 +246,13 @@ func TestFrontendsServeAndReload(t *testing.T) {
 	}
 	if st, sub := b.user(shop); st != 200 || sub != "alice" {
 		t.Fatalf("shop after reload: %d %s", st, sub)
+	}
+	if st, body, _ := b.do(http.MethodGet, shop+"/api/x", nil, map[string]string{"X-CSRF": "1"}); st != http.StatusBadGateway {
+		t.Fatalf("shop's new route: %d %s", st, body)
+	}
+	// Its metrics were registered again, for the new gateway.
+	if st, body, _ := b.do(http.MethodGet, shop+"/metrics", nil, nil); st != 200 || !strings.Contains(body, `bffgate_session_bolt_operations_total{frontend="shop"`) {
+		t.Fatalf("metrics after reload: %d", st)
 	}
 	if st, e := b.user(admin); st != 401 || e != "frontend_removed" {
 		t.Fatalf("removed admin: %d %s", st, e)

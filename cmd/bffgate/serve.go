@@ -435,8 +435,11 @@ func printBanner(w io.Writer, cfg *Config) {
 			if f.Match.PathPrefix != "" {
 				match += ", path " + f.Match.PathPrefix
 			}
-			fmt.Fprintf(&b, "    %-12s %s%s/ (%s; login %s%s/login; provider %s, client %s; API routes:", f.Name, f.PublicURL, f.Match.PathPrefix, match,
+			fmt.Fprintf(&b, "    %-12s %s%s/ (%s; login %s%s/login; provider %s, client %s", f.Name, f.PublicURL, f.Match.PathPrefix, match,
 				f.Match.PathPrefix, f.BasePath, f.Provider.IssuerURL, f.Provider.ClientID)
+			if len(f.Routes) > 0 {
+				b.WriteString("; API routes:")
+			}
 			for _, r := range f.Routes {
 				fmt.Fprintf(&b, " %s -> %s", r.Prefix, r.Upstream)
 			}
