@@ -184,7 +184,9 @@ type Config struct {
 	// instance; several instances behind one URL need the same key.
 	AssertionKey *ecdsa.PrivateKey
 	// Proxy configures the proxy engine; its Routes are filled from Routes
-	// and its GatewayCookies from the cookie names.
+	// and its GatewayCookies from the cookie names. With several frontends
+	// on one host, list every other frontend's cookie name with a custom
+	// name in Proxy.GatewayCookies, so that none is sent upstream.
 	Proxy proxy.Config
 	// Tokens configures the refresh manager (Skew, GraceWindow, Grace,
 	// Locker, ClientScopes...). New fills OAuth2 and RevocationURL from

@@ -277,6 +277,13 @@ func NewGateway(ctx context.Context, cfg Config) (*Gateway, error) {
 			}
 		}
 		pcfg.GatewayCookies = append(slices.Clone(pcfg.GatewayCookies), name)
+		if cfg.Name != "" {
+			// Other frontends' cookies reach this one's paths too (a
+			// cookie with Path=/ is sent under /admin): none goes
+			// upstream. These prefixes cover every default name; a
+			// custom one of another frontend comes in Proxy.GatewayCookies.
+			pcfg.GatewayCookies = append(pcfg.GatewayCookies, "__Host-bff", "__Secure-bff")
+		}
 		if pcfg.PublicURL == "" {
 			pcfg.PublicURL = pub.String()
 		}

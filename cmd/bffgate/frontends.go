@@ -173,7 +173,21 @@ func (c *Config) frontendConfig(i int) bff.Config {
 	b.SPARules = f.SPA.Rules
 	b.ForwardAuth = f.ForwardAuth
 	b.PostLogoutRedirect = f.PostLogoutRedirect
+	// No frontend's cookie goes upstream from another's routes.
+	b.Proxy.GatewayCookies = c.frontendCookieNames()
 	return b
+}
+
+// frontendCookieNames are every frontend's session cookie name (which
+// prefix its chunks and flow cookies).
+func (c *Config) frontendCookieNames() []string {
+	var out []string
+	for _, f := range c.Gateway.Frontends {
+		if f.Session.CookieName != "" && !slices.Contains(out, f.Session.CookieName) {
+			out = append(out, f.Session.CookieName)
+		}
+	}
+	return out
 }
 
 // frontendKeyNames maps bff.Config's field names to a frontend's keys

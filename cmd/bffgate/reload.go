@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -161,8 +162,11 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 	// it is dropped as it is.
 	var fresh []built
 	var gws []*bff.Gateway
+	// A kept gateway strips the other frontends' cookies it was told of:
+	// a new cookie name rebuilds them all.
+	sameCookies := slices.Equal(s.cfg.frontendCookieNames(), next.frontendCookieNames())
 	for i, f := range next.Gateway.Frontends {
-		if old, ok := s.frontends[f.Name]; ok && reflect.DeepEqual(old.conf, f) {
+		if old, ok := s.frontends[f.Name]; ok && sameCookies && reflect.DeepEqual(old.conf, f) {
 			gws = append(gws, old.gw)
 			continue
 		}
