@@ -168,10 +168,12 @@ func NewGateway(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, pub: pub, log: cfg.Logger, now: cfg.Now, store: cfg.Store, base: cfg.endpointBase()}
 	if cfg.Name != "" {
-		g.log = g.log.With("frontend", cfg.Name)
+		// Every line of this frontend's, its token manager's and its
+		// proxy's included.
+		cfg.Logger = cfg.Logger.With("frontend", cfg.Name)
 	}
+	g := &Gateway{cfg: cfg, pub: pub, log: cfg.Logger, now: cfg.Now, store: cfg.Store, base: cfg.endpointBase()}
 	if g.pages, err = web.New(web.Config{}); err != nil {
 		return nil, err
 	}

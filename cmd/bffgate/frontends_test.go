@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -106,5 +108,42 @@ func TestConfigCheckFrontends(t *testing.T) {
 	out.Reset()
 	if err := cmdConfigCheck([]string{"--config", filepath.Join("testdata", "config", "frontends-ok.yaml")}, &out, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The README's two-frontend file loads as written (its SPA directories
+// made, its secrets filled in), with the frontends it describes.
+func TestREADMEFrontendsConfig(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- frontends-config:[^>]*-->\n```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no frontends-config yaml block")
+	}
+	dir := t.TempDir()
+	for _, d := range []string{"shop", "admin"} {
+		if err := os.MkdirAll(filepath.Join(dir, d, "dist"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, d, "dist", "index.html"), []byte("<!doctype html>"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := strings.NewReplacer(`"$argon2id$..."`, `"`+demoPasswordHash+`"`, `"..."`, `"admin-secret"`,
+		"./shop/dist", filepath.Join(dir, "shop", "dist"), "./admin/dist", filepath.Join(dir, "admin", "dist")).Replace(string(m[1]))
+	cfg, err := loadConfig(writeFile(t, body), nil)
+	if err != nil {
+		t.Fatalf("the README's frontends configuration: %v", err)
+	}
+	fs := cfg.Gateway.Frontends
+	if len(fs) != 2 || fs[0].Provider.ClientID != "bffgate-shop" || fs[1].Session.CookieName != "__Secure-bff-admin" ||
+		fs[1].Session.Store != "cookie" || fs[0].Session.IdleTimeout != 30*time.Minute || !cfg.registersFrontendClient(fs[0]) {
+		t.Fatalf("frontends %+v", fs)
+	}
+	if w := startupWarnings(cfg); len(w) != 0 {
+		t.Errorf("start-up warnings %q", w)
 	}
 }
