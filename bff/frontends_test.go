@@ -176,7 +176,7 @@ func (f *feEnv) store(name string, rc *goredis.Client) session.Store {
 		return s
 	default:
 		s, err := cookie.New(cookie.Config{Keys: []cookie.KeyPair{{Hash: f.keys[0], Block: f.keys[1]}},
-			Ended: sessionbolt.NewEndedIn(f.db, name), Now: f.clock.Now})
+			Name: cookie.DefaultName + "-" + name, Ended: sessionbolt.NewEndedIn(f.db, name), Now: f.clock.Now})
 		if err != nil {
 			f.t.Fatal(err)
 		}

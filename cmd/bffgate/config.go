@@ -65,6 +65,9 @@ type Config struct {
 	// environment gave it, before fill: set with gateway.frontends, it is
 	// ambiguous.
 	topIssuerURL string
+	// rawFrontends is gateway.frontends as given, before fill: a reload
+	// fills it again from the running configuration's other keys.
+	rawFrontends []Frontend
 	// frontendSecrets are the generated secrets of the frontends' clients
 	// at the embedded issuer, by frontend name (buildIssuer).
 	frontendSecrets map[string]string
@@ -429,6 +432,7 @@ func walkKeys(v reflect.Value, path string, fn func(key string, f reflect.Value)
 // address, the gateway's provider from the embedded issuer, the demo API.
 func (c *Config) fill() {
 	c.topIssuerURL = c.Gateway.Provider.IssuerURL
+	c.rawFrontends = cloneFrontends(c.Gateway.Frontends)
 	frontends := len(c.Gateway.Frontends) > 0
 	embedded := c.Gateway.Provider.IssuerURL == "" && !frontends
 	if c.Issuer.URL == "" {

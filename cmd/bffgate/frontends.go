@@ -53,6 +53,18 @@ type FrontendSession struct {
 // the embedded issuer for a frontend: bffgate-<name>.
 const frontendClientPrefix = embeddedClientID + "-"
 
+// cloneFrontends copies a list of frontends deep enough for fill to
+// change the copy alone.
+func cloneFrontends(fs []Frontend) []Frontend {
+	out := slices.Clone(fs)
+	for i := range out {
+		out[i].Routes = slices.Clone(out[i].Routes)
+		out[i].Match.Hosts = slices.Clone(out[i].Match.Hosts)
+		out[i].Provider.Scopes = slices.Clone(out[i].Provider.Scopes)
+	}
+	return out
+}
+
 // fillFrontends fills each frontend's defaults from gateway's keys.
 func (c *Config) fillFrontends() {
 	gw := &c.Gateway

@@ -99,9 +99,13 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair, kind, name 
 		for i, p := range pairs {
 			ck[i] = sessioncookie.KeyPair{Hash: p.hash, Block: p.block}
 		}
-		st, err := sessioncookie.New(sessioncookie.Config{
-			Keys: ck, MaxSize: sc.MaxCookieBytes, MaxLifetime: sc.AbsoluteLifetime, Ended: ended,
-		})
+		cc := sessioncookie.Config{Keys: ck, MaxSize: sc.MaxCookieBytes, MaxLifetime: sc.AbsoluteLifetime, Ended: ended}
+		if name != "" {
+			// The frontend under the MAC: another frontend's store, with
+			// the same keys, opens none of its cookies.
+			cc.Name = sessioncookie.DefaultName + "-" + name
+		}
+		st, err := sessioncookie.New(cc)
 		return st, run, err
 	case "redis":
 		if rt.redis == nil {

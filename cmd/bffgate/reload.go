@@ -138,6 +138,16 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 	if !reflect.DeepEqual(comparable(s.cfg), comparable(next)) {
 		warnings = append(warnings, "keys other than gateway.frontends changed: they need a restart and are not applied")
 	}
+	// The new frontends over the running configuration's other keys (what
+	// they inherit included), checked again on those.
+	merged := *s.cfg
+	merged.Gateway.Frontends = cloneFrontends(next.rawFrontends)
+	merged.rawFrontends = next.rawFrontends
+	merged.fillFrontends()
+	if errs := merged.validateFrontends(); len(errs) > 0 {
+		return warnings, next.src.locateAll(errors.Join(errs...))
+	}
+	next = &merged
 	// The embedded issuer's clients are fixed at its start: a frontend
 	// whose client bffgate would register there anew cannot come live.
 	for i, f := range next.Gateway.Frontends {
@@ -246,6 +256,7 @@ func (s *gatewayServer) purge(f Frontend) {
 func comparable(cfg *Config) Config {
 	c := *cfg
 	c.Gateway.Frontends = nil
+	c.rawFrontends = nil
 	c.src = nil
 	c.frontendSecrets = nil
 	return c

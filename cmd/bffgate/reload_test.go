@@ -275,6 +275,7 @@ func TestFrontendsServeAndReload(t *testing.T) {
 
 	// Another key changed: applied frontends, a warning for the rest.
 	s.template = strings.Replace(s.template, "access: false", "access: true", 1)
+	s.template = strings.Replace(s.template, "  listen: GW\n", "  listen: GW\n  csrf: {header: X-Other}\n", 1)
 	warnings, err = s.gs.Reload(s.config(`
     - name: shop
       public_url: http://` + s.gwAddr + `
@@ -285,6 +286,11 @@ func TestFrontendsServeAndReload(t *testing.T) {
 	}
 	if st, _ := b.user("http://" + s.gwAddr + "/extra"); st != 401 {
 		t.Fatalf("extra after its removal: %d", st)
+	}
+	// Rebuilt (its route went), shop still has the running csrf header:
+	// the changed gateway.csrf is not applied.
+	if st, sub := b.user(shop); st != 200 || sub != "alice" {
+		t.Fatalf("shop after a reload changing gateway.csrf: %d %s", st, sub)
 	}
 }
 
