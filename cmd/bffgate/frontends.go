@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -245,6 +246,9 @@ func (c *Config) frontendSpecs() []bff.FrontendSpec {
 			BasePath: f.Match.PathPrefix + f.BasePath, CookieName: f.Session.CookieName}
 		for _, r := range f.Routes {
 			s.Routes = append(s.Routes, r.Prefix)
+		}
+		if u, err := url.Parse(f.PublicURL); err == nil && u.Host != "" {
+			s.PublicHost = bff.PublicHost(u)
 		}
 		out = append(out, s)
 	}
