@@ -128,7 +128,7 @@ func (c *Config) registersFrontendClient(f Frontend) bool {
 // frontendClients are the clients bffgate registers at the embedded issuer
 // for frontends (registersFrontendClient), with the secrets buildIssuer
 // read (a stand-in while validating).
-func (c *Config) frontendClients(_ string) []issuer.Client {
+func (c *Config) frontendClients() []issuer.Client {
 	var out []issuer.Client
 	for _, f := range c.Gateway.Frontends {
 		if !c.registersFrontendClient(f) {
