@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/bffgate/bffgate/bff/spa"
 	"github.com/bffgate/bffgate/issuer"
 )
 
@@ -145,5 +150,46 @@ func TestREADMEFrontendsConfig(t *testing.T) {
 	}
 	if w := startupWarnings(cfg); len(w) != 0 {
 		t.Errorf("start-up warnings %q", w)
+	}
+}
+
+// A frontend under a path prefix serves its spa.dir without the prefix
+// (the build's base), and the request's path is its own again after.
+func TestFrontendSPAUnderPrefix(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "assets"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"index.html": "<!doctype html>admin", "assets/app.js": "console.log(1)"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := Frontend{Name: "admin", Match: FrontendMatch{PathPrefix: "/admin"}, SPA: SPA{Config: spa.Config{Dir: dir}}}
+	h, err := spa.New(f.SPA.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New()
+	var after string
+	app.Use(func(c *fiber.Ctx) error {
+		err := frontendSPA(f, h)(c)
+		after = c.Path()
+		return err
+	})
+	for path, want := range map[string]string{"/admin/": "<!doctype html>admin", "/admin": "<!doctype html>admin",
+		"/admin/assets/app.js": "console.log(1)", "/admin/items/42": "<!doctype html>admin"} {
+		req := httptest.NewRequest("GET", path, nil)
+		req.Header.Set("Accept", "text/html")
+		resp, err := app.Test(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != want || after != path {
+			t.Errorf("%s: %d %q, path after %q", path, resp.StatusCode, body, after)
+		}
 	}
 }
