@@ -193,3 +193,25 @@ func TestFrontendSPAUnderPrefix(t *testing.T) {
 		}
 	}
 }
+
+// The start-up banner lists each frontend: where it is, how it is matched,
+// its login, provider and client.
+func TestBannerListsFrontends(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(filepath.Join("testdata", "config", "frontends-ok.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printBanner(&b, cfg)
+	for _, want := range []string{
+		"gateway        127.0.0.1:8080, 3 frontends (reload them with SIGHUP)",
+		"shop         http://127.0.0.1:8080/ (any host; login /bff/login; provider http://127.0.0.1:9090, client bffgate-shop; API routes: /api/ -> http://127.0.0.1:7000)",
+		"admin        http://127.0.0.1:8080/admin/ (any host, path /admin; login /admin/bff/login; provider http://127.0.0.1:3000, client admin-bff; API routes: /admin/api/ -> http://127.0.0.1:7001)",
+		"partner      http://localhost:8080/ (host localhost; login /bff/login; provider http://127.0.0.1:9090, client bffgate-partner)",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, b.String())
+		}
+	}
+}
