@@ -327,6 +327,10 @@ func TestFrontendsIsolation(t *testing.T) {
 		b.login("partner", "alice", alicePassword)
 		b.forgetIssuer()
 		b.login("admin", "bob", bobPassword)
+		// A login without returnUrl ends at its own frontend's home.
+		if p := b.do(b.client, http.MethodGet, f.url("admin", "/bff/login"), nil, nil); p.status != 200 || p.body != "admin spa /admin/" {
+			t.Fatalf("admin login without returnUrl: %d %s at %s", p.status, p.body, p.url)
+		}
 		for fe, want := range map[string]string{"shop": "user-alice", "admin": "user-bob", "partner": "user-alice"} {
 			if got := b.sub(fe); got != want {
 				t.Fatalf("%s: sub %q, want %q", fe, got, want)

@@ -64,11 +64,15 @@ func checkAuthParam(name, v string) error {
 func (g *Gateway) login(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	loginURL := g.base + "/login"
-	ret, err := validReturnURL(c.Query("returnUrl"), g.base)
+	raw := c.Query("returnUrl")
+	ret, err := validReturnURL(raw, g.base)
 	if err != nil {
 		g.loginFailed(c, "invalid_return_url", err)
 		return g.failPage(c, newError(fiber.StatusBadRequest, "invalid_return_url", err.Error()),
 			"This sign-in link is not valid", loginURL, "Sign in")
+	}
+	if raw == "" && g.cfg.PathPrefix != "" {
+		ret = g.cfg.PathPrefix + "/" // this frontend's home, not another's
 	}
 	opts := []oauth2.AuthCodeOption{}
 	for _, p := range passThroughParams {
