@@ -1,0 +1,120 @@
+package frontends
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bffgate/bffgate/e2e/browser"
+	"github.com/bffgate/bffgate/e2e/stack"
+)
+
+// reloadLimit bounds how long a reload may take to show: bffgate reads
+// the file and discovers the new frontend's provider on loopback.
+const reloadLimit = 30 * time.Second
+
+// TestReload edits the file and sends SIGHUP: a third frontend comes while
+// the first two keep their sessions; a removed frontend's session gets
+// 401 frontend_removed while the others live on; a file with a mistake
+// keeps the running frontends.
+func TestReload(t *testing.T) {
+	port := stack.FreePort(t)
+	fs := fourFrontends(port)
+	a, b, c := fs[0], fs[1], thirdFrontend(port)
+	e := startEnv(t, "bbolt", []frontend{a, b}, []frontend{a, b, c})
+	ctx := testContext(t)
+	ag := newAgent(t)
+	br := browser.New(t)
+
+	e.signIn(t, br, a, "alice")
+	e.signIn(t, br, b, "bob")
+	cookies := map[string]map[string]string{"a": sessionCookies(t, br, a), "b": sessionCookies(t, br, b)}
+	user := func(f frontend) response {
+		t.Helper()
+		return ag.get(ctx, f.url("/bff/user?slide=false"), withCookies(cookies[f.Name]))
+	}
+	wantLive := func(f frontend, sub, when string) {
+		t.Helper()
+		if r := user(f); r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"value":"`+sub+`"`) {
+			t.Errorf("%s: %s's session of %s answered %s, want 200", when, f.Name, sub, r)
+		}
+		if r := ag.get(ctx, f.url("/api/whoami"), withCookies(cookies[f.Name])); r.Status != http.StatusOK {
+			t.Errorf("%s: %s's API for %s answered %s, want 200", when, f.Name, sub, r)
+		}
+	}
+	if r := ag.get(ctx, c.url("/bff/login"), nil); r.Status != http.StatusNotFound || r.errorCode() != "no_frontend" {
+		t.Fatalf("c before the reload: %s, want 404 no_frontend", r)
+	}
+
+	t.Log("reload adding c")
+	e.reload([]frontend{a, b, c})
+	added := eventually(reloadLimit, func() bool {
+		r := ag.get(ctx, c.url("/bff/login?returnUrl=/"), nil)
+		return r.Status == http.StatusFound && strings.HasPrefix(r.Header.Get("Location"), e.oidc+"/")
+	})
+	if !added {
+		t.Fatalf("c's /bff/login does not redirect to its provider %s after the reload:\n%s", reloadLimit, e.st.Logs())
+	}
+	wantLive(a, "alice", "after adding c")
+	wantLive(b, "bob", "after adding c")
+	e.signIn(t, br, c, "dave")
+	e.wantAPI(t, br, c, "dave")
+	cookies["c"] = sessionCookies(t, br, c)
+	e.wantSignedIn(t, br, a, "alice")
+	e.wantAPI(t, br, a, "alice")
+	e.wantSignedIn(t, br, b, "bob")
+	e.wantAPI(t, br, b, "bob")
+	wantReloads(t, e, "ok", 1)
+
+	t.Log("reload removing b")
+	e.reload([]frontend{a, c})
+	removed := eventually(reloadLimit, func() bool {
+		r := user(b)
+		return r.Status == http.StatusUnauthorized && r.errorCode() == "frontend_removed"
+	})
+	if !removed {
+		t.Fatalf("b's session after b was removed: %s, want 401 frontend_removed", user(b))
+	}
+	if r := ag.get(ctx, b.url("/api/whoami"), withCookies(cookies["b"])); r.Status != http.StatusUnauthorized {
+		t.Errorf("b's API after b was removed: %s, want 401", r)
+	}
+	wantLive(a, "alice", "after removing b")
+	wantLive(c, "dave", "after removing b")
+	wantReloads(t, e, "ok", 2)
+
+	t.Log("a file with a mistake (a frontend named twice) keeps the running frontends")
+	e.writeConfig(e.yaml([]frontend{a, c, a}))
+	e.fronts = []frontend{a, c}
+	refused := eventually(reloadLimit, func() bool {
+		return len(e.st.LogLines("gateway.frontends[2]")) > 0
+	})
+	if !refused {
+		t.Errorf("no log line names gateway.frontends[2] (the second frontend named a) after the reload of a bad file")
+	}
+	wantReloads(t, e, "error", 1)
+	wantLive(a, "alice", "after a bad reload")
+	wantLive(c, "dave", "after a bad reload")
+	if r := ag.get(ctx, b.url("/bff/user?slide=false"), withCookies(cookies["b"])); r.Status != http.StatusUnauthorized {
+		t.Errorf("b's session after the bad reload: %s, want 401 (b stays removed)", r)
+	}
+}
+
+// wantReloads wants /metrics to count n reloads with result.
+func wantReloads(t *testing.T, e *env, result string, n int) {
+	t.Helper()
+	ag := newAgent(t)
+	r := ag.get(testContext(t), fmt.Sprintf("http://127.0.0.1:%d/metrics", e.gwPort), nil)
+	re := regexp.MustCompile(`(?m)^bffgate_config_reloads_total\{[^}]*result="` + result + `"[^}]*\} (\d+)`)
+	m := re.FindSubmatch(r.Body)
+	if m == nil {
+		t.Errorf("/metrics (%d) has no bffgate_config_reloads_total{result=%q}", r.Status, result)
+		return
+	}
+	if got, _ := strconv.Atoi(string(m[1])); got != n {
+		t.Errorf("bffgate_config_reloads_total{result=%q} = %d, want %d", result, got, n)
+	}
+}
