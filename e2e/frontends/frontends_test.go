@@ -20,7 +20,7 @@ import (
 // sessions and routes, logout of one, back-channel logout scoped to one
 // client, and the RFC 9207 mix-up refused.
 func TestFrontends(t *testing.T) {
-	for _, store := range []string{"bbolt", "redis"} {
+	for _, store := range []string{"bbolt", "cookie", "redis"} {
 		t.Run(store, func(t *testing.T) { runFrontends(t, store) })
 	}
 }

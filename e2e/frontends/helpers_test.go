@@ -1,6 +1,7 @@
 package frontends
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -171,6 +172,7 @@ func startEnv(t *testing.T, store string, fronts, all []frontend) *env {
 	for _, f := range all {
 		if !f.Embedded {
 			clients = append(clients, f.providerClient())
+			e.up.client = cmp.Or(e.up.client, f.ClientID)
 		}
 	}
 	e.p = peers.StartProvider(t, peers.ProviderOptions{Clients: clients, AccessTokenTTL: 5 * time.Minute})
@@ -342,6 +344,7 @@ type echoed struct {
 type echo struct {
 	srv      *httptest.Server
 	provider *peers.Provider
+	client   string // the client introspecting oidc-provider's tokens
 
 	mu   sync.Mutex
 	seen []echoed
@@ -386,7 +389,7 @@ func (e *echo) serve(w http.ResponseWriter, r *http.Request) {
 	} else {
 		// oidc-provider's opaque token: introspection (any of its
 		// confidential clients may ask).
-		in, err := e.provider.Introspect(r.Context(), "fe-b", clientSecret("fe-b"), tok)
+		in, err := e.provider.Introspect(r.Context(), e.client, clientSecret(e.client), tok)
 		if err != nil {
 			w.WriteHeader(http.StatusBadGateway)
 			fmt.Fprintf(w, `{"error":"introspection_failed","error_description":%q}`, err.Error())
