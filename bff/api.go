@@ -272,7 +272,7 @@ func (g *Gateway) fresh(c *fiber.Ctx, handle string, s *session.Session, force b
 			slog.String("sub", s.Subject), slog.Any("err", err))
 		e := newError(fiber.StatusUnauthorized, "session_expired",
 			"the session has ended (the provider refused to renew its tokens); send the user to login_url")
-		e.LoginURL = g.cfg.BasePath + "/login"
+		e.LoginURL = g.base + "/login"
 		return "", nil, e
 	case errors.Is(err, tokens.ErrProviderUnavailable):
 		g.log.LogAttrs(ctx, slog.LevelWarn, "token refresh failed: provider unavailable", slog.String("request_id", obs.RequestID(c)), slog.Any("err", err))

@@ -137,8 +137,26 @@ type Config struct {
 	PublicURL string
 	// InsecureAllowHTTP allows a plain-http PublicURL on other hosts.
 	InsecureAllowHTTP bool
-	// BasePath of the gateway endpoints; default "/bff".
+	// BasePath of the gateway endpoints under PathPrefix; default "/bff"
+	// (endpoints at PathPrefix + BasePath + "/login").
 	BasePath string
+
+	// Name names the frontend when one Host serves several (Host.Set):
+	// 1 to 32 of a-z, 0-9 and -. It goes into the sealed session (a
+	// session of one frontend is no session at another), the default
+	// cookie name, the logs and the metrics. "" is the classic single
+	// frontend, whose sessions carry no name.
+	Name string
+	// Index is the frontend's position in the configuration's list; it
+	// only numbers the frontend in errors (frontends[1] (admin)).
+	Index int
+	// Hosts are the host names (no port) whose requests this frontend
+	// serves; none: any host.
+	Hosts []string
+	// PathPrefix is the path (such as /admin, no trailing slash) under
+	// which this frontend serves, on a segment boundary; "" is every path.
+	// With one, the session cookie's Path is PathPrefix.
+	PathPrefix string
 
 	Provider ProviderConfig
 	// Store keeps the sessions (session/cookie, session/bolt, session/redis).
@@ -166,7 +184,9 @@ type Config struct {
 	// instance; several instances behind one URL need the same key.
 	AssertionKey *ecdsa.PrivateKey
 	// Proxy configures the proxy engine; its Routes are filled from Routes
-	// and its GatewayCookies from the cookie names.
+	// and its GatewayCookies from the cookie names. With several frontends
+	// on one host, list every other frontend's cookie name with a custom
+	// name in Proxy.GatewayCookies, so that none is sent upstream.
 	Proxy proxy.Config
 	// Tokens configures the refresh manager (Skew, GraceWindow, Grace,
 	// Locker, ClientScopes...). New fills OAuth2 and RevocationURL from
@@ -249,7 +269,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.Provider.Scopes = append([]string{"openid"}, cfg.Provider.Scopes...)
 	}
 	if cfg.Cookie.Name == "" {
-		cfg.Cookie.Name = d.Cookie.Name
+		cfg.Cookie.Name = DefaultCookieName(cfg.Name, cfg.PathPrefix)
 	}
 	if cfg.Cookie.SameSite == "" {
 		cfg.Cookie.SameSite = d.Cookie.SameSite
@@ -270,7 +290,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.CSRFValue = d.CSRFValue
 	}
 	if cfg.PostLogoutRedirect == "" {
-		cfg.PostLogoutRedirect = d.PostLogoutRedirect
+		cfg.PostLogoutRedirect = strings.TrimSuffix(cfg.PathPrefix, "/") + d.PostLogoutRedirect
 	}
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = d.BodyLimit
@@ -386,6 +406,60 @@ func validatePublicURL(raw string, allowHTTP bool) (*url.URL, error) {
 	return u, nil
 }
 
+// DefaultCookieName is the session cookie's name when none is configured:
+// __Host-bff for the classic frontend, __Host-bff-<name> for a named one,
+// and __Secure-bff-<name> for one with a path prefix (its cookies carry
+// Path=<prefix>, which a __Host- cookie may not).
+func DefaultCookieName(name, pathPrefix string) string {
+	switch {
+	case name == "" && pathPrefix == "":
+		return DefaultConfig().Cookie.Name
+	case name == "":
+		return "__Secure-bff"
+	case pathPrefix != "":
+		return "__Secure-bff-" + name
+	}
+	return "__Host-bff-" + name
+}
+
+// endpointBase is where the gateway endpoints start: PathPrefix +
+// BasePath.
+func (cfg *Config) endpointBase() string { return cfg.PathPrefix + cfg.BasePath }
+
+// ValidFrontendName reports whether s can name a frontend: 1 to 32 of
+// a-z, 0-9 and -.
+func ValidFrontendName(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validHostName accepts a DNS name or IP literal ([::1] for IPv6), no
+// port.
+func validHostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		ip := net.ParseIP(h[1 : len(h)-1])
+		return ip != nil && ip.To4() == nil
+	}
+	for i := 0; i < len(h); i++ {
+		b := h[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '.' || b == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // isLoopbackHost reports whether browsers treat host as a secure context
 // over plain http (localhost, 127.0.0.0/8, [::1]).
 func isLoopbackHost(host string) bool {
@@ -408,6 +482,19 @@ func (cfg *Config) check() (*url.URL, error) {
 	if !strings.HasPrefix(cfg.BasePath, "/") || strings.HasSuffix(cfg.BasePath, "/") || strings.ContainsAny(cfg.BasePath, "?#*:\\ ") {
 		bad("base_path", "%q must start with / and not end with one (e.g. /bff)", cfg.BasePath)
 	}
+	if cfg.Name != "" && !ValidFrontendName(cfg.Name) {
+		bad("name", "%q must be 1 to 32 of a-z, 0-9 and - (it goes into cookie names and metrics)", cfg.Name)
+	}
+	if p := cfg.PathPrefix; p != "" && (!strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") ||
+		strings.ContainsAny(p, "?#*:%\\ ") || strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../")) {
+		bad("match.path_prefix", "%q must be a path such as /admin: starting with /, without a trailing /, ., .., %%, ?, # or *", p)
+	}
+	for i, h := range cfg.Hosts {
+		if !validHostName(h) {
+			bad(fmt.Sprintf("match.hosts[%d]", i), "%q must be a host name such as admin.example.com, without scheme, port or path", h)
+		}
+	}
+	base := cfg.endpointBase()
 	p := cfg.Provider
 	if p.IssuerURL == "" {
 		bad("provider.issuer_url", "is required: your OpenID provider's issuer URL")
@@ -434,6 +521,8 @@ func (cfg *Config) check() (*url.URL, error) {
 	c := cfg.Cookie
 	if !validCookieName(c.Name) {
 		bad("cookie.name", "%q is not a valid cookie name (letters, digits, - and _, at most 64)", c.Name)
+	} else if cfg.PathPrefix != "" && strings.HasPrefix(c.Name, "__Host-") {
+		bad("cookie.name", "%q has the __Host- prefix, which browsers accept only with Path=/, but this frontend's cookies have Path=%s (its path_prefix): use a __Secure- name", c.Name, cfg.PathPrefix)
 	}
 	switch strings.ToLower(c.SameSite) {
 	case "lax", "strict":
@@ -476,8 +565,10 @@ func (cfg *Config) check() (*url.URL, error) {
 		switch {
 		case !strings.HasPrefix(r.Prefix, "/") || prefix == "":
 			bad(fmt.Sprintf("routes[%d].prefix", i), "%q must start with / and name a path (e.g. /api/)", r.Prefix)
-		case strings.EqualFold(prefix, cfg.BasePath) || strings.HasPrefix(strings.ToLower(prefix)+"/", strings.ToLower(cfg.BasePath)+"/"):
-			bad(fmt.Sprintf("routes[%d].prefix", i), "%q overlaps the gateway's base_path %q", r.Prefix, cfg.BasePath)
+		case strings.EqualFold(prefix, base) || strings.HasPrefix(strings.ToLower(prefix)+"/", strings.ToLower(base)+"/"):
+			bad(fmt.Sprintf("routes[%d].prefix", i), "%q overlaps the gateway's base_path %q", r.Prefix, base)
+		case !underPrefix(prefix, cfg.PathPrefix):
+			bad(fmt.Sprintf("routes[%d].prefix", i), "%q lies outside the frontend's path_prefix %q: routes are absolute paths under it (%s/api/)", r.Prefix, cfg.PathPrefix, cfg.PathPrefix)
 		case seen[strings.ToLower(prefix)]:
 			bad(fmt.Sprintf("routes[%d].prefix", i), "%q is listed twice", r.Prefix)
 		}

@@ -26,14 +26,20 @@ type cookieJar struct {
 	flowPfx  string // flow cookie prefix: name + "-flow."
 	secure   bool
 	sameSite string // fiber.CookieSameSiteLaxMode or StrictMode
+	// path is every cookie's Path: "/", or the frontend's path prefix, so
+	// that the browser sends a frontend's cookies to it alone.
+	path string
 }
 
-func newCookieJar(name, sameSite string, secure bool) cookieJar {
+func newCookieJar(name, sameSite string, secure bool, path string) cookieJar {
 	ss := fiber.CookieSameSiteLaxMode
 	if strings.EqualFold(sameSite, "strict") {
 		ss = fiber.CookieSameSiteStrictMode
 	}
-	return cookieJar{name: name, flowPfx: name + "-flow.", secure: secure, sameSite: ss}
+	if path == "" {
+		path = "/"
+	}
+	return cookieJar{name: name, flowPfx: name + "-flow.", secure: secure, sameSite: ss, path: path}
 }
 
 func (j cookieJar) chunkName(i int) string {
@@ -48,7 +54,7 @@ func (j cookieJar) set(c *fiber.Ctx, name, value string, expires time.Time) {
 	ck := &fiber.Cookie{
 		Name:     name,
 		Value:    value,
-		Path:     "/",
+		Path:     j.path,
 		Secure:   j.secure,
 		HTTPOnly: true,
 		SameSite: j.sameSite,
@@ -68,7 +74,7 @@ func (j cookieJar) clear(c *fiber.Ctx, name string) {
 	c.Cookie(&fiber.Cookie{
 		Name:     name,
 		Value:    "",
-		Path:     "/",
+		Path:     j.path,
 		Expires:  time.Unix(1, 0),
 		Secure:   j.secure,
 		HTTPOnly: true,

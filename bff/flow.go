@@ -26,14 +26,19 @@ type flowState struct {
 	Nonce     string `json:"n"`
 	ReturnURL string `json:"r"`
 	Created   int64  `json:"c"`
+	// Frontend is the frontend that started the login: a flow opens only
+	// at that frontend's callback (its cookie name, under the MAC, is
+	// per frontend too).
+	Frontend string `json:"f,omitempty"`
 }
 
 // flowSealer seals and opens flow cookies with a rotation list of keys.
 type flowSealer struct {
-	codecs []securecookie.Codec
-	jar    cookieJar
-	max    int
-	now    func() time.Time
+	frontend string
+	codecs   []securecookie.Codec
+	jar      cookieJar
+	max      int
+	now      func() time.Time
 }
 
 func newFlowSealer(keys []KeyPair, jar cookieJar, maxFlows int, now func() time.Time) *flowSealer {
@@ -120,7 +125,7 @@ func (f *flowSealer) find(c *fiber.Ctx, state string) (st flowState, name string
 	if err := securecookie.DecodeMulti(name, raw, &st, f.codecs...); err != nil {
 		return flowState{}, name, false
 	}
-	if subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 || st.Frontend != f.frontend {
 		return flowState{}, name, false
 	}
 	created := time.Unix(st.Created, 0)

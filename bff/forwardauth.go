@@ -243,7 +243,7 @@ func (g *Gateway) readOriginal(c *fiber.Ctx, trusted bool) (original, error) {
 		v, _, _ = strings.Cut(v, ",")
 		host = strings.TrimSpace(v)
 	}
-	if auth := g.cfg.BasePath + "/auth/"; strings.HasPrefix(o.uri, auth) {
+	if auth := g.base + "/auth/"; strings.HasPrefix(o.uri, auth) {
 		// Envoy: path_prefix + the original path; method and Host are
 		// the original request's own. A header saying otherwise is a
 		// visitor's copy the proxy passed on (ext_authz forwards every
@@ -328,7 +328,7 @@ func (g *Gateway) forwardAuthHandler(c *fiber.Ctx) error {
 		d.result, d.reason = "denied", "invalid_path"
 		return g.faDeny(c, o, d, err)
 	}
-	bp := strings.ToLower(g.cfg.BasePath)
+	bp := strings.ToLower(g.base)
 	if lp := strings.ToLower(o.path); lp == bp || strings.HasPrefix(lp, bp+"/") {
 		// The gateway's own endpoints are never a forward-auth target:
 		// this is also where a request from an untrusted peer, decided
@@ -435,7 +435,7 @@ func (g *Gateway) faDeny(c *fiber.Ctx, o original, d faDecision, err error) erro
 // to it instead.
 func (g *Gateway) faLogin(c *fiber.Ctx, o original, d faDecision, e *Error) error {
 	g.faLog(c, o, d, nil)
-	login := loginURLFor(g.pub.String(), g.cfg.BasePath, o.returnURL())
+	login := loginURLFor(g.pub.String(), g.base, o.returnURL())
 	c.Set(LoginURLHeader, login)
 	if c.Query("login") == "redirect" && navigation(c) {
 		return c.Redirect(login, fiber.StatusFound)
@@ -498,7 +498,7 @@ func (g *Gateway) faLog(c *fiber.Ctx, o original, d faDecision, err error) {
 func (cfg *Config) checkForwardAuth() []error {
 	var errs []error
 	seen := map[string]int{}
-	bp := strings.ToLower(cfg.BasePath)
+	bp := strings.ToLower(cfg.endpointBase())
 	for i, r := range cfg.ForwardAuth.Rules {
 		key := fmt.Sprintf("forward_auth.rules[%d]", i)
 		bad := func(k, format string, args ...any) { errs = append(errs, ferr(key+k, format, args...)) }
@@ -520,7 +520,7 @@ func (cfg *Config) checkForwardAuth() []error {
 		case !strings.HasPrefix(r.Prefix, "/") || strings.ContainsAny(r.Prefix, "?#%\\ *"):
 			bad(".prefix", "%q must be a path starting with / (e.g. /app/, or / for everything)", r.Prefix)
 		case p != "" && (p == bp || strings.HasPrefix(p, bp+"/")):
-			bad(".prefix", "%q is under the gateway's base_path %q, whose endpoints forward auth never covers", r.Prefix, cfg.BasePath)
+			bad(".prefix", "%q is under the gateway's base_path %q, whose endpoints forward auth never covers", r.Prefix, cfg.endpointBase())
 		}
 		k := strings.ToLower(r.Host) + " " + p
 		if j, dup := seen[k]; dup {

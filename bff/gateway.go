@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -19,7 +20,6 @@ import (
 	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/bff/tokens"
-	"github.com/bffgate/bffgate/internal/edge"
 	"github.com/bffgate/bffgate/internal/obs"
 	"github.com/bffgate/bffgate/session"
 	"github.com/bffgate/bffgate/web"
@@ -63,7 +63,6 @@ type Gateway struct {
 	jar      cookieJar
 	flows    *flowSealer
 	csrf     *csrfGuard
-	obs      *obs.Obs
 	met      *metrics
 	provider *oidc.Provider
 	meta     providerMeta
@@ -100,18 +99,81 @@ type Gateway struct {
 	claims *claimsCache
 	replay *replayCache
 	pages  *web.Pages
-	app    *fiber.App
+	// base is where the gateway endpoints start: PathPrefix + BasePath.
+	base string
+	// ep are the gateway endpoints' paths (BasePath + "/login", ...),
+	// fixed strings for the request metrics' route label.
+	ep endpointPaths
+	// host is the gateway's own Host, built by New (nil from
+	// NewGateway).
+	host *Host
+	// peers are the frontends of the Host serving this gateway that use
+	// the same provider and client, itself included (Host.Set); nil
+	// means this gateway alone.
+	peers atomic.Pointer[[]*Gateway]
 }
 
-// New validates cfg, discovers the provider and builds the gateway. The
-// provider must answer discovery now: New does not retry (start the
-// provider first); the error names the issuer URL.
+// sameClientStores are the session stores a back-channel logout received
+// by this frontend reaches: those of the frontends with its provider's
+// issuer and its client id.
+func (g *Gateway) sameClientStores() []session.Store {
+	out := []session.Store{g.store}
+	if p := g.peers.Load(); p != nil {
+		for _, o := range *p {
+			if !slices.Contains(out, o.store) {
+				out = append(out, o.store)
+			}
+		}
+	}
+	return out
+}
+
+// sameClient reports whether g and o sign in through the same provider
+// and client.
+func (g *Gateway) sameClient(o *Gateway) bool {
+	return strings.TrimSuffix(g.cfg.Provider.IssuerURL, "/") == strings.TrimSuffix(o.cfg.Provider.IssuerURL, "/") &&
+		g.cfg.Provider.ClientID == o.cfg.Provider.ClientID
+}
+
+// endpointPaths are the gateway endpoints' full paths.
+type endpointPaths struct {
+	login, callback, user, logout, backchannel, jwks, auth, authAny, base, prm, prmAny string
+}
+
+// New validates cfg, discovers the provider and builds the gateway with a
+// Host of its own serving it alone (App), the request metrics registered
+// with cfg.Registerer. The provider must answer discovery now: New does
+// not retry (start the provider first); the error names the issuer URL.
 func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	g, err := NewGateway(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	h, err := NewHost(HostConfig{Logger: g.cfg.Logger, Registerer: cfg.Registerer, Gatherer: cfg.Gatherer, AccessLog: cfg.AccessLog, BodyLimit: g.cfg.BodyLimit})
+	if err != nil {
+		return nil, err
+	}
+	if err := h.Set([]*Gateway{g}); err != nil {
+		return nil, err
+	}
+	g.host = h
+	return g, nil
+}
+
+// NewGateway is New without the Host: the frontend engine alone, for a
+// Host serving several frontends (Host.Set). Its Registerer receives the
+// gateway's own metrics; the request metrics are the Host's.
+func NewGateway(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg, pub, err := cfg.fill()
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, pub: pub, log: cfg.Logger, now: cfg.Now, store: cfg.Store}
+	if cfg.Name != "" {
+		// Every line of this frontend's, its token manager's and its
+		// proxy's included.
+		cfg.Logger = cfg.Logger.With("frontend", cfg.Name)
+	}
+	g := &Gateway{cfg: cfg, pub: pub, log: cfg.Logger, now: cfg.Now, store: cfg.Store, base: cfg.endpointBase()}
 	if g.pages, err = web.New(web.Config{}); err != nil {
 		return nil, err
 	}
@@ -126,11 +188,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		name = strings.TrimPrefix(strings.TrimPrefix(name, "__Host-"), "__Secure-")
 		g.log.Warn("insecure development cookies: the session cookie has no Secure flag and no __Host- prefix", "public_url", cfg.PublicURL, "cookie", name)
 	}
-	if secure && !strings.HasPrefix(name, "__Host-") {
+	if secure && !strings.HasPrefix(name, "__Host-") && !(cfg.PathPrefix != "" && strings.HasPrefix(name, "__Secure-")) {
 		g.log.Warn("the session cookie name has no __Host- prefix: a subdomain could set or shadow it", "cookie", name)
 	}
-	g.jar = newCookieJar(name, cfg.Cookie.SameSite, secure)
+	g.jar = newCookieJar(name, cfg.Cookie.SameSite, secure, cfg.PathPrefix)
 	g.flows = newFlowSealer(cfg.Cookie.FlowKeys, g.jar, cfg.Cookie.MaxFlows, cfg.Now)
+	g.flows.frontend = cfg.Name
 
 	origins := map[string]bool{}
 	o, _ := normalizeOrigin(pub.String())
@@ -150,9 +213,6 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 
 	if g.met, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("bff: register metrics: %w", err)
-	}
-	if g.obs, err = obs.New(obs.Config{Component: "gateway", Logger: cfg.Logger, Registerer: cfg.Registerer, Gatherer: cfg.Gatherer, AccessLog: cfg.AccessLog}); err != nil {
-		return nil, fmt.Errorf("bff: register request metrics: %w", err)
 	}
 
 	if err := g.discover(ctx); err != nil {
@@ -219,6 +279,13 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			}
 		}
 		pcfg.GatewayCookies = append(slices.Clone(pcfg.GatewayCookies), name)
+		if cfg.Name != "" {
+			// Other frontends' cookies reach this one's paths too (a
+			// cookie with Path=/ is sent under /admin): none goes
+			// upstream. These prefixes cover every default name; a
+			// custom one of another frontend comes in Proxy.GatewayCookies.
+			pcfg.GatewayCookies = append(pcfg.GatewayCookies, "__Host-bff", "__Secure-bff")
+		}
 		if pcfg.PublicURL == "" {
 			pcfg.PublicURL = pub.String()
 		}
@@ -250,11 +317,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("bff: spa: %w", err)
 	}
 	g.replay = newReplayCache(10000)
-	if g.app, err = g.newApp(); err != nil {
-		return nil, fmt.Errorf("bff: %w", err)
-	}
+	bp := g.base
+	g.ep = endpointPaths{login: bp + "/login", callback: bp + "/callback", user: bp + "/user", logout: bp + "/logout",
+		backchannel: bp + "/backchannel-logout", jwks: bp + "/jwks", auth: bp + "/auth", authAny: bp + "/auth/*", base: bp,
+		prm: prmPath, prmAny: prmPath + "/*"}
 	g.log.Info("gateway ready", "public_url", pub.String(), "issuer", cfg.Provider.IssuerURL,
-		"base_path", cfg.BasePath, "routes", len(cfg.Routes), "end_session", g.meta.EndSession != "",
+		"base_path", g.base, "routes", len(cfg.Routes), "end_session", g.meta.EndSession != "",
 		"revocation", g.meta.Revocation != "")
 	return g, nil
 }
@@ -305,14 +373,23 @@ func (g *Gateway) discover(ctx context.Context) error {
 		ClientID:     pc.ClientID,
 		ClientSecret: pc.ClientSecret,
 		Endpoint:     p.Endpoint(),
-		RedirectURL:  g.pub.String() + g.cfg.BasePath + "/callback",
+		RedirectURL:  g.pub.String() + g.base + "/callback",
 		Scopes:       slices.Clone(pc.Scopes),
 	}
 	return nil
 }
 
-// App returns the gateway's fiber app.
-func (g *Gateway) App() *fiber.App { return g.app }
+// App returns the fiber app of the gateway's own Host (New); nil for a
+// gateway made by NewGateway, which a Host serves.
+func (g *Gateway) App() *fiber.App {
+	if g.host == nil {
+		return nil
+	}
+	return g.host.App()
+}
+
+// Name is the frontend's name ("" for the classic single frontend).
+func (g *Gateway) Name() string { return g.cfg.Name }
 
 // Run does the gateway's background work until ctx ends: it drops expired
 // entries of the logout-token replay cache. It returns nil when ctx ends.
@@ -356,44 +433,116 @@ func (g *Gateway) Checks() []obs.Check {
 	return []obs.Check{{Name: "gateway", Fn: g.Ready}}
 }
 
-// newApp builds the app through internal/edge, which every listener
-// shares: framing checks, parse errors answered by kind, copied request
-// values, streamed bodies read to their end or the connection closed.
-func (g *Gateway) newApp() (*fiber.App, error) {
-	app, err := edge.New(edge.Config{Obs: g.obs, Fiber: fiber.Config{
-		ErrorHandler:          errorHandler,
-		DisableStartupMessage: true,
-		// Chunked session cookies can reach maxChunks*chunkSize bytes.
-		ReadBufferSize:    maxChunks*chunkSize + 16<<10,
-		StreamRequestBody: true,
-		BodyLimit:         g.cfg.BodyLimit,
-	}})
-	if err != nil {
-		return nil, err
+// serve answers one request the Host gave this frontend: a gateway
+// endpoint under BasePath, a protected resource's metadata, else an API
+// route or the SPA (api). Paths compare without case and with or without
+// one trailing slash, as fiber's default routing did. GET endpoints answer
+// HEAD too.
+func (g *Gateway) serve(c *fiber.Ctx) error {
+	p := c.Path()
+	if rest, ok := cutBase(p, g.base); ok {
+		return g.endpoint(c, rest)
 	}
-	g.obs.Mount(app, g.Checks()...)
-	bp := app.Group(g.cfg.BasePath)
-	bp.Get("/login", g.login)
-	bp.Get("/callback", g.callback)
-	bp.Get("/user", g.csrf.handler, g.user)
-	bp.Get("/logout", g.logout)
-	bp.Post("/logout", g.csrf.handler, g.logout)
-	bp.Post("/backchannel-logout", g.backchannelLogout)
-	bp.Get("/jwks", g.jwks)
+	if len(g.prm) > 0 && isGet(c.Method()) {
+		if rest, ok := cutBase(p, prmPath); ok {
+			if rest == "" || rest == "/" {
+				obs.SetRoute(c, g.ep.prm)
+			} else {
+				obs.SetRoute(c, g.ep.prmAny)
+			}
+			return g.protectedResourceMetadata(c)
+		}
+	}
+	return g.api(c)
+}
+
+// endpoint dispatches the gateway endpoints; rest is the path after
+// BasePath ("" or starting with /).
+func (g *Gateway) endpoint(c *fiber.Ctx, rest string) error {
+	name := strings.TrimSuffix(rest, "/")
+	m := c.Method()
+	switch {
+	case strings.EqualFold(name, "/login") && isGet(m):
+		obs.SetRoute(c, g.ep.login)
+		return g.login(c)
+	case strings.EqualFold(name, "/callback") && isGet(m):
+		obs.SetRoute(c, g.ep.callback)
+		return g.callback(c)
+	case strings.EqualFold(name, "/user") && isGet(m):
+		obs.SetRoute(c, g.ep.user)
+		if reason := g.csrf.check(c); reason != "" {
+			return g.csrf.reject(c, reason)
+		}
+		return g.user(c)
+	case strings.EqualFold(name, "/logout") && isGet(m):
+		obs.SetRoute(c, g.ep.logout)
+		return g.logout(c)
+	case strings.EqualFold(name, "/logout") && m == fiber.MethodPost:
+		obs.SetRoute(c, g.ep.logout)
+		if reason := g.csrf.check(c); reason != "" {
+			return g.csrf.reject(c, reason)
+		}
+		return g.logout(c)
+	case strings.EqualFold(name, "/backchannel-logout") && m == fiber.MethodPost:
+		obs.SetRoute(c, g.ep.backchannel)
+		return g.backchannelLogout(c)
+	case strings.EqualFold(name, "/jwks") && isGet(m):
+		obs.SetRoute(c, g.ep.jwks)
+		return g.jwks(c)
 	// Any method: nginx's auth_request subrequest and Envoy's check keep
 	// the original request's; Envoy appends the original path.
-	bp.All("/auth", g.forwardAuthHandler)
-	bp.All("/auth/*", g.forwardAuthHandler)
-	bp.Use(func(c *fiber.Ctx) error {
-		return writeError(c, newError(fiber.StatusNotFound, "not_found",
-			"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout, backchannel-logout, jwks and auth under "+g.cfg.BasePath))
-	})
-	if len(g.prm) > 0 {
-		app.Get(prmPath, g.protectedResourceMetadata)
-		app.Get(prmPath+"/*", g.protectedResourceMetadata)
+	case strings.EqualFold(name, "/auth"):
+		obs.SetRoute(c, g.ep.auth)
+		return g.forwardAuthHandler(c)
+	case len(rest) > len("/auth/") && strings.EqualFold(rest[:len("/auth/")], "/auth/"):
+		obs.SetRoute(c, g.ep.authAny)
+		return g.forwardAuthHandler(c)
 	}
-	app.Use(g.api)
-	return app, nil
+	obs.SetRoute(c, g.ep.base)
+	return writeError(c, newError(fiber.StatusNotFound, "not_found",
+		"no gateway endpoint "+c.Method()+" "+c.Path()+"; the endpoints are login, callback, user, logout, backchannel-logout, jwks and auth under "+g.base))
+}
+
+func isGet(m string) bool { return m == fiber.MethodGet || m == fiber.MethodHead }
+
+// cutBase returns the path after base when p is base or lies below it
+// (compared without case), as "" or "/...".
+func cutBase(p, base string) (string, bool) {
+	if len(p) < len(base) || !strings.EqualFold(p[:len(base)], base) {
+		return "", false
+	}
+	rest := p[len(base):]
+	if rest != "" && rest[0] != '/' {
+		return "", false
+	}
+	return rest, true
+}
+
+// spec is what CheckFrontends needs of the gateway.
+func (g *Gateway) spec() FrontendSpec {
+	s := FrontendSpec{Name: g.cfg.Name, Index: g.cfg.Index, Hosts: g.cfg.Hosts, PathPrefix: g.cfg.PathPrefix,
+		BasePath: g.base, CookieName: g.jar.name}
+	for _, r := range g.cfg.Routes {
+		s.Routes = append(s.Routes, r.Prefix)
+	}
+	return s
+}
+
+// describe is the frontend as a no_frontend error lists it.
+func (g *Gateway) describe() string {
+	name := g.cfg.Name
+	if name == "" {
+		name = "default"
+	}
+	hosts := "any host"
+	if len(g.cfg.Hosts) > 0 {
+		hosts = "host " + strings.Join(g.cfg.Hosts, ", ")
+	}
+	prefix := g.cfg.PathPrefix
+	if prefix == "" {
+		prefix = "/"
+	}
+	return name + " (" + hosts + ", path " + prefix + ")"
 }
 
 // errStore is a store failure other than "no session": 503, session kept.

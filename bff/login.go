@@ -63,8 +63,8 @@ func checkAuthParam(name, v string) error {
 // cookie of their own, and redirects to the provider.
 func (g *Gateway) login(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	loginURL := g.cfg.BasePath + "/login"
-	ret, err := validReturnURL(c.Query("returnUrl"), g.cfg.BasePath)
+	loginURL := g.base + "/login"
+	ret, err := validReturnURL(c.Query("returnUrl"), g.base)
 	if err != nil {
 		g.loginFailed(c, "invalid_return_url", err)
 		return g.failPage(c, newError(fiber.StatusBadRequest, "invalid_return_url", err.Error()),
@@ -92,6 +92,7 @@ func (g *Gateway) login(c *fiber.Ctx) error {
 		Nonce:     randomToken(32),
 		ReturnURL: ret,
 		Created:   g.now().Unix(),
+		Frontend:  g.cfg.Name,
 	}
 	if c.Query("restart") == "1" {
 		st.State = restartMarker + st.State
@@ -137,7 +138,7 @@ func safeCode(s string) string {
 // under a fresh identity and redirects to the flow's return URL.
 func (g *Gateway) callback(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	loginURL := g.cfg.BasePath + "/login"
+	loginURL := g.base + "/login"
 	state := c.Query("state")
 	if state == "" {
 		g.loginFailed(c, "state_missing", nil)
@@ -294,6 +295,7 @@ func (g *Gateway) callback(c *fiber.Ctx) error {
 		Subject: idt.Subject, SID: sid, Issuer: idt.Issuer, Claims: claimsJSON,
 		IDToken: rawID, AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, TokenType: tok.TokenType,
 		AccessExpiry: tokens.AccessExpiry(tok, now), Created: now, LastSeen: now, IdleTimeout: g.cfg.IdleTimeout, AbsoluteExpiry: abs,
+		Frontend: g.cfg.Name,
 	}
 	// No fixation: a session the browser had before is ended, and the new
 	// one gets a fresh identity from the store.

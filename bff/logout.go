@@ -159,13 +159,24 @@ func (g *Gateway) backchannelLogout(c *fiber.Ctx) error {
 		return bad("replayed", errors.New("jti seen before"))
 	}
 	var n int
-	var how string
+	how := "sub"
 	if lt.SessionID != "" {
 		how = "sid"
-		n, err = g.store.EndBySID(ctx, lt.SessionID)
-	} else {
-		how = "sub"
-		n, err = g.store.EndBySubject(ctx, lt.Subject)
+	}
+	// The sessions of every frontend signed in through this provider and
+	// client (usually this one alone), and of no other: a logout token
+	// names a session at its audience only.
+	for _, st := range g.sameClientStores() {
+		var k int
+		if lt.SessionID != "" {
+			k, err = st.EndBySID(ctx, lt.SessionID)
+		} else {
+			k, err = st.EndBySubject(ctx, lt.Subject)
+		}
+		n += k
+		if err != nil {
+			break
+		}
 	}
 	if err != nil {
 		g.replay.remove(lt.Issuer + "\x00" + lt.TokenID) // let the provider retry

@@ -46,6 +46,15 @@ func (g *Gateway) current(c *fiber.Ctx) (string, *session.Session, error) {
 			slog.String("request_id", obs.RequestID(c)), slog.Any("err", err))
 		return "", nil, errStore
 	}
+	if s.Frontend != g.cfg.Name {
+		// Another frontend's session (a cookie copied across, or a
+		// record of another namespace): no session here. Neither deleted
+		// nor ended: it is not this frontend's to end.
+		g.log.LogAttrs(c.UserContext(), slog.LevelWarn, "session cookie of another frontend refused; cleared",
+			slog.String("request_id", obs.RequestID(c)), slog.String("session_frontend", s.Frontend))
+		g.jar.clearSession(c)
+		return "", nil, nil
+	}
 	if s.Expired(g.now()) {
 		_ = g.store.Delete(c.UserContext(), handle)
 		g.jar.clearSession(c)

@@ -71,8 +71,8 @@ func (g *Gateway) guardSPA(c *fiber.Ctx) (bool, error) {
 	g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request forbidden by the SPA's rules", attrs...)
 
 	page := (c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead) && !wantsJSON(c)
-	login := g.cfg.BasePath + "/login"
-	if ret, err := validReturnURL(string(c.Request().RequestURI()), g.cfg.BasePath); err == nil && ret != "/" {
+	login := g.base + "/login"
+	if ret, err := validReturnURL(string(c.Request().RequestURI()), g.base); err == nil && ret != "/" {
 		login += "?returnUrl=" + url.QueryEscape(ret)
 	}
 	if s == nil {

@@ -72,7 +72,7 @@ func TestCSRFGuard(t *testing.T) {
 
 func TestCookieChunks(t *testing.T) {
 	t.Parallel()
-	jar := newCookieJar("__Host-bff", "Lax", true)
+	jar := newCookieJar("__Host-bff", "Lax", true, "/")
 	for _, n := range []int{1, chunkSize - 1, chunkSize, chunkSize + 1, 3*chunkSize + 17} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
 			handle := strings.Repeat("a", n/2) + strings.Repeat("b", n-n/2)
@@ -207,7 +207,7 @@ func TestRefreshExpiry(t *testing.T) {
 // lookup: none may open, and none may panic.
 func FuzzFlowCookie(f *testing.F) {
 	now := time.Unix(1_700_000_000, 0)
-	jar := newCookieJar("__Host-bff", "Lax", true)
+	jar := newCookieJar("__Host-bff", "Lax", true, "/")
 	fs := newFlowSealer([]KeyPair{{Hash: make([]byte, 32), Block: make([]byte, 32)}}, jar, 5, func() time.Time { return now })
 	app := fiber.New()
 	f.Add("state", "")

@@ -59,7 +59,7 @@ func (g *Gateway) user(c *fiber.Ctx) error {
 func (g *Gateway) loginRequired() *Error {
 	e := newError(fiber.StatusUnauthorized, "login_required",
 		"there is no session; send the user to login_url (a top-level navigation, not a fetch)")
-	e.LoginURL = g.cfg.BasePath + "/login"
+	e.LoginURL = g.base + "/login"
 	return e
 }
 
@@ -98,7 +98,7 @@ func (g *Gateway) userClaims(s *session.Session) []claim {
 		}
 		out = append(out, claim{k, json.RawMessage(raw)})
 	}
-	out = append(out, claim{"bff:logout_url", g.cfg.BasePath + "/logout?sid=" + url.QueryEscape(logoutSID(s))})
+	out = append(out, claim{"bff:logout_url", g.base + "/logout?sid=" + url.QueryEscape(logoutSID(s))})
 	left := s.ExpiresAt().Sub(g.now()).Seconds()
 	if s.ExpiresAt().IsZero() {
 		left = 0

@@ -55,6 +55,11 @@ type Session struct {
 	// AbsoluteExpiry is the hard end of the session.
 	AbsoluteExpiry time.Time
 
+	// Frontend names the gateway frontend the session belongs to ("" for
+	// the classic single frontend). The gateway refuses a session of
+	// another frontend as no session, whatever store it comes from.
+	Frontend string
+
 	// Version counts updates; stores increase it on every Update so that a
 	// lock holder can fence stale writers.
 	Version uint64

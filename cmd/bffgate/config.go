@@ -61,6 +61,16 @@ type Config struct {
 	zeroConfig bool
 	// src is where the values came from, for errors found after loading.
 	src *source
+	// topIssuerURL is gateway.provider.issuer_url as the file and the
+	// environment gave it, before fill: set with gateway.frontends, it is
+	// ambiguous.
+	topIssuerURL string
+	// rawFrontends is gateway.frontends as given, before fill: a reload
+	// fills it again from the running configuration's other keys.
+	rawFrontends []Frontend
+	// frontendSecrets are the generated secrets of the frontends' clients
+	// at the embedded issuer, by frontend name (buildIssuer).
+	frontendSecrets map[string]string
 }
 
 type LogConfig struct {
@@ -151,6 +161,10 @@ type Gateway struct {
 	SPA                SPA                `yaml:"spa"`
 	PostLogoutRedirect string             `yaml:"post_logout_redirect"`
 	ForwardAuth        bff.ForwardAuth    `yaml:"forward_auth"`
+	// Frontends, when set, are the SPAs this listener serves, each with
+	// its own match, provider, cookies and routes (frontends.go); the
+	// keys above are then their defaults.
+	Frontends []Frontend `yaml:"frontends"`
 }
 
 // SessionConfig gathers the session's keys, which bff.Config (lifetimes,
@@ -417,9 +431,19 @@ func walkKeys(v reflect.Value, path string, fn func(key string, f reflect.Value)
 // fill derives what the other keys imply: the issuer URL from its listen
 // address, the gateway's provider from the embedded issuer, the demo API.
 func (c *Config) fill() {
-	embedded := c.Gateway.Provider.IssuerURL == ""
+	c.topIssuerURL = c.Gateway.Provider.IssuerURL
+	c.rawFrontends = cloneFrontends(c.Gateway.Frontends)
+	frontends := len(c.Gateway.Frontends) > 0
+	embedded := c.Gateway.Provider.IssuerURL == "" && !frontends
+	if c.Issuer.URL == "" {
+		c.Issuer.URL = "http://" + browsable(c.Issuer.Listen)
+	}
+	c.Issuer.URL = strings.TrimRight(c.Issuer.URL, "/")
 	if c.Issuer.Enabled == nil {
-		on := embedded
+		// With frontends: on when one of them signs in there.
+		on := embedded || slices.ContainsFunc(c.Gateway.Frontends, func(f Frontend) bool {
+			return strings.TrimRight(f.Provider.IssuerURL, "/") == c.Issuer.URL
+		})
 		c.Issuer.Enabled = &on
 	}
 	if c.Gateway.Enabled == nil {
@@ -430,10 +454,6 @@ func (c *Config) fill() {
 		on := c.zeroConfig
 		c.DemoAPI.Enabled = &on
 	}
-	if c.Issuer.URL == "" {
-		c.Issuer.URL = "http://" + browsable(c.Issuer.Listen)
-	}
-	c.Issuer.URL = strings.TrimRight(c.Issuer.URL, "/")
 	if c.Gateway.PublicURL == "" {
 		c.Gateway.PublicURL = "http://" + browsable(c.Gateway.Listen)
 	}
@@ -449,7 +469,8 @@ func (c *Config) fill() {
 	if len(c.Gateway.Provider.Scopes) == 0 {
 		c.Gateway.Provider.Scopes = bff.DefaultConfig().Provider.Scopes
 	}
-	if len(c.Gateway.Routes) == 0 && *c.DemoAPI.Enabled {
+	c.fillFrontends()
+	if len(c.Gateway.Routes) == 0 && *c.DemoAPI.Enabled && !frontends {
 		c.Gateway.Routes = []bff.Route{{Route: proxy.Route{Prefix: "/api/", Upstream: "http://" + browsable(c.DemoAPI.Listen)}, Policy: bff.PolicyUser}}
 	}
 	for i := range c.Gateway.Routes {
@@ -476,7 +497,7 @@ func browsable(listen string) string {
 // embeddedClient reports whether the gateway logs in against the embedded
 // issuer with the client bffgate registers there itself.
 func (c *Config) embeddedClient() bool {
-	return *c.Issuer.Enabled && c.Gateway.Provider.IssuerURL == c.Issuer.URL
+	return *c.Issuer.Enabled && c.Gateway.Provider.IssuerURL == c.Issuer.URL && len(c.Gateway.Frontends) == 0
 }
 
 // validate checks everything start-up checks, in one place: cmd's own keys
@@ -547,7 +568,7 @@ func (c *Config) validate() error {
 		if d := s.RedisCache.MaxStaleness; d < sessionredis.MinMaxStaleness {
 			bad("gateway.session.redis_cache.max_staleness", d.String(), "want at least "+sessionredis.MinMaxStaleness.String()+" (each instance publishes a probe every quarter of it)")
 		}
-		if !strings.HasPrefix(s.CookieName, "__Host-") && !s.InsecureDevCookies {
+		if !strings.HasPrefix(s.CookieName, "__Host-") && !s.InsecureDevCookies && len(g.Frontends) == 0 {
 			bad("gateway.session.cookie_name", s.CookieName, "want a name with the __Host- prefix (or set gateway.session.insecure_dev_cookies for plain-http development hosts)")
 		}
 		if s.MaxCookieBytes < 3800 {
@@ -569,16 +590,21 @@ func (c *Config) validate() error {
 			}
 		}
 		trustedProxies("gateway.trusted_proxies", g.TrustedProxies)
-		if g.Provider.IssuerURL == "" {
-			bad("gateway.provider.issuer_url", "", "the embedded issuer is disabled (issuer.enabled: false): want your OpenID provider's issuer URL")
-		}
-		if g.SPA.Dir != "" && g.SPA.DevURL != "" {
-			bad("gateway.spa", "dir and dev_url", "want at most one of gateway.spa.dir and gateway.spa.dev_url")
-		} else {
-			errs = append(errs, c.checkSPA()...)
-		}
-		if err := c.gatewayConfig().Validate(); err != nil {
-			errs = append(errs, c.gatewayErrors(err)...)
+		switch {
+		case len(g.Frontends) > 0:
+			errs = append(errs, c.validateFrontends()...)
+		default:
+			if g.Provider.IssuerURL == "" {
+				bad("gateway.provider.issuer_url", "", "the embedded issuer is disabled (issuer.enabled: false): want your OpenID provider's issuer URL")
+			}
+			if g.SPA.Dir != "" && g.SPA.DevURL != "" {
+				bad("gateway.spa", "dir and dev_url", "want at most one of gateway.spa.dir and gateway.spa.dev_url")
+			} else {
+				errs = append(errs, c.checkSPA()...)
+			}
+			if err := c.gatewayConfig().Validate(); err != nil {
+				errs = append(errs, c.gatewayErrors(err)...)
+			}
 		}
 	}
 
@@ -619,7 +645,8 @@ func (c *Config) validateRedis() []error {
 	bad := func(key string, val any, want string) {
 		errs = append(errs, &KeyError{Key: key, Msg: fmt.Sprintf("%s is not allowed: %s", quote(val), want)})
 	}
-	usesRedis := (*c.Issuer.Enabled && c.Issuer.Store == "redis") || (*c.Gateway.Enabled && c.Gateway.Session.Store == "redis")
+	usesRedis := (*c.Issuer.Enabled && c.Issuer.Store == "redis") || (*c.Gateway.Enabled && c.Gateway.Session.Store == "redis") ||
+		(*c.Gateway.Enabled && slices.ContainsFunc(c.Gateway.Frontends, func(f Frontend) bool { return f.Session.Store == "redis" }))
 	if usesRedis && c.Redis.URL == "" && len(c.Redis.ClusterAddrs) == 0 && len(c.Redis.SentinelAddrs) == 0 {
 		bad("redis.url", "", "a store is set to redis: want a URL such as redis://127.0.0.1:6379/0 (or redis.cluster_addrs / redis.sentinel_addrs)")
 	}

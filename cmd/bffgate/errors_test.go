@@ -32,6 +32,7 @@ func TestConfigErrorMessages(t *testing.T) {
 		{"unsafe", "unsafe.yaml", nil},
 		{"spa-dir", "spa-dir.yaml", nil},
 		{"issuer-client", "issuer-client.yaml", nil},
+		{"frontends", "frontends.yaml", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

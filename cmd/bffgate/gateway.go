@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bffgate/bffgate/bff"
 	"github.com/bffgate/bffgate/bff/demoapi"
@@ -65,14 +66,22 @@ func assertionKey(ctx context.Context, rt *runtime) (*ecdsa.PrivateKey, error) {
 	return ek, nil
 }
 
-// sessionStore builds the configured session store and what must run
-// beside it (the bbolt sweeper, the Redis near cache's invalidation
-// listener).
-func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.Store, func(context.Context) error, error) {
+// sessionStore builds a frontend's session store of kind (cookie, bbolt,
+// redis) and what must run beside it (the bbolt sweeper, the Redis near
+// cache's invalidation listener). name is the frontend's ("" for the
+// classic single frontend): a named frontend's sessions live in a
+// namespace of their own (bbolt buckets sessions@<name>/..., Redis keys
+// <prefix>session:fe:<name>:...), the classic one's where every earlier
+// release kept them.
+func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair, kind, name string, reg prometheus.Registerer) (session.Store, func(context.Context) error, error) {
 	sc := rt.cfg.Gateway.Session
 	log := rt.log.With("component", "session")
+	if name != "" {
+		log = log.With("frontend", name)
+	}
 	idle := func(context.Context) error { return nil }
-	switch sc.Store {
+	prefix := redisSessionPrefix(rt.cfg, name)
+	switch kind {
 	case "cookie":
 		// Back-channel logout with cookie sessions: ended sids are
 		// remembered in Redis when there is one (every instance sees them),
@@ -80,9 +89,9 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.St
 		var ended sessioncookie.EndedStore
 		run := idle
 		if rt.redis != nil {
-			ended = sessionredis.NewEnded(rt.redis, rt.cfg.Redis.Prefix+"session:ended:")
+			ended = sessionredis.NewEnded(rt.redis, prefix+"ended:")
 		} else {
-			e := sessionbolt.NewEnded(rt.db)
+			e := sessionbolt.NewEndedIn(rt.db, name)
 			ended = e
 			run = func(ctx context.Context) error { e.Run(ctx, sc.SweepInterval, log); return nil }
 		}
@@ -90,16 +99,20 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.St
 		for i, p := range pairs {
 			ck[i] = sessioncookie.KeyPair{Hash: p.hash, Block: p.block}
 		}
-		st, err := sessioncookie.New(sessioncookie.Config{
-			Keys: ck, MaxSize: sc.MaxCookieBytes, MaxLifetime: sc.AbsoluteLifetime, Ended: ended,
-		})
+		cc := sessioncookie.Config{Keys: ck, MaxSize: sc.MaxCookieBytes, MaxLifetime: sc.AbsoluteLifetime, Ended: ended}
+		if name != "" {
+			// The frontend under the MAC: another frontend's store, with
+			// the same keys, opens none of its cookies.
+			cc.Name = sessioncookie.DefaultName + "-" + name
+		}
+		st, err := sessioncookie.New(cc)
 		return st, run, err
 	case "redis":
 		if rt.redis == nil {
 			return nil, nil, fmt.Errorf("config: gateway.session.store: \"redis\" needs redis.url")
 		}
 		st, err := sessionredis.New(rt.redis, sessionredis.Config{
-			Prefix: rt.cfg.Redis.Prefix + "session:", Logger: log, Registerer: rt.registry, Cache: sc.RedisCache,
+			Prefix: prefix, Logger: log, Registerer: reg, Cache: sc.RedisCache,
 		})
 		if err != nil {
 			return nil, nil, err
@@ -109,7 +122,7 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.St
 		}
 		return st, func(ctx context.Context) error { st.Run(ctx); return nil }, nil
 	default:
-		st, err := sessionbolt.New(rt.db, sessionbolt.Config{Logger: log, Registerer: rt.registry})
+		st, err := sessionbolt.New(rt.db, sessionbolt.Config{Logger: log, Registerer: reg, Namespace: name})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -117,28 +130,88 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair) (session.St
 	}
 }
 
-// buildGateway makes the gateway: session store, routes, SPA, and the
-// provider (the embedded issuer, already listening, or the configured one).
-func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fiber.App, func(context.Context) error, error) {
-	gw := rt.cfg.Gateway
-	pairs, err := gatewayKeys(ctx, rt)
-	if err != nil {
-		return nil, nil, err
+// redisSessionPrefix is where a frontend's sessions live in Redis.
+func redisSessionPrefix(cfg *Config, name string) string {
+	if name == "" {
+		return cfg.Redis.Prefix + "session:"
 	}
-	store, sweep, err := sessionStore(ctx, rt, pairs)
-	if err != nil {
-		return nil, nil, err
-	}
+	return cfg.Redis.Prefix + "session:fe:" + name + ":"
+}
 
+// gatewayParts are what every frontend's gateway shares: the cookie keys
+// and the identity assertion key.
+type gatewayParts struct {
+	pairs     []keyPair
+	assertion *ecdsa.PrivateKey
+}
+
+func loadGatewayParts(ctx context.Context, rt *runtime) (gatewayParts, error) {
+	var p gatewayParts
+	var err error
+	if p.pairs, err = gatewayKeys(ctx, rt); err != nil {
+		return p, err
+	}
+	if p.assertion, err = assertionKey(ctx, rt); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// frontendBuild is what building one frontend needs: its bff.Config
+// (without runtime pieces), its name, session store kind and SPA.
+type frontendBuild struct {
+	name  string
+	bcfg  bff.Config
+	store string
+	spa   spa.Config
+	// noSPA: the frontend serves no SPA (a frontend without spa.dir or
+	// spa.dev_url).
+	noSPA bool
+	// wrapSPA adapts the SPA handler (a path prefix).
+	wrapSPA func(fiber.Handler) fiber.Handler
+}
+
+// classicBuild is the one frontend of a configuration without
+// gateway.frontends.
+func classicBuild(rt *runtime, embeddedSecret string) frontendBuild {
+	gw := rt.cfg.Gateway
 	bcfg := rt.cfg.gatewayConfig()
 	if rt.cfg.embeddedClient() && gw.Provider.ClientID == embeddedClientID && gw.Provider.ClientSecret == "" {
 		bcfg.Provider.ClientSecret = embeddedSecret
 	}
-	bcfg.Store = store
-	if bcfg.AssertionKey, err = assertionKey(ctx, rt); err != nil {
+	return frontendBuild{bcfg: bcfg, store: gw.Session.Store, spa: rt.cfg.spaConfig()}
+}
+
+// frontendBuildOf is gateway.frontends[i]'s build.
+func frontendBuildOf(cfg *Config, i int) frontendBuild {
+	f := cfg.Gateway.Frontends[i]
+	bcfg := cfg.frontendConfig(i)
+	if cfg.registersFrontendClient(f) {
+		bcfg.Provider.ClientSecret = cfg.frontendSecrets[f.Name]
+	}
+	b := frontendBuild{name: f.Name, bcfg: bcfg, store: f.Session.Store, spa: f.SPA.Config,
+		wrapSPA: func(h fiber.Handler) fiber.Handler { return frontendSPA(f, h) }}
+	b.noSPA = f.SPA.Dir == "" && f.SPA.DevURL == ""
+	return b
+}
+
+// buildFrontend makes one frontend's gateway and what runs beside it:
+// session store, routes, SPA, and the provider (the embedded issuer,
+// already listening, or the configured one), whose discovery it reads.
+func buildFrontend(ctx context.Context, rt *runtime, parts gatewayParts, fb frontendBuild) (*bff.Gateway, func(context.Context) error, error) {
+	reg := prometheus.Registerer(rt.registry)
+	logger := rt.log.With("component", "gateway")
+	if fb.name != "" {
+		reg = frontendRegisterer(rt.registry, fb.name)
+	}
+	store, sweep, err := sessionStore(ctx, rt, parts.pairs, fb.store, fb.name, reg)
+	if err != nil {
 		return nil, nil, err
 	}
-	for _, p := range pairs {
+	bcfg := fb.bcfg
+	bcfg.Store = store
+	bcfg.AssertionKey = parts.assertion
+	for _, p := range parts.pairs {
 		bcfg.Cookie.FlowKeys = append(bcfg.Cookie.FlowKeys, bff.KeyPair{Hash: p.hash, Block: p.block})
 	}
 	if rt.redis != nil {
@@ -149,23 +222,34 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 		// the only shared copy: the instance that waited cannot read the
 		// cookie the winner set.
 		prefix := rt.cfg.Redis.Prefix + "tokens:"
-		bcfg.Tokens.Locker = redistokens.NewLocker(rt.redis, prefix, redistokens.WithLogger(rt.log.With("component", "gateway")))
+		if fb.name != "" {
+			prefix += "fe:" + fb.name + ":"
+		}
+		bcfg.Tokens.Locker = redistokens.NewLocker(rt.redis, prefix, redistokens.WithLogger(logger))
 		bcfg.Tokens.Grace = redistokens.NewGrace(rt.redis, prefix)
 	}
-	bcfg.Logger = rt.log.With("component", "gateway")
-	bcfg.Registerer = rt.registry
+	bcfg.Logger = logger
+	bcfg.Registerer = reg
 	bcfg.Gatherer = rt.registry
 
-	spaCfg := rt.cfg.spaConfig()
-	spaCfg.Logger = bcfg.Logger
-	handler, err := spa.New(spaCfg)
-	if err != nil {
-		return nil, nil, err
+	if !fb.noSPA {
+		spaCfg := fb.spa
+		spaCfg.Logger = bcfg.Logger
+		handler, err := spa.New(spaCfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		if fb.wrapSPA != nil {
+			handler = fb.wrapSPA(handler)
+		}
+		bcfg.SPA = handler
 	}
-	bcfg.SPA = handler
 
-	g, err := bff.New(ctx, bcfg)
+	g, err := bff.NewGateway(ctx, bcfg)
 	if err != nil {
+		if fb.name != "" {
+			err = fmt.Errorf("frontend %s: %w", fb.name, err)
+		}
 		return nil, nil, err
 	}
 	run := func(ctx context.Context) error {
@@ -177,7 +261,7 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*fib
 		}
 		return err
 	}
-	return g.App(), run, nil
+	return g, run, nil
 }
 
 // buildDemoAPI makes the demo resource server. With encrypted tokens it

@@ -91,6 +91,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 			Resources: resourceURLs(gwResources),
 		})
 	}
+	icfg.Clients = append(icfg.Clients, c.frontendClients(clientSecret)...)
 	if c.zeroConfig {
 		icfg.Users = append(icfg.Users, issuer.User{
 			Username: demoUser, PasswordHash: demoPasswordHash, Subject: "demo-user-1",
@@ -148,14 +149,20 @@ func (c *Config) spaConfig() spa.Config {
 // checkSPA builds the SPA handler as serve will: that is what finds a
 // gateway.spa.dir that does not exist or holds no index.html.
 func (c *Config) checkSPA() []error {
-	sc := c.spaConfig()
+	return checkSPAConfig("gateway.spa", SPA{Config: c.spaConfig()})
+}
+
+// checkSPAConfig builds the handler of the SPA at key (gateway.spa or
+// gateway.frontends[i].spa).
+func checkSPAConfig(key string, s SPA) []error {
+	sc := s.Config
 	if sc.DevIdleTimeout < 0 {
-		return []error{&KeyError{Key: "gateway.spa.dev_idle_timeout", Msg: fmt.Sprintf("%s must not be negative: want zero (the default, %s) or a duration under the dev server's keep-alive timeout (Node's is 5s)", sc.DevIdleTimeout, upstream.DefaultIdleTimeout)}}
+		return []error{&KeyError{Key: key + ".dev_idle_timeout", Msg: fmt.Sprintf("%s must not be negative: want zero (the default, %s) or a duration under the dev server's keep-alive timeout (Node's is 5s)", sc.DevIdleTimeout, upstream.DefaultIdleTimeout)}}
 	}
 	if _, err := spa.New(sc); err != nil {
-		key, val := "gateway.spa.dev_url", sc.DevURL
+		at, val := key+".dev_url", sc.DevURL
 		if sc.DevURL == "" {
-			key, val = "gateway.spa.dir", sc.Dir
+			at, val = key+".dir", sc.Dir
 		}
 		msg := err.Error()
 		if _, serr := os.Stat(sc.Dir); sc.DevURL == "" && serr != nil {
@@ -168,7 +175,7 @@ func (c *Config) checkSPA() []error {
 		if sc.DevURL == "" {
 			msg += "; want the build output directory (Vite's dist/) holding index.html"
 		}
-		return []error{&KeyError{Key: key, Msg: fmt.Sprintf("%q cannot be served: %s", val, msg)}}
+		return []error{&KeyError{Key: at, Msg: fmt.Sprintf("%q cannot be served: %s", val, msg)}}
 	}
 	return nil
 }
@@ -225,6 +232,26 @@ const embeddedClientPrefix = "the gateway's client at the embedded issuer, made 
 
 func (c *Config) issuerErrors(err error) []error {
 	return packageErrors(err, func(path string) (string, string) {
+		if i, ok := listIndex(path, "clients"); ok && i >= len(c.Issuer.Clients) {
+			// After the configured clients: the gateway's own, then the
+			// frontends' (frontendClients), in their order.
+			i -= len(c.Issuer.Clients)
+			if c.registersGatewayClient() {
+				if i == 0 {
+					return "gateway.public_url", embeddedClientPrefix
+				}
+				i--
+			}
+			for j, f := range c.Gateway.Frontends {
+				if !c.registersFrontendClient(f) {
+					continue
+				}
+				if i == 0 {
+					return fmt.Sprintf("gateway.frontends[%d].public_url", j), "the client " + f.Provider.ClientID + " bffgate registers at the embedded issuer for " + frontendLabel(f) + ", made from its public_url, match.path_prefix and base_path: "
+				}
+				i--
+			}
+		}
 		for _, list := range []struct {
 			name string
 			n    int
@@ -294,15 +321,27 @@ func listIndex(path, name string) (int, bool) {
 // http on a loopback host, as MCP clients require; others are left for
 // issuer.resources.
 func (c *Config) gatewayResources() []issuer.Resource {
-	if !c.embeddedClient() {
-		return nil
-	}
 	var out []issuer.Resource
-	for _, r := range c.Gateway.Routes {
+	if c.embeddedClient() {
+		out = resourcesOf(c.Gateway.PublicURL, c.Gateway.Routes)
+	}
+	for _, f := range c.Gateway.Frontends {
+		if c.frontendEmbedded(f) {
+			out = append(out, resourcesOf(f.PublicURL, f.Routes)...)
+		}
+	}
+	return out
+}
+
+// resourcesOf are the resources of the bearer routes of a frontend at
+// pub.
+func resourcesOf(pub string, routes []bff.Route) []issuer.Resource {
+	var out []issuer.Resource
+	for _, r := range routes {
 		if !r.AcceptsBearer() {
 			continue
 		}
-		res := r.ResourceURL(c.Gateway.PublicURL)
+		res := r.ResourceURL(pub)
 		u, err := url.Parse(res)
 		if err != nil || !(u.Scheme == "https" || u.Scheme == "http" && loopbackHost(u.Hostname())) {
 			continue
@@ -329,8 +368,13 @@ func resourceURLs(rs []issuer.Resource) []string {
 }
 
 func (c *Config) gatewayExchangePolicy() issuer.TokenExchange {
+	return exchangePolicyOf(c.Gateway.Routes)
+}
+
+// exchangePolicyOf is the token exchange policy a client needs for routes.
+func exchangePolicyOf(routes []bff.Route) issuer.TokenExchange {
 	var p issuer.TokenExchange
-	for _, r := range c.Gateway.Routes {
+	for _, r := range routes {
 		e := r.Token.Exchange
 		if e.Audience == "" && e.Resource == "" {
 			continue

@@ -306,16 +306,17 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 		}
 	}
 	if *cfg.Gateway.Enabled {
-		app, run, err := buildGateway(gctx, rt, clientSecret)
+		gs, err := buildGateway(gctx, rt, clientSecret)
 		if err != nil {
 			shutdown()
 			return err
 		}
-		g.Go(func() error { return run(gctx) })
-		if err := serve("gateway", cfg.Gateway.Listen, app); err != nil {
+		g.Go(func() error { return gs.Run(gctx) })
+		if err := serve("gateway", cfg.Gateway.Listen, gs.host.App()); err != nil {
 			shutdown()
 			return err
 		}
+		g.Go(func() error { gs.watchReload(gctx, f, env); return nil })
 	}
 	printBanner(stdout, cfg)
 	for _, w := range startupWarnings(cfg) {
@@ -323,7 +324,7 @@ func cmdServe(args []string, stdout, stderr io.Writer, env []string) error {
 	}
 	log.Info("bffgate started", "version", version, "data_dir", cfg.DataDir,
 		"issuer", enabledURL(*cfg.Issuer.Enabled, cfg.Issuer.URL),
-		"gateway", enabledURL(*cfg.Gateway.Enabled, cfg.Gateway.PublicURL))
+		"gateway", enabledURL(*cfg.Gateway.Enabled, cfg.Gateway.PublicURL), "frontends", len(cfg.Gateway.Frontends))
 
 	<-gctx.Done()
 	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout.D().String())
@@ -378,6 +379,21 @@ func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, erro
 		}
 		secret = base64.RawURLEncoding.EncodeToString(raw)
 	}
+	// Each frontend's own client at the embedded issuer, its secret
+	// generated once and kept in the store as the gateway's is.
+	for _, f := range cfg.Gateway.Frontends {
+		if !cfg.registersFrontendClient(f) {
+			continue
+		}
+		raw, err := rt.istore.Secret(ctx, "issuer/client/"+f.Provider.ClientID, randomBytes(32))
+		if err != nil {
+			return nil, "", fmt.Errorf("issuer: reading the secret of %s's client: %w", f.Name, err)
+		}
+		if cfg.frontendSecrets == nil {
+			cfg.frontendSecrets = map[string]string{}
+		}
+		cfg.frontendSecrets[f.Name] = base64.RawURLEncoding.EncodeToString(raw)
+	}
 	icfg := cfg.issuerConfig(secret)
 	icfg.Store = rt.istore
 	icfg.DenylistSubscriber = rt.denySub
@@ -409,7 +425,27 @@ func startupWarnings(cfg *Config) []string {
 func printBanner(w io.Writer, cfg *Config) {
 	var b strings.Builder
 	b.WriteString("\nbffgate " + version + " is running\n")
-	if *cfg.Gateway.Enabled {
+	if *cfg.Gateway.Enabled && len(cfg.Gateway.Frontends) > 0 {
+		fmt.Fprintf(&b, "  gateway        %s, %d frontends (reload them with SIGHUP):\n", cfg.Gateway.Listen, len(cfg.Gateway.Frontends))
+		for _, f := range cfg.Gateway.Frontends {
+			match := "any host"
+			if len(f.Match.Hosts) > 0 {
+				match = "host " + strings.Join(f.Match.Hosts, ", ")
+			}
+			if f.Match.PathPrefix != "" {
+				match += ", path " + f.Match.PathPrefix
+			}
+			fmt.Fprintf(&b, "    %-12s %s%s/ (%s; login %s%s/login; provider %s, client %s", f.Name, f.PublicURL, f.Match.PathPrefix, match,
+				f.Match.PathPrefix, f.BasePath, f.Provider.IssuerURL, f.Provider.ClientID)
+			if len(f.Routes) > 0 {
+				b.WriteString("; API routes:")
+			}
+			for _, r := range f.Routes {
+				fmt.Fprintf(&b, " %s -> %s", r.Prefix, r.Upstream)
+			}
+			b.WriteString(")\n")
+		}
+	} else if *cfg.Gateway.Enabled {
 		fmt.Fprintf(&b, "  open           %s/\n", cfg.Gateway.PublicURL)
 		fmt.Fprintf(&b, "  gateway        %s%s/login, /user, /logout (API routes:", cfg.Gateway.PublicURL, cfg.Gateway.BasePath)
 		for _, r := range cfg.Gateway.Routes {

@@ -33,6 +33,8 @@
 //	sessions/ended_sid     sid or deleted-session key -> Nanos(until)
 //	sessions/ended_sub     subject -> Nanos(since) | Nanos(until)
 //	sessions/health, sessions/ended_health  readiness probes
+//	sessions@<frontend>/...  the same buckets for each named frontend of
+//	                       gateway.frontends (Sessions)
 //
 // The two index encodings differ (a 2-byte length prefix for the issuer's,
 // a uvarint for the sessions'): each is what its first release wrote.

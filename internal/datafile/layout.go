@@ -74,6 +74,39 @@ const (
 	SessionEndedHealth = "sessions/ended_health"
 )
 
+// SessionBuckets are the bucket names of one session namespace.
+type SessionBuckets struct {
+	Records, BySID, BySub, Expiry, EndedSID, EndedSub []byte
+	// Health and EndedHealth are the readiness probes' buckets.
+	Health, EndedHealth string
+}
+
+// Sessions returns the session buckets of a namespace: the first
+// release's names (sessions/records, ...) for "", the classic single
+// frontend, and sessions@<namespace>/records, ... for a named frontend,
+// so that one frontend's tickets name nothing in another's and ending by
+// sid or subject never reaches across.
+func Sessions(namespace string) SessionBuckets {
+	if namespace == "" {
+		return SessionBuckets{
+			Records: []byte(SessionRecords), BySID: []byte(SessionsBySID), BySub: []byte(SessionsBySub),
+			Expiry: []byte(SessionExpiry), EndedSID: []byte(SessionEndedSID), EndedSub: []byte(SessionEndedSub),
+			Health: SessionHealth, EndedHealth: SessionEndedHealth,
+		}
+	}
+	p := "sessions@" + namespace + "/"
+	return SessionBuckets{
+		Records: []byte(p + "records"), BySID: []byte(p + "by_sid"), BySub: []byte(p + "by_sub"),
+		Expiry: []byte(p + "expiry"), EndedSID: []byte(p + "ended_sid"), EndedSub: []byte(p + "ended_sub"),
+		Health: p + "health", EndedHealth: p + "ended_health",
+	}
+}
+
+// All lists every bucket of b, the probes' included.
+func (b SessionBuckets) All() [][]byte {
+	return [][]byte{b.Records, b.BySID, b.BySub, b.Expiry, b.EndedSID, b.EndedSub, []byte(b.Health), []byte(b.EndedHealth)}
+}
+
 // Nanos maps t onto an unsigned, order-preserving number: Unix
 // nanoseconds, clamped to [1970, 2262-04-11] (what an int64 holds). It is
 // the stored form of every time in the file.

@@ -37,6 +37,7 @@ const HeaderRequestID = "X-Request-Id"
 const (
 	localsRequestID = "obs.requestid"
 	localsRoute     = "obs.route"
+	localsFrontend  = "obs.frontend"
 )
 
 // Config configures an Obs for one listener.
@@ -172,14 +173,18 @@ func (o *Obs) Middleware() fiber.Handler {
 			if status >= 500 {
 				level = slog.LevelError
 			}
-			o.log.LogAttrs(c.UserContext(), level, "request",
+			attrs := []slog.Attr{
 				slog.String("request_id", id),
 				slog.String("method", method),
 				slog.String("route", route),
 				slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
 				slog.Int("status", status),
 				slog.Duration("duration", elapsed),
-			)
+			}
+			if fe, _ := c.Locals(localsFrontend).(string); fe != "" {
+				attrs = append(attrs, slog.String("frontend", fe))
+			}
+			o.log.LogAttrs(c.UserContext(), level, "request", attrs...)
 		}
 		return err
 	}
@@ -190,6 +195,11 @@ func (o *Obs) Middleware() fiber.Handler {
 // route pattern of its own). route must be a fixed name, such as a
 // configured prefix, never a value taken from the request.
 func SetRoute(c *fiber.Ctx, route string) { c.Locals(localsRoute, route) }
+
+// SetFrontend names the frontend that served the request, for the access
+// log (several frontends on one listener). name must be a configured
+// frontend's name, never a value taken from the request.
+func SetFrontend(c *fiber.Ctx, name string) { c.Locals(localsFrontend, name) }
 
 // Refused counts a request refused at the edge, by reason (an edge.Error
 // Kind).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	bbolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/bffgate/bffgate/internal/boltfault"
 	"github.com/bffgate/bffgate/internal/datafile"
@@ -49,6 +50,10 @@ type Config struct {
 	// removes, so that a large sweep does not hold bbolt's writer lock for
 	// long. Zero means DefaultSweepBatch.
 	SweepBatch int
+	// Namespace keeps the store's sessions apart from every other
+	// namespace's in the same file (datafile.Sessions): a gateway
+	// frontend's name. "" is the first release's buckets.
+	Namespace string
 }
 
 // Store is a session.Store on a bbolt database: the rules of
@@ -71,7 +76,7 @@ func New(db *bbolt.DB, cfg Config) (*Store, error) {
 	if cfg.SweepBatch < 0 {
 		return nil, fmt.Errorf("session/bolt: Config.SweepBatch is %d; it must be positive (or zero for %d)", cfg.SweepBatch, DefaultSweepBatch)
 	}
-	e, err := NewEngine(db, cfg.Now)
+	e, err := NewEngineIn(db, cfg.Namespace, cfg.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +112,7 @@ func New(db *bbolt.DB, cfg Config) (*Store, error) {
 // is one bbolt transaction, durable when it returns.
 type Engine struct {
 	db *bbolt.DB
+	bk datafile.SessionBuckets
 	// recs skips the read transaction for a record unchanged since it was
 	// last read.
 	recs *recCache
@@ -119,12 +125,19 @@ var _ tickets.Engine = (*Engine)(nil)
 // NewEngine returns the Engine on db, creating its buckets when missing.
 // now is the probe's clock (nil: time.Now).
 func NewEngine(db *bbolt.DB, now func() time.Time) (*Engine, error) {
+	return NewEngineIn(db, "", now)
+}
+
+// NewEngineIn is NewEngine on the buckets of namespace
+// (datafile.Sessions).
+func NewEngineIn(db *bbolt.DB, namespace string, now func() time.Time) (*Engine, error) {
 	if db == nil {
 		return nil, errors.New("session/bolt: New: db is nil; open the data file first (datafile.Open)")
 	}
-	e := &Engine{db: db, recs: newRecCache(recCacheMax), probe: boltfault.NewProbe(db, datafile.SessionHealth, now)}
+	bk := datafile.Sessions(namespace)
+	e := &Engine{db: db, bk: bk, recs: newRecCache(recCacheMax), probe: boltfault.NewProbe(db, bk.Health, now)}
 	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketRecords, bucketBySID, bucketBySub, bucketExpiry} {
+		for _, name := range [][]byte{bk.Records, bk.BySID, bk.BySub, bk.Expiry} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -159,7 +172,7 @@ type buckets struct {
 // open is the package's open with the record cache told of every record a
 // write transaction changes, once it commits.
 func (e *Engine) open(tx *bbolt.Tx) (buckets, error) {
-	b, err := open(tx)
+	b, err := open(tx, e.bk)
 	if tx.Writable() {
 		b.wrote = func(id []byte) {
 			id = bytes.Clone(id)
@@ -169,12 +182,12 @@ func (e *Engine) open(tx *bbolt.Tx) (buckets, error) {
 	return b, err
 }
 
-func open(tx *bbolt.Tx) (buckets, error) {
+func open(tx *bbolt.Tx, bk datafile.SessionBuckets) (buckets, error) {
 	b := buckets{
-		records: tx.Bucket(bucketRecords),
-		bySID:   tx.Bucket(bucketBySID),
-		bySub:   tx.Bucket(bucketBySub),
-		expiry:  tx.Bucket(bucketExpiry),
+		records: tx.Bucket(bk.Records),
+		bySID:   tx.Bucket(bk.BySID),
+		bySub:   tx.Bucket(bk.BySub),
+		expiry:  tx.Bucket(bk.Expiry),
 	}
 	if b.records == nil || b.bySID == nil || b.bySub == nil || b.expiry == nil {
 		return b, errors.New("the sessions/ buckets are missing from the data file; was it replaced while running?")
@@ -390,7 +403,7 @@ func (e *Engine) End(ctx context.Context, ix tickets.Index, v string, match func
 // and can be written (boltfault.Probe, reused for a second).
 func (e *Engine) Ping(ctx context.Context) error {
 	err := e.db.View(func(tx *bbolt.Tx) error {
-		_, err := open(tx)
+		_, err := open(tx, e.bk)
 		return err
 	})
 	if err != nil {
@@ -412,7 +425,7 @@ func (s *Store) Sweep(now time.Time) (int, error) {
 	// empty write transaction still syncs the file.
 	due := false
 	err := s.e.db.View(func(tx *bbolt.Tx) error {
-		b, err := open(tx)
+		b, err := open(tx, s.e.bk)
 		if err != nil {
 			return err
 		}
@@ -523,4 +536,27 @@ func (s *Store) Run(ctx context.Context, interval time.Duration) {
 			s.log.Info("expired sessions swept", "removed", n)
 		}
 	}
+}
+
+// Purge deletes every bucket of a named namespace (a removed frontend's
+// sessions and ended records) and reports how many sessions it held. The
+// classic namespace "" is never purged.
+func Purge(db *bbolt.DB, namespace string) (int, error) {
+	if namespace == "" {
+		return 0, errors.New("session/bolt: purge: the classic namespace cannot be purged")
+	}
+	bk := datafile.Sessions(namespace)
+	n := 0
+	err := db.Update(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bk.Records); b != nil {
+			n = b.Stats().KeyN
+		}
+		for _, name := range bk.All() {
+			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, wrapErr(db, "purge namespace", err)
 }

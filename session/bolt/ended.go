@@ -35,6 +35,7 @@ import (
 // answer stale. Use one Ended per data file.
 type Ended struct {
 	db    *bbolt.DB
+	bk    datafile.SessionBuckets
 	probe *boltfault.Probe
 
 	// gen counts writes; a remembered answer holds while gen is what it
@@ -54,8 +55,13 @@ type endedKey struct {
 const endedCacheMax = 16384
 
 // NewEnded returns an Ended on db.
-func NewEnded(db *bbolt.DB) *Ended {
-	return &Ended{db: db, probe: boltfault.NewProbe(db, datafile.SessionEndedHealth, nil), live: map[endedKey]uint64{}}
+func NewEnded(db *bbolt.DB) *Ended { return NewEndedIn(db, "") }
+
+// NewEndedIn is NewEnded on the buckets of namespace (datafile.Sessions):
+// a frontend's logouts end only its own cookie sessions.
+func NewEndedIn(db *bbolt.DB, namespace string) *Ended {
+	bk := datafile.Sessions(namespace)
+	return &Ended{db: db, bk: bk, probe: boltfault.NewProbe(db, bk.EndedHealth, nil), live: map[endedKey]uint64{}}
 }
 
 // Ended reports whether a session with the given sid and subject, created
@@ -83,11 +89,11 @@ func (e *Ended) Ended(ctx context.Context, sid, sub string, created time.Time) (
 	}
 	ended := false
 	err := e.db.View(func(tx *bbolt.Tx) error {
-		if b := tx.Bucket(bucketEndedSID); sid != "" && b != nil && b.Get([]byte(sid)) != nil {
+		if b := tx.Bucket(e.bk.EndedSID); sid != "" && b != nil && b.Get([]byte(sid)) != nil {
 			ended = true
 			return nil
 		}
-		if b := tx.Bucket(bucketEndedSub); sub != "" && b != nil {
+		if b := tx.Bucket(e.bk.EndedSub); sub != "" && b != nil {
 			if v := b.Get([]byte(sub)); len(v) == 16 {
 				since := int64(binary.BigEndian.Uint64(v[:8]))
 				ended = datafile.Nanos(created) <= uint64(since)
@@ -140,7 +146,7 @@ func (e *Ended) EndSID(ctx context.Context, sid string, until time.Time) error {
 	}
 	defer e.wrote()
 	return wrapErr(e.db, "end sid", e.db.Update(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketEndedSID)
+		b, err := tx.CreateBucketIfNotExists(e.bk.EndedSID)
 		if err != nil {
 			return err
 		}
@@ -164,7 +170,7 @@ func (e *Ended) EndSubject(ctx context.Context, sub string, since, until time.Ti
 	}
 	defer e.wrote()
 	return wrapErr(e.db, "end subject", e.db.Update(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketEndedSub)
+		b, err := tx.CreateBucketIfNotExists(e.bk.EndedSub)
 		if err != nil {
 			return err
 		}
@@ -185,7 +191,7 @@ func (e *Ended) Sweep(now time.Time) (int, error) {
 	n := 0
 	limit := datafile.Nanos(now)
 	err := e.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketEndedSID, bucketEndedSub} {
+		for _, name := range [][]byte{e.bk.EndedSID, e.bk.EndedSub} {
 			b := tx.Bucket(name)
 			if b == nil {
 				continue

@@ -19,7 +19,8 @@
 //	          tokens in the JWT form: uvarint segment count (2..5), then each
 //	          base64url segment decoded, as uvarint length and bytes
 //	          times: varint Unix seconds, uvarint nanoseconds
-//	          IdleTimeout: varint nanoseconds; Version: uvarint
+//	          IdleTimeout: varint nanoseconds; Version: uvarint;
+//	          Frontend (added later, last): a string
 //
 // The JWT form stores a compact JWS (3 segments) or JWE (5 segments) with its
 // base64url segments decoded, a quarter smaller. It is used only when the
@@ -80,6 +81,9 @@ const (
 	bitIDTokenJWT
 	bitAccessTokenJWT
 	bitRefreshTokenJWT
+	// bitFrontend was added after the first release: records and cookies
+	// written before it have no frontend, which is the classic one.
+	bitFrontend
 
 	allBits = 1<<iota - 1
 )
@@ -148,8 +152,9 @@ func Marshal(s *session.Session) []byte {
 	if s.Version != 0 {
 		bits |= bitVersion
 	}
+	str(s.Frontend, bitFrontend)
 
-	b := make([]byte, 0, 64+len(s.ID)+len(s.Subject)+len(s.SID)+len(s.Issuer)+len(s.Claims)+
+	b := make([]byte, 0, 64+len(s.Frontend)+len(s.ID)+len(s.Subject)+len(s.SID)+len(s.Issuer)+len(s.Claims)+
 		len(s.IDToken)+len(s.AccessToken)+len(s.RefreshToken)+len(s.TokenType))
 	b = append(b, Version)
 	b = binary.AppendUvarint(b, bits)
@@ -175,7 +180,7 @@ func Marshal(s *session.Session) []byte {
 	if s.Version != 0 {
 		b = binary.AppendUvarint(b, s.Version)
 	}
-	return b
+	return appendString(b, s.Frontend)
 }
 
 // Unmarshal decodes an encoding made by Marshal. It returns an error
@@ -253,6 +258,9 @@ func Unmarshal(b []byte) (*session.Session, error) {
 	}
 	if has(bitVersion) {
 		s.Version = d.uvarint("Version")
+	}
+	if has(bitFrontend) {
+		s.Frontend = d.string("Frontend")
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -56,7 +56,7 @@ func equalSessions(a, b *session.Session) bool {
 		a.IDToken == b.IDToken && a.AccessToken == b.AccessToken && a.RefreshToken == b.RefreshToken &&
 		a.TokenType == b.TokenType && a.AccessExpiry.Equal(b.AccessExpiry) && a.Created.Equal(b.Created) &&
 		a.LastSeen.Equal(b.LastSeen) && a.IdleTimeout == b.IdleTimeout &&
-		a.AbsoluteExpiry.Equal(b.AbsoluteExpiry) && a.Version == b.Version
+		a.AbsoluteExpiry.Equal(b.AbsoluteExpiry) && a.Version == b.Version && a.Frontend == b.Frontend
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -84,6 +84,7 @@ func TestRoundTrip(t *testing.T) {
 			AbsoluteExpiry: time.Date(2030, 1, 1, 1, 0, 0, 5, local),
 		}},
 		{"negative idle", &session.Session{IdleTimeout: -time.Second, Version: ^uint64(0)}},
+		{"frontend", &session.Session{Subject: "s", Version: 2, Frontend: "admin"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -268,4 +269,35 @@ func FuzzRoundTrip(f *testing.F) {
 			t.Fatalf("round trip differs:\n in: %+v\nout: %+v", s, got)
 		}
 	})
+}
+
+// TestFrontendCompatible: an encoding written before Session.Frontend
+// existed (no presence bit 18) still decodes, with the classic frontend
+// "", and a session without a frontend encodes exactly as before.
+func TestFrontendCompatible(t *testing.T) {
+	t.Parallel()
+	// Version 1, presence Subject|Version, "sub", 7: what the first
+	// release wrote for this session.
+	old := enc(bitSubject|bitVersion, uvarint(3), []byte("sub"), uvarint(7))
+	s, err := Unmarshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Subject != "sub" || s.Version != 7 || s.Frontend != "" {
+		t.Fatalf("decoded %+v", s)
+	}
+	if again := Marshal(s); !bytes.Equal(again, old) {
+		t.Fatalf("a session without frontend encodes as %x, the first release wrote %x", again, old)
+	}
+	s.Frontend = "shop"
+	b := Marshal(s)
+	got, err := Unmarshal(b)
+	if err != nil || got.Frontend != "shop" {
+		t.Fatalf("frontend round trip: %+v, %v", got, err)
+	}
+	// The frontend is the last field: cutting it leaves a length past
+	// the end, refused.
+	if _, err := Unmarshal(b[:len(b)-1]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("cut frontend: %v", err)
+	}
 }

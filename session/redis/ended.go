@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -140,4 +142,75 @@ func (e *Ended) end(ctx context.Context, op, key, since string, until time.Time)
 	}
 	err := endScript.Run(ctx, e.rdb, []string{key}, since, expiryMS(until)).Err()
 	return wrapErr(op, err)
+}
+
+// Purge deletes every key under prefix (a removed frontend's sessions,
+// indexes and ended records: its store's prefix) and reports how many it
+// deleted. It walks the keys with SCAN, on every master of a cluster. The
+// prefix must be a namespace's own: purging DefaultPrefix or a shorter
+// prefix would take the classic sessions too, and is refused.
+func Purge(ctx context.Context, client goredis.UniversalClient, prefix string) (int, error) {
+	if client == nil {
+		return 0, errors.New("session/redis: purge: client is nil")
+	}
+	if prefix == "" || len(prefix) <= len(DefaultPrefix) && strings.HasPrefix(DefaultPrefix, prefix) {
+		return 0, fmt.Errorf("session/redis: purge: %q is not a namespace's prefix", prefix)
+	}
+	pattern := globEscape(prefix) + "*"
+	var n atomic.Int64
+	purge := func(ctx context.Context, c goredis.Cmdable) error {
+		it := c.Scan(ctx, 0, pattern, 500).Iterator()
+		var batch []string
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			// One key per call: in a cluster the keys of a batch may
+			// live in different slots.
+			for _, k := range batch {
+				d, err := c.Del(ctx, k).Result()
+				if err != nil {
+					return err
+				}
+				n.Add(d)
+			}
+			batch = batch[:0]
+			return nil
+		}
+		for it.Next(ctx) {
+			batch = append(batch, it.Val())
+			if len(batch) == 500 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := it.Err(); err != nil {
+			return err
+		}
+		return flush()
+	}
+	var err error
+	if cc, ok := client.(*goredis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error { return purge(ctx, c) })
+	} else {
+		err = purge(ctx, client)
+	}
+	if err != nil {
+		return int(n.Load()), wrapErr("purge", err)
+	}
+	return int(n.Load()), nil
+}
+
+// globEscape escapes the characters SCAN's MATCH treats as a pattern.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

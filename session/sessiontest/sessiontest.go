@@ -87,6 +87,7 @@ func Sample(now time.Time, n int) *session.Session {
 		IdleTimeout:    30 * time.Minute,
 		AbsoluteExpiry: now.Add(12 * time.Hour),
 		Version:        7,
+		Frontend:       "shop",
 	}
 }
 
@@ -187,6 +188,9 @@ func diff(got, want *session.Session) []string {
 	tm("AbsoluteExpiry", got.AbsoluteExpiry, want.AbsoluteExpiry)
 	if got.Version != want.Version {
 		d = append(d, fmt.Sprintf("Version = %d, want %d", got.Version, want.Version))
+	}
+	if got.Frontend != want.Frontend {
+		d = append(d, fmt.Sprintf("Frontend = %q, want %q", got.Frontend, want.Frontend))
 	}
 	return d
 }

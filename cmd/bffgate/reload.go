@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"reflect"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bffgate/bffgate/bff"
+	sessionbolt "github.com/bffgate/bffgate/session/bolt"
+	sessionredis "github.com/bffgate/bffgate/session/redis"
+)
+
+// gatewayServer is the gateway listener: one bff.Host and the frontends
+// it serves, each a gateway with the work it runs beside (sweepers,
+// listeners), which a reload (SIGHUP) replaces one by one.
+type gatewayServer struct {
+	rt     *runtime
+	parts  gatewayParts
+	host   *bff.Host
+	ctx    context.Context // the server's life; each frontend runs under a child
+	reload *prometheus.CounterVec
+
+	mu        sync.Mutex
+	cfg       *Config
+	frontends map[string]*runningFrontend
+	wg        sync.WaitGroup
+}
+
+// runningFrontend is one frontend in service.
+type runningFrontend struct {
+	conf   Frontend // as configured (gateway.frontends[i]); zero for the classic one
+	gw     *bff.Gateway
+	cancel context.CancelFunc
+}
+
+// buildGateway makes the gateway listener with its frontends: the one of
+// the top-level keys, or those of gateway.frontends.
+func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gatewayServer, error) {
+	parts, err := loadGatewayParts(ctx, rt)
+	if err != nil {
+		return nil, err
+	}
+	host, err := bff.NewHost(bff.HostConfig{Logger: rt.log.With("component", "gateway"), Registerer: rt.registry,
+		Gatherer: rt.registry, AccessLog: rt.cfg.Log.Access, BodyLimit: bff.DefaultConfig().BodyLimit})
+	if err != nil {
+		return nil, err
+	}
+	s := &gatewayServer{rt: rt, parts: parts, host: host, ctx: ctx, cfg: rt.cfg, frontends: map[string]*runningFrontend{}}
+	s.reload = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bffgate_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP) of the gateway's frontends, by result (ok, error).",
+	}, []string{"result"})
+	if err := rt.registry.Register(s.reload); err != nil {
+		return nil, err
+	}
+	var gws []*bff.Gateway
+	if len(rt.cfg.Gateway.Frontends) == 0 {
+		g, run, err := buildFrontend(ctx, rt, parts, classicBuild(rt, embeddedSecret))
+		if err != nil {
+			return nil, err
+		}
+		s.start("", Frontend{}, g, run)
+		gws = append(gws, g)
+	} else {
+		for i, f := range rt.cfg.Gateway.Frontends {
+			g, run, err := buildFrontend(ctx, rt, parts, frontendBuildOf(rt.cfg, i))
+			if err != nil {
+				s.stop()
+				return nil, err
+			}
+			s.start(f.Name, f, g, run)
+			gws = append(gws, g)
+		}
+	}
+	if err := host.Set(gws); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// start runs a frontend's background work until it is replaced or the
+// server stops.
+func (s *gatewayServer) start(name string, conf Frontend, g *bff.Gateway, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.frontends[name] = &runningFrontend{conf: conf, gw: g, cancel: cancel}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.rt.log.Error("gateway background work failed", "frontend", name, "err", err)
+		}
+	}()
+}
+
+// stop ends every frontend's background work and waits for it.
+func (s *gatewayServer) stop() {
+	s.mu.Lock()
+	for _, f := range s.frontends {
+		f.cancel()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// Run waits until ctx ends, then stops the frontends' work.
+func (s *gatewayServer) Run(ctx context.Context) error {
+	<-ctx.Done()
+	s.stop()
+	return nil
+}
+
+// Reload applies gateway.frontends of next, a configuration loaded (and
+// validated) from the same file: changed and added frontends get new
+// gateways (discovery of their provider included), unchanged ones keep
+// theirs and their sessions, removed ones answer 401 frontend_removed
+// until a restart and their server-side sessions are deleted in the
+// background. Other changed keys need a restart: they are named in the
+// returned warnings and not applied. On an error nothing changes.
+func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cfg.Gateway.Frontends) == 0 || len(next.Gateway.Frontends) == 0 {
+		if reflect.DeepEqual(comparable(s.cfg), comparable(next)) {
+			return nil, nil
+		}
+		return []string{"the configuration changed, but only gateway.frontends is applied by a reload (this instance runs without it): restart bffgate to apply it"}, nil
+	}
+	if !reflect.DeepEqual(comparable(s.cfg), comparable(next)) {
+		warnings = append(warnings, "keys other than gateway.frontends changed: they need a restart and are not applied")
+	}
+	// The new frontends over the running configuration's other keys (what
+	// they inherit included), checked again on those.
+	merged := *s.cfg
+	merged.Gateway.Frontends = cloneFrontends(next.rawFrontends)
+	merged.rawFrontends = next.rawFrontends
+	merged.fillFrontends()
+	if errs := merged.validateFrontends(); len(errs) > 0 {
+		return warnings, next.src.locateAll(errors.Join(errs...))
+	}
+	next = &merged
+	// The embedded issuer's clients are fixed at its start: a frontend
+	// whose client bffgate would register there anew cannot come live.
+	for i, f := range next.Gateway.Frontends {
+		if !next.registersFrontendClient(f) {
+			continue
+		}
+		old, ok := s.frontends[f.Name]
+		if !ok || !s.cfg.registersFrontendClient(old.conf) ||
+			!reflect.DeepEqual(s.cfg.frontendClient(old.conf, ""), next.frontendClient(f, "")) {
+			return warnings, &KeyError{Key: fmt.Sprintf("gateway.frontends[%d]", i),
+				Msg: frontendLabel(f) + ": its client at the embedded issuer (" + f.Provider.ClientID + ") would be registered anew or changed, which needs a restart: the issuer's clients are fixed at its start"}
+		}
+	}
+	next.frontendSecrets = s.cfg.frontendSecrets
+	type built struct {
+		name string
+		conf Frontend
+		gw   *bff.Gateway
+		run  func(context.Context) error
+	}
+	// Built but not yet served, a new gateway runs nothing: on an error
+	// it is dropped as it is.
+	var fresh []built
+	var gws []*bff.Gateway
+	// A kept gateway strips the other frontends' cookies it was told of:
+	// a new cookie name rebuilds them all.
+	sameCookies := slices.Equal(s.cfg.frontendCookieNames(), next.frontendCookieNames())
+	for i, f := range next.Gateway.Frontends {
+		if old, ok := s.frontends[f.Name]; ok && sameCookies && reflect.DeepEqual(old.conf, f) {
+			gws = append(gws, old.gw)
+			continue
+		}
+		g, run, err := buildFrontend(s.ctx, s.rt, s.parts, frontendBuildOf(next, i))
+		if err != nil {
+			return warnings, err
+		}
+		fresh = append(fresh, built{f.Name, f, g, run})
+		gws = append(gws, g)
+	}
+	if err := s.host.Set(gws); err != nil {
+		return warnings, err
+	}
+	// Served now: retire the replaced and removed ones, start the new.
+	keep := map[string]bool{}
+	for _, f := range next.Gateway.Frontends {
+		keep[f.Name] = true
+	}
+	for _, b := range fresh {
+		if old, ok := s.frontends[b.name]; ok {
+			old.cancel()
+			delete(s.frontends, b.name)
+		}
+	}
+	var removed []runningFrontend
+	for name, f := range s.frontends {
+		if !keep[name] {
+			f.cancel()
+			removed = append(removed, *f)
+			delete(s.frontends, name)
+		}
+	}
+	for _, b := range fresh {
+		s.start(b.name, b.conf, b.gw, b.run)
+	}
+	for _, r := range removed {
+		s.purge(r.conf)
+	}
+	s.cfg = next
+	return warnings, nil
+}
+
+// purge deletes a removed frontend's server-side sessions in the
+// background (its bbolt buckets or Redis keys); cookie sessions have none
+// (the frontend's 401 ends them).
+func (s *gatewayServer) purge(f Frontend) {
+	name, kind := f.Name, f.Session.Store
+	log := s.rt.log.With("component", "gateway", "frontend", name)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		var n int
+		var err error
+		// Its sessions (bbolt, redis), or the ended records of its
+		// cookie sessions, which live where the cookie store keeps them.
+		if kind == "redis" || kind == "cookie" && s.rt.redis != nil {
+			n, err = sessionredis.Purge(ctx, s.rt.redis, redisSessionPrefix(s.rt.cfg, name))
+		} else {
+			n, err = sessionbolt.Purge(s.rt.db, name)
+		}
+		if kind == "cookie" {
+			n = 0 // records, not sessions
+		}
+		if err != nil {
+			log.Error("deleting the sessions of a removed frontend failed; they stay unusable (no frontend accepts them)", "err", err)
+			return
+		}
+		log.Info("frontend removed: its sessions are deleted", "sessions", n)
+	}()
+}
+
+// comparable is cfg without what a reload applies (gateway.frontends) and
+// without what loading fills per run, for telling whether anything else
+// changed.
+func comparable(cfg *Config) Config {
+	c := *cfg
+	c.Gateway.Frontends = nil
+	c.rawFrontends = nil
+	c.src = nil
+	c.frontendSecrets = nil
+	return c
+}
+
+// watchReload reloads the configuration on every SIGHUP until ctx ends:
+// the file and the environment again, through the flags (configFor), then
+// Reload. An invalid file keeps the running configuration; its errors are
+// logged with their YAML keys.
+func (s *gatewayServer) watchReload(ctx context.Context, f *commonFlags, env []string) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log := s.rt.log.With("component", "gateway")
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading the configuration")
+		next, err := configFor(f, env)
+		if err == nil {
+			var warnings []string
+			warnings, err = s.Reload(next)
+			for _, w := range warnings {
+				log.Warn("configuration reload: " + w)
+			}
+		}
+		if err != nil {
+			s.reload.WithLabelValues("error").Inc()
+			log.Error("configuration reload refused; the running configuration stays", "err", err.Error())
+			continue
+		}
+		s.reload.WithLabelValues("ok").Inc()
+		log.Info("configuration reloaded", "frontends", s.frontendNames(), "removed", s.host.Removed())
+	}
+}
+
+// frontendNames are the frontends being served.
+func (s *gatewayServer) frontendNames() []string {
+	var out []string
+	for _, g := range s.host.Frontends() {
+		out = append(out, g.Name())
+	}
+	return out
+}

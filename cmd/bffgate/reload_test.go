@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+)
+
+// frontendsStack is the issuer and the gateway of a configuration with
+// gateway.frontends, served in process as serve does.
+type frontendsStack struct {
+	t        *testing.T
+	dir      string
+	gwAddr   string
+	issAddr  string
+	rt       *runtime
+	gs       *gatewayServer
+	template string
+}
+
+// configFile writes the configuration (frontends is the YAML list under
+// gateway.frontends) and loads it.
+func (s *frontendsStack) config(frontends string) *Config {
+	s.t.Helper()
+	body := strings.Replace(s.template, "FRONTENDS", frontends, 1)
+	body = strings.NewReplacer("GW", s.gwAddr, "ISS", s.issAddr, "DATA", s.dir).Replace(body)
+	path := filepath.Join(s.dir, "bffgate.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	cfg, err := loadConfig(path, nil)
+	if err != nil {
+		s.t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+const frontendsTemplate = `
+data_dir: DATA
+log: {level: warn, access: false}
+issuer:
+  listen: ISS
+  users:
+    - username: alice
+      password_hash: "` + demoPasswordHash + `"
+  clients:
+    - id: extra-bff
+      secret: extra-secret-0123456789abcdef
+      redirect_uris: [http://GW/extra/bff/callback]
+      grant_types: [authorization_code, refresh_token]
+gateway:
+  listen: GW
+  frontends:
+FRONTENDS`
+
+const shopAndAdmin = `
+    - name: shop
+      public_url: http://GW
+      provider: {issuer_url: http://ISS}
+    - name: admin
+      match: {path_prefix: /admin}
+      public_url: http://GW
+      provider: {issuer_url: http://ISS}
+`
+
+func startFrontends(t *testing.T, frontends string) *frontendsStack {
+	t.Helper()
+	gwLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	isLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &frontendsStack{t: t, dir: t.TempDir(), gwAddr: gwLn.Addr().String(), issAddr: isLn.Addr().String(), template: frontendsTemplate}
+	cfg := s.config(frontends)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out lockedBuffer
+	rt, err := openState(ctx, cfg, newLogger(cfg.Log, &out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.rt = rt
+	srv, _, err := buildIssuer(ctx, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.App().Listener(isLn)
+	go srv.Run(ctx)
+	if s.gs, err = buildGateway(ctx, rt, ""); err != nil {
+		t.Fatal(err)
+	}
+	go s.gs.host.App().Listener(gwLn)
+	t.Cleanup(func() {
+		_ = s.gs.host.App().ShutdownWithTimeout(5 * time.Second)
+		_ = srv.App().ShutdownWithTimeout(5 * time.Second)
+		cancel()
+		s.gs.stop()
+		srv.Close()
+		rt.close()
+	})
+	return s
+}
+
+// feClient is a browser: one cookie jar, redirects followed.
+type feClient struct {
+	t   *testing.T
+	c   *http.Client
+	jar *cookiejar.Jar
+}
+
+func newFeClient(t *testing.T) *feClient {
+	jar, _ := cookiejar.New(nil)
+	return &feClient{t: t, jar: jar, c: &http.Client{Jar: jar, Timeout: 10 * time.Second}}
+}
+
+func (b *feClient) do(method, u string, body url.Values, hdr map[string]string) (int, string, *url.URL) {
+	b.t.Helper()
+	var r io.Reader
+	if body != nil {
+		r = strings.NewReader(body.Encode())
+	}
+	req, _ := http.NewRequest(method, u, r)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data), resp.Request.URL
+}
+
+// login signs in at base (a frontend's URL with its prefix) through the
+// embedded issuer's form.
+func (b *feClient) login(base string) {
+	b.t.Helper()
+	status, body, at := b.do(http.MethodGet, base+"/bff/login", nil, nil)
+	if m := regexp.MustCompile(`<form method="post" action="([^"]*)"`).FindStringSubmatch(body); m != nil {
+		form := url.Values{"username": {"alice"}, "password": {demoPassword}}
+		for _, f := range regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`).FindAllStringSubmatch(body, -1) {
+			form.Set(html.UnescapeString(f[1]), html.UnescapeString(f[2]))
+		}
+		target, _ := at.Parse(html.UnescapeString(m[1]))
+		status, body, at = b.do(http.MethodPost, target.String(), form, nil)
+	}
+	if status >= 400 && status != 404 {
+		b.t.Fatalf("login at %s: %d at %s: %s", base, status, at, body)
+	}
+}
+
+// user is the status and error or sub of base's /bff/user.
+func (b *feClient) user(base string) (int, string) {
+	b.t.Helper()
+	status, body, _ := b.do(http.MethodGet, base+"/bff/user", nil, map[string]string{"X-CSRF": "1"})
+	if status != 200 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		return status, e.Error
+	}
+	var claims []struct {
+		Type  string `json:"type"`
+		Value any    `json:"value"`
+	}
+	_ = json.Unmarshal([]byte(body), &claims)
+	for _, c := range claims {
+		if c.Type == "sub" {
+			return status, fmt.Sprint(c.Value)
+		}
+	}
+	return status, ""
+}
+
+// TestFrontendsServeAndReload: two frontends on the embedded issuer, each
+// with its own client registered by bffgate; a reload that adds one and
+// removes another keeps the kept one's session, serves the added one,
+// answers 401 for the removed one and deletes its stored sessions; a
+// reload that would register a new client at the running issuer is
+// refused whole.
+func TestFrontendsServeAndReload(t *testing.T) {
+	t.Parallel()
+	s := startFrontends(t, shopAndAdmin)
+	shop, admin := "http://"+s.gwAddr, "http://"+s.gwAddr+"/admin"
+	b := newFeClient(t)
+	b.login(shop)
+	b.login(admin)
+	for _, base := range []string{shop, admin} {
+		if st, sub := b.user(base); st != 200 || sub != "alice" {
+			t.Fatalf("%s: %d %s", base, st, sub)
+		}
+	}
+	if n := bucketKeys(t, s.rt.db, "sessions@admin/records"); n != 1 {
+		t.Fatalf("admin's namespace holds %d sessions", n)
+	}
+
+	// A frontend whose client bffgate would register anew: refused whole.
+	_, err := s.gs.Reload(s.config(shopAndAdmin + `
+    - name: new
+      match: {path_prefix: /new}
+      public_url: http://` + s.gwAddr + `
+      provider: {issuer_url: http://` + s.issAddr + `}
+`))
+	if err == nil || !strings.Contains(err.Error(), "gateway.frontends[2]") || !strings.Contains(err.Error(), "needs a restart") {
+		t.Fatalf("reload with a new embedded client: %v", err)
+	}
+	if st, _ := b.user(admin); st != 200 {
+		t.Fatal("a refused reload changed the frontends")
+	}
+
+	// Change shop (a route: a new gateway on the same store namespace),
+	// drop admin, add extra (a configured issuer client).
+	warnings, err := s.gs.Reload(s.config(`
+    - name: shop
+      public_url: http://` + s.gwAddr + `
+      provider: {issuer_url: http://` + s.issAddr + `}
+      routes: [{prefix: /api/, upstream: "http://127.0.0.1:9"}]
+    - name: extra
+      match: {path_prefix: /extra}
+      public_url: http://` + s.gwAddr + `
+      provider: {issuer_url: http://` + s.issAddr + `, client_id: extra-bff, client_secret: extra-secret-0123456789abcdef}
+`))
+	if err != nil || len(warnings) != 0 {
+		t.Fatalf("reload: %v, warnings %v", err, warnings)
+	}
+	if st, sub := b.user(shop); st != 200 || sub != "alice" {
+		t.Fatalf("shop after reload: %d %s", st, sub)
+	}
+	if st, body, _ := b.do(http.MethodGet, shop+"/api/x", nil, map[string]string{"X-CSRF": "1"}); st != http.StatusBadGateway {
+		t.Fatalf("shop's new route: %d %s", st, body)
+	}
+	// Its metrics were registered again, for the new gateway.
+	if st, body, _ := b.do(http.MethodGet, shop+"/metrics", nil, nil); st != 200 || !strings.Contains(body, `bffgate_session_bolt_operations_total{frontend="shop"`) {
+		t.Fatalf("metrics after reload: %d", st)
+	}
+	if st, e := b.user(admin); st != 401 || e != "frontend_removed" {
+		t.Fatalf("removed admin: %d %s", st, e)
+	}
+	b.login("http://" + s.gwAddr + "/extra")
+	if st, sub := b.user("http://" + s.gwAddr + "/extra"); st != 200 || sub != "alice" {
+		t.Fatalf("added extra: %d %s", st, sub)
+	}
+	// The removed frontend's sessions go, in the background.
+	deadline := time.Now().Add(10 * time.Second)
+	for bucketKeys(t, s.rt.db, "sessions@admin/records") >= 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("admin's sessions were not deleted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := bucketKeys(t, s.rt.db, "sessions@shop/records"); n != 1 {
+		t.Fatalf("shop's namespace holds %d sessions", n)
+	}
+
+	// Another key changed: applied frontends, a warning for the rest.
+	s.template = strings.Replace(s.template, "access: false", "access: true", 1)
+	s.template = strings.Replace(s.template, "  listen: GW\n", "  listen: GW\n  csrf: {header: X-Other}\n", 1)
+	warnings, err = s.gs.Reload(s.config(`
+    - name: shop
+      public_url: http://` + s.gwAddr + `
+      provider: {issuer_url: http://` + s.issAddr + `}
+`))
+	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "need a restart") {
+		t.Fatalf("reload with log.access changed: %v, %v", err, warnings)
+	}
+	if st, _ := b.user("http://" + s.gwAddr + "/extra"); st != 401 {
+		t.Fatalf("extra after its removal: %d", st)
+	}
+	// Rebuilt (its route went), shop still has the running csrf header:
+	// the changed gateway.csrf is not applied.
+	if st, sub := b.user(shop); st != 200 || sub != "alice" {
+		t.Fatalf("shop after a reload changing gateway.csrf: %d %s", st, sub)
+	}
+}
+
+// bucketKeys counts the keys of a bucket of the data file; -1 when it
+// does not exist.
+func bucketKeys(t *testing.T, db *bbolt.DB, name string) int {
+	t.Helper()
+	n := -1
+	if err := db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket([]byte(name)); b != nil {
+			n = b.Stats().KeyN
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
