@@ -216,56 +216,72 @@ func runFrontends(t *testing.T, store string) {
 // names lists a cookie map's names.
 func names(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
 
-// mixUp starts a login at victim and one at other (whose provider is
-// another), has other's provider answer an authorization request of
-// other's client that carries victim's state (signIn signs a user in there
-// and returns the redirect to other's callback), and delivers that
-// response to victim's callback: RFC 9207's mix-up, where the response
-// names its issuer. victim must refuse it with issuer_mismatch, and refuse
-// it too with the iss parameter dropped; no session may result. Last,
-// other's own response with other's flow cookie renamed to victim's
-// cookie names is refused by victim (the flow is bound to its frontend).
+// mixUp delivers to victim's callback authorization responses that are
+// not victim's, with a login of victim's in progress in the same user
+// agent, and wants each refused without a session:
+//
+//   - RFC 9207's mix-up: other's provider answers an authorization
+//     request of other's client that carries the state of victim's login
+//     (signIn signs a user in at other's provider and returns the redirect
+//     to other's callback). The response names its issuer: 400
+//     issuer_mismatch.
+//   - the same without the iss parameter.
+//   - other's genuine response with other's flow cookie renamed to
+//     victim's cookie names and iss forged to victim's provider: the flow
+//     is sealed under other's name, so victim finds none (400, or the
+//     redirect that starts the login again).
 func (e *env) mixUp(ctx context.Context, t *testing.T, victim, other frontend, signIn func(authURL string) (*url.URL, error)) {
 	t.Helper()
 	ag := newAgent(t)
-	start := func(f frontend) *url.URL {
+	start := func(f frontend) response {
 		t.Helper()
 		r := ag.do(ctx, http.MethodGet, f.url("/bff/login?returnUrl="+url.QueryEscape(f.Prefix+"/")), nil, nil)
-		loc := r.Location()
-		if r.Status != http.StatusFound || loc == nil || loc.Query().Get("state") == "" {
+		if loc := r.Location(); r.Status != http.StatusFound || loc == nil || loc.Query().Get("state") == "" {
 			t.Fatalf("%s's /bff/login answered %s, want a redirect to its provider with a state", f.Name, r)
 		}
-		return loc
+		return r
 	}
-	victimState := start(victim).Query().Get("state")
-	otherAuth := start(other)
-
-	swapped := *otherAuth
-	q := swapped.Query()
-	q.Set("state", victimState)
-	swapped.RawQuery = q.Encode()
-	cb, err := signIn(swapped.String())
-	if err != nil {
-		t.Fatalf("sign-in at %s's provider: %v", other.Name, err)
+	// mixed is other's provider's answer to other's authorization request
+	// carrying the state of a new login at victim.
+	mixed := func() url.Values {
+		t.Helper()
+		victimState := start(victim).Location().Query().Get("state")
+		swapped := start(other).Location()
+		q := swapped.Query()
+		q.Set("state", victimState)
+		swapped.RawQuery = q.Encode()
+		cb, err := signIn(swapped.String())
+		if err != nil {
+			t.Fatalf("sign-in at %s's provider: %v", other.Name, err)
+		}
+		if !strings.HasPrefix(cb.String(), other.url("/bff/callback?")) || cb.Query().Get("code") == "" || cb.Query().Get("state") != victimState {
+			t.Fatalf("%s's provider answered with %s, want %s's callback with a code and %s's state", other.Name, cb.Redacted(), other.Name, victim.Name)
+		}
+		if cb.Query().Get("iss") == "" {
+			t.Fatalf("%s's provider sent no iss parameter (RFC 9207): the mix-up case needs it", other.Name)
+		}
+		return cb.Query()
 	}
-	if !strings.HasPrefix(cb.String(), other.url("/bff/callback?")) || cb.Query().Get("code") == "" {
-		t.Fatalf("%s's provider answered with %s, want %s's callback with a code", other.Name, cb.Redacted(), other.Name)
-	}
-	if iss := cb.Query().Get("iss"); iss == "" {
-		t.Fatalf("%s's provider sent no iss parameter (RFC 9207): the mix-up case needs it", other.Name)
-	}
-	deliver := func(query url.Values, jar http.Header) response {
+	deliver := func(query url.Values, cookie string) response {
 		t.Helper()
 		h := http.Header{"Accept": {"application/json"}}
-		for k, v := range jar {
-			h[k] = v
+		if cookie != "" {
+			h.Set("Cookie", cookie)
 		}
 		return ag.do(ctx, http.MethodGet, victim.url("/bff/callback?"+query.Encode()), nil, h)
 	}
-	refused := func(what string, r response, wantCode string) {
+	refused := func(what string, r response, wantCode string, restartOK bool) {
 		t.Helper()
-		if r.Status != http.StatusBadRequest || (wantCode != "" && r.errorCode() != wantCode) {
-			t.Errorf("%s: %s's callback answered %s, want 400 %s", what, victim.Name, r, wantCode)
+		restart := r.Status == http.StatusFound && strings.HasPrefix(r.Header.Get("Location"), victim.Prefix+"/bff/login?restart=")
+		if restartOK {
+			// The flow must not be found at all: a flow victim accepted
+			// would fail later (the code is not its provider's), which
+			// would hide a flow cookie that is not bound to its frontend.
+			if !restart && r.errorCode() != "state_mismatch" {
+				t.Errorf("%s: %s's callback answered %s (Location %q), want the login restarted or 400 state_mismatch: the flow was not refused as %s's", what, victim.Name, r, r.Header.Get("Location"), victim.Name)
+			}
+		} else if r.Status != http.StatusBadRequest || (wantCode != "" && r.errorCode() != wantCode) {
+			t.Errorf("%s: %s's callback answered %s (Location %q), want 400 %s", what, victim.Name, r, r.Header.Get("Location"), wantCode)
 		}
 		for _, c := range r.Header.Values("Set-Cookie") {
 			if strings.HasPrefix(c, victim.cookieName()+"=") && !strings.HasPrefix(c, victim.cookieName()+"=;") && !strings.Contains(c, "Max-Age=0") {
@@ -275,46 +291,48 @@ func (e *env) mixUp(ctx context.Context, t *testing.T, victim, other frontend, s
 		if r := ag.get(ctx, victim.url("/bff/user?slide=false"), nil); r.Status != http.StatusUnauthorized {
 			t.Errorf("%s: %s's /bff/user answered %s afterwards, want 401", what, victim.Name, r)
 		}
+		t.Logf("%s: refused with %d %q", what, r.Status, r.errorCode())
 	}
-	refused(fmt.Sprintf("%s's provider's response (iss %s) at %s's callback", other.Name, cb.Query().Get("iss"), victim.Name),
-		deliver(cb.Query(), nil), "issuer_mismatch")
 
-	// Without iss, the response cannot say where it comes from: refused
-	// (the provider promises iss, or the code is not its own).
-	noIss := cb.Query()
-	noIss.Del("iss")
-	refused("the same response without iss", deliver(noIss, nil), "")
+	q := mixed()
+	refused(fmt.Sprintf("%s's provider's response (iss %s) at %s's callback", other.Name, q.Get("iss"), victim.Name),
+		deliver(q, ""), "issuer_mismatch", false)
+
+	// Without iss the response cannot say where it comes from: refused
+	// (issuer_missing when victim's provider promises iss; otherwise the
+	// code is not one victim's provider issued).
+	q = mixed()
+	q.Del("iss")
+	refused("the same response without iss", deliver(q, ""), "", false)
 
 	// other's own flow cookie, renamed to victim's names, with a genuine
-	// response to other's own login (a fresh one: the one above used
-	// victim's state).
+	// response to other's login, in a user agent with no flow of victim's.
 	ag2 := newAgent(t)
 	r := ag2.do(ctx, http.MethodGet, other.url("/bff/login?returnUrl="+url.QueryEscape(other.Prefix+"/")), nil, nil)
 	if r.Status != http.StatusFound || r.Location() == nil {
 		t.Fatalf("%s's /bff/login answered %s", other.Name, r)
 	}
-	cb2, err := signIn(r.Location().String())
+	cb, err := signIn(r.Location().String())
 	if err != nil {
 		t.Fatalf("sign-in at %s's provider: %v", other.Name, err)
 	}
 	flow := map[string]string{}
 	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
-		if strings.Contains(c.Name, "bff-"+other.Name) {
-			flow[strings.Replace(c.Name, "bff-"+other.Name, "bff-"+victim.Name, 1)] = c.Value
+		if strings.HasPrefix(c.Name, other.cookieName()) {
+			flow[victim.cookieName()+strings.TrimPrefix(c.Name, other.cookieName())] = c.Value
 		}
 	}
 	if len(flow) == 0 {
-		t.Fatalf("%s's /bff/login set no flow cookie with %q in its name (Set-Cookie %v)", other.Name, "bff-"+other.Name, r.Header.Values("Set-Cookie"))
+		t.Fatalf("%s's /bff/login set no flow cookie named after %s (Set-Cookie %v)", other.Name, other.cookieName(), r.Header.Values("Set-Cookie"))
 	}
-	q2 := cb2.Query() // iss forged to victim's provider's
-	if victim.Embedded {
-		q2.Set("iss", e.issuer)
+	q = cb.Query()
+	if victim.Embedded { // iss forged to victim's provider's
+		q.Set("iss", e.issuer)
 	} else {
-		q2.Set("iss", e.oidc)
+		q.Set("iss", e.oidc)
 	}
-	r = ag2.do(ctx, http.MethodGet, victim.url("/bff/callback?"+q2.Encode()), nil, http.Header{"Accept": {"application/json"}, "Cookie": withCookies(flow)["Cookie"]})
-	if r.Status != http.StatusBadRequest {
-		t.Errorf("%s's flow cookie renamed for %s, with %s's response (iss forged): %s's callback answered %s, want 400", other.Name, victim.Name, other.Name, victim.Name, r)
-	}
-	t.Logf("%s's flow cookie renamed for %s: refused with %q", other.Name, victim.Name, r.errorCode())
+	r = ag2.do(ctx, http.MethodGet, victim.url("/bff/callback?"+q.Encode()), nil,
+		http.Header{"Accept": {"application/json"}, "Cookie": withCookies(flow)["Cookie"]})
+	ag = ag2 // refused checks ag2's session at victim
+	refused(fmt.Sprintf("%s's flow cookie renamed for %s, with %s's response (iss forged)", other.Name, victim.Name, other.Name), r, "", true)
 }
