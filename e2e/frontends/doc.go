@@ -23,12 +23,14 @@
 // frontend's sessions; that an authorization response of the other
 // frontend's provider delivered to a frontend's callback is refused
 // (RFC 9207 mix-up); that a reload (the file edited, SIGHUP) adds a
-// frontend while the sessions of the others live on, and that a removed
-// frontend's session gets 401; that `bffgate config check` refuses
+// frontend while the sessions of the others live on, changes one whose
+// sessions then reach the API through its new route, and removes one,
+// whose session gets 401 and whose stored sessions are deleted; that a
+// file with a mistake keeps the running frontends; that `bffgate config check` refuses
 // overlapping matches, a shared cookie name and a frontend without a
 // provider, naming the frontends; and that a request no frontend serves
-// gets 404 JSON. The browser tests run over the bbolt store and, with
-// BFFGATE_TEST_REDIS_URL, over Redis.
+// gets 404 JSON. The browser tests run over the cookie and bbolt stores
+// and, with BFFGATE_TEST_REDIS_URL, over Redis.
 //
 // # Host names
 //

@@ -64,6 +64,9 @@ type frontend struct {
 	// base_path, and no provider at all.
 	CookieName, BasePath string
 	NoProvider           bool
+	// APITag is the X-Frontend value its route adds (default Name): a
+	// reload that changes it changes the frontend.
+	APITag string
 
 	port int // the gateway's port
 }
@@ -135,6 +138,8 @@ type env struct {
 	spaRoot string
 	store   string
 	redis   string // the redis: section, "" for bbolt
+	rdb     *goredis.Client
+	rprefix string // the Redis key prefix of this test
 	hashes  map[string]string
 	fronts  []frontend
 }
@@ -164,8 +169,8 @@ func startEnv(t *testing.T, store string, fronts, all []frontend) *env {
 		hashes:  map[string]string{},
 	}
 	if store == "redis" {
-		url, prefix := sharedRedis(t)
-		e.redis = fmt.Sprintf("redis: {url: %q, prefix: %q}\n", url, prefix)
+		e.rdb, e.rprefix = sharedRedis(t)
+		e.redis = fmt.Sprintf("redis: {url: %q, prefix: %q}\n", os.Getenv("BFFGATE_TEST_REDIS_URL"), e.rprefix)
 	}
 	e.hashUsers()
 	var clients []peers.Client
@@ -236,7 +241,7 @@ func (e *env) yaml(fronts []frontend) string {
 				e.oidc, f.ClientID, clientSecret(f.ClientID))
 		}
 		fmt.Fprintf(&b, "      routes:\n        - {prefix: %s/api/, upstream: %s, policy: user, add_headers: {X-Frontend: %s}}\n",
-			f.Prefix, e.api, f.Name)
+			f.Prefix, e.api, cmp.Or(f.APITag, f.Name))
 		fmt.Fprintf(&b, "      spa: {dir: %s}\n", filepath.Join(e.spaRoot, f.Name))
 	}
 	return b.String()
@@ -432,12 +437,12 @@ func audience(v any) []string {
 	return nil
 }
 
-// sharedRedis returns the machine's Redis (BFFGATE_TEST_REDIS_URL) and a
-// key prefix of this test's own, whose keys are deleted at the end; it
-// skips the test when the variable is unset.
-func sharedRedis(t *testing.T) (redisURL, prefix string) {
+// sharedRedis returns a client of the machine's Redis
+// (BFFGATE_TEST_REDIS_URL) and a key prefix of this test's own, whose keys
+// are deleted at the end; it skips the test when the variable is unset.
+func sharedRedis(t *testing.T) (rdb *goredis.Client, prefix string) {
 	t.Helper()
-	redisURL = os.Getenv("BFFGATE_TEST_REDIS_URL")
+	redisURL := os.Getenv("BFFGATE_TEST_REDIS_URL")
 	if redisURL == "" {
 		t.Skip("BFFGATE_TEST_REDIS_URL is not set: set it to a Redis URL such as redis://127.0.0.1:6379/0 to run the frontends on Redis")
 	}
@@ -445,7 +450,7 @@ func sharedRedis(t *testing.T) (redisURL, prefix string) {
 	if err != nil {
 		t.Fatalf("BFFGATE_TEST_REDIS_URL: %v", err)
 	}
-	rdb := goredis.NewClient(opts)
+	rdb = goredis.NewClient(opts)
 	t.Cleanup(func() { rdb.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -467,7 +472,21 @@ func sharedRedis(t *testing.T) (redisURL, prefix string) {
 			keys = keys[n:]
 		}
 	})
-	return redisURL, prefix
+	return rdb, prefix
+}
+
+// redisKeys counts the keys under the test's prefix + sub.
+func (e *env) redisKeys(ctx context.Context, sub string) int {
+	e.t.Helper()
+	n := 0
+	iter := e.rdb.Scan(ctx, 0, e.rprefix+sub+"*", 500).Iterator()
+	for iter.Next(ctx) {
+		n++
+	}
+	if err := iter.Err(); err != nil {
+		e.t.Fatalf("scan Redis: %v", err)
+	}
+	return n
 }
 
 // agent is a plain-HTTP user agent. It reaches every name under

@@ -1,6 +1,7 @@
 package frontends
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -17,15 +18,22 @@ import (
 // the file and discovers the new frontend's provider on loopback.
 const reloadLimit = 30 * time.Second
 
-// TestReload edits the file and sends SIGHUP: a third frontend comes while
-// the first two keep their sessions; a removed frontend's session gets
-// 401 frontend_removed while the others live on; a file with a mistake
-// keeps the running frontends.
+// TestReload edits the file and sends SIGHUP, on the bbolt and Redis
+// stores: a third frontend comes while the first two keep their sessions;
+// a changed frontend keeps its sessions and serves them with its new
+// settings; a removed frontend's session gets 401 frontend_removed while
+// the others live on; a file with a mistake keeps the running frontends.
 func TestReload(t *testing.T) {
+	for _, store := range []string{"bbolt", "redis"} {
+		t.Run(store, func(t *testing.T) { runReload(t, store) })
+	}
+}
+
+func runReload(t *testing.T, store string) {
 	port := stack.FreePort(t)
 	fs := fourFrontends(port)
 	a, b, c := fs[0], fs[1], thirdFrontend(port)
-	e := startEnv(t, "bbolt", []frontend{a, b}, []frontend{a, b, c})
+	e := startEnv(t, store, []frontend{a, b}, []frontend{a, b, c})
 	ctx := testContext(t)
 	ag := newAgent(t)
 	br := browser.New(t)
@@ -73,8 +81,26 @@ func TestReload(t *testing.T) {
 	e.wantAPI(t, br, b, "bob")
 	wantReloads(t, e, "ok", 1)
 
+	t.Log("reload changing a's route: a's session lives on and reaches the API through the new route")
+	a2 := a
+	a2.APITag = "a-v2"
+	e.reload([]frontend{a2, b, c})
+	var last response
+	changed := eventually(reloadLimit, func() bool {
+		last = ag.get(ctx, a.url("/api/whoami"), withCookies(cookies["a"]))
+		var got echoed
+		return last.Status == http.StatusOK && json.Unmarshal(last.Body, &got) == nil && got.Frontend == "a-v2" && got.Sub == "alice"
+	})
+	if !changed {
+		t.Fatalf("a's API call with a's session after a's route changed: %s, want 200 through the new route (frontend a-v2) for alice", last)
+	}
+	wantLive(a, "alice", "after changing a")
+	wantLive(b, "bob", "after changing a")
+	wantLive(c, "bob", "after changing a")
+	wantReloads(t, e, "ok", 2)
+
 	t.Log("reload removing b")
-	e.reload([]frontend{a, c})
+	e.reload([]frontend{a2, c})
 	removed := eventually(reloadLimit, func() bool {
 		r := user(b)
 		return r.Status == http.StatusUnauthorized && r.errorCode() == "frontend_removed"
@@ -85,13 +111,33 @@ func TestReload(t *testing.T) {
 	if r := ag.get(ctx, b.url("/api/whoami"), withCookies(cookies["b"])); r.Status != http.StatusUnauthorized {
 		t.Errorf("b's API after b was removed: %s, want 401", r)
 	}
+	// Its server-side sessions are deleted in the background. (On Redis
+	// the line counts the keys deleted, the session's indexes included,
+	// so only bbolt's count is the one session.)
+	purgedLine := []string{"frontend removed: its sessions are deleted", `"frontend":"b"`}
+	if store == "bbolt" {
+		purgedLine = append(purgedLine, `"sessions":1`)
+	}
+	purged := eventually(reloadLimit, func() bool { return len(e.st.LogLines(purgedLine...)) == 1 })
+	if !purged {
+		t.Errorf("no log line %q about b:\n%s", purgedLine, strings.Join(e.st.LogLines(`"frontend":"b"`), "\n"))
+	}
+	if store == "redis" {
+		// b's namespace (session:fe:b:) is empty; a's still holds alice's.
+		if n := e.redisKeys(ctx, "session:fe:b:"); n != 0 {
+			t.Errorf("%d Redis keys of b's sessions remain after b was removed", n)
+		}
+		if n := e.redisKeys(ctx, "session:fe:a:"); n == 0 {
+			t.Errorf("no Redis key under session:fe:a: (the check above would prove nothing)")
+		}
+	}
 	wantLive(a, "alice", "after removing b")
 	wantLive(c, "bob", "after removing b")
-	wantReloads(t, e, "ok", 2)
+	wantReloads(t, e, "ok", 3)
 
 	t.Log("a file with a mistake (a frontend named twice) keeps the running frontends")
-	e.writeConfig(e.yaml([]frontend{a, c, a}))
-	e.fronts = []frontend{a, c}
+	e.writeConfig(e.yaml([]frontend{a2, c, a2}))
+	e.fronts = []frontend{a2, c}
 	refused := eventually(reloadLimit, func() bool {
 		return len(e.st.LogLines("gateway.frontends[2]")) > 0
 	})
