@@ -28,6 +28,28 @@
 // internal/obs, /healthz, /readyz (Ready: the session store and the
 // provider's discovery document) and /metrics.
 //
+// # Several frontends
+//
+// A Host (host.go) is the listener: one fiber app in front of one or more
+// frontends, each a Gateway (NewGateway) with its own Config.Name, match
+// (Config.Hosts, Config.PathPrefix), provider and client, cookie names and
+// path, session store (a namespace of its own), routes and SPA. A request
+// goes to the frontend whose hosts hold its Host header and whose path
+// prefix is the longest holding its path (a table swapped atomically by
+// Host.Set, which a reload calls); Gateway.serve then dispatches its
+// endpoints under PathPrefix + BasePath itself. New is a Host serving one
+// gateway, the classic single frontend (Name ""), whose cookies, store keys
+// and metrics are those of the releases before frontends.
+//
+// Nothing of one frontend is accepted by another: the frontend's name is
+// sealed into every session (session.Session.Frontend, checked on every
+// read) and every login flow, cookie names differ (CheckFrontends), stores
+// are namespaced, other frontends' cookies never go upstream, and a
+// back-channel logout ends the sessions of the frontends with the
+// verifying provider's issuer and client id only. The callback's RFC 9207
+// check compares iss with the frontend's own provider (the mix-up
+// defence between frontends).
+//
 // # Forward auth
 //
 // {base}/auth decides for a proxy in front of another app whether a

@@ -692,6 +692,21 @@ func TestCheckFrontends(t *testing.T) {
 			[]string{"frontends[0].routes", "route /api/ of frontends[0] (a) lies outside its path_prefix /a"}},
 		{"shared cookie", []FrontendSpec{spec(0, "a", []string{"a.example"}, ""), {Name: "b", Index: 1, Hosts: []string{"b.example"}, BasePath: "/bff", CookieName: "__Host-bff-a"}},
 			[]string{"frontends[1].session.cookie_name", "frontends[1] (b) and frontends[0] (a) both use the session cookie __Host-bff-a"}},
+		{"callback elsewhere", []FrontendSpec{spec(0, "a", []string{"a.example"}, ""), func() FrontendSpec {
+			s := spec(1, "b", []string{"b.example"}, "")
+			s.PublicHost = "a.example"
+			return s
+		}()}, []string{"frontends[1].public_url", "the callback of frontends[1] (b) at host a.example (/bff/callback) would reach frontends[0] (a)"}},
+		{"callback nowhere", []FrontendSpec{func() FrontendSpec {
+			s := spec(0, "a", []string{"a.example"}, "")
+			s.PublicHost = "c.example"
+			return s
+		}()}, []string{"the callback of frontends[0] (a) at host c.example (/bff/callback) reaches no frontend"}},
+		{"IPv6 public host", []FrontendSpec{func() FrontendSpec {
+			s := spec(0, "a", []string{"[::1]"}, "")
+			s.PublicHost = "[::1]"
+			return s
+		}()}, nil},
 		{"duplicate names", []FrontendSpec{spec(0, "a", []string{"a.example"}, ""), spec(1, "a", []string{"b.example"}, "")},
 			[]string{"frontends[1].name", `"a" is also the name of frontends[0] (a)`}},
 	} {

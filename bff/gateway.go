@@ -522,6 +522,9 @@ func cutBase(p, base string) (string, bool) {
 func (g *Gateway) spec() FrontendSpec {
 	s := FrontendSpec{Name: g.cfg.Name, Index: g.cfg.Index, Hosts: g.cfg.Hosts, PathPrefix: g.cfg.PathPrefix,
 		BasePath: g.base, CookieName: g.jar.name}
+	if g.pub != nil {
+		s.PublicHost = PublicHost(g.pub)
+	}
 	for _, r := range g.cfg.Routes {
 		s.Routes = append(s.Routes, r.Prefix)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -244,6 +245,7 @@ type hostEntry struct {
 	name   string
 	hosts  []string // lower case; none: any host
 	prefix string   // "" or /x (no trailing slash)
+	index  int      // CheckFrontends: the position in its list
 }
 
 func matchOf(s FrontendSpec, g *Gateway) hostEntry {
@@ -350,6 +352,9 @@ type FrontendSpec struct {
 	CookieName string
 	// Routes are its API route prefixes (absolute paths).
 	Routes []string
+	// PublicHost is the host of its public URL (no port); its callback
+	// there must reach it. Empty: not checked.
+	PublicHost string
 }
 
 // FrontendError is a problem between frontends: it names each by its
@@ -364,6 +369,16 @@ type FrontendError struct {
 func (e *FrontendError) Error() string   { return "bff: " + e.Path + ": " + e.Msg }
 func (e *FrontendError) Field() string   { return e.Path }
 func (e *FrontendError) Problem() string { return e.Msg }
+
+// PublicHost is FrontendSpec.PublicHost of a public URL: its host without
+// port, an IPv6 address in brackets as a Host header has it.
+func PublicHost(u *url.URL) string {
+	h := u.Hostname()
+	if strings.Contains(h, ":") {
+		h = "[" + h + "]"
+	}
+	return h
+}
 
 func (s FrontendSpec) ref() string {
 	if s.Name == "" {
@@ -448,6 +463,28 @@ func CheckFrontends(fs []FrontendSpec) error {
 					}
 				}
 			}
+		}
+	}
+	// Each frontend's own callback, at its public URL, must reach it: a
+	// public_url outside its hosts, or endpoints another frontend takes,
+	// would send the provider's answer elsewhere.
+	entries := make([]hostEntry, len(fs))
+	for i, s := range fs {
+		entries[i] = matchOf(s, nil)
+		entries[i].index = i
+	}
+	sortEntries(entries)
+	for _, s := range fs {
+		if s.PublicHost == "" {
+			continue
+		}
+		cb := s.BasePath + "/callback"
+		e := selectEntry(entries, []byte(strings.ToLower(s.PublicHost)), cb)
+		switch {
+		case e == nil:
+			bad(s, "public_url", "the callback of %s at host %s (%s) reaches no frontend: its public_url's host must be among its match.hosts", s.ref(), s.PublicHost, cb)
+		case fs[e.index].Index != s.Index:
+			bad(s, "public_url", "the callback of %s at host %s (%s) would reach %s, whose match takes it: check this frontend's public_url and match.hosts, and that one's path_prefix", s.ref(), s.PublicHost, cb, fs[e.index].ref())
 		}
 	}
 	return errors.Join(errs...)

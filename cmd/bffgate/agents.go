@@ -46,7 +46,8 @@ func cmdAgentsSet(name string, disable bool, args []string, stdout, stderr io.Wr
 		return err
 	}
 	known := slices.ContainsFunc(cfg.Issuer.Clients, func(c issuer.Client) bool { return c.ID == id }) ||
-		(cfg.registersGatewayClient() && id == embeddedClientID)
+		(cfg.registersGatewayClient() && id == embeddedClientID) ||
+		slices.ContainsFunc(cfg.frontendClients(), func(c issuer.Client) bool { return c.ID == id })
 	if !known {
 		return fmt.Errorf("no client %q in issuer.clients of the configuration", id)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -127,7 +128,7 @@ func (c *Config) registersFrontendClient(f Frontend) bool {
 // frontendClients are the clients bffgate registers at the embedded issuer
 // for frontends (registersFrontendClient), with the secrets buildIssuer
 // read (a stand-in while validating).
-func (c *Config) frontendClients(_ string) []issuer.Client {
+func (c *Config) frontendClients() []issuer.Client {
 	var out []issuer.Client
 	for _, f := range c.Gateway.Frontends {
 		if !c.registersFrontendClient(f) {
@@ -245,6 +246,9 @@ func (c *Config) frontendSpecs() []bff.FrontendSpec {
 			BasePath: f.Match.PathPrefix + f.BasePath, CookieName: f.Session.CookieName}
 		for _, r := range f.Routes {
 			s.Routes = append(s.Routes, r.Prefix)
+		}
+		if u, err := url.Parse(f.PublicURL); err == nil && u.Host != "" {
+			s.PublicHost = bff.PublicHost(u)
 		}
 		out = append(out, s)
 	}

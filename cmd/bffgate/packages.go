@@ -91,7 +91,7 @@ func (c *Config) issuerConfig(clientSecret string) issuer.Config {
 			Resources: resourceURLs(gwResources),
 		})
 	}
-	icfg.Clients = append(icfg.Clients, c.frontendClients(clientSecret)...)
+	icfg.Clients = append(icfg.Clients, c.frontendClients()...)
 	if c.zeroConfig {
 		icfg.Users = append(icfg.Users, issuer.User{
 			Username: demoUser, PasswordHash: demoPasswordHash, Subject: "demo-user-1",

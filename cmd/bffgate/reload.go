@@ -40,6 +40,14 @@ type runningFrontend struct {
 	conf   Frontend // as configured (gateway.frontends[i]); zero for the classic one
 	gw     *bff.Gateway
 	cancel context.CancelFunc
+	done   chan struct{} // closed when its background work has returned
+}
+
+// retire stops the frontend's background work (sweepers, listeners) and
+// waits for it to return.
+func (f *runningFrontend) retire() {
+	f.cancel()
+	<-f.done
 }
 
 // buildGateway makes the gateway listener with its frontends: the one of
@@ -92,10 +100,12 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 // server stops.
 func (s *gatewayServer) start(name string, conf Frontend, g *bff.Gateway, run func(context.Context) error) {
 	ctx, cancel := context.WithCancel(s.ctx)
-	s.frontends[name] = &runningFrontend{conf: conf, gw: g, cancel: cancel}
+	f := &runningFrontend{conf: conf, gw: g, cancel: cancel, done: make(chan struct{})}
+	s.frontends[name] = f
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer close(f.done)
 		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			s.rt.log.Error("gateway background work failed", "frontend", name, "err", err)
 		}
@@ -197,57 +207,57 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 	}
 	for _, b := range fresh {
 		if old, ok := s.frontends[b.name]; ok {
-			old.cancel()
+			old.retire()
 			delete(s.frontends, b.name)
 		}
 	}
-	var removed []runningFrontend
+	var removed []*runningFrontend
 	for name, f := range s.frontends {
 		if !keep[name] {
-			f.cancel()
-			removed = append(removed, *f)
+			f.retire()
+			removed = append(removed, f)
 			delete(s.frontends, name)
 		}
 	}
 	for _, b := range fresh {
 		s.start(b.name, b.conf, b.gw, b.run)
 	}
+	s.cfg = next
+	// Served no more, and their work stopped: their stored sessions go
+	// now, before any later reload could add a frontend of that name
+	// again (whose sessions a late purge would take).
 	for _, r := range removed {
 		s.purge(r.conf)
 	}
-	s.cfg = next
 	return warnings, nil
 }
 
-// purge deletes a removed frontend's server-side sessions in the
-// background (its bbolt buckets or Redis keys); cookie sessions have none
-// (the frontend's 401 ends them).
+// purge deletes a removed frontend's server-side sessions (its bbolt
+// buckets or Redis keys); cookie sessions have none (the frontend's 401
+// ends them), only ended records. It runs in the reload's goroutine,
+// beside the requests being served.
 func (s *gatewayServer) purge(f Frontend) {
 	name, kind := f.Name, f.Session.Store
 	log := s.rt.log.With("component", "gateway", "frontend", name)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		var n int
-		var err error
-		// Its sessions (bbolt, redis), or the ended records of its
-		// cookie sessions, which live where the cookie store keeps them.
-		if kind == "redis" || kind == "cookie" && s.rt.redis != nil {
-			n, err = sessionredis.Purge(ctx, s.rt.redis, redisSessionPrefix(s.rt.cfg, name))
-		} else {
-			n, err = sessionbolt.Purge(s.rt.db, name)
-		}
-		if kind == "cookie" {
-			n = 0 // records, not sessions
-		}
-		if err != nil {
-			log.Error("deleting the sessions of a removed frontend failed; they stay unusable (no frontend accepts them)", "err", err)
-			return
-		}
-		log.Info("frontend removed: its sessions are deleted", "sessions", n)
-	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var n int
+	var err error
+	// Its sessions (bbolt, redis), or the ended records of its cookie
+	// sessions, which live where the cookie store keeps them.
+	if kind == "redis" || kind == "cookie" && s.rt.redis != nil {
+		n, err = sessionredis.Purge(ctx, s.rt.redis, redisSessionPrefix(s.rt.cfg, name))
+	} else {
+		n, err = sessionbolt.Purge(s.rt.db, name)
+	}
+	if kind == "cookie" {
+		n = 0 // records, not sessions
+	}
+	if err != nil {
+		log.Error("deleting the sessions of a removed frontend failed; they stay unusable (no frontend accepts them)", "err", err)
+		return
+	}
+	log.Info("frontend removed: its sessions are deleted", "sessions", n)
 }
 
 // comparable is cfg without what a reload applies (gateway.frontends) and

@@ -75,3 +75,35 @@ func TestAccessLogComponentOnce(t *testing.T) {
 		t.Fatalf("the access line shows the query string: %s", ls[0])
 	}
 }
+
+// A request one of several frontends served names it in its access line,
+// once; others have no frontend key.
+func TestAccessLogFrontend(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	o, err := New(Config{Component: "gateway", Logger: slog.New(slog.NewJSONHandler(&buf, nil)), AccessLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New()
+	app.Use(o.Middleware())
+	app.Get("/admin", func(c *fiber.Ctx) error { SetFrontend(c, "admin"); return c.SendString("ok") })
+	app.Get("/plain", func(c *fiber.Ctx) error { return c.SendString("ok") })
+	for _, p := range []string{"/admin", "/plain"} {
+		resp, err := app.Test(httptest.NewRequest("GET", p, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	ls := lines(&buf)
+	if len(ls) != 2 {
+		t.Fatalf("%d lines: %q", len(ls), ls)
+	}
+	if got := topLevel(t, ls[0], "frontend"); len(got) != 1 || got[0] != "admin" {
+		t.Fatalf("frontend %v in %s", got, ls[0])
+	}
+	if got := topLevel(t, ls[1], "frontend"); len(got) != 0 {
+		t.Fatalf("frontend %v in %s", got, ls[1])
+	}
+}

@@ -173,18 +173,18 @@ func (o *Obs) Middleware() fiber.Handler {
 			if status >= 500 {
 				level = slog.LevelError
 			}
-			attrs := []slog.Attr{
+			if fe, _ := c.Locals(localsFrontend).(string); fe != "" {
+				o.logFrontend(c, level, id, method, route, status, elapsed, fe)
+				return err
+			}
+			o.log.LogAttrs(c.UserContext(), level, "request",
 				slog.String("request_id", id),
 				slog.String("method", method),
 				slog.String("route", route),
 				slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
 				slog.Int("status", status),
 				slog.Duration("duration", elapsed),
-			}
-			if fe, _ := c.Locals(localsFrontend).(string); fe != "" {
-				attrs = append(attrs, slog.String("frontend", fe))
-			}
-			o.log.LogAttrs(c.UserContext(), level, "request", attrs...)
+			)
 		}
 		return err
 	}
@@ -195,6 +195,20 @@ func (o *Obs) Middleware() fiber.Handler {
 // route pattern of its own). route must be a fixed name, such as a
 // configured prefix, never a value taken from the request.
 func SetRoute(c *fiber.Ctx, route string) { c.Locals(localsRoute, route) }
+
+// logFrontend is the access-log line of a request one of several
+// frontends served: the line of Middleware with the frontend's name.
+func (o *Obs) logFrontend(c *fiber.Ctx, level slog.Level, id, method, route string, status int, elapsed time.Duration, frontend string) {
+	o.log.LogAttrs(c.UserContext(), level, "request",
+		slog.String("request_id", id),
+		slog.String("method", method),
+		slog.String("route", route),
+		slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
+		slog.Int("status", status),
+		slog.Duration("duration", elapsed),
+		slog.String("frontend", frontend),
+	)
+}
 
 // SetFrontend names the frontend that served the request, for the access
 // log (several frontends on one listener). name must be a configured
