@@ -152,18 +152,23 @@ func runReload(t *testing.T, store string) {
 	}
 }
 
-// wantReloads wants /metrics to count n reloads with result.
+// wantReloads waits until /metrics counts n reloads with result (the
+// counter moves once the reload is done, which may be a moment after its
+// effect is visible), and fails if it never does.
 func wantReloads(t *testing.T, e *env, result string, n int) {
 	t.Helper()
 	ag := newAgent(t)
-	r := ag.get(testContext(t), fmt.Sprintf("http://127.0.0.1:%d/metrics", e.gwPort), nil)
+	ctx := testContext(t)
 	re := regexp.MustCompile(`(?m)^bffgate_config_reloads_total\{[^}]*result="` + result + `"[^}]*\} (\d+)`)
-	m := re.FindSubmatch(r.Body)
-	if m == nil {
-		t.Errorf("/metrics (%d) has no bffgate_config_reloads_total{result=%q}", r.Status, result)
-		return
-	}
-	if got, _ := strconv.Atoi(string(m[1])); got != n {
-		t.Errorf("bffgate_config_reloads_total{result=%q} = %d, want %d", result, got, n)
+	got := -1
+	ok := eventually(reloadLimit, func() bool {
+		r := ag.get(ctx, fmt.Sprintf("http://127.0.0.1:%d/metrics", e.gwPort), nil)
+		if m := re.FindSubmatch(r.Body); m != nil {
+			got, _ = strconv.Atoi(string(m[1]))
+		}
+		return got >= n
+	})
+	if !ok || got != n {
+		t.Errorf("bffgate_config_reloads_total{result=%q} = %d, want %d (-1: not in /metrics)", result, got, n)
 	}
 }
