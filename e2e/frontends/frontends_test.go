@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -63,6 +64,32 @@ func runFrontends(t *testing.T, store string) {
 		e.wantSignedIn(t, s.b, s.f, s.user)
 		e.wantAPI(t, s.b, s.f, s.user)
 	}
+	// The BFF promise holds for every frontend: nothing shaped like a JWT
+	// (the embedded issuer's tokens; oidc-provider's ID tokens) in any
+	// answer of the gateway the browsers received, nor in what the pages'
+	// scripts can read.
+	for _, br := range []*browser.Browser{b1, b2} {
+		seen := 0
+		for _, r := range br.Responses() {
+			if !slices.ContainsFunc(fs, func(f frontend) bool { return strings.HasPrefix(r.URL, f.origin()+"/") }) {
+				continue
+			}
+			seen++
+			if jwtShape.MatchString(r.URL) || jwtShape.Match(r.Body) || slices.ContainsFunc(slices.Collect(maps.Values(r.Headers)), jwtShape.MatchString) {
+				t.Errorf("a gateway answer carries a JWT: %s %s (%d)", r.Method, r.URL, r.Status)
+			}
+		}
+		if seen < 10 {
+			t.Fatalf("the browser recorded %d answers of the gateway: the check for tokens would prove nothing", seen)
+		}
+	}
+	for _, s := range signedIn {
+		open(t, s.b, s.f)
+		if st := s.b.Storage(); st.Cookie != "" || jwtShape.MatchString(fmt.Sprint(st)) {
+			t.Errorf("%s's page can read something: document.cookie %q, storage %v", s.f.Name, st.Cookie, st)
+		}
+	}
+
 	// A route of one frontend is not reachable from another's host.
 	open(t, b1, b)
 	before := e.up.count()
@@ -212,6 +239,9 @@ func runFrontends(t *testing.T, store string) {
 	e.wantSignedIn(t, b2, one, "carol")
 	e.wantAPI(t, b2, one, "carol")
 }
+
+// jwtShape matches a compact JWS or JWE whose header starts with `{"`.
+var jwtShape = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{8,}`)
 
 // names lists a cookie map's names.
 func names(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
