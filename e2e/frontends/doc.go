@@ -18,7 +18,8 @@
 // The tests sign in to the frontends in chromium and check that each
 // sees only its own user and API; that a session cookie replayed to
 // another frontend (under its own name or the other's) is no session;
-// that signing out of one leaves the others signed in; that a
+// that signing out of one leaves the others signed in (by host, and on
+// one host by path, the cookie cleared with its own Path); that a
 // back-channel logout from oidc-provider for one client ends only that
 // frontend's sessions; that an authorization response of the other
 // frontend's provider delivered to a frontend's callback is refused

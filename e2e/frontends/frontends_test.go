@@ -173,6 +173,7 @@ func runFrontends(t *testing.T, store string) {
 	if live(a, "alice") {
 		t.Error("a's session still answers after its logout")
 	}
+	wantNoSessionCookie(t, b1, a)
 	e.wantSignedIn(t, b1, b, "bob")
 	e.wantAPI(t, b1, b, "bob")
 	for _, s := range signedIn[1:] {
@@ -238,6 +239,27 @@ func runFrontends(t *testing.T, store string) {
 	wantAnonymous(t, b2, two)
 	e.wantSignedIn(t, b2, one, "carol")
 	e.wantAPI(t, b2, one, "carol")
+
+	t.Log("on one host: signing out of one (Path=/one) leaves two (Path=/two) signed in")
+	e.signIn(t, b2, two, "bob")
+	open(t, b2, one)
+	b2.Click("#logout")
+	b2.WaitFor(`location.href === ` + jsString(one.url("/")) + ` && document.body.dataset.state === 'anonymous'`)
+	wantNoSessionCookie(t, b2, one)
+	e.wantSignedIn(t, b2, two, "bob")
+	e.wantAPI(t, b2, two, "bob")
+	sessionCookies(t, b2, two)
+}
+
+// wantNoSessionCookie wants the browser to hold no session cookie of f
+// (its logout cleared it, with the cookie's own Path).
+func wantNoSessionCookie(t *testing.T, b *browser.Browser, f frontend) {
+	t.Helper()
+	for _, c := range b.Cookies(f.url("/")) {
+		if c.Name == f.cookieName() || strings.HasPrefix(c.Name, f.cookieName()+".") {
+			t.Errorf("after %s's logout the browser still holds its session cookie %s (Path %s)", f.Name, c.Name, c.Path)
+		}
+	}
 }
 
 // jwtShape matches a compact JWS or JWE whose header starts with `{"`.
