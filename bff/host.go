@@ -95,9 +95,10 @@ func (h *Host) Frontends() []*Gateway { return slices.Clone(h.table.Load().all) 
 // Set validates the frontends (see CheckFrontends) and makes them the ones
 // served, in one atomic swap: requests already running finish with the
 // frontend they were given. Frontends served before and missing from gws
-// are removed: until the next restart, a request that matches no frontend
-// of gws but matched a removed one is answered 401 frontend_removed
-// (its session is gone; see Gateway.Purge). On an error nothing changes.
+// are removed: until the Host is built again, a request that a removed
+// frontend matches more closely than any of gws is answered 401
+// frontend_removed (deleting its stored sessions is the caller's:
+// session/bolt.Purge, session/redis.Purge). On an error nothing changes.
 func (h *Host) Set(gws []*Gateway) error {
 	if len(gws) == 0 {
 		return errors.New("bff: Host.Set: no frontend")

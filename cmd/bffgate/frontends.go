@@ -352,7 +352,7 @@ func frontendSPA(f Frontend, handler fiber.Handler) fiber.Handler {
 		return handler
 	}
 	return func(c *fiber.Ctx) error {
-		p := c.Path()
+		p := strings.Clone(c.Path()) // setting the path reuses its buffer
 		if len(p) >= len(prefix) && strings.EqualFold(p[:len(prefix)], prefix) {
 			rest := p[len(prefix):]
 			if rest == "" {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/bffgate/bffgate/bff/spa"
 	"github.com/bffgate/bffgate/issuer"
 )
 
@@ -145,5 +150,68 @@ func TestREADMEFrontendsConfig(t *testing.T) {
 	}
 	if w := startupWarnings(cfg); len(w) != 0 {
 		t.Errorf("start-up warnings %q", w)
+	}
+}
+
+// A frontend under a path prefix serves its spa.dir without the prefix
+// (the build's base), and the request's path is its own again after.
+func TestFrontendSPAUnderPrefix(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "assets"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"index.html": "<!doctype html>admin", "assets/app.js": "console.log(1)"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := Frontend{Name: "admin", Match: FrontendMatch{PathPrefix: "/admin"}, SPA: SPA{Config: spa.Config{Dir: dir}}}
+	h, err := spa.New(f.SPA.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New()
+	var after string
+	app.Use(func(c *fiber.Ctx) error {
+		err := frontendSPA(f, h)(c)
+		after = c.Path()
+		return err
+	})
+	for path, want := range map[string]string{"/admin/": "<!doctype html>admin", "/admin": "<!doctype html>admin",
+		"/admin/assets/app.js": "console.log(1)", "/admin/items/42": "<!doctype html>admin"} {
+		req := httptest.NewRequest("GET", path, nil)
+		req.Header.Set("Accept", "text/html")
+		resp, err := app.Test(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != want || after != path {
+			t.Errorf("%s: %d %q, path after %q", path, resp.StatusCode, body, after)
+		}
+	}
+}
+
+// The start-up banner lists each frontend: where it is, how it is matched,
+// its login, provider and client.
+func TestBannerListsFrontends(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(filepath.Join("testdata", "config", "frontends-ok.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printBanner(&b, cfg)
+	for _, want := range []string{
+		"gateway        127.0.0.1:8080, 3 frontends (reload them with SIGHUP)",
+		"shop         http://127.0.0.1:8080/ (any host; login /bff/login; provider http://127.0.0.1:9090, client bffgate-shop; API routes: /api/ -> http://127.0.0.1:7000)",
+		"admin        http://127.0.0.1:8080/admin/ (any host, path /admin; login /admin/bff/login; provider http://127.0.0.1:3000, client admin-bff; API routes: /admin/api/ -> http://127.0.0.1:7001)",
+		"partner      http://localhost:8080/ (host localhost; login /bff/login; provider http://127.0.0.1:9090, client bffgate-partner)",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, b.String())
+		}
 	}
 }

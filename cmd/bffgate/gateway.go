@@ -195,19 +195,22 @@ func frontendBuildOf(cfg *Config, i int) frontendBuild {
 	return b
 }
 
-// buildFrontend makes one frontend's gateway and what runs beside it:
-// session store, routes, SPA, and the provider (the embedded issuer,
-// already listening, or the configured one), whose discovery it reads.
-func buildFrontend(ctx context.Context, rt *runtime, parts gatewayParts, fb frontendBuild) (*bff.Gateway, func(context.Context) error, error) {
-	reg := prometheus.Registerer(rt.registry)
+// frontendRegistry is where frontend name's metrics go: the registry as
+// it is for the classic frontend, with frontend="<name>" otherwise.
+func frontendRegistry(rt *runtime, name string) prometheus.Registerer {
+	if name == "" {
+		return rt.registry
+	}
+	return frontendRegisterer(rt.registry, name)
+}
+
+// buildFrontend makes one frontend's gateway on its session store, with
+// its routes, SPA, and the provider (the embedded issuer, already
+// listening, or the configured one), whose discovery it reads; run is the
+// gateway's background work.
+func buildFrontend(ctx context.Context, rt *runtime, parts gatewayParts, fb frontendBuild, store session.Store) (*bff.Gateway, func(context.Context) error, error) {
+	reg := frontendRegistry(rt, fb.name)
 	logger := rt.log.With("component", "gateway")
-	if fb.name != "" {
-		reg = frontendRegisterer(rt.registry, fb.name)
-	}
-	store, sweep, err := sessionStore(ctx, rt, parts.pairs, fb.store, fb.name, reg)
-	if err != nil {
-		return nil, nil, err
-	}
 	bcfg := fb.bcfg
 	bcfg.Store = store
 	bcfg.AssertionKey = parts.assertion
@@ -252,16 +255,7 @@ func buildFrontend(ctx context.Context, rt *runtime, parts gatewayParts, fb fron
 		}
 		return nil, nil, err
 	}
-	run := func(ctx context.Context) error {
-		errc := make(chan error, 1)
-		go func() { errc <- sweep(ctx) }()
-		err := g.Run(ctx)
-		if serr := <-errc; err == nil {
-			err = serr
-		}
-		return err
-	}
-	return g, run, nil
+	return g, g.Run, nil
 }
 
 // buildDemoAPI makes the demo resource server. With encrypted tokens it

@@ -15,39 +15,59 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bffgate/bffgate/bff"
+	"github.com/bffgate/bffgate/session"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
 	sessionredis "github.com/bffgate/bffgate/session/redis"
 )
 
 // gatewayServer is the gateway listener: one bff.Host and the frontends
-// it serves, each a gateway with the work it runs beside (sweepers,
-// listeners), which a reload (SIGHUP) replaces one by one.
+// it serves, each a gateway on a session store with the work both run
+// beside (the gateway's caches, the store's sweeper or listener), which a
+// reload (SIGHUP) replaces one by one.
 type gatewayServer struct {
 	rt     *runtime
 	parts  gatewayParts
 	host   *bff.Host
-	ctx    context.Context // the server's life; each frontend runs under a child
+	ctx    context.Context // the server's life; each piece runs under a child
 	reload *prometheus.CounterVec
 
 	mu        sync.Mutex
 	cfg       *Config
 	frontends map[string]*runningFrontend
-	wg        sync.WaitGroup
+	// stores are the frontends' session stores by frontend name. A
+	// frontend rebuilt with the same store kind keeps its store: one
+	// store per namespace (bbolt's record cache sees only its own
+	// writes, so two stores on one namespace could serve a stale
+	// session, rotated refresh token included).
+	stores map[string]*runningStore
+	wg     sync.WaitGroup
+}
+
+// worker is background work that can be stopped and waited for.
+type worker struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the work has returned
+}
+
+// retire stops the work and waits for it to return.
+func (w *worker) retire() {
+	w.cancel()
+	<-w.done
 }
 
 // runningFrontend is one frontend in service.
 type runningFrontend struct {
-	conf   Frontend // as configured (gateway.frontends[i]); zero for the classic one
-	gw     *bff.Gateway
-	cancel context.CancelFunc
-	done   chan struct{} // closed when its background work has returned
+	worker
+	conf Frontend // as configured (gateway.frontends[i]); zero for the classic one
+	gw   *bff.Gateway
 }
 
-// retire stops the frontend's background work (sweepers, listeners) and
-// waits for it to return.
-func (f *runningFrontend) retire() {
-	f.cancel()
-	<-f.done
+// runningStore is a frontend's session store in service.
+type runningStore struct {
+	worker
+	kind  string
+	store session.Store
+	run   func(context.Context) error
 }
 
 // buildGateway makes the gateway listener with its frontends: the one of
@@ -62,7 +82,8 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 	if err != nil {
 		return nil, err
 	}
-	s := &gatewayServer{rt: rt, parts: parts, host: host, ctx: ctx, cfg: rt.cfg, frontends: map[string]*runningFrontend{}}
+	s := &gatewayServer{rt: rt, parts: parts, host: host, ctx: ctx, cfg: rt.cfg,
+		frontends: map[string]*runningFrontend{}, stores: map[string]*runningStore{}}
 	s.reload = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bffgate_config_reloads_total",
 		Help: "Configuration reloads (SIGHUP) of the gateway's frontends, by result (ok, error).",
@@ -70,24 +91,30 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 	if err := rt.registry.Register(s.reload); err != nil {
 		return nil, err
 	}
-	var gws []*bff.Gateway
+	builds := []frontendBuild{}
+	confs := []Frontend{}
 	if len(rt.cfg.Gateway.Frontends) == 0 {
-		g, run, err := buildFrontend(ctx, rt, parts, classicBuild(rt, embeddedSecret))
-		if err != nil {
-			return nil, err
-		}
-		s.start("", Frontend{}, g, run)
-		gws = append(gws, g)
+		builds, confs = append(builds, classicBuild(rt, embeddedSecret)), append(confs, Frontend{})
 	} else {
 		for i, f := range rt.cfg.Gateway.Frontends {
-			g, run, err := buildFrontend(ctx, rt, parts, frontendBuildOf(rt.cfg, i))
-			if err != nil {
-				s.stop()
-				return nil, err
-			}
-			s.start(f.Name, f, g, run)
-			gws = append(gws, g)
+			builds, confs = append(builds, frontendBuildOf(rt.cfg, i)), append(confs, f)
 		}
+	}
+	var gws []*bff.Gateway
+	for i, fb := range builds {
+		st, err := s.openStore(fb)
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.startStore(fb.name, st)
+		g, run, err := buildFrontend(ctx, rt, parts, fb, st.store)
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.start(fb.name, confs[i], g, run)
+		gws = append(gws, g)
 	}
 	if err := host.Set(gws); err != nil {
 		s.stop()
@@ -96,27 +123,53 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 	return s, nil
 }
 
+// openStore opens a frontend's session store; nothing of it runs yet.
+func (s *gatewayServer) openStore(fb frontendBuild) (*runningStore, error) {
+	st, run, err := sessionStore(s.ctx, s.rt, s.parts.pairs, fb.store, fb.name, frontendRegistry(s.rt, fb.name))
+	if err != nil {
+		if fb.name != "" {
+			err = fmt.Errorf("frontend %s: %w", fb.name, err)
+		}
+		return nil, err
+	}
+	return &runningStore{kind: fb.store, store: st, run: run}, nil
+}
+
+// startStore runs a store's background work as frontend name's.
+func (s *gatewayServer) startStore(name string, st *runningStore) {
+	st.worker = s.goWork("session store", name, st.run)
+	s.stores[name] = st
+}
+
 // start runs a frontend's background work until it is replaced or the
 // server stops.
 func (s *gatewayServer) start(name string, conf Frontend, g *bff.Gateway, run func(context.Context) error) {
+	s.frontends[name] = &runningFrontend{worker: s.goWork("gateway", name, run), conf: conf, gw: g}
+}
+
+func (s *gatewayServer) goWork(what, name string, run func(context.Context) error) worker {
 	ctx, cancel := context.WithCancel(s.ctx)
-	f := &runningFrontend{conf: conf, gw: g, cancel: cancel, done: make(chan struct{})}
-	s.frontends[name] = f
+	w := worker{cancel: cancel, done: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer close(f.done)
+		defer close(w.done)
 		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			s.rt.log.Error("gateway background work failed", "frontend", name, "err", err)
+			s.rt.log.Error(what+" background work failed", "frontend", name, "err", err)
 		}
 	}()
+	return w
 }
 
-// stop ends every frontend's background work and waits for it.
+// stop ends every frontend's and store's background work and waits for
+// it.
 func (s *gatewayServer) stop() {
 	s.mu.Lock()
 	for _, f := range s.frontends {
 		f.cancel()
+	}
+	for _, st := range s.stores {
+		st.cancel()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -131,11 +184,12 @@ func (s *gatewayServer) Run(ctx context.Context) error {
 
 // Reload applies gateway.frontends of next, a configuration loaded (and
 // validated) from the same file: changed and added frontends get new
-// gateways (discovery of their provider included), unchanged ones keep
-// theirs and their sessions, removed ones answer 401 frontend_removed
-// until a restart and their server-side sessions are deleted in the
-// background. Other changed keys need a restart: they are named in the
-// returned warnings and not applied. On an error nothing changes.
+// gateways (discovery of their provider included) on their store (the
+// running one when its kind is unchanged), unchanged ones keep theirs
+// and their sessions, removed ones answer 401 frontend_removed until a
+// restart and their server-side sessions are deleted. Other changed keys
+// need a restart: they are named in the returned warnings and not
+// applied. On an error nothing changes.
 func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -171,15 +225,15 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 				Msg: frontendLabel(f) + ": its client at the embedded issuer (" + f.Provider.ClientID + ") would be registered anew or changed, which needs a restart: the issuer's clients are fixed at its start"}
 		}
 	}
-	next.frontendSecrets = s.cfg.frontendSecrets
 	type built struct {
-		name string
-		conf Frontend
-		gw   *bff.Gateway
-		run  func(context.Context) error
+		name  string
+		conf  Frontend
+		gw    *bff.Gateway
+		run   func(context.Context) error
+		store *runningStore // a new store (its kind changed, or a new frontend); nil: the running one
 	}
-	// Built but not yet served, a new gateway runs nothing: on an error
-	// it is dropped as it is.
+	// Built but not yet served, a new gateway or store runs nothing: on an
+	// error it is dropped as it is.
 	var fresh []built
 	var gws []*bff.Gateway
 	// A kept gateway strips the other frontends' cookies it was told of:
@@ -190,12 +244,20 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 			gws = append(gws, old.gw)
 			continue
 		}
-		g, run, err := buildFrontend(s.ctx, s.rt, s.parts, frontendBuildOf(next, i))
-		if err != nil {
+		fb := frontendBuildOf(next, i)
+		b := built{name: f.Name, conf: f}
+		store := s.stores[f.Name]
+		if store == nil || store.kind != fb.store {
+			if b.store, err = s.openStore(fb); err != nil {
+				return warnings, err
+			}
+			store = b.store
+		}
+		if b.gw, b.run, err = buildFrontend(s.ctx, s.rt, s.parts, fb, store.store); err != nil {
 			return warnings, err
 		}
-		fresh = append(fresh, built{f.Name, f, g, run})
-		gws = append(gws, g)
+		fresh = append(fresh, b)
+		gws = append(gws, b.gw)
 	}
 	if err := s.host.Set(gws); err != nil {
 		return warnings, err
@@ -210,24 +272,33 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 			old.retire()
 			delete(s.frontends, b.name)
 		}
+		if b.store != nil {
+			if old, ok := s.stores[b.name]; ok {
+				old.retire()
+			}
+			s.startStore(b.name, b.store)
+		}
+		s.start(b.name, b.conf, b.gw, b.run)
 	}
-	var removed []*runningFrontend
+	var removed []Frontend
 	for name, f := range s.frontends {
 		if !keep[name] {
 			f.retire()
-			removed = append(removed, f)
+			if st, ok := s.stores[name]; ok {
+				st.retire()
+				delete(s.stores, name)
+			}
+			removed = append(removed, f.conf)
 			delete(s.frontends, name)
 		}
 	}
-	for _, b := range fresh {
-		s.start(b.name, b.conf, b.gw, b.run)
-	}
+	next.frontendSecrets = s.cfg.frontendSecrets
 	s.cfg = next
 	// Served no more, and their work stopped: their stored sessions go
 	// now, before any later reload could add a frontend of that name
 	// again (whose sessions a late purge would take).
-	for _, r := range removed {
-		s.purge(r.conf)
+	for _, f := range removed {
+		s.purge(f)
 	}
 	return warnings, nil
 }

@@ -229,6 +229,7 @@ func TestFrontendsServeAndReload(t *testing.T) {
 		t.Fatal("a refused reload changed the frontends")
 	}
 
+	shopStore := s.gs.stores["shop"].store
 	// Change shop (a route: a new gateway on the same store namespace),
 	// drop admin, add extra (a configured issuer client).
 	warnings, err := s.gs.Reload(s.config(`
@@ -246,6 +247,10 @@ func TestFrontendsServeAndReload(t *testing.T) {
 	}
 	if st, sub := b.user(shop); st != 200 || sub != "alice" {
 		t.Fatalf("shop after reload: %d %s", st, sub)
+	}
+	// One store per namespace: the rebuilt shop runs on the store it had.
+	if s.gs.stores["shop"].store != shopStore || s.gs.stores["admin"] != nil {
+		t.Fatal("shop's store was replaced, or admin's kept")
 	}
 	if st, body, _ := b.do(http.MethodGet, shop+"/api/x", nil, map[string]string{"X-CSRF": "1"}); st != http.StatusBadGateway {
 		t.Fatalf("shop's new route: %d %s", st, body)
