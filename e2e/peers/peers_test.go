@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -160,6 +162,69 @@ func TestProviderDiscoveryLoginAndEndSession(t *testing.T) {
 	}
 	if res, err := p.EndSession(ctx, "alice"); err != nil || res.Sessions != 0 {
 		t.Errorf("second EndSession(alice) = %+v, %v; want no session left", res, err)
+	}
+}
+
+// TestProviderEndClientSession: EndClientSession logs a user out of one
+// client (its back-channel logout only, delivered to a name under
+// .localhost on loopback with that Host), and leaves the user signed in
+// for the other client, which EndSession then reaches.
+func TestProviderEndClientSession(t *testing.T) {
+	t.Parallel()
+	type delivery struct{ host, path string }
+	got := make(chan delivery, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil || r.PostForm.Get("logout_token") == "" {
+			http.Error(w, "no logout_token", http.StatusBadRequest)
+			return
+		}
+		got <- delivery{r.Host, r.URL.Path}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	const redirect = "http://127.0.0.1:1/callback" // never dialled: Login stops at the client
+	p := StartProvider(t, ProviderOptions{Clients: []Client{
+		{ID: "gw1", Secret: testSecret, RedirectURIs: []string{redirect},
+			BackchannelLogoutURI: fmt.Sprintf("http://gw1.localhost:%d/one/bc", port)},
+		{ID: "gw2", Secret: testSecret, RedirectURIs: []string{redirect},
+			BackchannelLogoutURI: srv.URL + "/two/bc"},
+	}})
+	ctx := ctxT(t)
+	for _, client := range []string{"gw1", "gw2"} {
+		auth := p.Issuer + "/auth?" + url.Values{
+			"client_id": {client}, "redirect_uri": {redirect}, "response_type": {"code"},
+			"scope": {"openid"}, "state": {"s-" + client},
+			"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"},
+		}.Encode()
+		if loc, err := p.Login(ctx, auth, "alice"); err != nil || !strings.Contains(loc, "code=") {
+			t.Fatalf("login of alice at %s: %s %v", client, loc, err)
+		}
+	}
+
+	res, err := p.EndClientSession(ctx, "alice", "gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sessions != 1 || len(res.Backchannel) != 1 || res.Backchannel[0].ClientID != "gw1" || !res.Backchannel[0].OK {
+		t.Fatalf("EndClientSession(alice, gw1) = %+v, want one session and one delivered logout token to gw1", res)
+	}
+	if d := <-got; d.host != fmt.Sprintf("gw1.localhost:%d", port) || d.path != "/one/bc" {
+		t.Errorf("gw1's logout token arrived with Host %s at %s, want gw1.localhost:%d at /one/bc", d.host, d.path, port)
+	}
+
+	res, err = p.EndSession(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Backchannel) != 1 || res.Backchannel[0].ClientID != "gw2" || !res.Backchannel[0].OK {
+		t.Fatalf("EndSession(alice) after gw1's logout = %+v, want one delivered logout token, to gw2 only", res)
+	}
+	if d := <-got; d.path != "/two/bc" {
+		t.Errorf("gw2's logout token arrived at %s, want /two/bc", d.path)
+	}
+	if _, err := p.EndClientSession(ctx, "alice", ""); err == nil {
+		t.Error("EndClientSession with an empty client id was accepted")
 	}
 }
 

@@ -156,6 +156,18 @@ func (p *Provider) EndSession(ctx context.Context, sub string) (EndSessionResult
 	return res, err
 }
 
+// EndClientSession logs the account sub out of one client, as the
+// provider's end_session endpoint does for the client that asked when the
+// user does not sign out everywhere: a back-channel logout token goes to
+// that client only (when it has a BackchannelLogoutURI; delivered before
+// the call returns), its grants are revoked, and the provider sessions
+// stay signed in for every other client.
+func (p *Provider) EndClientSession(ctx context.Context, sub, clientID string) (EndSessionResult, error) {
+	var res EndSessionResult
+	err := p.sendJSON(ctx, http.MethodPost, p.admin+"/end-session", map[string]string{"sub": sub, "client_id": clientID}, &res)
+	return res, err
+}
+
 // Stats are the provider's counters since start.
 type Stats struct {
 	// Grants counts successful token responses by grant_type.

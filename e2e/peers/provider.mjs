@@ -34,7 +34,18 @@
 //                                  endpoint does: back-channel logout to each
 //                                  client with a backchannel_logout_uri, grants
 //                                  revoked, sessions destroyed.
-import { createServer } from 'node:http';
+//                                  {"sub": "...", "client_id": "..."}: log sub
+//                                  out of that one client only, as end_session
+//                                  does for the client that asked when the user
+//                                  does not sign out everywhere: back-channel
+//                                  logout to it, its grant revoked, the session
+//                                  kept for the other clients.
+//
+// Back-channel logout URIs on a name under .localhost (http://b.localhost:PORT/...)
+// are delivered to 127.0.0.1 with that Host header, as browsers resolve those
+// names (RFC 6761 §6.3): tests give several gateway frontends, selected by
+// host name, one loopback port.
+import { createServer, request as httpRequest } from 'node:http';
 import { randomBytes } from 'node:crypto';
 
 import Provider from 'oidc-provider';
@@ -239,7 +250,11 @@ async function admin(req, res) {
       sendJSON(res, 400, { error: 'invalid_request', error_description: 'sub is required' });
       return;
     }
-    sendJSON(res, 200, await endSessions(body.sub));
+    if (body.client_id !== undefined && (typeof body.client_id !== 'string' || body.client_id === '')) {
+      sendJSON(res, 400, { error: 'invalid_request', error_description: 'client_id, when given, must be a client id' });
+      return;
+    }
+    sendJSON(res, 200, await endSessions(body.sub, body.client_id));
     return;
   }
   sendJSON(res, 404, { error: 'not_found', error_description: `no admin route ${req.method} ${path}` });
@@ -247,14 +262,19 @@ async function admin(req, res) {
 
 // endSessions does for every session of sub what oidc-provider's end_session
 // confirm step does with logout=yes (lib/actions/end_session.js): notify each
-// client by back-channel logout, revoke its grant, destroy the session.
-async function endSessions(sub) {
+// client by back-channel logout, revoke its grant, destroy the session. With
+// onlyClient it does what that step does without logout=yes for the client
+// that asked: notify and revoke that client only, and keep the session for
+// the others.
+async function endSessions(sub, onlyClient) {
   const result = { sessions: 0, backchannel: [] };
   for (const [id, e] of [...storeFor('Session')]) {
     if (!live(e) || e.payload.accountId !== sub) continue;
-    result.sessions += 1;
     const authorizations = e.payload.authorizations ?? {};
+    if (onlyClient !== undefined && !(onlyClient in authorizations)) continue;
+    result.sessions += 1;
     for (const [clientId, auth] of Object.entries(authorizations)) {
+      if (onlyClient !== undefined && clientId !== onlyClient) continue;
       const client = await provider.Client.find(clientId);
       if (client?.backchannelLogoutUri) {
         try {
@@ -273,9 +293,49 @@ async function endSessions(sub) {
         await new MemoryAdapter('Grant').revokeByGrantId(auth.grantId);
       }
     }
-    storeFor('Session').delete(id);
+    if (onlyClient === undefined) {
+      storeFor('Session').delete(id);
+    } else {
+      delete e.payload.authorizations[onlyClient];
+    }
   }
   return result;
+}
+
+// localhostFetch sends a request for http://NAME.localhost:PORT/... to
+// 127.0.0.1:PORT with the Host header NAME.localhost:PORT (fetch cannot set
+// Host, and the system resolver here knows no *.localhost names), and
+// returns the answer as a fetch Response.
+function localhostFetch(target, options) {
+  const u = new URL(target);
+  const headers = Object.fromEntries(new Headers(options.headers ?? {}));
+  headers.host = u.host;
+  const body = options.body === undefined ? undefined : String(options.body);
+  if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({
+      host: '127.0.0.1',
+      port: u.port || 80,
+      path: `${u.pathname}${u.search}`,
+      method: options.method ?? 'GET',
+      headers,
+      signal: options.signal,
+    }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const h = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) {
+          for (const x of [v].flat()) h.append(k, String(x));
+        }
+        const noBody = [204, 304].includes(res.statusCode);
+        resolve(new Response(noBody ? null : Buffer.concat(chunks), { status: res.statusCode, headers: h }));
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 server.on('error', (err) => fail(`provider.mjs: listen: ${err.message}`));
@@ -351,7 +411,10 @@ server.listen(cfg.port ?? 0, host, async () => {
       // peer is on loopback by design, so loopback URLs go out without
       // that guard; any other address keeps it.
       fetch: (target, options) => {
-        const { hostname } = new URL(target);
+        const { hostname, protocol } = new URL(target);
+        if (protocol === 'http:' && hostname.endsWith('.localhost')) {
+          return localhostFetch(target, options);
+        }
         if (['127.0.0.1', 'localhost', '[::1]'].includes(hostname)) {
           delete options.dispatcher;
         }

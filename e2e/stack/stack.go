@@ -214,6 +214,10 @@ type Stack struct {
 	IssuerURL  string
 	APIURL     string
 	DataDir    string
+	// ConfigFile is the configuration file written from
+	// Options.ConfigYAML ("" without one). A test may rewrite it and send
+	// SIGHUP (Signal) to have bffgate reload it.
+	ConfigFile string
 
 	t       testing.TB
 	env     []string
@@ -252,6 +256,10 @@ type Options struct {
 	// the file's last MiB. The file may be truncated while the process
 	// runs: it writes at the end, whatever the end is.
 	LogFile string
+	// IssuerPort is the embedded issuer's port (default a free one): a
+	// configuration file that names the issuer's URL (a frontend whose
+	// provider is the embedded issuer) is written before the start.
+	IssuerPort int
 }
 
 // Start runs bffgate and waits until every listener is ready.
@@ -290,9 +298,12 @@ var errPortInUse = errors.New("a listen port is in use")
 // startOn starts bffgate on fresh free ports.
 func startOn(t testing.TB, opts Options, dataDir, host string) (*Stack, error) {
 	t.Helper()
-	gw, is, api := opts.GatewayPort, FreePort(t), FreePort(t)
+	gw, is, api := opts.GatewayPort, opts.IssuerPort, FreePort(t)
 	if gw == 0 {
 		gw = FreePort(t)
+	}
+	if is == 0 {
+		is = FreePort(t)
 	}
 	s := &Stack{
 		GatewayURL: fmt.Sprintf("http://%s:%d", host, gw),
@@ -321,6 +332,7 @@ func startOn(t testing.TB, opts Options, dataDir, host string) (*Stack, error) {
 		if err := os.WriteFile(p, []byte(opts.ConfigYAML), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		s.ConfigFile = p
 		s.env = append(s.env, "BFFGATE_CONFIG="+p)
 	}
 	if err := s.launch(); err != nil {
@@ -453,6 +465,17 @@ func (s *Stack) Stop() {
 	if s.t.Failed() {
 		s.t.Logf("bffgate logs:\n%s", s.Logs())
 	}
+}
+
+// Signal sends sig to the running process (SIGHUP: reload the
+// configuration file).
+func (s *Stack) Signal(sig os.Signal) error {
+	select {
+	case <-s.done:
+		return fmt.Errorf("bffgate is not running (%v)", s.cmd.ProcessState)
+	default:
+	}
+	return s.cmd.Process.Signal(sig)
 }
 
 // Kill sends SIGKILL (a crash) and waits for the process to be gone.
