@@ -145,8 +145,8 @@ func (e *Ended) end(ctx context.Context, op, key, since string, until time.Time)
 }
 
 // Purge deletes every key under prefix (a removed frontend's sessions,
-// indexes and ended records: its store's prefix) and reports how many it
-// deleted. It walks the keys with SCAN, on every master of a cluster. The
+// indexes and ended records: its store's prefix) and reports how many
+// sessions it deleted (session records, not their index keys). It walks the keys with SCAN, on every master of a cluster. The
 // prefix must be a namespace's own: purging DefaultPrefix or a shorter
 // prefix would take the classic sessions too, and is refused.
 func Purge(ctx context.Context, client goredis.UniversalClient, prefix string) (int, error) {
@@ -172,7 +172,9 @@ func Purge(ctx context.Context, client goredis.UniversalClient, prefix string) (
 				if err != nil {
 					return err
 				}
-				n.Add(d)
+				if strings.HasPrefix(k, prefix+"r:") {
+					n.Add(d)
+				}
 			}
 			batch = batch[:0]
 			return nil
