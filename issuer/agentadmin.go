@@ -21,7 +21,7 @@ var ErrUnknownClient = errors.New("issuer: no such client")
 // other instances; this instance applies it at once, and records the
 // operator's action (via names it) in its audit trail.
 func (s *Server) SetClientState(ctx context.Context, id string, disabled bool, via string) (storage.ClientState, error) {
-	if s.clients[id] == nil {
+	if s.client(id) == nil {
 		return storage.ClientState{}, fmt.Errorf("%w %q in issuer.clients of the running configuration", ErrUnknownClient, id)
 	}
 	st, err := s.ag.store.SetClientDisabled(ctx, id, disabled, s.now())

@@ -145,7 +145,7 @@ func (s *Server) newAgentState(ctx context.Context) (*agentState, error) {
 			}
 		}
 	}
-	for _, cl := range s.clients {
+	for _, cl := range s.configured {
 		observe("client", cl.keys)
 	}
 	for _, src := range a.spiffe.domains {
@@ -246,7 +246,7 @@ func (s *Server) clientChanged(storage.DenyEntry) {
 
 // clientDisabled reports why the client id may get no grant now, or "".
 func (s *Server) clientDisabled(id string) string {
-	if cl := s.clients[id]; cl != nil && cl.Disabled {
+	if cl := s.client(id); cl != nil && cl.Disabled {
 		return fmt.Sprintf("client %q is disabled in the configuration", id)
 	}
 	s.ag.mu.RLock()

@@ -186,7 +186,7 @@ func (s *Server) authenticateAssertion(c *fiber.Ctx, form url.Values, formID, ty
 		}
 		id = claims.Subject
 	}
-	cl := s.clients[id]
+	cl := s.client(id)
 	if cl == nil {
 		return nil, method, protocol.ErrInvalidClient.WithDescription("client %q is unknown", clip(id, 255))
 	}

@@ -55,7 +55,7 @@ func (s *Server) newMCPState() error {
 // returns nil, nil for an unknown id, and an error (errCIMD) when a
 // document cannot be used; the error's text is fit for the user.
 func (s *Server) lookupClient(ctx context.Context, id string) (*client, error) {
-	if cl := s.clients[id]; cl != nil {
+	if cl := s.client(id); cl != nil {
 		return cl, nil
 	}
 	if s.cfg.ClientMetadata.Enabled && isCIMD(id) {
@@ -177,7 +177,7 @@ func (s *Server) forgetConsent(ctx context.Context, cl *client, subject string) 
 // then be the client itself or any registered resource (such a client
 // has no resources list).
 func (s *Server) tokenClient(id string) *client {
-	if cl := s.clients[id]; cl != nil {
+	if cl := s.client(id); cl != nil {
 		return cl
 	}
 	if s.cfg.ClientMetadata.Enabled && isCIMD(id) {

@@ -200,6 +200,10 @@ type Config struct {
 	// Clients and Users are the registered clients and end users.
 	Clients []Client
 	Users   []User
+	// ManagedClients are the first set of the clients the embedding
+	// program registers itself and replaces while the issuer runs
+	// (Server.SetManagedClients: bffgate's frontends on a reload).
+	ManagedClients []Client
 	// SPIFFE lists the trust domains whose JWT-SVIDs authenticate clients
 	// with a SPIFFE ID (spiffe.go).
 	SPIFFE SPIFFE
@@ -458,7 +462,7 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		cfg.Logger = slog.Default()
 	}
 
-	if len(cfg.Clients) == 0 {
+	if len(cfg.Clients) == 0 && len(cfg.ManagedClients) == 0 {
 		return fail("clients", "no client is registered; register at least one")
 	}
 	if _, err := newSPIFFEBundles(cfg.SPIFFE, cfg.HTTPClient, cfg.Logger); err != nil {

@@ -546,7 +546,7 @@ func (c *client) exchangeAudienceAllowed(aud []string) bool {
 // exchangeEnabled reports whether any client may exchange tokens (the
 // grant is advertised in discovery then).
 func (s *Server) exchangeEnabled() bool {
-	for _, c := range s.clients {
+	for _, c := range *s.clients.Load() {
 		if c.TokenExchange.Allowed {
 			return true
 		}

@@ -403,7 +403,7 @@ func (s *Server) activeToken(ctx context.Context, ep string, cl *client, raw str
 			return inactive("the login session of the ID token expired")
 		}
 	default:
-		if tc.ClientID != cl.ID || s.clients[tc.ClientID] == nil {
+		if tc.ClientID != cl.ID || s.client(tc.ClientID) == nil {
 			return inactive("refresh token of another client")
 		}
 		rec, err := s.stores.lifecycle.RefreshToken(ctx, tc.JTI)

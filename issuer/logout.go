@@ -151,7 +151,7 @@ func (s *Server) validateLogout(p url.Values) (logoutRequest, error) {
 	}
 	var cl *client
 	if lr.ClientID != "" {
-		if cl = s.clients[lr.ClientID]; cl == nil {
+		if cl = s.client(lr.ClientID); cl == nil {
 			return bad(fmt.Sprintf("unknown client_id %q", clip(lr.ClientID, 64)),
 				fmt.Sprintf("No application with client_id %q is registered with this issuer.", clip(lr.ClientID, 64)), nil)
 		}
@@ -274,7 +274,7 @@ const backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
 func (s *Server) backchannelLogout(ctx context.Context, sid, subject string, grants []string) {
 	var targets []*client
 	for _, g := range grants {
-		cl := s.clients[grantClient(g)]
+		cl := s.client(grantClient(g))
 		if cl != nil && cl.BackchannelLogoutURI != "" && !slices.Contains(targets, cl) {
 			targets = append(targets, cl)
 		}

@@ -66,6 +66,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -110,9 +111,12 @@ const (
 // Server is the embedded issuer. Build it with New, serve App, and run the
 // background jobs with Run.
 type Server struct {
-	cfg          Config
-	log          *slog.Logger
-	clients      map[string]*client
+	cfg Config
+	log *slog.Logger
+	// configured are issuer.clients (fixed at New); clients is them
+	// plus the managed ones (SetManagedClients), swapped whole.
+	configured   map[string]*client
+	clients      atomic.Pointer[map[string]*client]
 	users        map[string]*user
 	bySubject    map[string]*user
 	keys         *keys.Set
@@ -146,7 +150,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, clients: clients, users: users, bySubject: make(map[string]*user, len(users)), stores: storesOf(cfg.Store)}
+	s := &Server{cfg: cfg, log: cfg.Logger, configured: clients, users: users, bySubject: make(map[string]*user, len(users)), stores: storesOf(cfg.Store)}
+	s.clients.Store(&clients)
 	for _, u := range users {
 		if other := s.bySubject[u.Subject]; other != nil {
 			return nil, fmt.Errorf("issuer.users: users %q and %q have the same subject %q; subjects must be unique", other.Username, u.Username, u.Subject)
@@ -156,6 +161,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			h := u.hash
 			s.dummyHash = &h
 		}
+	}
+	// After the users: a managed client's id must be no user's subject.
+	if err := s.SetManagedClients(cfg.ManagedClients); err != nil {
+		return nil, err
 	}
 	if _, err := rand.Read(s.dummySecret[:]); err != nil {
 		return nil, fmt.Errorf("issuer: read random: %w", err)

@@ -143,6 +143,36 @@ func (c *Config) frontendClients() []issuer.Client {
 	return out
 }
 
+// managedClientError reports err, from issuer.SetManagedClients over
+// frontendClients, under the YAML key of the frontend whose client it
+// names (its index in that list); any other error is returned as it is.
+func (c *Config) managedClientError(err error) error {
+	var fe *issuer.FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	var i int
+	if n, _ := fmt.Sscanf(fe.Path, "managed_clients[%d]", &i); n != 1 {
+		return err
+	}
+	field := strings.TrimPrefix(fe.Path[strings.Index(fe.Path, "]")+1:], ".")
+	k := 0
+	for j, f := range c.Gateway.Frontends {
+		if !c.registersFrontendClient(f) {
+			continue
+		}
+		if k == i {
+			msg := frontendLabel(f) + "'s client at the embedded issuer (" + f.Provider.ClientID + ")"
+			if field != "" {
+				msg += ", its " + field
+			}
+			return &KeyError{Key: fmt.Sprintf("gateway.frontends[%d]", j), Msg: msg + ": " + fe.Msg}
+		}
+		k++
+	}
+	return err
+}
+
 // frontendClient is frontend f's client at the embedded issuer: its
 // callback, post-logout and back-channel logout URIs, made from its
 // public_url, path_prefix and base_path.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"reflect"
@@ -212,17 +213,14 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 		return warnings, next.src.locateAll(errors.Join(errs...))
 	}
 	next = &merged
-	// The embedded issuer's clients are fixed at its start: a frontend
-	// whose client bffgate would register there anew cannot come live.
-	for i, f := range next.Gateway.Frontends {
-		if !next.registersFrontendClient(f) {
-			continue
-		}
-		old, ok := s.frontends[f.Name]
-		if !ok || !s.cfg.registersFrontendClient(old.conf) ||
-			!reflect.DeepEqual(s.cfg.frontendClient(old.conf, ""), next.frontendClient(f, "")) {
-			return warnings, &KeyError{Key: fmt.Sprintf("gateway.frontends[%d]", i),
-				Msg: frontendLabel(f) + ": its client at the embedded issuer (" + f.Provider.ClientID + ") would be registered anew or changed, which needs a restart: the issuer's clients are fixed at its start"}
+	// The frontends' own clients at the embedded issuer: secrets of new
+	// ones generated (or read: a frontend added back) before building,
+	// the set registered before the new table is served (removed
+	// frontends' clients go with it), and put back if serving fails.
+	next.frontendSecrets = maps.Clone(s.cfg.frontendSecrets)
+	if s.rt.iss != nil {
+		if err := readFrontendSecrets(s.ctx, s.rt, next); err != nil {
+			return warnings, err
 		}
 	}
 	type built struct {
@@ -259,7 +257,18 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 		fresh = append(fresh, b)
 		gws = append(gws, b.gw)
 	}
+	if s.rt.iss != nil {
+		if err := s.rt.iss.SetManagedClients(next.frontendClients()); err != nil {
+			return warnings, next.managedClientError(err)
+		}
+	}
 	if err := s.host.Set(gws); err != nil {
+		if s.rt.iss != nil {
+			// The running frontends' clients, as they were: accepted before.
+			if perr := s.rt.iss.SetManagedClients(s.cfg.frontendClients()); perr != nil {
+				s.rt.log.Error("restoring the frontends' clients at the embedded issuer failed", "err", perr)
+			}
+		}
 		return warnings, err
 	}
 	// Served now: retire the replaced and removed ones, start the new.
@@ -292,7 +301,6 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 			delete(s.frontends, name)
 		}
 	}
-	next.frontendSecrets = s.cfg.frontendSecrets
 	s.cfg = next
 	// Served no more, and their work stopped: their stored sessions go
 	// now, before any later reload could add a frontend of that name

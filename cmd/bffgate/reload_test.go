@@ -197,8 +197,8 @@ func (b *feClient) user(base string) (int, string) {
 // with its own client registered by bffgate; a reload that adds one and
 // removes another keeps the kept one's session, serves the added one,
 // answers 401 for the removed one and deletes its stored sessions; a
-// reload that would register a new client at the running issuer is
-// refused whole.
+// reload registers a new frontend's client at the running issuer, and
+// refuses whole one the issuer cannot take.
 func TestFrontendsServeAndReload(t *testing.T) {
 	t.Parallel()
 	s := startFrontends(t, shopAndAdmin)
@@ -215,18 +215,38 @@ func TestFrontendsServeAndReload(t *testing.T) {
 		t.Fatalf("admin's namespace holds %d sessions", n)
 	}
 
-	// A frontend whose client bffgate would register anew: refused whole.
-	_, err := s.gs.Reload(s.config(shopAndAdmin + `
+	// A frontend whose client bffgate registers at the running issuer
+	// comes live: its client is registered by the reload.
+	newFe := shopAndAdmin + `
     - name: new
       match: {path_prefix: /new}
       public_url: http://` + s.gwAddr + `
       provider: {issuer_url: http://` + s.issAddr + `}
-`))
-	if err == nil || !strings.Contains(err.Error(), "gateway.frontends[2]") || !strings.Contains(err.Error(), "needs a restart") {
+`
+	if _, err := s.gs.Reload(s.config(newFe)); err != nil {
 		t.Fatalf("reload with a new embedded client: %v", err)
+	}
+	b.login(shop + "/new")
+	if st, sub := b.user(shop + "/new"); st != 200 || sub != "alice" {
+		t.Fatalf("the frontend added with its client: %d %s", st, sub)
+	}
+	// One whose client the issuer cannot take (a bearer route's resource
+	// not known at start): refused whole, naming the frontend.
+	_, err := s.gs.Reload(s.config(newFe + `
+    - name: tools
+      match: {path_prefix: /tools}
+      public_url: http://` + s.gwAddr + `
+      provider: {issuer_url: http://` + s.issAddr + `}
+      routes: [{prefix: /tools/mcp, upstream: "http://127.0.0.1:9", auth: [bearer], policy: none}]
+`))
+	if err == nil || !strings.Contains(err.Error(), "gateway.frontends[3]") || !strings.Contains(err.Error(), "fixed at start") {
+		t.Fatalf("reload with a client the issuer refuses: %v", err)
 	}
 	if st, _ := b.user(admin); st != 200 {
 		t.Fatal("a refused reload changed the frontends")
+	}
+	if st, _ := b.user(shop + "/new"); st != 200 {
+		t.Fatal("a refused reload dropped a frontend's client")
 	}
 
 	shopStore := s.gs.stores["shop"].store

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,7 +85,10 @@ type runtime struct {
 	registry *prometheus.Registry
 	istore   storage.Store
 	denySub  denylist.Subscriber // the Redis store's pub/sub; nil on bbolt
-	closers  []func() error
+	// iss is the embedded issuer (nil when disabled): a reload registers
+	// the frontends' clients there (SetManagedClients).
+	iss     *issuer.Server
+	closers []func() error
 }
 
 func (rt *runtime) close() {
@@ -379,22 +383,18 @@ func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, erro
 		}
 		secret = base64.RawURLEncoding.EncodeToString(raw)
 	}
-	// Each frontend's own client at the embedded issuer, its secret
-	// generated once and kept in the store as the gateway's is.
-	for _, f := range cfg.Gateway.Frontends {
-		if !cfg.registersFrontendClient(f) {
-			continue
-		}
-		raw, err := rt.istore.Secret(ctx, "issuer/client/"+f.Provider.ClientID, randomBytes(32))
-		if err != nil {
-			return nil, "", fmt.Errorf("issuer: reading the secret of %s's client: %w", f.Name, err)
-		}
-		if cfg.frontendSecrets == nil {
-			cfg.frontendSecrets = map[string]string{}
-		}
-		cfg.frontendSecrets[f.Name] = base64.RawURLEncoding.EncodeToString(raw)
+	if err := readFrontendSecrets(ctx, rt, cfg); err != nil {
+		return nil, "", err
 	}
 	icfg := cfg.issuerConfig(secret)
+	// The frontends' clients are the issuer's managed clients, which a
+	// reload replaces; issuerConfig lists them among the configured ones
+	// only for the configuration check.
+	managed := cfg.frontendClients()
+	icfg.Clients = slices.DeleteFunc(icfg.Clients, func(c issuer.Client) bool {
+		return slices.ContainsFunc(managed, func(m issuer.Client) bool { return m.ID == c.ID })
+	})
+	icfg.ManagedClients = managed
 	icfg.Store = rt.istore
 	icfg.DenylistSubscriber = rt.denySub
 	icfg.Logger = rt.log.With("component", "issuer")
@@ -402,9 +402,30 @@ func buildIssuer(ctx context.Context, rt *runtime) (*issuer.Server, string, erro
 	icfg.Gatherer = rt.registry
 	srv, err := issuer.New(ctx, icfg)
 	if err != nil {
-		return nil, "", err
+		return nil, "", cfg.managedClientError(err)
 	}
+	rt.iss = srv
 	return srv, secret, nil
+}
+
+// readFrontendSecrets reads the secret of each frontend's own client at
+// the embedded issuer into cfg.frontendSecrets, generated once and kept
+// in the store as the gateway's is.
+func readFrontendSecrets(ctx context.Context, rt *runtime, cfg *Config) error {
+	for _, f := range cfg.Gateway.Frontends {
+		if !cfg.registersFrontendClient(f) {
+			continue
+		}
+		raw, err := rt.istore.Secret(ctx, "issuer/client/"+f.Provider.ClientID, randomBytes(32))
+		if err != nil {
+			return fmt.Errorf("issuer: reading the secret of %s's client: %w", f.Name, err)
+		}
+		if cfg.frontendSecrets == nil {
+			cfg.frontendSecrets = map[string]string{}
+		}
+		cfg.frontendSecrets[f.Name] = base64.RawURLEncoding.EncodeToString(raw)
+	}
+	return nil
 }
 
 // startupWarnings are what a configuration allows but a user almost never
