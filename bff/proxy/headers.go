@@ -162,3 +162,140 @@ func classify(k []byte) headerClass {
 	}
 	return passHeader
 }
+
+// requestKind is what buildRequest does with a browser's request header,
+// decided by its name alone (the Connection header's tokens and the
+// route's DropHeaders are checked after).
+type requestKind uint8
+
+const (
+	// reqPass: forwarded.
+	reqPass requestKind = iota
+	// reqCookie: filtered (keepCookies).
+	reqCookie
+	// reqConnection: read for the fields it names, never forwarded.
+	reqConnection
+	// reqDrop: never forwarded: hop-by-hop fields, Host, Authorization,
+	// Content-Length, names with an underscore, and the chain and drop
+	// classes of spoofableHeaders.
+	reqDrop
+	// reqTrusted: forwarded from a trusted proxy only.
+	reqTrusted
+)
+
+// requestKindSlow decides a name's kind by comparing it with each list in
+// turn. It is the definition; requestKindOf gives the same answer faster.
+func requestKindSlow(k []byte) requestKind {
+	switch {
+	case bytes.EqualFold(k, hCookie):
+		return reqCookie
+	case bytes.EqualFold(k, hConnection):
+		// Every Connection line names hop-by-hop fields, not only the
+		// first that Peek returns.
+		return reqConnection
+	case bytes.IndexByte(k, '_') >= 0:
+		// Underscores: CGI-style upstreams read X_Forwarded_For as
+		// X-Forwarded-For, which a browser must not be able to set
+		// (nginx drops these names by default too).
+		return reqDrop
+	case isHopByHop(k), bytes.EqualFold(k, hHost), bytes.EqualFold(k, hAuthorization),
+		bytes.EqualFold(k, hContentLength):
+		return reqDrop
+	}
+	switch classify(k) {
+	case chainHeader, dropHeader:
+		return reqDrop
+	case trustedHeader:
+		return reqTrusted
+	}
+	return reqPass
+}
+
+// listedKinds maps every name with a fixed kind (Cookie, Connection, the
+// hop-by-hop fields, Host, Authorization, Content-Length and the exact
+// names of spoofableHeaders), lower-cased, to its kind as
+// requestKindSlow decides it.
+var listedKinds = func() map[string]requestKind {
+	m := map[string]requestKind{}
+	add := func(name []byte) { m[string(bytes.ToLower(name))] = requestKindSlow(name) }
+	for _, n := range [][]byte{hCookie, hConnection, hHost, hAuthorization, hContentLength} {
+		add(n)
+	}
+	for _, n := range hopByHopNames {
+		add(n)
+	}
+	for _, e := range spoofable {
+		if !e.prefix {
+			add(e.name)
+		}
+	}
+	return m
+}()
+
+// maxListedName bounds the names requestKindOf looks up through a
+// lower-cased copy on the stack; longer ones (no listed name is), and
+// names that are not ASCII, take requestKindSlow.
+const maxListedName = 64
+
+// requestKindOf is requestKindSlow with one map lookup for the listed
+// names, instead of some twenty case-insensitive comparisons per header
+// and a scan of spoofableHeaders for every name starting with x, f, r, c
+// or t (BenchmarkHandler: the header loop of buildRequest). A name that
+// is not listed can only be decided by an underscore or a prefix of
+// spoofableHeaders, which are checked then.
+func requestKindOf(k []byte) requestKind {
+	if len(k) > maxListedName {
+		return requestKindSlow(k)
+	}
+	var buf [maxListedName]byte
+	lower := buf[:len(k)]
+	var high byte
+	for i, c := range k {
+		high |= c
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	if high >= 0x80 {
+		// Not ASCII: bytes.EqualFold folds Unicode ("\u212a" is a K), so
+		// only the comparisons decide as requestKindSlow does. fasthttp
+		// refuses such names before a handler runs; this keeps the two
+		// equal whatever the caller.
+		return requestKindSlow(k)
+	}
+	if kind, ok := listedKinds[string(lower)]; ok {
+		return kind
+	}
+	if bytes.IndexByte(k, '_') >= 0 {
+		return reqDrop
+	}
+	switch classifyPrefix(k) {
+	case chainHeader, dropHeader:
+		return reqDrop
+	case trustedHeader:
+		return reqTrusted
+	}
+	return reqPass
+}
+
+// classifyPrefix is classify for a name that is none of the exact names
+// of spoofableHeaders: only the prefixes can match it, and the first that
+// does decides, as in classify.
+func classifyPrefix(k []byte) headerClass {
+	if len(k) == 0 {
+		return passHeader
+	}
+	switch k[0] | 0x20 {
+	case 'x', 'f', 'r', 'c', 't':
+	default:
+		return passHeader
+	}
+	for i := range spoofable {
+		e := &spoofable[i]
+		if e.prefix && len(k) >= len(e.name) && bytes.EqualFold(k[:len(e.name)], e.name) {
+			return e.class
+		}
+	}
+	return passHeader
+}

@@ -426,34 +426,26 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 	kept := (*cookies)[:0]
 	nconn := len(conn)
 	visit(func(k, v []byte) {
-		switch {
-		case bytes.EqualFold(k, hCookie):
+		kind := requestKindOf(k)
+		switch kind {
+		case reqCookie:
 			kept = p.keepCookies(kept, rt, v)
 			return
-		case bytes.EqualFold(k, hConnection):
+		case reqConnection:
 			// Every Connection line names hop-by-hop fields, not only
 			// the first that Peek returns; fields named by a later line
 			// but already copied are deleted after the loop.
 			conn = connectionTokens(v, conn)
 			return
-		case bytes.IndexByte(k, '_') >= 0:
-			// Underscores: CGI-style upstreams read X_Forwarded_For as
-			// X-Forwarded-For, which a browser must not be able to set
-			// (nginx drops these names by default too).
+		case reqDrop:
 			return
-		case isHopByHop(k), containsFold(conn, k),
-			bytes.EqualFold(k, hHost), bytes.EqualFold(k, hAuthorization),
-			bytes.EqualFold(k, hContentLength),
-			containsFold(rt.dropHeaders, k):
-			return
-		}
-		switch classify(k) {
-		case chainHeader, dropHeader:
-			return
-		case trustedHeader:
+		case reqTrusted:
 			if !trusted {
 				return
 			}
+		}
+		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
+			return
 		}
 		req.Header.AddBytesKV(k, v)
 	})
