@@ -417,15 +417,11 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 	// before the proxy, so the raw block holds what VisitAll would show; a
 	// request that was built rather than parsed has none, and takes
 	// VisitAll.
-	visit := src.Header.VisitAllInOrder
-	if len(src.Header.RawHeaders()) == 0 {
-		visit = src.Header.VisitAll
-	}
 	cookies := p.cookieScratch.Get().(*[]byte)
 	defer p.cookieScratch.Put(cookies)
 	kept := (*cookies)[:0]
 	nconn := len(conn)
-	visit(func(k, v []byte) {
+	visit := func(k, v []byte) {
 		kind := requestKindOf(k)
 		switch kind {
 		case reqCookie:
@@ -448,7 +444,15 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 			return
 		}
 		req.Header.AddBytesKV(k, v)
-	})
+	}
+	// Called directly, not through a method value: a closure passed to a
+	// function variable escapes, and with it conn, connBuf and kept
+	// (four allocations per request).
+	if len(src.Header.RawHeaders()) > 0 {
+		src.Header.VisitAllInOrder(visit)
+	} else {
+		src.Header.VisitAll(visit)
+	}
 	for _, name := range conn[nconn:] {
 		req.Header.DelBytes(name)
 	}
@@ -554,11 +558,16 @@ func peerAddr(c *fiber.Ctx) (netip.Addr, bool) {
 // without one, from a trusted proxy's headers or else the request.
 func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) {
 	src := &c.Request().Header
-	var ipBuf [64]byte
-	peer := ipBuf[:0]
+	// The peer's address is built in a pooled buffer: fasthttp's
+	// SetBytesKV counts as keeping its value, so a stack array would
+	// move to the heap on every request (it copies the bytes).
+	pb := p.scratch.Get().(*[]byte)
+	defer p.scratch.Put(pb)
+	peer := (*pb)[:0]
 	ip, hasIP := peerAddr(c)
 	if hasIP {
 		peer = ip.AppendTo(peer)
+		*pb = peer
 	}
 	xff := joinValues(src.PeekAll(fiber.HeaderXForwardedFor), trusted)
 	if len(xff) > 0 {
