@@ -131,11 +131,19 @@ func (p *Proxy) Routes() []Route {
 // matches nothing. The returned Route belongs to the Proxy: pass it to
 // Forward and do not modify it.
 func (p *Proxy) Match(path string) (*Route, bool) {
+	return p.MatchRaw([]byte(path))
+}
+
+// MatchRaw is Match for the raw path as bytes (fasthttp's
+// URI.PathOriginal). It parses the path as CheckPath does, so a path it
+// matches is one CheckPath accepts: a caller that matches first needs
+// CheckPath only for the paths no route takes. raw is not kept.
+func (p *Proxy) MatchRaw(raw []byte) (*Route, bool) {
 	fb := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(fb)
 	cb := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(cb)
-	fwd, canon, err := parsePath([]byte(path), *fb, *cb)
+	fwd, canon, err := parsePath(raw, *fb, *cb)
 	*fb, *cb = fwd, canon
 	if err != nil {
 		return nil, false
