@@ -232,23 +232,65 @@ var listedKinds = func() map[string]requestKind {
 	return m
 }()
 
-// maxListedName bounds the names requestKindOf looks up through a
-// lower-cased copy on the stack; longer ones (no listed name is), and
-// names that are not ASCII, take requestKindSlow.
-const maxListedName = 64
+// maxListedName bounds the names requestKindOf decides through a
+// lower-cased copy on the stack (and the bits of listedShapes); longer
+// ones (no listed name is), and names that are not ASCII, take
+// requestKindSlow.
+const maxListedName = 63
 
-// requestKindOf is requestKindSlow with one map lookup for the listed
-// names, instead of some twenty case-insensitive comparisons per header
-// and a scan of spoofableHeaders for every name starting with x, f, r, c
-// or t (BenchmarkHandler: the header loop of buildRequest). A name that
-// is not listed can only be decided by an underscore or a prefix of
-// spoofableHeaders, which are checked then.
+// listedShapes has bit n of entry c set when a listed name is n bytes
+// long and starts with c: most names a browser sends are ruled out
+// without a map lookup.
+var listedShapes = func() (shapes [256]uint64) {
+	for name := range listedKinds {
+		shapes[name[0]] |= 1 << len(name)
+	}
+	return shapes
+}()
+
+// spoofPrefix is a prefix of spoofableHeaders, lower-cased.
+type spoofPrefix struct {
+	lower string
+	kind  requestKind
+}
+
+// prefixGroups are the prefixes of spoofableHeaders by their first
+// letter (lower case), each group in the list's order, so that the first
+// that matches decides, as in classify.
+var prefixGroups = func() (groups [256][]spoofPrefix) {
+	for _, e := range spoofable {
+		if e.prefix {
+			l := string(bytes.ToLower(e.name))
+			groups[l[0]] = append(groups[l[0]], spoofPrefix{lower: l, kind: kindOfClass(e.class)})
+		}
+	}
+	return groups
+}()
+
+func kindOfClass(c headerClass) requestKind {
+	switch c {
+	case chainHeader, dropHeader:
+		return reqDrop
+	case trustedHeader:
+		return reqTrusted
+	}
+	return reqPass
+}
+
+// requestKindOf is requestKindSlow for the names a browser sends, with
+// one map lookup at most instead of some twenty case-insensitive
+// comparisons per header and a scan of spoofableHeaders for every name
+// starting with x, f, r, c or t (BenchmarkHandler: the header loop of
+// buildRequest). A name that is not listed can only be decided by an
+// underscore or a prefix of spoofableHeaders, which are checked then, on
+// the lower-cased copy.
 func requestKindOf(k []byte) requestKind {
-	if len(k) > maxListedName {
+	n := len(k)
+	if n == 0 || n > maxListedName {
 		return requestKindSlow(k)
 	}
 	var buf [maxListedName]byte
-	lower := buf[:len(k)]
+	lower := buf[:n]
 	var high byte
 	for i, c := range k {
 		high |= c
@@ -264,38 +306,18 @@ func requestKindOf(k []byte) requestKind {
 		// equal whatever the caller.
 		return requestKindSlow(k)
 	}
-	if kind, ok := listedKinds[string(lower)]; ok {
-		return kind
-	}
-	if bytes.IndexByte(k, '_') >= 0 {
-		return reqDrop
-	}
-	switch classifyPrefix(k) {
-	case chainHeader, dropHeader:
-		return reqDrop
-	case trustedHeader:
-		return reqTrusted
-	}
-	return reqPass
-}
-
-// classifyPrefix is classify for a name that is none of the exact names
-// of spoofableHeaders: only the prefixes can match it, and the first that
-// does decides, as in classify.
-func classifyPrefix(k []byte) headerClass {
-	if len(k) == 0 {
-		return passHeader
-	}
-	switch k[0] | 0x20 {
-	case 'x', 'f', 'r', 'c', 't':
-	default:
-		return passHeader
-	}
-	for i := range spoofable {
-		e := &spoofable[i]
-		if e.prefix && len(k) >= len(e.name) && bytes.EqualFold(k[:len(e.name)], e.name) {
-			return e.class
+	if listedShapes[lower[0]]&(1<<n) != 0 {
+		if kind, ok := listedKinds[string(lower)]; ok {
+			return kind
 		}
 	}
-	return passHeader
+	if bytes.IndexByte(lower, '_') >= 0 {
+		return reqDrop
+	}
+	for _, p := range prefixGroups[lower[0]] {
+		if n >= len(p.lower) && string(lower[:len(p.lower)]) == p.lower {
+			return p.kind
+		}
+	}
+	return reqPass
 }
