@@ -339,7 +339,6 @@ func (p *Proxy) send(c *fiber.Ctx, rt *route, req *fasthttp.Request, body outgoi
 		}
 		return nil, false
 	}
-	clearReadDeadline(resp)
 	return resp, true
 }
 
@@ -577,7 +576,13 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) 
 		peer = ip.AppendTo(peer)
 		*pb = peer
 	}
-	xff := joinValues(src.PeekAll(fiber.HeaderXForwardedFor), trusted)
+	var xff, fw []byte
+	if trusted {
+		// Only a trusted proxy's chain is kept: PeekAll walks every
+		// header, which nobody else's request needs.
+		xff = joinValues(src.PeekAll(fiber.HeaderXForwardedFor))
+		fw = joinValues(src.PeekAll(fiber.HeaderForwarded))
+	}
 	if len(xff) > 0 {
 		xff = append(xff, ", "...)
 	}
@@ -586,7 +591,7 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) 
 	} else {
 		req.Header.SetBytesKV(hXForwardedFor, peer)
 	}
-	if fw := joinValues(src.PeekAll(fiber.HeaderForwarded), trusted); len(fw) > 0 {
+	if len(fw) > 0 {
 		fw = append(fw, ", for="...)
 		if hasIP && ip.Is6() {
 			// RFC 7239 §6: an IPv6 node is quoted and bracketed.
@@ -618,10 +623,10 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) 
 	}
 }
 
-// joinValues joins a header's lines with ", " into a new slice when
-// trusted, and returns nil otherwise.
-func joinValues(lines [][]byte, trusted bool) []byte {
-	if !trusted || len(lines) == 0 {
+// joinValues joins a header's lines with ", " into a new slice (nil for
+// none).
+func joinValues(lines [][]byte) []byte {
+	if len(lines) == 0 {
 		return nil
 	}
 	n := 0
@@ -750,6 +755,10 @@ func (p *Proxy) writeResponse(c *fiber.Ctx, rt *route, resp *fasthttp.Response) 
 	if cl < 0 {
 		cl = -1
 	}
+	// Only a streamed body is read after DoTimeout returned, so only
+	// then is the request's read deadline lifted (an answer read whole
+	// keeps its connection's deadline until the next request sets one).
+	clearReadDeadline(resp)
 	c.Context().SetBodyStream(&upstreamBody{resp: resp, r: resp.BodyStream()}, cl)
 }
 
