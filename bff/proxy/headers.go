@@ -321,3 +321,66 @@ func requestKindOf(k []byte) requestKind {
 	}
 	return reqPass
 }
+
+// responseKind is what writeResponse does with an upstream's response
+// header, decided by its name alone (the response's Connection tokens
+// are checked after).
+type responseKind uint8
+
+const (
+	// respPass: passed to the browser.
+	respPass responseKind = iota
+	// respDrop: never passed: hop-by-hop fields, Content-Length (set
+	// from the body) and Date (the gateway's own).
+	respDrop
+	// respSetCookie: passed unless it sets one of the gateway's cookies.
+	respSetCookie
+)
+
+// responseKindSlow decides a response header's kind by comparisons. It
+// is the definition; responseKindOf gives the same answer faster.
+func responseKindSlow(k []byte) responseKind {
+	switch {
+	case isHopByHop(k), bytes.EqualFold(k, hContentLength), bytes.EqualFold(k, hDate):
+		return respDrop
+	case bytes.EqualFold(k, hSetCookie):
+		return respSetCookie
+	}
+	return respPass
+}
+
+// listedResponseKinds maps the names responseKindSlow does not pass,
+// lower-cased, to their kind.
+var listedResponseKinds = func() map[string]responseKind {
+	m := map[string]responseKind{}
+	for _, n := range append([][]byte{hContentLength, hDate, hSetCookie}, hopByHopNames...) {
+		m[string(bytes.ToLower(n))] = responseKindSlow(n)
+	}
+	return m
+}()
+
+// responseKindOf is responseKindSlow with one map lookup instead of a
+// dozen case-insensitive comparisons per response header.
+func responseKindOf(k []byte) responseKind {
+	n := len(k)
+	if n == 0 || n > maxListedName {
+		return responseKindSlow(k)
+	}
+	var buf [maxListedName]byte
+	lower := buf[:n]
+	var high byte
+	for i, c := range k {
+		high |= c
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	if high >= 0x80 {
+		return responseKindSlow(k) // Unicode folding: see requestKindOf
+	}
+	if kind, ok := listedResponseKinds[string(lower)]; ok {
+		return kind
+	}
+	return respPass
+}

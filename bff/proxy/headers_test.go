@@ -18,7 +18,7 @@ func headerNameSeeds() []string {
 		strings.Repeat("X-Forwarded-", 6), strings.Repeat("a", maxListedName), strings.Repeat("a", maxListedName+1),
 		"X-Forwarded-" + strings.Repeat("b", maxListedName), "\xe2\x84\xaaeep-Alive", "X-\x00",
 	}
-	names := [][]byte{hCookie, hConnection, hHost, hAuthorization, hContentLength}
+	names := [][]byte{hCookie, hConnection, hHost, hAuthorization, hContentLength, hDate, hSetCookie}
 	names = append(names, hopByHopNames...)
 	for _, e := range spoofable {
 		names = append(names, e.name)
@@ -34,6 +34,17 @@ func TestRequestKindOf(t *testing.T) {
 		if got, want := requestKindOf([]byte(name)), requestKindSlow([]byte(name)); got != want {
 			t.Errorf("requestKindOf(%q) = %d, requestKindSlow says %d", name, got, want)
 		}
+		if got, want := responseKindOf([]byte(name)), responseKindSlow([]byte(name)); got != want {
+			t.Errorf("responseKindOf(%q) = %d, responseKindSlow says %d", name, got, want)
+		}
+	}
+	for name, want := range map[string]responseKind{
+		"Set-Cookie": respSetCookie, "set-cookie": respSetCookie, "Date": respDrop, "CONTENT-LENGTH": respDrop,
+		"Transfer-Encoding": respDrop, "Keep-Alive": respDrop, "Content-Type": respPass, "Server": respPass,
+	} {
+		if got := responseKindOf([]byte(name)); got != want {
+			t.Errorf("responseKindOf(%q) = %d, want %d", name, got, want)
+		}
 	}
 	for name, want := range map[string]requestKind{
 		"Cookie": reqCookie, "connection": reqConnection, "Keep-Alive": reqDrop, "HOST": reqDrop,
@@ -47,8 +58,9 @@ func TestRequestKindOf(t *testing.T) {
 	}
 }
 
-// FuzzRequestKind checks that the fast decision of a request header's
-// fate equals the definition (requestKindSlow) for any name.
+// FuzzRequestKind checks that the fast decisions of a request header's
+// and a response header's fate equal their definitions (requestKindSlow,
+// responseKindSlow) for any name.
 func FuzzRequestKind(f *testing.F) {
 	for _, s := range headerNameSeeds() {
 		f.Add(s)
@@ -58,6 +70,9 @@ func FuzzRequestKind(f *testing.F) {
 		before := bytes.Clone(k)
 		if got, want := requestKindOf(k), requestKindSlow(k); got != want {
 			t.Fatalf("requestKindOf(%q) = %d, requestKindSlow says %d", name, got, want)
+		}
+		if got, want := responseKindOf(k), responseKindSlow(k); got != want {
+			t.Fatalf("responseKindOf(%q) = %d, responseKindSlow says %d", name, got, want)
 		}
 		if !bytes.Equal(k, before) {
 			t.Fatalf("requestKindOf changed its argument: %q -> %q", before, k)

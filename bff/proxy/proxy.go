@@ -722,11 +722,11 @@ func (p *Proxy) writeResponse(c *fiber.Ctx, rt *route, resp *fasthttp.Response) 
 	conn := connectionTokens(resp.Header.Peek(fiber.HeaderConnection), connBuf[:0])
 	c.Status(resp.StatusCode())
 	resp.Header.VisitAll(func(k, v []byte) {
+		kind := responseKindOf(k)
 		switch {
-		case isHopByHop(k), containsFold(conn, k),
-			bytes.EqualFold(k, hContentLength), bytes.EqualFold(k, hDate):
+		case kind == respDrop, containsFold(conn, k):
 			return
-		case bytes.EqualFold(k, hSetCookie):
+		case kind == respSetCookie:
 			name := v
 			if i := bytes.IndexByte(name, '='); i >= 0 {
 				name = name[:i]
