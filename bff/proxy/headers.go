@@ -291,19 +291,7 @@ func requestKindOf(k []byte) requestKind {
 	}
 	var buf [maxListedName]byte
 	lower := buf[:n]
-	var high byte
-	for i, c := range k {
-		high |= c
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		lower[i] = c
-	}
-	if high >= 0x80 {
-		// Not ASCII: bytes.EqualFold folds Unicode ("\u212a" is a K), so
-		// only the comparisons decide as requestKindSlow does. fasthttp
-		// refuses such names before a handler runs; this keeps the two
-		// equal whatever the caller.
+	if !lowerASCII(lower, k) {
 		return requestKindSlow(k)
 	}
 	if listedShapes[lower[0]]&(1<<n) != 0 {
@@ -368,19 +356,28 @@ func responseKindOf(k []byte) responseKind {
 	}
 	var buf [maxListedName]byte
 	lower := buf[:n]
+	if !lowerASCII(lower, k) {
+		return responseKindSlow(k)
+	}
+	if kind, ok := listedResponseKinds[string(lower)]; ok {
+		return kind
+	}
+	return respPass
+}
+
+// lowerASCII writes k in lower case to dst (as long as k) and reports
+// whether k is ASCII. A name that is not cannot be decided by a lower-cased
+// copy: bytes.EqualFold, which the definitions use, folds Unicode
+// ("\u212a" is a K). fasthttp refuses such names before a handler runs;
+// the fast decisions fall back on the definitions for them all the same.
+func lowerASCII(dst, k []byte) bool {
 	var high byte
 	for i, c := range k {
 		high |= c
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
-		lower[i] = c
+		dst[i] = c
 	}
-	if high >= 0x80 {
-		return responseKindSlow(k) // Unicode folding: see requestKindOf
-	}
-	if kind, ok := listedResponseKinds[string(lower)]; ok {
-		return kind
-	}
-	return respPass
+	return high < 0x80
 }
