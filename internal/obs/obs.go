@@ -75,7 +75,22 @@ type Obs struct {
 	// and a counter that starts at a random value (see newRequestID).
 	idPrefix [4]byte
 	idNext   atomic.Uint64
+	// pool recycles the per-request state Middleware keeps in the
+	// request's Locals.
+	pool sync.Pool // *request
 }
+
+// request is what Middleware keeps of one request, in its Locals: the
+// request id and the route SetRoute names. One pooled value in place of
+// a boxed string for each and the id's own string (three allocations per
+// request); the id becomes a string only where one is asked for.
+type request struct {
+	id    [64]byte // the request id: validRequestID's at most 64 bytes
+	n     int
+	route string
+}
+
+func (r *request) idString() string { return string(r.id[:r.n]) }
 
 type seriesKey struct {
 	route, method string
@@ -149,14 +164,18 @@ func (o *Obs) Logger() *slog.Logger { return o.log }
 func (o *Obs) Middleware() fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		start := time.Now()
-		id := c.Get(HeaderRequestID)
-		if !validRequestID(id) {
-			id = o.newRequestID()
-		} else {
-			id = string([]byte(id)) // detach from fasthttp's reused buffer
+		r, _ := o.pool.Get().(*request)
+		if r == nil {
+			r = new(request)
 		}
-		c.Locals(localsRequestID, id)
-		c.Set(HeaderRequestID, id)
+		r.route = ""
+		if id := c.Request().Header.Peek(HeaderRequestID); validRequestID(id) {
+			r.n = copy(r.id[:], id) // detached from fasthttp's reused buffer
+		} else {
+			r.n = len(o.appendRequestID(r.id[:0]))
+		}
+		c.Locals(localsRequestID, r)
+		c.Response().Header.SetBytesV(HeaderRequestID, r.id[:r.n])
 
 		err := c.Next()
 		if err != nil {
@@ -168,7 +187,10 @@ func (o *Obs) Middleware() fiber.Handler {
 			err = nil
 		}
 		status := c.Response().StatusCode()
-		route, _ := c.Locals(localsRoute).(string)
+		route := r.route
+		if route == "" {
+			route, _ = c.Locals(localsRoute).(string)
+		}
 		if route == "" {
 			route = c.Route().Path
 			if route == "" || route == "/" && c.Path() != "/" {
@@ -186,7 +208,7 @@ func (o *Obs) Middleware() fiber.Handler {
 				level = slog.LevelError
 			}
 			o.log.LogAttrs(c.UserContext(), level, "request",
-				slog.String("request_id", id),
+				slog.String("request_id", r.idString()),
 				slog.String("method", method),
 				slog.String("route", route),
 				slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
@@ -194,6 +216,11 @@ func (o *Obs) Middleware() fiber.Handler {
 				slog.Duration("duration", elapsed),
 			)
 		}
+		// The request is over: nothing reads its Locals after this
+		// handler (fasthttp resets them), and r serves the next one.
+		c.Locals(localsRequestID, nil)
+		r.route = ""
+		o.pool.Put(r)
 		return err
 	}
 }
@@ -202,7 +229,13 @@ func (o *Obs) Middleware() fiber.Handler {
 // log, for a handler that dispatches itself (an app.Use handler has no
 // route pattern of its own). route must be a fixed name, such as a
 // configured prefix, never a value taken from the request.
-func SetRoute(c *fiber.Ctx, route string) { c.Locals(localsRoute, route) }
+func SetRoute(c *fiber.Ctx, route string) {
+	if r, ok := c.Locals(localsRequestID).(*request); ok {
+		r.route = route
+		return
+	}
+	c.Locals(localsRoute, route)
+}
 
 // Refused counts a request refused at the edge, by reason (an edge.Error
 // Kind).
@@ -224,10 +257,13 @@ func methodLabel(m string) string {
 	return "other"
 }
 
-// RequestID returns the request id Middleware assigned ("" outside it).
+// RequestID returns the request id Middleware assigned ("" outside it),
+// as a new string.
 func RequestID(c *fiber.Ctx) string {
-	id, _ := c.Locals(localsRequestID).(string)
-	return id
+	if r, ok := c.Locals(localsRequestID).(*request); ok {
+		return r.idString()
+	}
+	return ""
 }
 
 // Check is one readiness check; it returns nil when the dependency is up.
@@ -263,7 +299,7 @@ func (o *Obs) Mount(r fiber.Router, checks ...Check) {
 	}
 }
 
-func validRequestID(s string) bool {
+func validRequestID[T string | []byte](s T) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
@@ -276,17 +312,16 @@ func validRequestID(s string) bool {
 	return true
 }
 
-// newRequestID returns 24 hex digits: the Obs's random 32-bit prefix and
-// a 64-bit counter from a random start. Ids are unique within a process
-// (the counter does not wrap in practice) and apart between processes
-// unless two draw the same prefix and overlapping counter ranges. They
-// are no secret (a client may send its own): reading 12 bytes from
-// crypto/rand per request cost more than the rest of the id (issue 20).
-func (o *Obs) newRequestID() string {
+// appendRequestID appends a new request id to dst: 24 hex digits, the
+// Obs's random 32-bit prefix and a 64-bit counter from a random start.
+// Ids are unique within a process (the counter does not wrap in practice)
+// and apart between processes unless two draw the same prefix and
+// overlapping counter ranges. They are no secret (a client may send its
+// own): reading 12 bytes from crypto/rand per request cost more than the
+// rest of the id (issue 20).
+func (o *Obs) appendRequestID(dst []byte) []byte {
 	var b [12]byte
 	copy(b[:4], o.idPrefix[:])
 	binary.BigEndian.PutUint64(b[4:], o.idNext.Add(1))
-	var out [24]byte
-	hex.Encode(out[:], b[:])
-	return string(out[:])
+	return hex.AppendEncode(dst, b[:])
 }
