@@ -18,19 +18,22 @@ import (
 // api serves every path outside BasePath: a configured API route through
 // the proxy, anything else through the SPA handler (or 404 JSON).
 func (g *Gateway) api(c *fiber.Ctx) error {
-	// Before any route is matched, and for the SPA handler too (which may
-	// proxy to a dev server): a path an upstream could resolve above the
-	// route it matched is refused, from the raw request URI.
-	if err := proxy.CheckPath(c.Request().URI().PathOriginal()); err != nil {
-		g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request path refused",
-			slog.String("request_id", obs.RequestID(c)), slog.String("method", c.Method()), slog.Any("err", err))
-		return writeError(c, newError(fiber.StatusBadRequest, "invalid_path", err.Error()+"; fix the URL"))
-	}
+	raw := c.Request().URI().PathOriginal()
+	// A path an upstream could resolve above the route it matched is
+	// refused, from the raw request URI. MatchRaw parses the path as
+	// CheckPath does and matches none that CheckPath refuses, so a
+	// proxied call is matched first and parsed once here, not twice.
 	if g.proxy != nil {
-		if r, ok := g.proxy.Match(c.Path()); ok {
+		if r, ok := g.proxy.MatchRaw(raw); ok {
 			obs.SetRoute(c, r.Prefix) // the configured prefix, never the path
 			return g.forward(c, r)
 		}
+	}
+	// For the SPA handler too (which may proxy to a dev server).
+	if err := proxy.CheckPath(raw); err != nil {
+		g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "request path refused",
+			slog.String("request_id", obs.RequestID(c)), slog.String("method", c.Method()), slog.Any("err", err))
+		return writeError(c, newError(fiber.StatusBadRequest, "invalid_path", err.Error()+"; fix the URL"))
 	}
 	if g.cfg.SPA != nil {
 		obs.SetRoute(c, "spa")

@@ -18,11 +18,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/bffgate/bffgate/internal/redistest"
@@ -316,4 +318,60 @@ func gauge(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// countHook counts round trips to Redis: each command sent alone and each
+// pipeline is one.
+type countHook struct{ n atomic.Int64 }
+
+func (h *countHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *countHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// BenchmarkCookieGetRedisEnded is the cookie store's per-request cost
+// when its ended sessions live in Redis (several instances): the decode
+// cache hits, and the ended-session checks ask Redis. roundtrips/op is
+// the figure the machine's load does not move.
+func BenchmarkCookieGetRedisEnded(b *testing.B) {
+	client := redistest.Client(b)
+	h := &countHook{}
+	client.AddHook(h)
+	key := func(n int) []byte {
+		k := make([]byte, n)
+		rand.Read(k)
+		return k
+	}
+	st, err := cookie.New(cookie.Config{
+		Keys:    []cookie.KeyPair{{Hash: key(32), Block: key(32)}},
+		Ended:   sredis.NewEnded(client, redistest.Prefix(b, client, "session:")),
+		MaxSize: 1 << 20,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := issuerSession(b, jose.RS256, 0)
+	hd, err := st.Create(b.Context(), s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	n0 := h.n.Load()
+	for b.Loop() {
+		if _, err := st.Get(b.Context(), hd); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(h.n.Load()-n0)/float64(b.N), "roundtrips/op")
 }

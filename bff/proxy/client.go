@@ -89,8 +89,9 @@ func (uc *upstreamClient) dial(addr string) (net.Conn, error) {
 // that stays in force while a streamed body is read, which would cut
 // every event stream and long download at Route.Timeout. fasthttp gives
 // no handle on the connection behind a response except its addresses,
-// which upstream.Conn makes lead back to it; after DoTimeout returns,
-// Forward clears the deadline through it.
+// which upstream.Conn makes lead back to it; before a streamed body is
+// handed to fiber, Forward clears the deadline through it (a body read
+// whole needs nothing more from the connection).
 func clearReadDeadline(resp *fasthttp.Response) {
 	if c, ok := upstream.ConnOf(resp); ok {
 		_ = c.Conn.SetReadDeadline(time.Time{})

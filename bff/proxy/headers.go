@@ -162,3 +162,222 @@ func classify(k []byte) headerClass {
 	}
 	return passHeader
 }
+
+// requestKind is what buildRequest does with a browser's request header,
+// decided by its name alone (the Connection header's tokens and the
+// route's DropHeaders are checked after).
+type requestKind uint8
+
+const (
+	// reqPass: forwarded.
+	reqPass requestKind = iota
+	// reqCookie: filtered (keepCookies).
+	reqCookie
+	// reqConnection: read for the fields it names, never forwarded.
+	reqConnection
+	// reqDrop: never forwarded: hop-by-hop fields, Host, Authorization,
+	// Content-Length, names with an underscore, and the chain and drop
+	// classes of spoofableHeaders.
+	reqDrop
+	// reqTrusted: forwarded from a trusted proxy only.
+	reqTrusted
+)
+
+// requestKindSlow decides a name's kind by comparing it with each list in
+// turn. It is the definition; requestKindOf gives the same answer faster.
+func requestKindSlow(k []byte) requestKind {
+	switch {
+	case bytes.EqualFold(k, hCookie):
+		return reqCookie
+	case bytes.EqualFold(k, hConnection):
+		// Every Connection line names hop-by-hop fields, not only the
+		// first that Peek returns.
+		return reqConnection
+	case bytes.IndexByte(k, '_') >= 0:
+		// Underscores: CGI-style upstreams read X_Forwarded_For as
+		// X-Forwarded-For, which a browser must not be able to set
+		// (nginx drops these names by default too).
+		return reqDrop
+	case isHopByHop(k), bytes.EqualFold(k, hHost), bytes.EqualFold(k, hAuthorization),
+		bytes.EqualFold(k, hContentLength):
+		return reqDrop
+	}
+	switch classify(k) {
+	case chainHeader, dropHeader:
+		return reqDrop
+	case trustedHeader:
+		return reqTrusted
+	}
+	return reqPass
+}
+
+// listedKinds maps every name with a fixed kind (Cookie, Connection, the
+// hop-by-hop fields, Host, Authorization, Content-Length and the exact
+// names of spoofableHeaders), lower-cased, to its kind as
+// requestKindSlow decides it.
+var listedKinds = func() map[string]requestKind {
+	m := map[string]requestKind{}
+	add := func(name []byte) { m[string(bytes.ToLower(name))] = requestKindSlow(name) }
+	for _, n := range [][]byte{hCookie, hConnection, hHost, hAuthorization, hContentLength} {
+		add(n)
+	}
+	for _, n := range hopByHopNames {
+		add(n)
+	}
+	for _, e := range spoofable {
+		if !e.prefix {
+			add(e.name)
+		}
+	}
+	return m
+}()
+
+// maxListedName bounds the names requestKindOf decides through a
+// lower-cased copy on the stack (and the bits of listedShapes); longer
+// ones (no listed name is), and names that are not ASCII, take
+// requestKindSlow.
+const maxListedName = 63
+
+// listedShapes has bit n of entry c set when a listed name is n bytes
+// long and starts with c: most names a browser sends are ruled out
+// without a map lookup.
+var listedShapes = func() (shapes [256]uint64) {
+	for name := range listedKinds {
+		shapes[name[0]] |= 1 << len(name)
+	}
+	return shapes
+}()
+
+// spoofPrefix is a prefix of spoofableHeaders, lower-cased.
+type spoofPrefix struct {
+	lower string
+	kind  requestKind
+}
+
+// prefixGroups are the prefixes of spoofableHeaders by their first
+// letter (lower case), each group in the list's order, so that the first
+// that matches decides, as in classify.
+var prefixGroups = func() (groups [256][]spoofPrefix) {
+	for _, e := range spoofable {
+		if e.prefix {
+			l := string(bytes.ToLower(e.name))
+			groups[l[0]] = append(groups[l[0]], spoofPrefix{lower: l, kind: kindOfClass(e.class)})
+		}
+	}
+	return groups
+}()
+
+func kindOfClass(c headerClass) requestKind {
+	switch c {
+	case chainHeader, dropHeader:
+		return reqDrop
+	case trustedHeader:
+		return reqTrusted
+	}
+	return reqPass
+}
+
+// requestKindOf is requestKindSlow for the names a browser sends, with
+// one map lookup at most instead of some twenty case-insensitive
+// comparisons per header and a scan of spoofableHeaders for every name
+// starting with x, f, r, c or t (BenchmarkHandler: the header loop of
+// buildRequest). A name that is not listed can only be decided by an
+// underscore or a prefix of spoofableHeaders, which are checked then, on
+// the lower-cased copy.
+func requestKindOf(k []byte) requestKind {
+	n := len(k)
+	if n == 0 || n > maxListedName {
+		return requestKindSlow(k)
+	}
+	var buf [maxListedName]byte
+	lower := buf[:n]
+	if !lowerASCII(lower, k) {
+		return requestKindSlow(k)
+	}
+	if listedShapes[lower[0]]&(1<<n) != 0 {
+		if kind, ok := listedKinds[string(lower)]; ok {
+			return kind
+		}
+	}
+	if bytes.IndexByte(lower, '_') >= 0 {
+		return reqDrop
+	}
+	for _, p := range prefixGroups[lower[0]] {
+		if n >= len(p.lower) && string(lower[:len(p.lower)]) == p.lower {
+			return p.kind
+		}
+	}
+	return reqPass
+}
+
+// responseKind is what writeResponse does with an upstream's response
+// header, decided by its name alone (the response's Connection tokens
+// are checked after).
+type responseKind uint8
+
+const (
+	// respPass: passed to the browser.
+	respPass responseKind = iota
+	// respDrop: never passed: hop-by-hop fields, Content-Length (set
+	// from the body) and Date (the gateway's own).
+	respDrop
+	// respSetCookie: passed unless it sets one of the gateway's cookies.
+	respSetCookie
+)
+
+// responseKindSlow decides a response header's kind by comparisons. It
+// is the definition; responseKindOf gives the same answer faster.
+func responseKindSlow(k []byte) responseKind {
+	switch {
+	case isHopByHop(k), bytes.EqualFold(k, hContentLength), bytes.EqualFold(k, hDate):
+		return respDrop
+	case bytes.EqualFold(k, hSetCookie):
+		return respSetCookie
+	}
+	return respPass
+}
+
+// listedResponseKinds maps the names responseKindSlow does not pass,
+// lower-cased, to their kind.
+var listedResponseKinds = func() map[string]responseKind {
+	m := map[string]responseKind{}
+	for _, n := range append([][]byte{hContentLength, hDate, hSetCookie}, hopByHopNames...) {
+		m[string(bytes.ToLower(n))] = responseKindSlow(n)
+	}
+	return m
+}()
+
+// responseKindOf is responseKindSlow with one map lookup instead of a
+// dozen case-insensitive comparisons per response header.
+func responseKindOf(k []byte) responseKind {
+	n := len(k)
+	if n == 0 || n > maxListedName {
+		return responseKindSlow(k)
+	}
+	var buf [maxListedName]byte
+	lower := buf[:n]
+	if !lowerASCII(lower, k) {
+		return responseKindSlow(k)
+	}
+	if kind, ok := listedResponseKinds[string(lower)]; ok {
+		return kind
+	}
+	return respPass
+}
+
+// lowerASCII writes k in lower case to dst (as long as k) and reports
+// whether k is ASCII. A name that is not cannot be decided by a lower-cased
+// copy: bytes.EqualFold, which the definitions use, folds Unicode
+// ("\u212a" is a K). fasthttp refuses such names before a handler runs;
+// the fast decisions fall back on the definitions for them all the same.
+func lowerASCII(dst, k []byte) bool {
+	var high byte
+	for i, c := range k {
+		high |= c
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst[i] = c
+	}
+	return high < 0x80
+}

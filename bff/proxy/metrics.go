@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,16 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
 	retries  *prometheus.CounterVec
+	// observers holds the duration histogram of each (route, status)
+	// seen, bound once: WithLabelValues hashes its labels and formats the
+	// status on every call, where a bound series costs one map read
+	// (as obs binds the request metrics).
+	observers sync.Map // durationKey -> prometheus.Observer
+}
+
+type durationKey struct {
+	route  string // a route's configured prefix, never request bytes
+	status int
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -73,7 +84,12 @@ func (m *metrics) observe(route string, status int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.duration.WithLabelValues(route, strconv.Itoa(status)).Observe(d.Seconds())
+	k := durationKey{route, status}
+	o, ok := m.observers.Load(k)
+	if !ok {
+		o, _ = m.observers.LoadOrStore(k, m.duration.WithLabelValues(route, strconv.Itoa(status)))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
 func (m *metrics) upstreamError(route, kind string) {

@@ -131,11 +131,19 @@ func (p *Proxy) Routes() []Route {
 // matches nothing. The returned Route belongs to the Proxy: pass it to
 // Forward and do not modify it.
 func (p *Proxy) Match(path string) (*Route, bool) {
+	return p.MatchRaw([]byte(path))
+}
+
+// MatchRaw is Match for the raw path as bytes (fasthttp's
+// URI.PathOriginal). It parses the path as CheckPath does, so a path it
+// matches is one CheckPath accepts: a caller that matches first needs
+// CheckPath only for the paths no route takes. raw is not kept.
+func (p *Proxy) MatchRaw(raw []byte) (*Route, bool) {
 	fb := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(fb)
 	cb := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(cb)
-	fwd, canon, err := parsePath([]byte(path), *fb, *cb)
+	fwd, canon, err := parsePath(raw, *fb, *cb)
 	*fb, *cb = fwd, canon
 	if err != nil {
 		return nil, false
@@ -331,7 +339,6 @@ func (p *Proxy) send(c *fiber.Ctx, rt *route, req *fasthttp.Request, body outgoi
 		}
 		return nil, false
 	}
-	clearReadDeadline(resp)
 	return resp, true
 }
 
@@ -417,46 +424,42 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 	// before the proxy, so the raw block holds what VisitAll would show; a
 	// request that was built rather than parsed has none, and takes
 	// VisitAll.
-	visit := src.Header.VisitAllInOrder
-	if len(src.Header.RawHeaders()) == 0 {
-		visit = src.Header.VisitAll
-	}
 	cookies := p.cookieScratch.Get().(*[]byte)
 	defer p.cookieScratch.Put(cookies)
 	kept := (*cookies)[:0]
 	nconn := len(conn)
-	visit(func(k, v []byte) {
-		switch {
-		case bytes.EqualFold(k, hCookie):
+	visit := func(k, v []byte) {
+		kind := requestKindOf(k)
+		switch kind {
+		case reqCookie:
 			kept = p.keepCookies(kept, rt, v)
 			return
-		case bytes.EqualFold(k, hConnection):
+		case reqConnection:
 			// Every Connection line names hop-by-hop fields, not only
 			// the first that Peek returns; fields named by a later line
 			// but already copied are deleted after the loop.
 			conn = connectionTokens(v, conn)
 			return
-		case bytes.IndexByte(k, '_') >= 0:
-			// Underscores: CGI-style upstreams read X_Forwarded_For as
-			// X-Forwarded-For, which a browser must not be able to set
-			// (nginx drops these names by default too).
+		case reqDrop:
 			return
-		case isHopByHop(k), containsFold(conn, k),
-			bytes.EqualFold(k, hHost), bytes.EqualFold(k, hAuthorization),
-			bytes.EqualFold(k, hContentLength),
-			containsFold(rt.dropHeaders, k):
-			return
-		}
-		switch classify(k) {
-		case chainHeader, dropHeader:
-			return
-		case trustedHeader:
+		case reqTrusted:
 			if !trusted {
 				return
 			}
 		}
+		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
+			return
+		}
 		req.Header.AddBytesKV(k, v)
-	})
+	}
+	// Called directly, not through a method value: a closure passed to a
+	// function variable escapes, and with it conn, connBuf and kept
+	// (four allocations per request).
+	if len(src.Header.RawHeaders()) > 0 {
+		src.Header.VisitAllInOrder(visit)
+	} else {
+		src.Header.VisitAll(visit)
+	}
 	for _, name := range conn[nconn:] {
 		req.Header.DelBytes(name)
 	}
@@ -562,13 +565,24 @@ func peerAddr(c *fiber.Ctx) (netip.Addr, bool) {
 // without one, from a trusted proxy's headers or else the request.
 func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) {
 	src := &c.Request().Header
-	var ipBuf [64]byte
-	peer := ipBuf[:0]
+	// The peer's address is built in a pooled buffer: fasthttp's
+	// SetBytesKV counts as keeping its value, so a stack array would
+	// move to the heap on every request (it copies the bytes).
+	pb := p.scratch.Get().(*[]byte)
+	defer p.scratch.Put(pb)
+	peer := (*pb)[:0]
 	ip, hasIP := peerAddr(c)
 	if hasIP {
 		peer = ip.AppendTo(peer)
+		*pb = peer
 	}
-	xff := joinValues(src.PeekAll(fiber.HeaderXForwardedFor), trusted)
+	var xff, fw []byte
+	if trusted {
+		// Only a trusted proxy's chain is kept: PeekAll walks every
+		// header, which nobody else's request needs.
+		xff = joinValues(src.PeekAll(fiber.HeaderXForwardedFor))
+		fw = joinValues(src.PeekAll(fiber.HeaderForwarded))
+	}
 	if len(xff) > 0 {
 		xff = append(xff, ", "...)
 	}
@@ -577,7 +591,7 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) 
 	} else {
 		req.Header.SetBytesKV(hXForwardedFor, peer)
 	}
-	if fw := joinValues(src.PeekAll(fiber.HeaderForwarded), trusted); len(fw) > 0 {
+	if len(fw) > 0 {
 		fw = append(fw, ", for="...)
 		if hasIP && ip.Is6() {
 			// RFC 7239 §6: an IPv6 node is quoted and bracketed.
@@ -609,10 +623,10 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) 
 	}
 }
 
-// joinValues joins a header's lines with ", " into a new slice when
-// trusted, and returns nil otherwise.
-func joinValues(lines [][]byte, trusted bool) []byte {
-	if !trusted || len(lines) == 0 {
+// joinValues joins a header's lines with ", " into a new slice (nil for
+// none).
+func joinValues(lines [][]byte) []byte {
+	if len(lines) == 0 {
 		return nil
 	}
 	n := 0
@@ -641,8 +655,6 @@ func scheme(c *fiber.Ctx) []byte {
 	return schemeHTTP
 }
 
-// keepCookies appends to dst the cookies of a raw Cookie header that the
-// upstream may see: not the gateway's own, not the route's DropCookies.
 // hasCTL reports whether b holds a control character (RFC 5234 CTL).
 func hasCTL(b []byte) bool {
 	for _, c := range b {
@@ -653,6 +665,8 @@ func hasCTL(b []byte) bool {
 	return false
 }
 
+// keepCookies appends to dst the cookies of a raw Cookie header that the
+// upstream may see: not the gateway's own, not the route's DropCookies.
 func (p *Proxy) keepCookies(dst []byte, rt *route, header []byte) []byte {
 	EachCookie(header, func(name, value []byte) bool {
 		// A nameless pair ("=__Host-bff=x", or "__Host-bff" alone) goes
@@ -662,15 +676,20 @@ func (p *Proxy) keepCookies(dst []byte, rt *route, header []byte) []byte {
 		// cookie-octets), and parsers disagree on it: net/http trims CR
 		// and LF that this scanner keeps, so "\r__Host-bff" would read
 		// upstream as the gateway's cookie. Such pairs are dropped.
-		if hasCTL(name) || hasCTL(value) {
-			return true
-		}
+		//
+		// The name is judged first: the gateway's own cookies (a 4 KB
+		// session and its chunks) are dropped whatever their bytes, so
+		// scanning their values for control characters was wasted work
+		// on every proxied request (BenchmarkHandler/cookie).
 		seen := name
 		if len(seen) == 0 {
 			seen, _, _ = bytes.Cut(value, []byte("="))
 			seen = trimSpace(seen)
 		}
 		if p.gatewayCookie(seen) || containsFold(rt.dropCookies, seen) {
+			return true
+		}
+		if hasCTL(name) || hasCTL(value) {
 			return true
 		}
 		if len(dst) > 0 {
@@ -703,11 +722,11 @@ func (p *Proxy) writeResponse(c *fiber.Ctx, rt *route, resp *fasthttp.Response) 
 	conn := connectionTokens(resp.Header.Peek(fiber.HeaderConnection), connBuf[:0])
 	c.Status(resp.StatusCode())
 	resp.Header.VisitAll(func(k, v []byte) {
+		kind := responseKindOf(k)
 		switch {
-		case isHopByHop(k), containsFold(conn, k),
-			bytes.EqualFold(k, hContentLength), bytes.EqualFold(k, hDate):
+		case kind == respDrop, containsFold(conn, k):
 			return
-		case bytes.EqualFold(k, hSetCookie):
+		case kind == respSetCookie:
 			name := v
 			if i := bytes.IndexByte(name, '='); i >= 0 {
 				name = name[:i]
@@ -736,6 +755,10 @@ func (p *Proxy) writeResponse(c *fiber.Ctx, rt *route, resp *fasthttp.Response) 
 	if cl < 0 {
 		cl = -1
 	}
+	// Only a streamed body is read after DoTimeout returned, so only
+	// then is the request's read deadline lifted (an answer read whole
+	// keeps its connection's deadline until the next request sets one).
+	clearReadDeadline(resp)
 	c.Context().SetBodyStream(&upstreamBody{resp: resp, r: resp.BodyStream()}, cl)
 }
 

@@ -203,6 +203,12 @@ func checkFraming(raw []byte) *Error {
 		if line[0] == ' ' || line[0] == '\t' {
 			return ErrFraming
 		}
+		if c := line[0] | 0x20; c != 't' && c != 'c' {
+			// Neither Transfer-Encoding nor Content-Length (no other
+			// byte folds to their first letters, in bytes.EqualFold's
+			// Unicode folding either): most lines leave here.
+			continue
+		}
 		name, value, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
 			continue // fasthttp refused or dropped it already

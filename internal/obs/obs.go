@@ -18,11 +18,14 @@ package obs
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -69,7 +72,26 @@ type Obs struct {
 	// its labels and formats the status on every call, where a bound
 	// series costs one map read.
 	series sync.Map // seriesKey -> *series
+	// idPrefix and idNext make request ids: a random prefix drawn at New
+	// and a counter that starts at a random value (see newRequestID).
+	idPrefix [4]byte
+	idNext   atomic.Uint64
+	// pool recycles the per-request state Middleware keeps in the
+	// request's Locals.
+	pool sync.Pool // *request
 }
+
+// request is what Middleware keeps of one request, in its Locals: the
+// request id and the route SetRoute names. One pooled value in place of
+// a boxed string for each and the id's own string (three allocations per
+// request); the id becomes a string only where one is asked for.
+type request struct {
+	id    [64]byte // the request id: validRequestID's at most 64 bytes
+	n     int
+	route string
+}
+
+func (r *request) idString() string { return string(r.id[:r.n]) }
 
 type seriesKey struct {
 	route, method string
@@ -105,6 +127,12 @@ func New(cfg Config) (*Obs, error) {
 		cfg.Logger = slog.Default()
 	}
 	o := &Obs{cfg: cfg, log: cfg.Logger}
+	var seed [12]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("obs: request id seed: %w", err)
+	}
+	copy(o.idPrefix[:], seed[:4])
+	o.idNext.Store(binary.BigEndian.Uint64(seed[4:]))
 	o.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bffgate_http_requests_total",
 		Help: "HTTP requests served, by route pattern, method and status code.",
@@ -137,14 +165,18 @@ func (o *Obs) Logger() *slog.Logger { return o.log }
 func (o *Obs) Middleware() fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		start := time.Now()
-		id := c.Get(HeaderRequestID)
-		if !validRequestID(id) {
-			id = newRequestID()
-		} else {
-			id = string([]byte(id)) // detach from fasthttp's reused buffer
+		r, _ := o.pool.Get().(*request)
+		if r == nil {
+			r = new(request)
 		}
-		c.Locals(localsRequestID, id)
-		c.Set(HeaderRequestID, id)
+		r.route = ""
+		if id := c.Request().Header.Peek(HeaderRequestID); validRequestID(id) {
+			r.n = copy(r.id[:], id) // detached from fasthttp's reused buffer
+		} else {
+			r.n = len(o.appendRequestID(r.id[:0]))
+		}
+		c.Locals(localsRequestID, r)
+		c.Response().Header.SetBytesV(HeaderRequestID, r.id[:r.n])
 
 		err := c.Next()
 		if err != nil {
@@ -156,7 +188,10 @@ func (o *Obs) Middleware() fiber.Handler {
 			err = nil
 		}
 		status := c.Response().StatusCode()
-		route, _ := c.Locals(localsRoute).(string)
+		route := r.route
+		if route == "" {
+			route, _ = c.Locals(localsRoute).(string)
+		}
 		if route == "" {
 			route = c.Route().Path
 			if route == "" || route == "/" && c.Path() != "/" {
@@ -178,7 +213,7 @@ func (o *Obs) Middleware() fiber.Handler {
 				return err
 			}
 			o.log.LogAttrs(c.UserContext(), level, "request",
-				slog.String("request_id", id),
+				slog.String("request_id", r.idString()),
 				slog.String("method", method),
 				slog.String("route", route),
 				slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
@@ -186,6 +221,11 @@ func (o *Obs) Middleware() fiber.Handler {
 				slog.Duration("duration", elapsed),
 			)
 		}
+		// The request is over: nothing reads its Locals after this
+		// handler (fasthttp resets them), and r serves the next one.
+		c.Locals(localsRequestID, nil)
+		r.route = ""
+		o.pool.Put(r)
 		return err
 	}
 }
@@ -194,7 +234,13 @@ func (o *Obs) Middleware() fiber.Handler {
 // log, for a handler that dispatches itself (an app.Use handler has no
 // route pattern of its own). route must be a fixed name, such as a
 // configured prefix, never a value taken from the request.
-func SetRoute(c *fiber.Ctx, route string) { c.Locals(localsRoute, route) }
+func SetRoute(c *fiber.Ctx, route string) {
+	if r, ok := c.Locals(localsRequestID).(*request); ok {
+		r.route = route
+		return
+	}
+	c.Locals(localsRoute, route)
+}
 
 // logFrontend is the access-log line of a request one of several
 // frontends served: the line of Middleware with the frontend's name.
@@ -235,10 +281,13 @@ func methodLabel(m string) string {
 	return "other"
 }
 
-// RequestID returns the request id Middleware assigned ("" outside it).
+// RequestID returns the request id Middleware assigned ("" outside it),
+// as a new string.
 func RequestID(c *fiber.Ctx) string {
-	id, _ := c.Locals(localsRequestID).(string)
-	return id
+	if r, ok := c.Locals(localsRequestID).(*request); ok {
+		return r.idString()
+	}
+	return ""
 }
 
 // Check is one readiness check; it returns nil when the dependency is up.
@@ -274,7 +323,7 @@ func (o *Obs) Mount(r fiber.Router, checks ...Check) {
 	}
 }
 
-func validRequestID(s string) bool {
+func validRequestID[T string | []byte](s T) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
@@ -287,8 +336,16 @@ func validRequestID(s string) bool {
 	return true
 }
 
-func newRequestID() string {
+// appendRequestID appends a new request id to dst: 24 hex digits, the
+// Obs's random 32-bit prefix and a 64-bit counter from a random start.
+// Ids are unique within a process (the counter does not wrap in practice)
+// and apart between processes unless two draw the same prefix and
+// overlapping counter ranges. They are no secret (a client may send its
+// own): reading 12 bytes from crypto/rand per request cost more than the
+// rest of the id (issue 20).
+func (o *Obs) appendRequestID(dst []byte) []byte {
 	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	copy(b[:4], o.idPrefix[:])
+	binary.BigEndian.PutUint64(b[4:], o.idNext.Add(1))
+	return hex.AppendEncode(dst, b[:])
 }

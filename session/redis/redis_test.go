@@ -242,6 +242,21 @@ func TestEnded(t *testing.T) {
 	if err != nil || ttl < 59*time.Minute {
 		t.Fatalf("TTL after a shorter until = %v, %v; want about an hour", ttl, err)
 	}
+	// Several sids and a subject at once: any one ended decides.
+	checkAny := func(sids []string, sub string, created time.Time, want bool) {
+		t.Helper()
+		got, err := e.EndedAny(ctx, sids, sub, created)
+		if err != nil || got != want {
+			t.Fatalf("EndedAny(%q, %q, %v) = %v, %v; want %v", sids, sub, created, got, err, want)
+		}
+	}
+	checkAny(nil, "", now, false)
+	checkAny([]string{"", ""}, "", now, false)
+	checkAny([]string{"s2", "s3"}, "u2", now, false)
+	checkAny([]string{"s2", "s1"}, "u2", now, true)
+	checkAny([]string{"", "s1"}, "", now, true)
+	checkAny([]string{"s2", ""}, "u1", now, true)
+	checkAny([]string{"s2"}, "u1", now.Add(2*time.Second), false)
 	if err := e.EndSID(ctx, "", until); err == nil {
 		t.Error("EndSID(\"\") succeeded")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,10 @@ type Store struct {
 	now  func() time.Time
 	log  *slog.Logger
 	ops  *prometheus.CounterVec
+	// counters holds the ops counter of each (op, result) seen, bound
+	// once: WithLabelValues hashed both labels on every Get, that is on
+	// every proxied request with a session.
+	counters sync.Map // [2]string -> prometheus.Counter
 	// opened skips decrypting and decoding an unchanged record on Get.
 	opened *codec.OpenCache
 }
@@ -80,7 +85,12 @@ func (s *Store) count(op string, err error) {
 	default:
 		result = "error"
 	}
-	s.ops.WithLabelValues(op, result).Inc()
+	k := [2]string{op, result} // fixed strings: an operation's name, a result above
+	c, ok := s.counters.Load(k)
+	if !ok {
+		c, _ = s.counters.LoadOrStore(k, s.ops.WithLabelValues(op, result))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 func notFound(why string) error {
