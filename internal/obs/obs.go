@@ -40,7 +40,6 @@ const HeaderRequestID = "X-Request-Id"
 const (
 	localsRequestID = "obs.requestid"
 	localsRoute     = "obs.route"
-	localsFrontend  = "obs.frontend"
 )
 
 // Config configures an Obs for one listener.
@@ -89,6 +88,9 @@ type request struct {
 	id    [64]byte // the request id: validRequestID's at most 64 bytes
 	n     int
 	route string
+	// frontend names the frontend that served the request (SetFrontend;
+	// "" with one frontend): the access line carries it.
+	frontend string
 }
 
 func (r *request) idString() string { return string(r.id[:r.n]) }
@@ -169,7 +171,7 @@ func (o *Obs) Middleware() fiber.Handler {
 		if r == nil {
 			r = new(request)
 		}
-		r.route = ""
+		r.route, r.frontend = "", ""
 		if id := c.Request().Header.Peek(HeaderRequestID); validRequestID(id) {
 			r.n = copy(r.id[:], id) // detached from fasthttp's reused buffer
 		} else {
@@ -208,23 +210,23 @@ func (o *Obs) Middleware() fiber.Handler {
 			if status >= 500 {
 				level = slog.LevelError
 			}
-			if fe, _ := c.Locals(localsFrontend).(string); fe != "" {
-				o.logFrontend(c, level, id, method, route, status, elapsed, fe)
-				return err
+			if r.frontend != "" {
+				o.logFrontend(c, level, r.idString(), method, route, status, elapsed, r.frontend)
+			} else {
+				o.log.LogAttrs(c.UserContext(), level, "request",
+					slog.String("request_id", r.idString()),
+					slog.String("method", method),
+					slog.String("route", route),
+					slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
+					slog.Int("status", status),
+					slog.Duration("duration", elapsed),
+				)
 			}
-			o.log.LogAttrs(c.UserContext(), level, "request",
-				slog.String("request_id", r.idString()),
-				slog.String("method", method),
-				slog.String("route", route),
-				slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
-				slog.Int("status", status),
-				slog.Duration("duration", elapsed),
-			)
 		}
 		// The request is over: nothing reads its Locals after this
 		// handler (fasthttp resets them), and r serves the next one.
 		c.Locals(localsRequestID, nil)
-		r.route = ""
+		r.route, r.frontend = "", ""
 		o.pool.Put(r)
 		return err
 	}
@@ -259,7 +261,11 @@ func (o *Obs) logFrontend(c *fiber.Ctx, level slog.Level, id, method, route stri
 // SetFrontend names the frontend that served the request, for the access
 // log (several frontends on one listener). name must be a configured
 // frontend's name, never a value taken from the request.
-func SetFrontend(c *fiber.Ctx, name string) { c.Locals(localsFrontend, name) }
+func SetFrontend(c *fiber.Ctx, name string) {
+	if r, ok := c.Locals(localsRequestID).(*request); ok {
+		r.frontend = name
+	}
+}
 
 // Refused counts a request refused at the edge, by reason (an edge.Error
 // Kind).

@@ -119,3 +119,4 @@ func TestRequestIDHeader(t *testing.T) {
 		}
 	}
 }
+
