@@ -119,4 +119,3 @@ func TestRequestIDHeader(t *testing.T) {
 		}
 	}
 }
-
