@@ -89,7 +89,7 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair, kind, name 
 		var ended sessioncookie.EndedStore
 		run := idle
 		if rt.redis != nil {
-			ended = sessionredis.NewEnded(rt.redis, prefix+"ended:")
+			ended = sessionredis.NewEnded(rt.redis, redisEndedPrefix(rt.cfg, name))
 		} else {
 			e := sessionbolt.NewEndedIn(rt.db, name)
 			ended = e
@@ -128,6 +128,12 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair, kind, name 
 		}
 		return st, func(ctx context.Context) error { st.Run(ctx, sc.SweepInterval); return nil }, nil
 	}
+}
+
+// redisEndedPrefix is where a frontend's ended records (its cookie
+// sessions' logouts) live in Redis, under redisSessionPrefix.
+func redisEndedPrefix(cfg *Config, name string) string {
+	return redisSessionPrefix(cfg, name) + "ended:"
 }
 
 // redisSessionPrefix is where a frontend's sessions live in Redis.

@@ -313,8 +313,9 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 
 // purge deletes a removed frontend's server-side sessions (its bbolt
 // buckets or Redis keys); cookie sessions have none (the frontend's 401
-// ends them), only ended records. It runs in the reload's goroutine,
-// beside the requests being served.
+// ends them). Its ended records stay: they keep the cookies its users
+// logged out of refused if a frontend of that name is added again. It
+// runs in the reload's goroutine, beside the requests being served.
 func (s *gatewayServer) purge(f Frontend) {
 	name, kind := f.Name, f.Session.Store
 	log := s.rt.log.With("component", "gateway", "frontend", name)
@@ -322,10 +323,11 @@ func (s *gatewayServer) purge(f Frontend) {
 	defer cancel()
 	var n int
 	var err error
-	// Its sessions (bbolt, redis), or the ended records of its cookie
-	// sessions, which live where the cookie store keeps them.
+	// Its sessions (bbolt, redis); the ended records of cookie sessions
+	// (in Redis when there is one, else in the data file) stay, whatever
+	// its store is now: it may have run on cookies before.
 	if kind == "redis" || kind == "cookie" && s.rt.redis != nil {
-		n, err = sessionredis.Purge(ctx, s.rt.redis, redisSessionPrefix(s.rt.cfg, name))
+		n, err = sessionredis.Purge(ctx, s.rt.redis, redisSessionPrefix(s.rt.cfg, name), redisEndedPrefix(s.rt.cfg, name))
 	} else {
 		n, err = sessionbolt.Purge(s.rt.db, name)
 	}

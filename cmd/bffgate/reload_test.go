@@ -334,3 +334,71 @@ func bucketKeys(t *testing.T, db *bbolt.DB, name string) int {
 	}
 	return n
 }
+
+// TestFrontendsCookieLogoutOutlivesRemoval: a cookie session logged out
+// of stays refused when its frontend is removed and later added again
+// under the same name (same cookie keys): the purge of the removed
+// frontend keeps its ended records.
+func TestFrontendsCookieLogoutOutlivesRemoval(t *testing.T) {
+	t.Parallel()
+	shopOnly := `
+    - name: shop
+      public_url: http://GW
+      provider: {issuer_url: http://ISS}
+`
+	withExtra := shopOnly + `
+    - name: extra
+      match: {path_prefix: /extra}
+      public_url: http://GW
+      provider: {issuer_url: http://ISS, client_id: extra-bff, client_secret: extra-secret-0123456789abcdef}
+      session: {store: cookie}
+`
+	s := startFrontends(t, withExtra)
+	extra := "http://" + s.gwAddr + "/extra"
+	b := newFeClient(t)
+	b.login(extra)
+	if st, sub := b.user(extra); st != 200 || sub != "alice" {
+		t.Fatalf("extra: %d %s", st, sub)
+	}
+	// A copy of the session cookie, as a thief would keep it.
+	u, _ := url.Parse(extra + "/bff/user")
+	var stolen string
+	for _, c := range b.jar.Cookies(u) {
+		if strings.HasPrefix(c.Name, "__Secure-bff-extra") {
+			stolen += c.Name + "=" + c.Value + "; "
+		}
+	}
+	if stolen == "" {
+		t.Fatalf("no session cookie for %s", u)
+	}
+	thief := func() int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, u.String(), nil)
+		req.Header.Set("Cookie", stolen)
+		req.Header.Set("X-CSRF", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := thief(); st != 200 {
+		t.Fatalf("the copied cookie before the logout: %d", st)
+	}
+	// The gateway ends the session, then sends the browser to the
+	// issuer's end_session (which refuses this test client's unregistered
+	// post-logout URI: not what is tested here).
+	b.do(http.MethodPost, extra+"/bff/logout", nil, map[string]string{"X-CSRF": "1"})
+	if st := thief(); st != 401 {
+		t.Fatalf("the copied cookie after the logout: %d", st)
+	}
+	for i, frontends := range []string{shopOnly, withExtra} {
+		if _, err := s.gs.Reload(s.config(frontends)); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	if st := thief(); st != 401 {
+		t.Fatalf("the logged-out cookie after extra was removed and added again: %d", st)
+	}
+}
