@@ -284,7 +284,7 @@ func NewGateway(ctx context.Context, cfg Config) (*Gateway, error) {
 			// cookie with Path=/ is sent under /admin): none goes
 			// upstream. These prefixes cover every default name; a
 			// custom one of another frontend comes in Proxy.GatewayCookies.
-			pcfg.GatewayCookies = append(pcfg.GatewayCookies, "__Host-bff", "__Secure-bff")
+			pcfg.GatewayCookies = append(pcfg.GatewayCookies, frontendCookiePrefixes[:]...)
 		}
 		if pcfg.PublicURL == "" {
 			pcfg.PublicURL = pub.String()

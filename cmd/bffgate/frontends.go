@@ -226,7 +226,11 @@ func (c *Config) frontendConfig(i int) bff.Config {
 func (c *Config) frontendCookieNames() []string {
 	var out []string
 	for _, f := range c.Gateway.Frontends {
-		if f.Session.CookieName != "" && !slices.Contains(out, f.Session.CookieName) {
+		// Default names are stripped by every frontend anyway: listing
+		// them would make a reload that adds or removes a frontend
+		// rebuild every other one (a kept gateway knows the names it was
+		// told of).
+		if n := f.Session.CookieName; n != "" && !bff.StrippedCookieName(n) && !slices.Contains(out, n) {
 			out = append(out, f.Session.CookieName)
 		}
 	}

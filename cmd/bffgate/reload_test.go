@@ -402,3 +402,44 @@ func TestFrontendsCookieLogoutOutlivesRemoval(t *testing.T) {
 		t.Fatalf("the logged-out cookie after extra was removed and added again: %d", st)
 	}
 }
+
+// TestFrontendsReloadKeepsUnchanged: a reload that adds a frontend, then
+// one that removes it, keeps the gateways of the frontends it does not
+// change (their caches, single-flight refreshes and held tokens
+// included): default cookie names, which every frontend strips anyway, do
+// not make the others' cookie lists change.
+func TestFrontendsReloadKeepsUnchanged(t *testing.T) {
+	t.Parallel()
+	s := startFrontends(t, shopAndAdmin)
+	before := map[string]any{"shop": s.gs.frontends["shop"].gw, "admin": s.gs.frontends["admin"].gw}
+	withExtra := shopAndAdmin + `
+    - name: extra
+      match: {path_prefix: /extra}
+      public_url: http://GW
+      provider: {issuer_url: http://ISS, client_id: extra-bff, client_secret: extra-secret-0123456789abcdef}
+`
+	for i, frontends := range []string{withExtra, shopAndAdmin} {
+		if _, err := s.gs.Reload(s.config(frontends)); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		for name, gw := range before {
+			if any(s.gs.frontends[name].gw) != gw {
+				t.Fatalf("reload %d rebuilt the unchanged frontend %s", i, name)
+			}
+		}
+	}
+	// A custom cookie name is another frontend's news: every gateway is
+	// rebuilt to strip it.
+	if _, err := s.gs.Reload(s.config(shopAndAdmin + `
+    - name: extra
+      match: {path_prefix: /extra}
+      public_url: http://GW
+      provider: {issuer_url: http://ISS, client_id: extra-bff, client_secret: extra-secret-0123456789abcdef}
+      session: {cookie_name: __Secure-extra-session}
+`)); err != nil {
+		t.Fatal(err)
+	}
+	if any(s.gs.frontends["shop"].gw) == before["shop"] {
+		t.Fatal("a new custom cookie name left shop's gateway unaware of it")
+	}
+}
