@@ -635,6 +635,7 @@ func TestHostSelect(t *testing.T) {
 		fakeGateway("admin-a", []string{"a.example.com"}, "/admin"),
 		fakeGateway("a", []string{"a.example.com", "A2.example.com"}, ""),
 		fakeGateway("deep", []string{"b.example.com"}, "/x/y"),
+		fakeGateway("fqdn", []string{"c.example.com."}, "/c"),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -653,8 +654,12 @@ func TestHostSelect(t *testing.T) {
 		{"b.example.com", "/x/y/z", "deep"},
 		{"b.example.com", "/x/yz", "fallback"},
 		{"c.example.com", "/x/y", "fallback"},
+		// A fully qualified name's trailing dot names the same host.
+		{"b.example.com.", "/x/y/z", "deep"},
+		{"c.example.com", "/c/x", "fqdn"},
+		{"c.example.com.:8080", "/c/x", "fqdn"},
 	} {
-		g := tab.selectGateway([]byte(tc.host), tc.path)
+		g := tab.selectGateway(hostOnly([]byte(tc.host)), tc.path)
 		if g == nil || g.cfg.Name != tc.want {
 			got := "<none>"
 			if g != nil {
@@ -663,7 +668,8 @@ func TestHostSelect(t *testing.T) {
 			t.Errorf("%s %s: %s, want %s", tc.host, tc.path, got, tc.want)
 		}
 	}
-	for in, want := range map[string]string{"a.example.com:8443": "a.example.com", "[::1]:80": "[::1]", "[::1]": "[::1]", "host": "host", "": ""} {
+	for in, want := range map[string]string{"a.example.com:8443": "a.example.com", "[::1]:80": "[::1]", "[::1]": "[::1]", "host": "host", "": "",
+		"a.example.com.": "a.example.com", "a.example.com.:8443": "a.example.com", ".": "."} {
 		if got := string(hostOnly([]byte(in))); got != want {
 			t.Errorf("hostOnly(%q) = %q, want %q", in, got, want)
 		}
