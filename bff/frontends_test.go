@@ -783,3 +783,53 @@ func BenchmarkFrontendSelect(b *testing.B) {
 		})
 	}
 }
+
+// TestFrontendsInsecureCookiesStripped: with insecure development cookies
+// a frontend on plain http names its cookies without the __Host- or
+// __Secure- prefix (bff-admin); no other frontend forwards those to its
+// upstreams either, nor lets an upstream set them.
+func TestFrontendsInsecureCookiesStripped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, kindBolt, envOptions{})
+	st, err := sessionbolt.New(e.db, sessionbolt.Config{Namespace: "shop", Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGateway(context.Background(), Config{
+		Name: "shop", PublicURL: "http://shop.test", InsecureAllowHTTP: true,
+		Provider: ProviderConfig{IssuerURL: e.issuer, ClientID: testClientID, ClientSecret: testClientSecret,
+			HTTPClient: &http.Client{Transport: ownTransport(), Timeout: 5 * time.Second}},
+		Store:  st,
+		Cookie: CookieConfig{InsecureDevCookies: true, FlowKeys: []KeyPair{{Hash: randomKey(32), Block: randomKey(32)}}},
+		Proxy:  proxy.Config{GatewayCookies: []string{"__Secure-partner-session"}},
+		Routes: []Route{{Route: proxy.Route{Prefix: "/pub/", Upstream: e.upstream.srv.URL}, Policy: PolicyNone}},
+		Now:    e.clock.Now, Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHost(HostConfig{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Set([]*Gateway{g}); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "http://shop.test/pub/x", nil)
+	// Another frontend's development cookies (admin's session and flow,
+	// partner's custom name without its prefix), and the app's own.
+	req.Header.Set("Cookie", "bff-admin=ticket; bff-admin-flow.1a2b=flow; partner-session=p; app=kept")
+	req.Header.Set("X-CSRF", "1")
+	resp, err := h.App().Test(req, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var seen seenRequest
+	if err := json.NewDecoder(resp.Body).Decode(&seen); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %v", resp.StatusCode, err)
+	}
+	if seen.Cookie != "app=kept" {
+		t.Fatalf("the upstream got the cookies %q", seen.Cookie)
+	}
+}
