@@ -309,6 +309,11 @@ func (c *Config) validateFrontends() []error {
 	if gw.SPA.Dir != "" || gw.SPA.DevURL != "" || !gw.SPA.Rules.Empty() {
 		bad("gateway.spa", "set", "gateway.frontends is set, and each frontend has its own spa: move it to gateway.frontends[].spa (ambiguous otherwise)")
 	}
+	// Not inherited: one name for every frontend would be refused
+	// below as shared, so a file setting it means one of the frontends.
+	if n := gw.Session.CookieName; n != defaultConfig().Gateway.Session.CookieName {
+		bad("gateway.session.cookie_name", n, "gateway.frontends is set, and each frontend has its own session cookie (__Host-bff-<name>, or __Secure-bff-<name> under a path prefix): set gateway.frontends[].session.cookie_name")
+	}
 	if len(gw.ForwardAuth.Rules) > 0 {
 		bad("gateway.forward_auth", "set", "gateway.frontends is set, and each frontend has its own forward_auth: move it to gateway.frontends[].forward_auth (ambiguous otherwise)")
 	}
