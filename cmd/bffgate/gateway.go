@@ -175,6 +175,17 @@ type frontendBuild struct {
 	noSPA bool
 	// wrapSPA adapts the SPA handler (a path prefix).
 	wrapSPA func(fiber.Handler) fiber.Handler
+	// reg, when set, receives the metrics of the frontend's gateway and
+	// new store instead of frontendRegistry (a reload's staging).
+	reg prometheus.Registerer
+}
+
+// registry is where the build's metrics go.
+func (fb frontendBuild) registry(rt *runtime) prometheus.Registerer {
+	if fb.reg != nil {
+		return fb.reg
+	}
+	return frontendRegistry(rt, fb.name)
 }
 
 // classicBuild is the one frontend of a configuration without
@@ -215,7 +226,7 @@ func frontendRegistry(rt *runtime, name string) prometheus.Registerer {
 // listening, or the configured one), whose discovery it reads; run is the
 // gateway's background work.
 func buildFrontend(ctx context.Context, rt *runtime, parts gatewayParts, fb frontendBuild, store session.Store) (*bff.Gateway, func(context.Context) error, error) {
-	reg := frontendRegistry(rt, fb.name)
+	reg := fb.registry(rt)
 	logger := rt.log.With("component", "gateway")
 	bcfg := fb.bcfg
 	bcfg.Store = store

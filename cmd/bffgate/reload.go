@@ -126,7 +126,7 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 
 // openStore opens a frontend's session store; nothing of it runs yet.
 func (s *gatewayServer) openStore(fb frontendBuild) (*runningStore, error) {
-	st, run, err := sessionStore(s.ctx, s.rt, s.parts.pairs, fb.store, fb.name, frontendRegistry(s.rt, fb.name))
+	st, run, err := sessionStore(s.ctx, s.rt, s.parts.pairs, fb.store, fb.name, fb.registry(s.rt))
 	if err != nil {
 		if fb.name != "" {
 			err = fmt.Errorf("frontend %s: %w", fb.name, err)
@@ -229,6 +229,10 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 		gw    *bff.Gateway
 		run   func(context.Context) error
 		store *runningStore // a new store (its kind changed, or a new frontend); nil: the running one
+		// metrics holds what the gateway and its new store registered
+		// until they are served: until then the running frontend of that
+		// name keeps its metrics (a reload refused later changes nothing).
+		metrics *stagedRegisterer
 	}
 	// Built but not yet served, a new gateway or store runs nothing: on an
 	// error it is dropped as it is.
@@ -243,7 +247,8 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 			continue
 		}
 		fb := frontendBuildOf(next, i)
-		b := built{name: f.Name, conf: f}
+		b := built{name: f.Name, conf: f, metrics: &stagedRegisterer{}}
+		fb.reg = b.metrics
 		store := s.stores[f.Name]
 		if store == nil || store.kind != fb.store {
 			if b.store, err = s.openStore(fb); err != nil {
@@ -277,6 +282,9 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 		keep[f.Name] = true
 	}
 	for _, b := range fresh {
+		if err := b.metrics.commit(frontendRegistry(s.rt, b.name)); err != nil {
+			s.rt.log.Error("registering the metrics of a reloaded frontend failed; it serves without them", "frontend", b.name, "err", err)
+		}
 		if old, ok := s.frontends[b.name]; ok {
 			old.retire()
 			delete(s.frontends, b.name)
@@ -394,4 +402,54 @@ func (s *gatewayServer) frontendNames() []string {
 		out = append(out, g.Name())
 	}
 	return out
+}
+
+// stagedRegisterer keeps the collectors registered with it until commit
+// registers them with the real registerer (frontendRegisterer, which
+// replaces the running frontend's): a reload builds its frontends before
+// it knows it will serve them.
+type stagedRegisterer struct {
+	mu sync.Mutex
+	cs []prometheus.Collector
+}
+
+func (r *stagedRegisterer) Register(c prometheus.Collector) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cs = append(r.cs, c)
+	return nil
+}
+
+func (r *stagedRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		_ = r.Register(c)
+	}
+}
+
+func (r *stagedRegisterer) Unregister(c prometheus.Collector) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !reflect.TypeOf(c).Comparable() {
+		return false
+	}
+	for i, o := range r.cs {
+		if reflect.TypeOf(o) == reflect.TypeOf(c) && o == c {
+			r.cs = slices.Delete(r.cs, i, i+1)
+			return true
+		}
+	}
+	return false
+}
+
+// commit registers the staged collectors with reg.
+func (r *stagedRegisterer) commit(reg prometheus.Registerer) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, c := range r.cs {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

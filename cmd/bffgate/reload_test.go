@@ -443,3 +443,58 @@ func TestFrontendsReloadKeepsUnchanged(t *testing.T) {
 		t.Fatal("a new custom cookie name left shop's gateway unaware of it")
 	}
 }
+
+// TestFrontendsRefusedReloadKeepsMetrics: a reload refused after it built
+// a changed frontend's new gateway (another frontend's provider does not
+// answer) leaves the running gateway's metrics registered: its series
+// keep their counts and keep counting.
+func TestFrontendsRefusedReloadKeepsMetrics(t *testing.T) {
+	t.Parallel()
+	s := startFrontends(t, shopAndAdmin)
+	shop := "http://" + s.gwAddr
+	b := newFeClient(t)
+	b.login(shop)
+	logins := func() uint64 {
+		t.Helper()
+		mfs, err := s.rt.registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "bffgate_gateway_logins_completed_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "frontend" && l.GetValue() == "shop" {
+						return uint64(m.GetCounter().GetValue())
+					}
+				}
+			}
+		}
+		return 0
+	}
+	if n := logins(); n != 1 {
+		t.Fatalf("shop's completed logins before the reload: %d", n)
+	}
+	_, err := s.gs.Reload(s.config(`
+    - name: shop
+      public_url: http://GW
+      provider: {issuer_url: http://ISS}
+      routes: [{prefix: /api/, upstream: "http://127.0.0.1:9"}]
+    - name: admin
+      match: {path_prefix: /admin}
+      public_url: http://GW
+      provider: {issuer_url: "http://127.0.0.1:9", client_id: gone, client_secret: gone-secret-0123456789abcdef}
+`))
+	if err == nil {
+		t.Fatal("a reload with an unreachable provider was applied")
+	}
+	if n := logins(); n != 1 {
+		t.Fatalf("shop's completed logins after a refused reload: %d", n)
+	}
+	b.login(shop)
+	if n := logins(); n != 2 {
+		t.Fatalf("shop's completed logins counted after a refused reload: %d", n)
+	}
+}
