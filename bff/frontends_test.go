@@ -418,6 +418,36 @@ func TestFrontendBinding(t *testing.T) {
 	}
 }
 
+// TestSessionOfOtherProvider: a session signed in at another provider
+// than the frontend's (its provider changed by a reload or a restart, its
+// sessions kept) is no session: the frontend ends it.
+func TestSessionOfOtherProvider(t *testing.T) {
+	t.Parallel()
+	f := newFeEnv(t, kindBolt, feSpec{name: "shop"})
+	b := f.newBrowser()
+	b.login("shop", "alice", alicePassword)
+	h := b.cookie("shop", "__Host-bff-shop")
+	ctx := context.Background()
+	// As if it had been made by the provider the frontend had before.
+	nh, err := f.stores["shop"].Update(ctx, h, func(s *session.Session) error {
+		s.Issuer = "https://old-provider.example.com"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nh != "" {
+		h = nh
+	}
+	r := f.newBrowser().call("shop", "/bff/user", map[string]string{"Cookie": "__Host-bff-shop=" + h})
+	if r.status != 401 {
+		t.Fatalf("a session of another provider: %d %s", r.status, clip(r.body))
+	}
+	if _, err := f.stores["shop"].Get(ctx, h); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("the session of another provider was kept: %v", err)
+	}
+}
+
 // TestFrontendsBackchannel: a logout token ends the sessions of the
 // frontends on its provider and client (shop and partner share one
 // client), and not those of admin, whose session carries the same sid.
