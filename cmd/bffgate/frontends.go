@@ -92,7 +92,7 @@ func (c *Config) fillFrontends() {
 			s.CookieName = bff.DefaultCookieName(f.Name, f.Match.PathPrefix)
 		}
 		if c.frontendEmbedded(*f) {
-			if f.Provider.ClientID == "" && f.Name != "" {
+			if f.Provider.ClientID == "" && bff.ValidFrontendName(f.Name) {
 				f.Provider.ClientID = frontendClientPrefix + f.Name
 			}
 			if len(f.Provider.Scopes) == 0 {
@@ -325,8 +325,15 @@ func (c *Config) validateFrontends() []error {
 		}
 		if f.Provider.IssuerURL == "" {
 			errs = append(errs, &KeyError{Key: key + ".provider.issuer_url", Msg: label + ": is required: the frontend's OpenID provider (the embedded issuer's is " + c.Issuer.URL + ")"})
-		} else if f.Provider.ClientID == "" {
+		} else if f.Provider.ClientID == "" && !c.frontendEmbedded(f) {
+			// (At the embedded issuer a frontend without a name gets no
+			// client of its own: its name's error says why.)
 			errs = append(errs, &KeyError{Key: key + ".provider.client_id", Msg: label + ": is required: the frontend's client at " + f.Provider.IssuerURL + " (only at the embedded issuer does bffgate register one itself)"})
+		}
+		if f.Provider.ClientID == "" && f.Name != "" && !bff.ValidFrontendName(f.Name) {
+			// bff's checks, which name it otherwise, need a client id: at
+			// the embedded issuer an invalid name gets none.
+			bad(key+".name", f.Name, "want the frontend's name: 1 to 32 of a-z, 0-9 and - (it goes into cookie names, metrics and logs)")
 		}
 		if f.PublicURL == "" {
 			errs = append(errs, &KeyError{Key: key + ".public_url", Msg: label + ": is required: the browser's origin for this frontend, such as https://admin.example.com"})
