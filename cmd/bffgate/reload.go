@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -195,13 +196,27 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.cfg.Gateway.Frontends) == 0 || len(next.Gateway.Frontends) == 0 {
-		if reflect.DeepEqual(comparable(s.cfg), comparable(next)) {
+		a, b := comparable(s.cfg), comparable(next)
+		if reflect.DeepEqual(a, b) && len(s.cfg.Gateway.Frontends) == len(next.Gateway.Frontends) {
 			return nil, nil
 		}
-		return []string{"the configuration changed, but only gateway.frontends is applied by a reload (this instance runs without it): restart bffgate to apply it"}, nil
+		// With gateway.frontends set or unset, keys such as
+		// gateway.provider are filled differently: name it alone.
+		keys := []string{"gateway.frontends"}
+		if len(s.cfg.Gateway.Frontends) == len(next.Gateway.Frontends) {
+			keys = changedKeys(reflect.ValueOf(a), reflect.ValueOf(b), "")
+		}
+		if len(keys) == 0 {
+			keys = []string{"the configuration"}
+		}
+		return []string{strings.Join(keys, ", ") + " changed, but only gateway.frontends is applied by a reload, and not to an instance started without it: restart bffgate to apply it"}, nil
 	}
-	if !reflect.DeepEqual(comparable(s.cfg), comparable(next)) {
-		warnings = append(warnings, "keys other than gateway.frontends changed: they need a restart and are not applied")
+	if a, b := comparable(s.cfg), comparable(next); !reflect.DeepEqual(a, b) {
+		keys := changedKeys(reflect.ValueOf(a), reflect.ValueOf(b), "")
+		if len(keys) == 0 {
+			keys = []string{"keys other than gateway.frontends"}
+		}
+		warnings = append(warnings, strings.Join(keys, ", ")+" changed: they need a restart and are not applied (a reload applies gateway.frontends only)")
 	}
 	// The new frontends over the running configuration's other keys (what
 	// they inherit included), checked again on those.
@@ -347,6 +362,28 @@ func (s *gatewayServer) purge(f Frontend) {
 		return
 	}
 	log.Info("frontend removed: its sessions are deleted", "sessions", n)
+}
+
+// changedKeys lists the YAML keys (under path) whose values differ
+// between a and b, two values of one configuration type: the leaves of
+// the structs decode walks key by key, a list or map as a whole.
+func changedKeys(a, b reflect.Value, path string) []string {
+	t := a.Type()
+	if !walked(t) {
+		if reflect.DeepEqual(a.Interface(), b.Interface()) {
+			return nil
+		}
+		return []string{path}
+	}
+	var out []string
+	for _, f := range keysOf(t) {
+		key := f.name
+		if path != "" {
+			key = path + "." + f.name
+		}
+		out = append(out, changedKeys(a.FieldByIndex(f.index), b.FieldByIndex(f.index), key)...)
+	}
+	return out
 }
 
 // comparable is cfg without what a reload applies (gateway.frontends) and

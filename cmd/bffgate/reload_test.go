@@ -12,7 +12,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,7 +308,8 @@ func TestFrontendsServeAndReload(t *testing.T) {
       public_url: http://` + s.gwAddr + `
       provider: {issuer_url: http://` + s.issAddr + `}
 `))
-	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "need a restart") {
+	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "need a restart") ||
+		!strings.HasPrefix(warnings[0], "log.access, gateway.csrf.header changed") {
 		t.Fatalf("reload with log.access changed: %v, %v", err, warnings)
 	}
 	if st, _ := b.user("http://" + s.gwAddr + "/extra"); st != 401 {
@@ -496,5 +499,23 @@ func TestFrontendsRefusedReloadKeepsMetrics(t *testing.T) {
 	b.login(shop)
 	if n := logins(); n != 2 {
 		t.Fatalf("shop's completed logins counted after a refused reload: %d", n)
+	}
+}
+
+// TestChangedKeys: a reload's warning names the keys it does not apply by
+// their YAML paths, a list as a whole.
+func TestChangedKeys(t *testing.T) {
+	t.Parallel()
+	a, b := defaultConfig(), defaultConfig()
+	b.Log.Level = "debug"
+	b.Gateway.Session.IdleTimeout = 5 * time.Minute
+	b.Gateway.AllowedOrigins = []string{"https://other.example.com"}
+	got := changedKeys(reflect.ValueOf(a), reflect.ValueOf(b), "")
+	want := []string{"log.level", "gateway.session.idle_timeout", "gateway.allowed_origins"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("changedKeys: %q, want %q", got, want)
+	}
+	if got := changedKeys(reflect.ValueOf(a), reflect.ValueOf(a), ""); len(got) != 0 {
+		t.Fatalf("no change: %q", got)
 	}
 }
