@@ -62,6 +62,9 @@ type runningFrontend struct {
 	worker
 	conf Frontend // as configured (gateway.frontends[i]); zero for the classic one
 	gw   *bff.Gateway
+	// metrics are the gateway's collectors (nil for the classic one),
+	// unregistered when the frontend is removed.
+	metrics *stagedRegisterer
 }
 
 // runningStore is a frontend's session store in service.
@@ -70,6 +73,9 @@ type runningStore struct {
 	kind  string
 	store session.Store
 	run   func(context.Context) error
+	// metrics are the store's collectors (nil for the classic one),
+	// registered by commit, unregistered when the frontend is removed.
+	metrics *stagedRegisterer
 }
 
 // buildGateway makes the gateway listener with its frontends: the one of
@@ -105,17 +111,28 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 	var gws []*bff.Gateway
 	for i, fb := range builds {
 		st, err := s.openStore(fb)
+		if err == nil {
+			err = st.metrics.commit(frontendRegistry(rt, fb.name))
+		}
 		if err != nil {
 			s.stop()
 			return nil, err
 		}
 		s.startStore(fb.name, st)
+		var reg *stagedRegisterer
+		if fb.name != "" {
+			reg = &stagedRegisterer{}
+			fb.reg = reg
+		}
 		g, run, err := buildFrontend(ctx, rt, parts, fb, st.store)
+		if err == nil {
+			err = reg.commit(frontendRegistry(rt, fb.name))
+		}
 		if err != nil {
 			s.stop()
 			return nil, err
 		}
-		s.start(fb.name, confs[i], g, run)
+		s.start(fb.name, confs[i], g, run, reg)
 		gws = append(gws, g)
 	}
 	if err := host.Set(gws); err != nil {
@@ -125,8 +142,14 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 	return s, nil
 }
 
-// openStore opens a frontend's session store; nothing of it runs yet.
+// openStore opens a frontend's session store; nothing of it runs yet, and
+// a named frontend's store metrics wait for commit.
 func (s *gatewayServer) openStore(fb frontendBuild) (*runningStore, error) {
+	var reg *stagedRegisterer
+	if fb.name != "" {
+		reg = &stagedRegisterer{}
+		fb.reg = reg
+	}
 	st, run, err := sessionStore(s.ctx, s.rt, s.parts.pairs, fb.store, fb.name, fb.registry(s.rt))
 	if err != nil {
 		if fb.name != "" {
@@ -134,7 +157,7 @@ func (s *gatewayServer) openStore(fb frontendBuild) (*runningStore, error) {
 		}
 		return nil, err
 	}
-	return &runningStore{kind: fb.store, store: st, run: run}, nil
+	return &runningStore{kind: fb.store, store: st, run: run, metrics: reg}, nil
 }
 
 // startStore runs a store's background work as frontend name's.
@@ -145,8 +168,8 @@ func (s *gatewayServer) startStore(name string, st *runningStore) {
 
 // start runs a frontend's background work until it is replaced or the
 // server stops.
-func (s *gatewayServer) start(name string, conf Frontend, g *bff.Gateway, run func(context.Context) error) {
-	s.frontends[name] = &runningFrontend{worker: s.goWork("gateway", name, run), conf: conf, gw: g}
+func (s *gatewayServer) start(name string, conf Frontend, g *bff.Gateway, run func(context.Context) error, metrics *stagedRegisterer) {
+	s.frontends[name] = &runningFrontend{worker: s.goWork("gateway", name, run), conf: conf, gw: g, metrics: metrics}
 }
 
 func (s *gatewayServer) goWork(what, name string, run func(context.Context) error) worker {
@@ -305,19 +328,29 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 			delete(s.frontends, b.name)
 		}
 		if b.store != nil {
+			reg := frontendRegistry(s.rt, b.name)
 			if old, ok := s.stores[b.name]; ok {
 				old.retire()
+				old.metrics.unregister(reg) // another kind's series
+			}
+			if err := b.store.metrics.commit(reg); err != nil {
+				s.rt.log.Error("registering the metrics of a reloaded frontend's store failed; it serves without them", "frontend", b.name, "err", err)
 			}
 			s.startStore(b.name, b.store)
 		}
-		s.start(b.name, b.conf, b.gw, b.run)
+		s.start(b.name, b.conf, b.gw, b.run, b.metrics)
 	}
 	var removed []Frontend
 	for name, f := range s.frontends {
 		if !keep[name] {
 			f.retire()
+			// Its series go: a removed frontend's would stay on /metrics,
+			// frozen, until a restart.
+			reg := frontendRegistry(s.rt, name)
+			f.metrics.unregister(reg)
 			if st, ok := s.stores[name]; ok {
 				st.retire()
+				st.metrics.unregister(reg)
 				delete(s.stores, name)
 			}
 			removed = append(removed, f.conf)
@@ -478,8 +511,11 @@ func (r *stagedRegisterer) Unregister(c prometheus.Collector) bool {
 	return false
 }
 
-// commit registers the staged collectors with reg.
+// commit registers the staged collectors with reg (none for a nil r).
 func (r *stagedRegisterer) commit(reg prometheus.Registerer) error {
+	if r == nil {
+		return nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
@@ -489,4 +525,16 @@ func (r *stagedRegisterer) commit(reg prometheus.Registerer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// unregister takes the collectors committed to reg off it again.
+func (r *stagedRegisterer) unregister(reg prometheus.Registerer) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.cs {
+		reg.Unregister(c)
+	}
 }

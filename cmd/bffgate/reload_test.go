@@ -284,6 +284,10 @@ func TestFrontendsServeAndReload(t *testing.T) {
 	if st, e := b.user(admin); st != 401 || e != "frontend_removed" {
 		t.Fatalf("removed admin: %d %s", st, e)
 	}
+	// The removed frontend's series are gone from /metrics.
+	if st, body, _ := b.do(http.MethodGet, shop+"/metrics", nil, nil); st != 200 || strings.Contains(body, `frontend="admin"`) || !strings.Contains(body, `frontend="shop"`) {
+		t.Fatalf("metrics after admin's removal: %d, admin's series there: %t", st, strings.Contains(body, `frontend="admin"`))
+	}
 	b.login("http://" + s.gwAddr + "/extra")
 	if st, sub := b.user("http://" + s.gwAddr + "/extra"); st != 200 || sub != "alice" {
 		t.Fatalf("added extra: %d %s", st, sub)
