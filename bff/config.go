@@ -422,6 +422,23 @@ func DefaultCookieName(name, pathPrefix string) string {
 	return "__Host-bff-" + name
 }
 
+// frontendCookiePrefixes are the name prefixes of every default cookie
+// name (DefaultCookieName); a named frontend's proxy never forwards a
+// cookie under them, whichever frontend it belongs to.
+var frontendCookiePrefixes = [...]string{"__Host-bff", "__Secure-bff"}
+
+// StrippedCookieName reports whether every named frontend's proxy keeps
+// the cookie name from its upstreams without being told of it (all
+// default names are): only other names need Proxy.GatewayCookies.
+func StrippedCookieName(name string) bool {
+	for _, p := range frontendCookiePrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // endpointBase is where the gateway endpoints start: PathPrefix +
 // BasePath.
 func (cfg *Config) endpointBase() string { return cfg.PathPrefix + cfg.BasePath }

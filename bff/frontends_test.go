@@ -418,6 +418,36 @@ func TestFrontendBinding(t *testing.T) {
 	}
 }
 
+// TestSessionOfOtherProvider: a session signed in at another provider
+// than the frontend's (its provider changed by a reload or a restart, its
+// sessions kept) is no session: the frontend ends it.
+func TestSessionOfOtherProvider(t *testing.T) {
+	t.Parallel()
+	f := newFeEnv(t, kindBolt, feSpec{name: "shop"})
+	b := f.newBrowser()
+	b.login("shop", "alice", alicePassword)
+	h := b.cookie("shop", "__Host-bff-shop")
+	ctx := context.Background()
+	// As if it had been made by the provider the frontend had before.
+	nh, err := f.stores["shop"].Update(ctx, h, func(s *session.Session) error {
+		s.Issuer = "https://old-provider.example.com"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nh != "" {
+		h = nh
+	}
+	r := f.newBrowser().call("shop", "/bff/user", map[string]string{"Cookie": "__Host-bff-shop=" + h})
+	if r.status != 401 {
+		t.Fatalf("a session of another provider: %d %s", r.status, clip(r.body))
+	}
+	if _, err := f.stores["shop"].Get(ctx, h); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("the session of another provider was kept: %v", err)
+	}
+}
+
 // TestFrontendsBackchannel: a logout token ends the sessions of the
 // frontends on its provider and client (shop and partner share one
 // client), and not those of admin, whose session carries the same sid.
@@ -635,6 +665,7 @@ func TestHostSelect(t *testing.T) {
 		fakeGateway("admin-a", []string{"a.example.com"}, "/admin"),
 		fakeGateway("a", []string{"a.example.com", "A2.example.com"}, ""),
 		fakeGateway("deep", []string{"b.example.com"}, "/x/y"),
+		fakeGateway("fqdn", []string{"c.example.com."}, "/c"),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -653,8 +684,12 @@ func TestHostSelect(t *testing.T) {
 		{"b.example.com", "/x/y/z", "deep"},
 		{"b.example.com", "/x/yz", "fallback"},
 		{"c.example.com", "/x/y", "fallback"},
+		// A fully qualified name's trailing dot names the same host.
+		{"b.example.com.", "/x/y/z", "deep"},
+		{"c.example.com", "/c/x", "fqdn"},
+		{"c.example.com.:8080", "/c/x", "fqdn"},
 	} {
-		g := tab.selectGateway([]byte(tc.host), tc.path)
+		g := tab.selectGateway(hostOnly([]byte(tc.host)), tc.path)
 		if g == nil || g.cfg.Name != tc.want {
 			got := "<none>"
 			if g != nil {
@@ -663,7 +698,8 @@ func TestHostSelect(t *testing.T) {
 			t.Errorf("%s %s: %s, want %s", tc.host, tc.path, got, tc.want)
 		}
 	}
-	for in, want := range map[string]string{"a.example.com:8443": "a.example.com", "[::1]:80": "[::1]", "[::1]": "[::1]", "host": "host", "": ""} {
+	for in, want := range map[string]string{"a.example.com:8443": "a.example.com", "[::1]:80": "[::1]", "[::1]": "[::1]", "host": "host", "": "",
+		"a.example.com.": "a.example.com", "a.example.com.:8443": "a.example.com", ".": "."} {
 		if got := string(hostOnly([]byte(in))); got != want {
 			t.Errorf("hostOnly(%q) = %q, want %q", in, got, want)
 		}
@@ -775,5 +811,55 @@ func BenchmarkFrontendSelect(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestFrontendsInsecureCookiesStripped: with insecure development cookies
+// a frontend on plain http names its cookies without the __Host- or
+// __Secure- prefix (bff-admin); no other frontend forwards those to its
+// upstreams either, nor lets an upstream set them.
+func TestFrontendsInsecureCookiesStripped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, kindBolt, envOptions{})
+	st, err := sessionbolt.New(e.db, sessionbolt.Config{Namespace: "shop", Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGateway(context.Background(), Config{
+		Name: "shop", PublicURL: "http://shop.test", InsecureAllowHTTP: true,
+		Provider: ProviderConfig{IssuerURL: e.issuer, ClientID: testClientID, ClientSecret: testClientSecret,
+			HTTPClient: &http.Client{Transport: ownTransport(), Timeout: 5 * time.Second}},
+		Store:  st,
+		Cookie: CookieConfig{InsecureDevCookies: true, FlowKeys: []KeyPair{{Hash: randomKey(32), Block: randomKey(32)}}},
+		Proxy:  proxy.Config{GatewayCookies: []string{"__Secure-partner-session"}},
+		Routes: []Route{{Route: proxy.Route{Prefix: "/pub/", Upstream: e.upstream.srv.URL}, Policy: PolicyNone}},
+		Now:    e.clock.Now, Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHost(HostConfig{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Set([]*Gateway{g}); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "http://shop.test/pub/x", nil)
+	// Another frontend's development cookies (admin's session and flow,
+	// partner's custom name without its prefix), and the app's own.
+	req.Header.Set("Cookie", "bff-admin=ticket; bff-admin-flow.1a2b=flow; partner-session=p; app=kept")
+	req.Header.Set("X-CSRF", "1")
+	resp, err := h.App().Test(req, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var seen seenRequest
+	if err := json.NewDecoder(resp.Body).Decode(&seen); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %v", resp.StatusCode, err)
+	}
+	if seen.Cookie != "app=kept" {
+		t.Fatalf("the upstream got the cookies %q", seen.Cookie)
 	}
 }

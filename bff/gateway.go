@@ -284,7 +284,18 @@ func NewGateway(ctx context.Context, cfg Config) (*Gateway, error) {
 			// cookie with Path=/ is sent under /admin): none goes
 			// upstream. These prefixes cover every default name; a
 			// custom one of another frontend comes in Proxy.GatewayCookies.
-			pcfg.GatewayCookies = append(pcfg.GatewayCookies, "__Host-bff", "__Secure-bff")
+			pcfg.GatewayCookies = append(pcfg.GatewayCookies, frontendCookiePrefixes[:]...)
+			if cfg.Cookie.InsecureDevCookies {
+				// Every frontend inherits the switch; one on plain http
+				// (a non-loopback host) drops the __Host- or __Secure-
+				// prefix from its names (bff-admin): strip those forms
+				// too.
+				for _, n := range pcfg.GatewayCookies {
+					if t := strings.TrimPrefix(strings.TrimPrefix(n, "__Host-"), "__Secure-"); t != n && t != "" && !slices.Contains(pcfg.GatewayCookies, t) {
+						pcfg.GatewayCookies = append(pcfg.GatewayCookies, t)
+					}
+				}
+			}
 		}
 		if pcfg.PublicURL == "" {
 			pcfg.PublicURL = pub.String()

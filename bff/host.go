@@ -212,9 +212,19 @@ func (h *Host) handle(c *fiber.Ctx) error {
 		"no frontend serves host "+safeText(string(host))+" path "+safeText(path)+"; the frontends are "+t.names))
 }
 
-// hostOnly is the Host header's host without its port, IPv6 brackets
-// kept.
+// hostOnly is the Host header's host without its port and without the
+// trailing dot of a fully qualified name (admin.example.com. is
+// admin.example.com, as DNS and nginx's server_name have it), IPv6
+// brackets kept.
 func hostOnly(h []byte) []byte {
+	h = hostNoPort(h)
+	if n := len(h); n > 1 && h[n-1] == '.' {
+		return h[:n-1]
+	}
+	return h
+}
+
+func hostNoPort(h []byte) []byte {
 	if i := len(h) - 1; i >= 0 {
 		for j := i; j >= 0; j-- {
 			switch h[j] {
@@ -252,9 +262,18 @@ type hostEntry struct {
 func matchOf(s FrontendSpec, g *Gateway) hostEntry {
 	e := hostEntry{g: g, name: s.Name, prefix: strings.TrimSuffix(s.PathPrefix, "/")}
 	for _, h := range s.Hosts {
-		e.hosts = append(e.hosts, strings.ToLower(h))
+		e.hosts = append(e.hosts, normHost(h))
 	}
 	return e
+}
+
+// normHost is a configured host name as selection compares it: lower
+// case, without the trailing dot of a fully qualified name (hostOnly).
+func normHost(h string) string {
+	if len(h) > 1 {
+		h = strings.TrimSuffix(h, ".")
+	}
+	return strings.ToLower(h)
 }
 
 // sortEntries orders entries so that the first match is the right one:
@@ -502,7 +521,7 @@ func sharedHosts(a, b FrontendSpec) (shared, equal bool) {
 		return true, false
 	}
 	for _, h := range a.Hosts {
-		if slices.ContainsFunc(b.Hosts, func(o string) bool { return strings.EqualFold(h, o) }) {
+		if slices.ContainsFunc(b.Hosts, func(o string) bool { return normHost(h) == normHost(o) }) {
 			return true, true
 		}
 	}
@@ -520,7 +539,7 @@ func sharedText(a, b FrontendSpec) string {
 	}
 	var hs []string
 	for _, h := range a.Hosts {
-		if slices.ContainsFunc(b.Hosts, func(o string) bool { return strings.EqualFold(h, o) }) {
+		if slices.ContainsFunc(b.Hosts, func(o string) bool { return normHost(h) == normHost(o) }) {
 			hs = append(hs, h)
 		}
 	}

@@ -55,6 +55,17 @@ func (g *Gateway) current(c *fiber.Ctx) (string, *session.Session, error) {
 		g.jar.clearSession(c)
 		return "", nil, nil
 	}
+	if s.Issuer != "" && s.Issuer != g.cfg.Provider.IssuerURL {
+		// Signed in at a provider this frontend no longer uses (its
+		// provider changed by a reload or a restart): its identity and
+		// tokens are not this provider's to vouch for. Ended, so that a
+		// change back does not revive it.
+		g.log.LogAttrs(c.UserContext(), slog.LevelInfo, "session of another provider ended: the frontend's provider changed",
+			slog.String("request_id", obs.RequestID(c)), slog.String("session_issuer", s.Issuer))
+		_ = g.store.Delete(c.UserContext(), handle)
+		g.jar.clearSession(c)
+		return "", nil, nil
+	}
 	if s.Expired(g.now()) {
 		_ = g.store.Delete(c.UserContext(), handle)
 		g.jar.clearSession(c)

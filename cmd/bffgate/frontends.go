@@ -92,7 +92,7 @@ func (c *Config) fillFrontends() {
 			s.CookieName = bff.DefaultCookieName(f.Name, f.Match.PathPrefix)
 		}
 		if c.frontendEmbedded(*f) {
-			if f.Provider.ClientID == "" && f.Name != "" {
+			if f.Provider.ClientID == "" && bff.ValidFrontendName(f.Name) {
 				f.Provider.ClientID = frontendClientPrefix + f.Name
 			}
 			if len(f.Provider.Scopes) == 0 {
@@ -226,7 +226,11 @@ func (c *Config) frontendConfig(i int) bff.Config {
 func (c *Config) frontendCookieNames() []string {
 	var out []string
 	for _, f := range c.Gateway.Frontends {
-		if f.Session.CookieName != "" && !slices.Contains(out, f.Session.CookieName) {
+		// Default names are stripped by every frontend anyway: listing
+		// them would make a reload that adds or removes a frontend
+		// rebuild every other one (a kept gateway knows the names it was
+		// told of).
+		if n := f.Session.CookieName; n != "" && !bff.StrippedCookieName(n) && !slices.Contains(out, n) {
 			out = append(out, f.Session.CookieName)
 		}
 	}
@@ -305,6 +309,11 @@ func (c *Config) validateFrontends() []error {
 	if gw.SPA.Dir != "" || gw.SPA.DevURL != "" || !gw.SPA.Rules.Empty() {
 		bad("gateway.spa", "set", "gateway.frontends is set, and each frontend has its own spa: move it to gateway.frontends[].spa (ambiguous otherwise)")
 	}
+	// Not inherited: one name for every frontend would be refused
+	// below as shared, so a file setting it means one of the frontends.
+	if n := gw.Session.CookieName; n != defaultConfig().Gateway.Session.CookieName {
+		bad("gateway.session.cookie_name", n, "gateway.frontends is set, and each frontend has its own session cookie (__Host-bff-<name>, or __Secure-bff-<name> under a path prefix): set gateway.frontends[].session.cookie_name")
+	}
 	if len(gw.ForwardAuth.Rules) > 0 {
 		bad("gateway.forward_auth", "set", "gateway.frontends is set, and each frontend has its own forward_auth: move it to gateway.frontends[].forward_auth (ambiguous otherwise)")
 	}
@@ -316,8 +325,15 @@ func (c *Config) validateFrontends() []error {
 		}
 		if f.Provider.IssuerURL == "" {
 			errs = append(errs, &KeyError{Key: key + ".provider.issuer_url", Msg: label + ": is required: the frontend's OpenID provider (the embedded issuer's is " + c.Issuer.URL + ")"})
-		} else if f.Provider.ClientID == "" {
+		} else if f.Provider.ClientID == "" && !c.frontendEmbedded(f) {
+			// (At the embedded issuer a frontend without a name gets no
+			// client of its own: its name's error says why.)
 			errs = append(errs, &KeyError{Key: key + ".provider.client_id", Msg: label + ": is required: the frontend's client at " + f.Provider.IssuerURL + " (only at the embedded issuer does bffgate register one itself)"})
+		}
+		if f.Provider.ClientID == "" && f.Name != "" && !bff.ValidFrontendName(f.Name) {
+			// bff's checks, which name it otherwise, need a client id: at
+			// the embedded issuer an invalid name gets none.
+			bad(key+".name", f.Name, "want the frontend's name: 1 to 32 of a-z, 0-9 and - (it goes into cookie names, metrics and logs)")
 		}
 		if f.PublicURL == "" {
 			errs = append(errs, &KeyError{Key: key + ".public_url", Msg: label + ": is required: the browser's origin for this frontend, such as https://admin.example.com"})

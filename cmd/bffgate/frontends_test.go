@@ -116,6 +116,66 @@ func TestConfigCheckFrontends(t *testing.T) {
 	}
 }
 
+// TestFrontendsTopCookieName: gateway.session.cookie_name cannot be the
+// frontends' default (they would all share it) and is not silently
+// dropped either: the file is refused, naming the key.
+func TestFrontendsTopCookieName(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "bffgate.yaml")
+	if err := os.WriteFile(path, []byte(`
+gateway:
+  session: {cookie_name: __Host-mine}
+  frontends:
+    - name: shop
+      public_url: http://127.0.0.1:8080
+      provider: {issuer_url: http://127.0.0.1:9090}
+    - name: ops
+      match: {hosts: [ops.localhost]}
+      public_url: http://ops.localhost:8080
+      provider: {issuer_url: http://127.0.0.1:9090}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path, nil)
+	if err == nil || !strings.Contains(err.Error(), "gateway.session.cookie_name") || !strings.Contains(err.Error(), "gateway.frontends[].session.cookie_name") {
+		t.Fatalf("gateway.session.cookie_name with frontends: %v", err)
+	}
+}
+
+// TestFrontendsBadNameOnEmbedded: a frontend on the embedded issuer with
+// no name, or an invalid one, is refused for its name alone, not also for
+// a client id bffgate would register for it.
+func TestFrontendsBadNameOnEmbedded(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "bffgate.yaml")
+	if err := os.WriteFile(path, []byte(`
+issuer: {listen: 127.0.0.1:9090}
+gateway:
+  frontends:
+    - name: shop
+      public_url: http://127.0.0.1:8080
+      provider: {issuer_url: http://127.0.0.1:9090}
+    - name: "a b:c"
+      match: {hosts: [a.localhost]}
+      public_url: http://a.localhost:8080
+      provider: {issuer_url: http://127.0.0.1:9090}
+    - match: {hosts: [x.localhost]}
+      public_url: http://x.localhost:8080
+      provider: {issuer_url: http://127.0.0.1:9090}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path, nil)
+	if err == nil || !strings.Contains(err.Error(), "gateway.frontends[1].name") || !strings.Contains(err.Error(), "gateway.frontends[2].name") {
+		t.Fatalf("bad names: %v", err)
+	}
+	for _, unwanted := range []string{"provider.client_id", "bffgate-a b:c"} {
+		if strings.Contains(err.Error(), unwanted) {
+			t.Errorf("the name errors come with one about %s:\n%v", unwanted, err)
+		}
+	}
+}
+
 // The README's two-frontend file loads as written (its SPA directories
 // made, its secrets filled in), with the frontends it describes.
 func TestREADMEFrontendsConfig(t *testing.T) {

@@ -89,7 +89,7 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair, kind, name 
 		var ended sessioncookie.EndedStore
 		run := idle
 		if rt.redis != nil {
-			ended = sessionredis.NewEnded(rt.redis, prefix+"ended:")
+			ended = sessionredis.NewEnded(rt.redis, redisEndedPrefix(rt.cfg, name))
 		} else {
 			e := sessionbolt.NewEndedIn(rt.db, name)
 			ended = e
@@ -128,6 +128,12 @@ func sessionStore(ctx context.Context, rt *runtime, pairs []keyPair, kind, name 
 		}
 		return st, func(ctx context.Context) error { st.Run(ctx, sc.SweepInterval); return nil }, nil
 	}
+}
+
+// redisEndedPrefix is where a frontend's ended records (its cookie
+// sessions' logouts) live in Redis, under redisSessionPrefix.
+func redisEndedPrefix(cfg *Config, name string) string {
+	return redisSessionPrefix(cfg, name) + "ended:"
 }
 
 // redisSessionPrefix is where a frontend's sessions live in Redis.
@@ -169,6 +175,17 @@ type frontendBuild struct {
 	noSPA bool
 	// wrapSPA adapts the SPA handler (a path prefix).
 	wrapSPA func(fiber.Handler) fiber.Handler
+	// reg, when set, receives the metrics of the frontend's gateway and
+	// new store instead of frontendRegistry (a reload's staging).
+	reg prometheus.Registerer
+}
+
+// registry is where the build's metrics go.
+func (fb frontendBuild) registry(rt *runtime) prometheus.Registerer {
+	if fb.reg != nil {
+		return fb.reg
+	}
+	return frontendRegistry(rt, fb.name)
 }
 
 // classicBuild is the one frontend of a configuration without
@@ -209,7 +226,7 @@ func frontendRegistry(rt *runtime, name string) prometheus.Registerer {
 // listening, or the configured one), whose discovery it reads; run is the
 // gateway's background work.
 func buildFrontend(ctx context.Context, rt *runtime, parts gatewayParts, fb frontendBuild, store session.Store) (*bff.Gateway, func(context.Context) error, error) {
-	reg := frontendRegistry(rt, fb.name)
+	reg := fb.registry(rt)
 	logger := rt.log.With("component", "gateway")
 	bcfg := fb.bcfg
 	bcfg.Store = store

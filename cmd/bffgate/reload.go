@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -61,6 +62,9 @@ type runningFrontend struct {
 	worker
 	conf Frontend // as configured (gateway.frontends[i]); zero for the classic one
 	gw   *bff.Gateway
+	// metrics are the gateway's collectors (nil for the classic one),
+	// unregistered when the frontend is removed.
+	metrics *stagedRegisterer
 }
 
 // runningStore is a frontend's session store in service.
@@ -69,6 +73,9 @@ type runningStore struct {
 	kind  string
 	store session.Store
 	run   func(context.Context) error
+	// metrics are the store's collectors (nil for the classic one),
+	// registered by commit, unregistered when the frontend is removed.
+	metrics *stagedRegisterer
 }
 
 // buildGateway makes the gateway listener with its frontends: the one of
@@ -104,17 +111,28 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 	var gws []*bff.Gateway
 	for i, fb := range builds {
 		st, err := s.openStore(fb)
+		if err == nil {
+			err = st.metrics.commit(frontendRegistry(rt, fb.name))
+		}
 		if err != nil {
 			s.stop()
 			return nil, err
 		}
 		s.startStore(fb.name, st)
+		var reg *stagedRegisterer
+		if fb.name != "" {
+			reg = &stagedRegisterer{}
+			fb.reg = reg
+		}
 		g, run, err := buildFrontend(ctx, rt, parts, fb, st.store)
+		if err == nil {
+			err = reg.commit(frontendRegistry(rt, fb.name))
+		}
 		if err != nil {
 			s.stop()
 			return nil, err
 		}
-		s.start(fb.name, confs[i], g, run)
+		s.start(fb.name, confs[i], g, run, reg)
 		gws = append(gws, g)
 	}
 	if err := host.Set(gws); err != nil {
@@ -124,16 +142,22 @@ func buildGateway(ctx context.Context, rt *runtime, embeddedSecret string) (*gat
 	return s, nil
 }
 
-// openStore opens a frontend's session store; nothing of it runs yet.
+// openStore opens a frontend's session store; nothing of it runs yet, and
+// a named frontend's store metrics wait for commit.
 func (s *gatewayServer) openStore(fb frontendBuild) (*runningStore, error) {
-	st, run, err := sessionStore(s.ctx, s.rt, s.parts.pairs, fb.store, fb.name, frontendRegistry(s.rt, fb.name))
+	var reg *stagedRegisterer
+	if fb.name != "" {
+		reg = &stagedRegisterer{}
+		fb.reg = reg
+	}
+	st, run, err := sessionStore(s.ctx, s.rt, s.parts.pairs, fb.store, fb.name, fb.registry(s.rt))
 	if err != nil {
 		if fb.name != "" {
 			err = fmt.Errorf("frontend %s: %w", fb.name, err)
 		}
 		return nil, err
 	}
-	return &runningStore{kind: fb.store, store: st, run: run}, nil
+	return &runningStore{kind: fb.store, store: st, run: run, metrics: reg}, nil
 }
 
 // startStore runs a store's background work as frontend name's.
@@ -144,8 +168,8 @@ func (s *gatewayServer) startStore(name string, st *runningStore) {
 
 // start runs a frontend's background work until it is replaced or the
 // server stops.
-func (s *gatewayServer) start(name string, conf Frontend, g *bff.Gateway, run func(context.Context) error) {
-	s.frontends[name] = &runningFrontend{worker: s.goWork("gateway", name, run), conf: conf, gw: g}
+func (s *gatewayServer) start(name string, conf Frontend, g *bff.Gateway, run func(context.Context) error, metrics *stagedRegisterer) {
+	s.frontends[name] = &runningFrontend{worker: s.goWork("gateway", name, run), conf: conf, gw: g, metrics: metrics}
 }
 
 func (s *gatewayServer) goWork(what, name string, run func(context.Context) error) worker {
@@ -195,13 +219,27 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.cfg.Gateway.Frontends) == 0 || len(next.Gateway.Frontends) == 0 {
-		if reflect.DeepEqual(comparable(s.cfg), comparable(next)) {
+		a, b := comparable(s.cfg), comparable(next)
+		if reflect.DeepEqual(a, b) && len(s.cfg.Gateway.Frontends) == len(next.Gateway.Frontends) {
 			return nil, nil
 		}
-		return []string{"the configuration changed, but only gateway.frontends is applied by a reload (this instance runs without it): restart bffgate to apply it"}, nil
+		// With gateway.frontends set or unset, keys such as
+		// gateway.provider are filled differently: name it alone.
+		keys := []string{"gateway.frontends"}
+		if len(s.cfg.Gateway.Frontends) == len(next.Gateway.Frontends) {
+			keys = changedKeys(reflect.ValueOf(a), reflect.ValueOf(b), "")
+		}
+		if len(keys) == 0 {
+			keys = []string{"the configuration"}
+		}
+		return []string{strings.Join(keys, ", ") + " changed, but only gateway.frontends is applied by a reload, and not to an instance started without it: restart bffgate to apply it"}, nil
 	}
-	if !reflect.DeepEqual(comparable(s.cfg), comparable(next)) {
-		warnings = append(warnings, "keys other than gateway.frontends changed: they need a restart and are not applied")
+	if a, b := comparable(s.cfg), comparable(next); !reflect.DeepEqual(a, b) {
+		keys := changedKeys(reflect.ValueOf(a), reflect.ValueOf(b), "")
+		if len(keys) == 0 {
+			keys = []string{"keys other than gateway.frontends"}
+		}
+		warnings = append(warnings, strings.Join(keys, ", ")+" changed: they need a restart and are not applied (a reload applies gateway.frontends only)")
 	}
 	// The new frontends over the running configuration's other keys (what
 	// they inherit included), checked again on those.
@@ -229,6 +267,10 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 		gw    *bff.Gateway
 		run   func(context.Context) error
 		store *runningStore // a new store (its kind changed, or a new frontend); nil: the running one
+		// metrics holds what the gateway and its new store registered
+		// until they are served: until then the running frontend of that
+		// name keeps its metrics (a reload refused later changes nothing).
+		metrics *stagedRegisterer
 	}
 	// Built but not yet served, a new gateway or store runs nothing: on an
 	// error it is dropped as it is.
@@ -243,7 +285,8 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 			continue
 		}
 		fb := frontendBuildOf(next, i)
-		b := built{name: f.Name, conf: f}
+		b := built{name: f.Name, conf: f, metrics: &stagedRegisterer{}}
+		fb.reg = b.metrics
 		store := s.stores[f.Name]
 		if store == nil || store.kind != fb.store {
 			if b.store, err = s.openStore(fb); err != nil {
@@ -277,24 +320,37 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 		keep[f.Name] = true
 	}
 	for _, b := range fresh {
+		if err := b.metrics.commit(frontendRegistry(s.rt, b.name)); err != nil {
+			s.rt.log.Error("registering the metrics of a reloaded frontend failed; it serves without them", "frontend", b.name, "err", err)
+		}
 		if old, ok := s.frontends[b.name]; ok {
 			old.retire()
 			delete(s.frontends, b.name)
 		}
 		if b.store != nil {
+			reg := frontendRegistry(s.rt, b.name)
 			if old, ok := s.stores[b.name]; ok {
 				old.retire()
+				old.metrics.unregister(reg) // another kind's series
+			}
+			if err := b.store.metrics.commit(reg); err != nil {
+				s.rt.log.Error("registering the metrics of a reloaded frontend's store failed; it serves without them", "frontend", b.name, "err", err)
 			}
 			s.startStore(b.name, b.store)
 		}
-		s.start(b.name, b.conf, b.gw, b.run)
+		s.start(b.name, b.conf, b.gw, b.run, b.metrics)
 	}
 	var removed []Frontend
 	for name, f := range s.frontends {
 		if !keep[name] {
 			f.retire()
+			// Its series go: a removed frontend's would stay on /metrics,
+			// frozen, until a restart.
+			reg := frontendRegistry(s.rt, name)
+			f.metrics.unregister(reg)
 			if st, ok := s.stores[name]; ok {
 				st.retire()
+				st.metrics.unregister(reg)
 				delete(s.stores, name)
 			}
 			removed = append(removed, f.conf)
@@ -313,8 +369,9 @@ func (s *gatewayServer) Reload(next *Config) (warnings []string, err error) {
 
 // purge deletes a removed frontend's server-side sessions (its bbolt
 // buckets or Redis keys); cookie sessions have none (the frontend's 401
-// ends them), only ended records. It runs in the reload's goroutine,
-// beside the requests being served.
+// ends them). Its ended records stay: they keep the cookies its users
+// logged out of refused if a frontend of that name is added again. It
+// runs in the reload's goroutine, beside the requests being served.
 func (s *gatewayServer) purge(f Frontend) {
 	name, kind := f.Name, f.Session.Store
 	log := s.rt.log.With("component", "gateway", "frontend", name)
@@ -322,10 +379,11 @@ func (s *gatewayServer) purge(f Frontend) {
 	defer cancel()
 	var n int
 	var err error
-	// Its sessions (bbolt, redis), or the ended records of its cookie
-	// sessions, which live where the cookie store keeps them.
+	// Its sessions (bbolt, redis); the ended records of cookie sessions
+	// (in Redis when there is one, else in the data file) stay, whatever
+	// its store is now: it may have run on cookies before.
 	if kind == "redis" || kind == "cookie" && s.rt.redis != nil {
-		n, err = sessionredis.Purge(ctx, s.rt.redis, redisSessionPrefix(s.rt.cfg, name))
+		n, err = sessionredis.Purge(ctx, s.rt.redis, redisSessionPrefix(s.rt.cfg, name), redisEndedPrefix(s.rt.cfg, name))
 	} else {
 		n, err = sessionbolt.Purge(s.rt.db, name)
 	}
@@ -337,6 +395,28 @@ func (s *gatewayServer) purge(f Frontend) {
 		return
 	}
 	log.Info("frontend removed: its sessions are deleted", "sessions", n)
+}
+
+// changedKeys lists the YAML keys (under path) whose values differ
+// between a and b, two values of one configuration type: the leaves of
+// the structs decode walks key by key, a list or map as a whole.
+func changedKeys(a, b reflect.Value, path string) []string {
+	t := a.Type()
+	if !walked(t) {
+		if reflect.DeepEqual(a.Interface(), b.Interface()) {
+			return nil
+		}
+		return []string{path}
+	}
+	var out []string
+	for _, f := range keysOf(t) {
+		key := f.name
+		if path != "" {
+			key = path + "." + f.name
+		}
+		out = append(out, changedKeys(a.FieldByIndex(f.index), b.FieldByIndex(f.index), key)...)
+	}
+	return out
 }
 
 // comparable is cfg without what a reload applies (gateway.frontends) and
@@ -392,4 +472,69 @@ func (s *gatewayServer) frontendNames() []string {
 		out = append(out, g.Name())
 	}
 	return out
+}
+
+// stagedRegisterer keeps the collectors registered with it until commit
+// registers them with the real registerer (frontendRegisterer, which
+// replaces the running frontend's): a reload builds its frontends before
+// it knows it will serve them.
+type stagedRegisterer struct {
+	mu sync.Mutex
+	cs []prometheus.Collector
+}
+
+func (r *stagedRegisterer) Register(c prometheus.Collector) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cs = append(r.cs, c)
+	return nil
+}
+
+func (r *stagedRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		_ = r.Register(c)
+	}
+}
+
+func (r *stagedRegisterer) Unregister(c prometheus.Collector) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !reflect.TypeOf(c).Comparable() {
+		return false
+	}
+	for i, o := range r.cs {
+		if reflect.TypeOf(o) == reflect.TypeOf(c) && o == c {
+			r.cs = slices.Delete(r.cs, i, i+1)
+			return true
+		}
+	}
+	return false
+}
+
+// commit registers the staged collectors with reg (none for a nil r).
+func (r *stagedRegisterer) commit(reg prometheus.Registerer) error {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, c := range r.cs {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unregister takes the collectors committed to reg off it again.
+func (r *stagedRegisterer) unregister(reg prometheus.Registerer) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.cs {
+		reg.Unregister(c)
+	}
 }

@@ -12,7 +12,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -282,6 +284,10 @@ func TestFrontendsServeAndReload(t *testing.T) {
 	if st, e := b.user(admin); st != 401 || e != "frontend_removed" {
 		t.Fatalf("removed admin: %d %s", st, e)
 	}
+	// The removed frontend's series are gone from /metrics.
+	if st, body, _ := b.do(http.MethodGet, shop+"/metrics", nil, nil); st != 200 || strings.Contains(body, `frontend="admin"`) || !strings.Contains(body, `frontend="shop"`) {
+		t.Fatalf("metrics after admin's removal: %d, admin's series there: %t", st, strings.Contains(body, `frontend="admin"`))
+	}
 	b.login("http://" + s.gwAddr + "/extra")
 	if st, sub := b.user("http://" + s.gwAddr + "/extra"); st != 200 || sub != "alice" {
 		t.Fatalf("added extra: %d %s", st, sub)
@@ -306,7 +312,8 @@ func TestFrontendsServeAndReload(t *testing.T) {
       public_url: http://` + s.gwAddr + `
       provider: {issuer_url: http://` + s.issAddr + `}
 `))
-	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "need a restart") {
+	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "need a restart") ||
+		!strings.HasPrefix(warnings[0], "log.access, gateway.csrf.header changed") {
 		t.Fatalf("reload with log.access changed: %v, %v", err, warnings)
 	}
 	if st, _ := b.user("http://" + s.gwAddr + "/extra"); st != 401 {
@@ -333,4 +340,186 @@ func bucketKeys(t *testing.T, db *bbolt.DB, name string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestFrontendsCookieLogoutOutlivesRemoval: a cookie session logged out
+// of stays refused when its frontend is removed and later added again
+// under the same name (same cookie keys): the purge of the removed
+// frontend keeps its ended records.
+func TestFrontendsCookieLogoutOutlivesRemoval(t *testing.T) {
+	t.Parallel()
+	shopOnly := `
+    - name: shop
+      public_url: http://GW
+      provider: {issuer_url: http://ISS}
+`
+	withExtra := shopOnly + `
+    - name: extra
+      match: {path_prefix: /extra}
+      public_url: http://GW
+      provider: {issuer_url: http://ISS, client_id: extra-bff, client_secret: extra-secret-0123456789abcdef}
+      session: {store: cookie}
+`
+	s := startFrontends(t, withExtra)
+	extra := "http://" + s.gwAddr + "/extra"
+	b := newFeClient(t)
+	b.login(extra)
+	if st, sub := b.user(extra); st != 200 || sub != "alice" {
+		t.Fatalf("extra: %d %s", st, sub)
+	}
+	// A copy of the session cookie, as a thief would keep it.
+	u, _ := url.Parse(extra + "/bff/user")
+	var stolen string
+	for _, c := range b.jar.Cookies(u) {
+		if strings.HasPrefix(c.Name, "__Secure-bff-extra") {
+			stolen += c.Name + "=" + c.Value + "; "
+		}
+	}
+	if stolen == "" {
+		t.Fatalf("no session cookie for %s", u)
+	}
+	thief := func() int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, u.String(), nil)
+		req.Header.Set("Cookie", stolen)
+		req.Header.Set("X-CSRF", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := thief(); st != 200 {
+		t.Fatalf("the copied cookie before the logout: %d", st)
+	}
+	// The gateway ends the session, then sends the browser to the
+	// issuer's end_session (which refuses this test client's unregistered
+	// post-logout URI: not what is tested here).
+	b.do(http.MethodPost, extra+"/bff/logout", nil, map[string]string{"X-CSRF": "1"})
+	if st := thief(); st != 401 {
+		t.Fatalf("the copied cookie after the logout: %d", st)
+	}
+	for i, frontends := range []string{shopOnly, withExtra} {
+		if _, err := s.gs.Reload(s.config(frontends)); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	if st := thief(); st != 401 {
+		t.Fatalf("the logged-out cookie after extra was removed and added again: %d", st)
+	}
+}
+
+// TestFrontendsReloadKeepsUnchanged: a reload that adds a frontend, then
+// one that removes it, keeps the gateways of the frontends it does not
+// change (their caches, single-flight refreshes and held tokens
+// included): default cookie names, which every frontend strips anyway, do
+// not make the others' cookie lists change.
+func TestFrontendsReloadKeepsUnchanged(t *testing.T) {
+	t.Parallel()
+	s := startFrontends(t, shopAndAdmin)
+	before := map[string]any{"shop": s.gs.frontends["shop"].gw, "admin": s.gs.frontends["admin"].gw}
+	withExtra := shopAndAdmin + `
+    - name: extra
+      match: {path_prefix: /extra}
+      public_url: http://GW
+      provider: {issuer_url: http://ISS, client_id: extra-bff, client_secret: extra-secret-0123456789abcdef}
+`
+	for i, frontends := range []string{withExtra, shopAndAdmin} {
+		if _, err := s.gs.Reload(s.config(frontends)); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		for name, gw := range before {
+			if any(s.gs.frontends[name].gw) != gw {
+				t.Fatalf("reload %d rebuilt the unchanged frontend %s", i, name)
+			}
+		}
+	}
+	// A custom cookie name is another frontend's news: every gateway is
+	// rebuilt to strip it.
+	if _, err := s.gs.Reload(s.config(shopAndAdmin + `
+    - name: extra
+      match: {path_prefix: /extra}
+      public_url: http://GW
+      provider: {issuer_url: http://ISS, client_id: extra-bff, client_secret: extra-secret-0123456789abcdef}
+      session: {cookie_name: __Secure-extra-session}
+`)); err != nil {
+		t.Fatal(err)
+	}
+	if any(s.gs.frontends["shop"].gw) == before["shop"] {
+		t.Fatal("a new custom cookie name left shop's gateway unaware of it")
+	}
+}
+
+// TestFrontendsRefusedReloadKeepsMetrics: a reload refused after it built
+// a changed frontend's new gateway (another frontend's provider does not
+// answer) leaves the running gateway's metrics registered: its series
+// keep their counts and keep counting.
+func TestFrontendsRefusedReloadKeepsMetrics(t *testing.T) {
+	t.Parallel()
+	s := startFrontends(t, shopAndAdmin)
+	shop := "http://" + s.gwAddr
+	b := newFeClient(t)
+	b.login(shop)
+	logins := func() uint64 {
+		t.Helper()
+		mfs, err := s.rt.registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "bffgate_gateway_logins_completed_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "frontend" && l.GetValue() == "shop" {
+						return uint64(m.GetCounter().GetValue())
+					}
+				}
+			}
+		}
+		return 0
+	}
+	if n := logins(); n != 1 {
+		t.Fatalf("shop's completed logins before the reload: %d", n)
+	}
+	_, err := s.gs.Reload(s.config(`
+    - name: shop
+      public_url: http://GW
+      provider: {issuer_url: http://ISS}
+      routes: [{prefix: /api/, upstream: "http://127.0.0.1:9"}]
+    - name: admin
+      match: {path_prefix: /admin}
+      public_url: http://GW
+      provider: {issuer_url: "http://127.0.0.1:9", client_id: gone, client_secret: gone-secret-0123456789abcdef}
+`))
+	if err == nil {
+		t.Fatal("a reload with an unreachable provider was applied")
+	}
+	if n := logins(); n != 1 {
+		t.Fatalf("shop's completed logins after a refused reload: %d", n)
+	}
+	b.login(shop)
+	if n := logins(); n != 2 {
+		t.Fatalf("shop's completed logins counted after a refused reload: %d", n)
+	}
+}
+
+// TestChangedKeys: a reload's warning names the keys it does not apply by
+// their YAML paths, a list as a whole.
+func TestChangedKeys(t *testing.T) {
+	t.Parallel()
+	a, b := defaultConfig(), defaultConfig()
+	b.Log.Level = "debug"
+	b.Gateway.Session.IdleTimeout = 5 * time.Minute
+	b.Gateway.AllowedOrigins = []string{"https://other.example.com"}
+	got := changedKeys(reflect.ValueOf(a), reflect.ValueOf(b), "")
+	want := []string{"log.level", "gateway.session.idle_timeout", "gateway.allowed_origins"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("changedKeys: %q, want %q", got, want)
+	}
+	if got := changedKeys(reflect.ValueOf(a), reflect.ValueOf(a), ""); len(got) != 0 {
+		t.Fatalf("no change: %q", got)
+	}
 }

@@ -538,9 +538,15 @@ func (s *Store) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Purge deletes every bucket of a named namespace (a removed frontend's
-// sessions and ended records) and reports how many sessions it held. The
-// classic namespace "" is never purged.
+// Purge deletes the sessions of a named namespace (a removed frontend's
+// records and indexes) and reports how many it held. The classic
+// namespace "" is never purged.
+//
+// The namespace's ended records (Ended: the cookie store's logouts) stay:
+// a cookie session lives in the browser, not here, so a frontend of that
+// name added again later (same cookie keys) would otherwise accept again
+// the cookies its users had logged out of. A cookie store of the namespace
+// opened again sweeps them once they have expired.
 func Purge(db *bbolt.DB, namespace string) (int, error) {
 	if namespace == "" {
 		return 0, errors.New("session/bolt: purge: the classic namespace cannot be purged")
@@ -551,7 +557,7 @@ func Purge(db *bbolt.DB, namespace string) (int, error) {
 		if b := tx.Bucket(bk.Records); b != nil {
 			n = b.Stats().KeyN
 		}
-		for _, name := range bk.All() {
+		for _, name := range [][]byte{bk.Records, bk.BySID, bk.BySub, bk.Expiry, []byte(bk.Health)} {
 			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 				return err
 			}

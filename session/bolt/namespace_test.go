@@ -27,7 +27,8 @@ func TestNamespaceContract(t *testing.T) {
 
 // TestNamespaces: two frontends' stores in one file share nothing: a
 // ticket of one names nothing in the other, ending by sid or subject
-// stays in its namespace, and Purge removes one namespace whole.
+// stays in its namespace, and Purge removes one namespace's sessions
+// (its ended records stay).
 func TestNamespaces(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t, filepath.Join(t.TempDir(), "bffgate.db"))
@@ -74,6 +75,10 @@ func TestNamespaces(t *testing.T) {
 	if _, err := Purge(db, ""); err == nil {
 		t.Fatal("the classic namespace was purged")
 	}
+	// A logout of admin's cookie sessions, recorded before the purge.
+	if err := NewEndedIn(db, "admin").EndSID(ctx, "sid-out", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	if n, err := Purge(db, "admin"); n != 1 || err != nil {
 		t.Fatalf("Purge admin: %d, %v", n, err)
 	}
@@ -87,6 +92,11 @@ func TestNamespaces(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, handles["admin"]); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("purged session: %v", err)
+	}
+	// Its ended records stay: a cookie logged out of stays refused by a
+	// frontend of that name added again.
+	if ended, err := NewEndedIn(db, "admin").Ended(ctx, "sid-out", "", now); !ended || err != nil {
+		t.Fatalf("admin's ended sid after the purge: %v, %v", ended, err)
 	}
 	// Ended records are per namespace too.
 	a, b := NewEndedIn(db, "shop"), NewEndedIn(db, "admin")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -164,12 +165,18 @@ func (e *Ended) end(ctx context.Context, op, key, since string, until time.Time)
 	return wrapErr(op, err)
 }
 
-// Purge deletes every key under prefix (a removed frontend's sessions,
-// indexes and ended records: its store's prefix) and reports how many
-// sessions it deleted (session records, not their index keys). It walks the keys with SCAN, on every master of a cluster. The
-// prefix must be a namespace's own: purging DefaultPrefix or a shorter
-// prefix would take the classic sessions too, and is refused.
-func Purge(ctx context.Context, client goredis.UniversalClient, prefix string) (int, error) {
+// Purge deletes every key under prefix (a removed frontend's sessions and
+// indexes: its store's prefix) but those under one of the keep prefixes,
+// and reports how many sessions it deleted (session records, not their
+// index keys). It walks the keys with SCAN, on every master of a cluster.
+// The prefix must be a namespace's own: purging DefaultPrefix or a
+// shorter prefix would take the classic sessions too, and is refused.
+//
+// Keep the namespace's ended records (NewEnded's prefix): a cookie
+// session lives in the browser, so a frontend of that name added again
+// later would otherwise accept again the cookies its users had logged out
+// of. They expire by themselves.
+func Purge(ctx context.Context, client goredis.UniversalClient, prefix string, keep ...string) (int, error) {
 	if client == nil {
 		return 0, errors.New("session/redis: purge: client is nil")
 	}
@@ -200,7 +207,9 @@ func Purge(ctx context.Context, client goredis.UniversalClient, prefix string) (
 			return nil
 		}
 		for it.Next(ctx) {
-			batch = append(batch, it.Val())
+			if k := it.Val(); !slices.ContainsFunc(keep, func(p string) bool { return strings.HasPrefix(k, p) }) {
+				batch = append(batch, k)
+			}
 			if len(batch) == 500 {
 				if err := flush(); err != nil {
 					return err

@@ -12,7 +12,8 @@ import (
 )
 
 // TestNamespaces: two frontends' stores under their own prefixes share
-// nothing, and Purge removes one prefix's keys only.
+// nothing, and Purge removes one prefix's keys only (its ended records
+// stay).
 func TestNamespaces(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
@@ -43,9 +44,19 @@ func TestNamespaces(t *testing.T) {
 	if _, err := Purge(ctx, c, DefaultPrefix); err == nil {
 		t.Fatal("the default prefix was purged")
 	}
+	// A logout of admin's cookie sessions, recorded before the purge.
+	endedPrefix := base + "fe:admin:ended:"
+	if err := NewEnded(c, endedPrefix).EndSID(ctx, "sid-out", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	// One session (its record, sid and sub index keys): one counted.
-	if n, err := Purge(ctx, c, base+"fe:admin:"); n != 1 || err != nil {
+	if n, err := Purge(ctx, c, base+"fe:admin:", endedPrefix); n != 1 || err != nil {
 		t.Fatalf("Purge: %d sessions, %v; want 1", n, err)
+	}
+	// The ended records stay: a cookie logged out of stays refused by a
+	// frontend of that name added again.
+	if ended, err := NewEnded(c, endedPrefix).Ended(ctx, "sid-out", "", now); !ended || err != nil {
+		t.Fatalf("admin's ended sid after the purge: %v, %v", ended, err)
 	}
 	if _, err := stores["admin"].Get(ctx, handles["admin"]); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("purged session: %v", err)
