@@ -123,7 +123,7 @@ func (rep report) write(b *strings.Builder) {
 	if len(rep.Soak) == 0 {
 		b.WriteString("Not run (BFFGATE_BENCH_SOAK=0).\n")
 	} else {
-		fmt.Fprintf(b, "The default-configuration gateways side by side, each at a steady %d requests per second for %s (an open loop in the test process: a ticker hands out the requests, %d workers per gateway send them with a browser's cookie jar), access tokens of 5 minutes refreshed on the way. RSS is VmRSS before the load, after the warm-up (a tenth of the run, at most 30 s) and at the end; peak is VmHWM over the run.\n\n", rep.SoakRate, rep.SoakDuration, soakWorkers)
+		fmt.Fprintf(b, "The default-configuration gateways side by side, each at a steady %d requests per second for %s (an open loop in the test process: a ticker hands out the requests, %d workers per gateway send them with a browser's cookie jar), access tokens of an hour (no refresh during the soak: the refresh scenario measures refreshes). RSS is VmRSS before the load, after the warm-up (a tenth of the run, at most 30 s) and at the end; peak is VmHWM over the run.\n\n", rep.SoakRate, rep.SoakDuration, soakWorkers)
 		b.WriteString("| gateway | requests | errors | p50 ms | p99 ms | CPU µs/req | RSS idle MB | after warm-up MB | end MB | end − warm-up | peak MB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, s := range rep.Soak {
 			fmt.Fprintf(b, "| %s | %d | %d | %s | %s | %.1f | %s | %s | %s | %+.1f MB | %s |\n", s.Name, s.Requests, s.Errors, fmtMS(float64(s.P50)), fmtMS(float64(s.P99)),
