@@ -361,6 +361,16 @@ func withDefaults(cfg Config) (Config, map[string]*client, map[string]*user, err
 	return validate(cfg)
 }
 
+// clientFieldError reports err of fillClient or clientAuth under the
+// client entry's path f (clients[0], managed_clients[1]).
+func clientFieldError(f string, err error) *FieldError {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return &FieldError{Path: f + fe.field, Msg: fe.msg}
+	}
+	return &FieldError{Path: f, Msg: err.Error()}
+}
+
 // validate is withDefaults without the Store.
 func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) {
 	fail := func(field, format string, args ...any) (Config, map[string]*client, map[string]*user, error) {
@@ -491,11 +501,7 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		c := cfg.Clients[i]
 		f := fmt.Sprintf("clients[%d]", i)
 		if err := fillClient(&c); err != nil {
-			var fe *fieldError
-			if errors.As(err, &fe) {
-				return fail(f+fe.field, "%s", fe.msg)
-			}
-			return fail(f, "%v", err)
+			return Config{}, nil, nil, clientFieldError(f, err)
 		}
 		if clients[c.ID] != nil {
 			return fail(f+".id", "client %q is registered twice", c.ID)
@@ -509,11 +515,7 @@ func validate(cfg Config) (Config, map[string]*client, map[string]*user, error) 
 		cfg.Clients[i] = c
 		cl := &client{Client: c, secretDigest: secretDigest(c.Secret)}
 		if err := cfg.clientAuth(cl); err != nil {
-			var fe *fieldError
-			if errors.As(err, &fe) {
-				return fail(f+fe.field, "%s", fe.msg)
-			}
-			return fail(f, "%v", err)
+			return Config{}, nil, nil, clientFieldError(f, err)
 		}
 		clients[c.ID] = cl
 	}

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -30,11 +29,7 @@ func (s *Server) SetManagedClients(list []Client) error {
 			return &FieldError{Path: f + ".kind", Msg: fmt.Sprintf("%q: an agent or workload client must be listed in issuer.clients", c.Kind)}
 		}
 		if err := fillClient(&c); err != nil {
-			var fe *fieldError
-			if errors.As(err, &fe) {
-				return &FieldError{Path: f + fe.field, Msg: fe.msg}
-			}
-			return &FieldError{Path: f, Msg: err.Error()}
+			return clientFieldError(f, err)
 		}
 		if s.configured[c.ID] != nil {
 			return &FieldError{Path: f + ".id", Msg: fmt.Sprintf("client %q is in issuer.clients; a managed client must have an id of its own", c.ID)}
@@ -53,11 +48,7 @@ func (s *Server) SetManagedClients(list []Client) error {
 		}
 		cl := &client{Client: c, secretDigest: secretDigest(c.Secret)}
 		if err := s.cfg.clientAuth(cl); err != nil {
-			var fe *fieldError
-			if errors.As(err, &fe) {
-				return &FieldError{Path: f + fe.field, Msg: fe.msg}
-			}
-			return &FieldError{Path: f, Msg: err.Error()}
+			return clientFieldError(f, err)
 		}
 		next[c.ID] = cl
 	}
