@@ -470,8 +470,12 @@ func (e *issuerEnv) testJose(t *testing.T, jo *peers.Jose) {
 	a := newAgent(t)
 	ar, tok := e.login(ctx, t, a, nil)
 
-	// The ID token, always signed with an asymmetric alg.
+	// The ID token, always signed with an asymmetric alg. Fresh: the jose
+	// process outlives this case and caches key sets by URI, and a later
+	// case's issuer may get an earlier one's port (its keys then miss the
+	// kid, and jose refetches only after a cooldown: seen once in CI).
 	v, err := jo.Verify(ctx, tok.IDToken, peers.VerifyOptions{
+		Fresh:   true,
 		JWKSURI: e.jwksURI, Issuer: e.st.IssuerURL, Audience: rpClientID, Algorithms: []string{e.tc.idTokenAlg()},
 		RequiredClaims: []string{"sub", "iat", "exp", "auth_time", "sid", "nonce"},
 	})
