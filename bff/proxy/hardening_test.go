@@ -541,3 +541,126 @@ func TestCutOffBodyNotForwarded(t *testing.T) {
 		t.Errorf("the upstream received %d requests, want none", n)
 	}
 }
+
+// recordingUpstream is a raw HTTP/1.1 server that keeps each request's
+// head (request line and header lines, as received) and body, and answers
+// 200 on the same connection, counting the connections it accepted.
+type recordingUpstream struct {
+	addr  string
+	mu    sync.Mutex
+	heads []string
+	bodys []string
+	conns atomic.Int64
+}
+
+func newRecordingUpstream(t *testing.T) *recordingUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	u := &recordingUpstream{addr: ln.Addr().String()}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u.conns.Add(1)
+			go u.serve(conn)
+		}
+	}()
+	return u
+}
+
+func (u *recordingUpstream) serve(conn net.Conn) {
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		var head bytes.Buffer
+		fmt.Fprintf(&head, "%s %s %s\nHost: %s\n", req.Method, req.RequestURI, req.Proto, req.Host)
+		_ = req.Header.Write(&head)
+		if req.TransferEncoding != nil {
+			fmt.Fprintf(&head, "Transfer-Encoding: %s\n", strings.Join(req.TransferEncoding, ","))
+		}
+		if req.ContentLength >= 0 && req.Method != http.MethodGet {
+			fmt.Fprintf(&head, "Content-Length: %d\n", req.ContentLength)
+		}
+		b, _ := io.ReadAll(req.Body)
+		u.mu.Lock()
+		u.heads = append(u.heads, strings.ReplaceAll(head.String(), "\r\n", "\n"))
+		u.bodys = append(u.bodys, string(b))
+		u.mu.Unlock()
+		if _, err := io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+			return
+		}
+	}
+}
+
+func (u *recordingUpstream) last() (string, string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.heads) == 0 {
+		return "", ""
+	}
+	return u.heads[len(u.heads)-1], u.bodys[len(u.bodys)-1]
+}
+
+// TestForwardedRequestFraming: the upstream request is the proxy's own,
+// whatever the browser's framing was. An HTTP/1.0 request with
+// Connection: close and fields it names as hop-by-hop goes upstream as
+// HTTP/1.1 on the kept-alive connection, without those fields; a chunked
+// body declaring a trailer arrives whole, framed by the proxy, without
+// the Trailer field; the Host is the upstream's; a header the route does
+// not drop passes, each of its lines.
+func TestForwardedRequestFraming(t *testing.T) {
+	t.Parallel()
+	up := newRecordingUpstream(t)
+	for _, stream := range []bool{false, true} {
+		p := newProxy(t, Config{Routes: []Route{{Prefix: "/api/", Upstream: "http://" + up.addr}}})
+		gw := startGateway(t, p, stream, "tok", "")
+		r := rawRequest(t, gw, "GET /api/a?x=1 HTTP/1.0\nHost: gw.example\nConnection: close, X-Hop\nX-Hop: secret\nX-Keep: one\nX-Keep: two\nConnection: Keep-Alive\nKeep-Alive: timeout=5", nil)
+		if r.err != nil || r.status != 200 {
+			t.Fatalf("stream=%v: HTTP/1.0 GET: %d %v", stream, r.status, r.err)
+		}
+		head, _ := up.last()
+		for _, want := range []string{"GET /api/a?x=1 HTTP/1.1\n", "Host: " + up.addr + "\n", "Authorization: Bearer tok\n", "X-Keep: one\nX-Keep: two\n"} {
+			if !strings.Contains(head, want) {
+				t.Errorf("stream=%v: the upstream's request lacks %q:\n%s", stream, want, head)
+			}
+		}
+		for _, banned := range []string{"X-Hop", "Connection", "Keep-Alive", "\nHost: gw.example", "Content-Length", "Transfer-Encoding"} {
+			if strings.Contains(head, banned) {
+				t.Errorf("stream=%v: the upstream's request carries %q:\n%s", stream, banned, head)
+			}
+		}
+		r = rawRequest(t, gw, "POST /api/b HTTP/1.1\nHost: gw.example\nTransfer-Encoding: chunked\nTrailer: X-Sum\nContent-Type: text/plain", func(w io.Writer) {
+			_, _ = io.WriteString(w, "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+		})
+		if r.err != nil || r.status != 200 {
+			t.Fatalf("stream=%v: chunked POST: %d %v", stream, r.status, r.err)
+		}
+		head, body := up.last()
+		if body != "hello world" {
+			t.Errorf("stream=%v: the upstream read body %q, want %q", stream, body, "hello world")
+		}
+		for _, banned := range []string{"Trailer", "X-Sum", "\nHost: gw.example"} {
+			if strings.Contains(head, banned) {
+				t.Errorf("stream=%v: the upstream's request carries %q:\n%s", stream, banned, head)
+			}
+		}
+		if !strings.Contains(head, "Content-Type: text/plain\n") || !strings.HasPrefix(head, "POST /api/b HTTP/1.1\n") {
+			t.Errorf("stream=%v: the upstream's request:\n%s", stream, head)
+		}
+	}
+	// Two gateways, four requests, two connections: the browser's
+	// Connection: close never closed a pooled upstream connection.
+	if n := up.conns.Load(); n != 2 {
+		t.Errorf("the upstream accepted %d connections for four requests through two gateways, want 2 (one kept alive each)", n)
+	}
+}

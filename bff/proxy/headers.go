@@ -289,6 +289,20 @@ func requestKindOf(k []byte) requestKind {
 	if n == 0 || n > maxListedName {
 		return requestKindSlow(k)
 	}
+	if c := asciiLower[k[0]]; listedShapes[c]&(1<<n) == 0 && len(prefixGroups[c]) == 0 {
+		// Neither listed nor under a listed prefix (most names a browser
+		// sends: Accept-*, Sec-*): only an underscore decides, or a byte
+		// outside ASCII, which the definition folds as Unicode.
+		for _, c := range k {
+			switch {
+			case c == '_':
+				return reqDrop
+			case c >= 0x80:
+				return requestKindSlow(k)
+			}
+		}
+		return reqPass
+	}
 	var buf [maxListedName]byte
 	lower := buf[:n]
 	if !lowerASCII(lower, k) {
@@ -364,6 +378,18 @@ func responseKindOf(k []byte) responseKind {
 	}
 	return respPass
 }
+
+// asciiLower maps each byte to its ASCII lower case (others to
+// themselves).
+var asciiLower = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
+		if 'A' <= i && i <= 'Z' {
+			t[i] += 'a' - 'A'
+		}
+	}
+	return t
+}()
 
 // lowerASCII writes k in lower case to dst (as long as k) and reports
 // whether k is ASCII. A name that is not cannot be decided by a lower-cased

@@ -167,6 +167,7 @@ func (p *Proxy) match(clean []byte) *route {
 var (
 	hAuthorization   = []byte(fiber.HeaderAuthorization)
 	hCookie          = []byte(fiber.HeaderCookie)
+	strHTTP11        = []byte("HTTP/1.1")
 	hHost            = []byte(fiber.HeaderHost)
 	hContentLength   = []byte(fiber.HeaderContentLength)
 	hConnection      = []byte(fiber.HeaderConnection)
@@ -355,7 +356,7 @@ func releaseResponse(resp *fasthttp.Response) {
 func (p *Proxy) setBearer(req *fasthttp.Request, tok string, scratch *[]byte) {
 	b := append((*scratch)[:0], bearerPrefix...)
 	b = append(b, tok...)
-	req.Header.SetBytesKV(hAuthorization, b)
+	req.Header.SetCanonical(hAuthorization, b)
 	*scratch = b
 }
 
@@ -379,8 +380,7 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 	src := c.Request()
 	uri := src.URI()
 
-	// URL: configured scheme and host, the raw path checked and matched
-	// in its canonical form, the raw query.
+	// The path, checked and matched in its canonical form.
 	cb := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(cb)
 	fwd, canon, err := parsePath(uri.PathOriginal(), *bp, *cb)
@@ -398,6 +398,73 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 		return outgoingBody{}, errBodyTooLarge
 	}
 
+	// Headers: a copy of the browser's, as fasthttp parsed them, from
+	// which every field that must not pass is deleted. Every decision is
+	// by name, so deleting a name removes each of its lines. Copying the
+	// parsed fields costs a few memmoves; visiting the raw block again and
+	// adding each field one by one cost a fifth of the gateway's own work
+	// per request (issue 20).
+	h := &req.Header
+	src.Header.CopyTo(h)
+	// The proxy's own request: HTTP/1.1 on a kept-alive connection (the
+	// Connection fields go below), its framing set from the body below,
+	// its Host the upstream's (Host is dropped below, and the URL names
+	// the upstream).
+	h.SetProtocolBytes(strHTTP11)
+	h.DelBytes(hContentLength) // also forgets a chunked length (-1), which VisitAll does not show
+	trusted := p.peerTrusted(c)
+	// Cookies first, from every Cookie line, and out of the copy before
+	// it is visited: VisitAll would parse them all into fasthttp's list
+	// (a 5 KB header with cookie sessions) only for this to drop them.
+	cookies := p.cookieScratch.Get().(*[]byte)
+	defer p.cookieScratch.Put(cookies)
+	kept := (*cookies)[:0]
+	for _, v := range h.PeekAll(fiber.HeaderCookie) {
+		kept = p.keepCookies(kept, rt, v)
+	}
+	h.DelBytes(hCookie)
+	// The copy is not changed while it is visited (the names are slices
+	// of its fields): what to delete is gathered, and deleted after.
+	// Every Connection line names hop-by-hop fields (RFC 9110 §7.6.1),
+	// wherever it comes, so the names it lists are checked after the
+	// visit too.
+	var connBuf [8][]byte
+	var delBuf, passBuf [24][]byte
+	conn, del, pass := connBuf[:0], delBuf[:0], passBuf[:0]
+	// Called directly, not through a function variable: the closure and
+	// the arrays it appends to stay on the stack.
+	h.VisitAll(func(k, v []byte) {
+		switch requestKindOf(k) {
+		case reqConnection:
+			conn = connectionTokens(v, conn)
+			del = append(del, k)
+		case reqCookie, reqDrop:
+			del = append(del, k)
+		case reqTrusted:
+			if trusted {
+				pass = append(pass, k)
+			} else {
+				del = append(del, k)
+			}
+		default:
+			pass = append(pass, k)
+		}
+	})
+	for _, k := range pass {
+		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
+			del = append(del, k)
+		}
+	}
+	for _, k := range del {
+		h.DelBytes(k) // copies k before it changes the fields
+	}
+	if len(kept) > 0 {
+		h.SetBytesKV(hCookie, kept)
+	}
+	*cookies = kept
+	// URL: configured scheme and host, the raw path checked and matched
+	// in its canonical form, the raw query. After the headers' copy, which
+	// brings the browser's request line (the method is kept).
 	ub := p.scratch.Get().(*[]byte)
 	defer p.scratch.Put(ub)
 	u := append((*ub)[:0], rt.scheme...)
@@ -411,62 +478,7 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 	req.SetRequestURIBytes(u)
 	*ub = u
 	req.URI().DisablePathNormalizing = true
-	req.Header.SetMethodBytes(src.Header.Method())
 
-	// Headers.
-	var connBuf [8][]byte
-	conn := connectionTokens(src.Header.Peek(fiber.HeaderConnection), connBuf[:0])
-	trusted := p.peerTrusted(c)
-	// The headers as received (RawHeaders), not VisitAll: VisitAll parses
-	// every cookie into fasthttp's list and rebuilds the Cookie header from
-	// it, a 5 KB header with cookie sessions, only for this loop to filter
-	// it (see EachCookie). Nothing changes the browser's request headers
-	// before the proxy, so the raw block holds what VisitAll would show; a
-	// request that was built rather than parsed has none, and takes
-	// VisitAll.
-	cookies := p.cookieScratch.Get().(*[]byte)
-	defer p.cookieScratch.Put(cookies)
-	kept := (*cookies)[:0]
-	nconn := len(conn)
-	visit := func(k, v []byte) {
-		kind := requestKindOf(k)
-		switch kind {
-		case reqCookie:
-			kept = p.keepCookies(kept, rt, v)
-			return
-		case reqConnection:
-			// Every Connection line names hop-by-hop fields, not only
-			// the first that Peek returns; fields named by a later line
-			// but already copied are deleted after the loop.
-			conn = connectionTokens(v, conn)
-			return
-		case reqDrop:
-			return
-		case reqTrusted:
-			if !trusted {
-				return
-			}
-		}
-		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
-			return
-		}
-		req.Header.AddBytesKV(k, v)
-	}
-	// Called directly, not through a method value: a closure passed to a
-	// function variable escapes, and with it conn, connBuf and kept
-	// (four allocations per request).
-	if len(src.Header.RawHeaders()) > 0 {
-		src.Header.VisitAllInOrder(visit)
-	} else {
-		src.Header.VisitAll(visit)
-	}
-	for _, name := range conn[nconn:] {
-		req.Header.DelBytes(name)
-	}
-	if len(kept) > 0 {
-		req.Header.SetBytesKV(hCookie, kept)
-	}
-	*cookies = kept
 	for _, kv := range rt.addHeaders {
 		req.Header.SetBytesKV(kv[0], kv[1])
 	}
@@ -563,6 +575,9 @@ func peerAddr(c *fiber.Ctx) (netip.Addr, bool) {
 // X-Forwarded-Host and -Proto come from Config.PublicURL when it is set,
 // so that no client picks the host an upstream builds its links with;
 // without one, from a trusted proxy's headers or else the request.
+// buildRequest deleted every incoming one, and the names are fasthttp's
+// canonical form, so SetCanonical skips the normalising copy SetBytesKV
+// makes of each name.
 func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) {
 	src := &c.Request().Header
 	// The peer's address is built in a pooled buffer: fasthttp's
@@ -587,9 +602,9 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) 
 		xff = append(xff, ", "...)
 	}
 	if len(xff) > 0 {
-		req.Header.SetBytesKV(hXForwardedFor, append(xff, peer...))
+		req.Header.SetCanonical(hXForwardedFor, append(xff, peer...))
 	} else {
-		req.Header.SetBytesKV(hXForwardedFor, peer)
+		req.Header.SetCanonical(hXForwardedFor, peer)
 	}
 	if len(fw) > 0 {
 		fw = append(fw, ", for="...)
@@ -599,27 +614,27 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) 
 		} else {
 			fw = append(fw, peer...)
 		}
-		req.Header.SetBytesKV(hForwarded, fw)
+		req.Header.SetCanonical(hForwarded, fw)
 	}
 
 	switch {
 	case p.pubHost != nil:
-		req.Header.SetBytesKV(hXForwardedProto, p.pubProto)
-		req.Header.SetBytesKV(hXForwardedHost, p.pubHost)
+		req.Header.SetCanonical(hXForwardedProto, p.pubProto)
+		req.Header.SetCanonical(hXForwardedHost, p.pubHost)
 	case trusted:
 		if v := src.Peek(fiber.HeaderXForwardedProto); len(v) > 0 {
-			req.Header.SetBytesKV(hXForwardedProto, v)
+			req.Header.SetCanonical(hXForwardedProto, v)
 		} else {
-			req.Header.SetBytesKV(hXForwardedProto, scheme(c))
+			req.Header.SetCanonical(hXForwardedProto, scheme(c))
 		}
 		if v := src.Peek(fiber.HeaderXForwardedHost); len(v) > 0 {
-			req.Header.SetBytesKV(hXForwardedHost, v)
+			req.Header.SetCanonical(hXForwardedHost, v)
 		} else {
-			req.Header.SetBytesKV(hXForwardedHost, src.Host())
+			req.Header.SetCanonical(hXForwardedHost, src.Host())
 		}
 	default:
-		req.Header.SetBytesKV(hXForwardedProto, scheme(c))
-		req.Header.SetBytesKV(hXForwardedHost, src.Host())
+		req.Header.SetCanonical(hXForwardedProto, scheme(c))
+		req.Header.SetCanonical(hXForwardedHost, src.Host())
 	}
 }
 

@@ -328,14 +328,22 @@ func jwtSegments(tok string) ([][]byte, bool) {
 // to itself: only alphabet characters (the decoder would skip CR and LF),
 // a possible length, and zero bits past the last byte (Strict).
 func decodeCanonical(seg string) ([]byte, bool) {
-	for i := 0; i < len(seg); i++ {
-		c := seg[i]
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return nil, false
-		}
+	if !canonicalAlphabet(seg) {
+		return nil, false
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(seg)
 	return raw, err == nil
+}
+
+// canonicalAlphabet reports whether seg holds base64url's alphabet only.
+func canonicalAlphabet(seg string) bool {
+	for i := 0; i < len(seg); i++ {
+		c := seg[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // decoder reads fields, remembering the first error; once it has failed

@@ -59,14 +59,22 @@ func ParseTicket(handle string) (Ticket, error) {
 	if len(handle) != TicketHandleLen {
 		return Ticket{}, ErrTicket
 	}
-	raw, ok := decodeCanonical(handle)
-	if !ok || len(raw) != TicketIDSize+TicketKeySize {
+	// Decoded on the stack (no allocation for the handle every request
+	// reads): the same checks as decodeCanonical.
+	var src [64]byte // TicketHandleLen
+	var raw [TicketIDSize + TicketKeySize]byte
+	defer clear(raw[:])
+	n := copy(src[:], handle)
+	if !canonicalAlphabet(handle) {
 		return Ticket{}, ErrTicket
 	}
+	if m, err := base64.RawURLEncoding.Strict().Decode(raw[:], src[:n]); err != nil || m != len(raw) {
+		return Ticket{}, ErrTicket
+	}
+	clear(src[:])
 	var t Ticket
 	copy(t.id[:], raw[:TicketIDSize])
 	copy(t.key[:], raw[TicketIDSize:])
-	clear(raw)
 	return t, nil
 }
 
