@@ -32,8 +32,9 @@ type Proxy struct {
 	log     *slog.Logger
 	now     func() time.Time
 	scratch sync.Pool // *[]byte
-	// cookieScratch holds the upstream's Cookie header while it is built.
-	cookieScratch sync.Pool // *[]byte
+	// bufs holds the buffers one forwarded request builds its upstream
+	// request in (one pool round trip instead of one per buffer).
+	bufs sync.Pool // *buffers
 	// pubHost and pubProto are X-Forwarded-Host and -Proto from
 	// Config.PublicURL; nil without one.
 	pubHost, pubProto []byte
@@ -62,7 +63,7 @@ func New(cfg Config) (*Proxy, error) {
 		now:     cfg.Now,
 	}
 	p.scratch.New = func() any { b := make([]byte, 0, 512); return &b }
-	p.cookieScratch.New = func() any { b := make([]byte, 0, 256); return &b }
+	p.bufs.New = func() any { return new(buffers) }
 	for _, n := range cfg.GatewayCookies {
 		p.gwCook = append(p.gwCook, []byte(n))
 	}
@@ -276,10 +277,10 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	bp := p.scratch.Get().(*[]byte)
-	defer p.scratch.Put(bp)
+	bufs := p.bufs.Get().(*buffers)
+	defer p.bufs.Put(bufs)
 
-	body, err := p.buildRequest(c, rt, bearer, ident, req, bp)
+	body, err := p.buildRequest(c, rt, bearer, ident, req, bufs)
 	if err != nil {
 		p.refuse(c, rt, err, start)
 		return nil
@@ -305,7 +306,7 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 		// Replay with the renewed token. The first answer is dropped
 		// whole; nothing of it was written to c.
 		releaseResponse(resp)
-		p.setBearer(req, next, bp)
+		p.setBearer(req, next, &bufs.auth)
 		setIdentity(req, identity(src))
 		start = p.now()
 		if resp, ok = p.send(c, rt, req, body, start); !ok {
@@ -360,6 +361,15 @@ func (p *Proxy) setBearer(req *fasthttp.Request, tok string, scratch *[]byte) {
 	*scratch = b
 }
 
+// buffers are the pooled buffers of one forwarded request (Proxy.bufs).
+type buffers struct {
+	path, canon []byte // parsePath's: the path sent upstream, the canonical one
+	url         []byte // the upstream request's URL
+	cookies     []byte // the browser's cookies that go upstream
+	peer        []byte // the peer's address (setForwarded)
+	auth        []byte // the Authorization value (setBearer)
+}
+
 // outgoingBody says how buildRequest attached the request body.
 type outgoingBody struct {
 	// streamed: the body streams from the browser's connection, so the
@@ -376,15 +386,13 @@ type outgoingBody struct {
 // *PathError for a refused path, errBodyTooLarge for a declared
 // Content-Length over the route's MaxBodyBytes, and a *bodyError when a
 // body it reads into memory breaks off; nothing has been sent then.
-func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Header, req *fasthttp.Request, bp *[]byte) (outgoingBody, error) {
+func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Header, req *fasthttp.Request, bufs *buffers) (outgoingBody, error) {
 	src := c.Request()
 	uri := src.URI()
 
 	// The path, checked and matched in its canonical form.
-	cb := p.scratch.Get().(*[]byte)
-	defer p.scratch.Put(cb)
-	fwd, canon, err := parsePath(uri.PathOriginal(), *bp, *cb)
-	*bp, *cb = fwd, canon
+	fwd, canon, err := parsePath(uri.PathOriginal(), bufs.path, bufs.canon)
+	bufs.path, bufs.canon = fwd, canon
 	if err != nil {
 		return outgoingBody{}, err
 	}
@@ -416,9 +424,7 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 	// Cookies first, from every Cookie line, and out of the copy before
 	// it is visited: VisitAll would parse them all into fasthttp's list
 	// (a 5 KB header with cookie sessions) only for this to drop them.
-	cookies := p.cookieScratch.Get().(*[]byte)
-	defer p.cookieScratch.Put(cookies)
-	kept := (*cookies)[:0]
+	kept := bufs.cookies[:0]
 	for _, v := range h.PeekAll(fiber.HeaderCookie) {
 		kept = p.keepCookies(kept, rt, v)
 	}
@@ -461,13 +467,11 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 	if len(kept) > 0 {
 		h.SetBytesKV(hCookie, kept)
 	}
-	*cookies = kept
+	bufs.cookies = kept
 	// URL: configured scheme and host, the raw path checked and matched
 	// in its canonical form, the raw query. After the headers' copy, which
 	// brings the browser's request line (the method is kept).
-	ub := p.scratch.Get().(*[]byte)
-	defer p.scratch.Put(ub)
-	u := append((*ub)[:0], rt.scheme...)
+	u := append(bufs.url[:0], rt.scheme...)
 	u = append(u, "://"...)
 	u = append(u, rt.host...)
 	u = rt.upstreamPath(fwd, u)
@@ -476,17 +480,17 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 		u = append(u, q...)
 	}
 	req.SetRequestURIBytes(u)
-	*ub = u
+	bufs.url = u
 	req.URI().DisablePathNormalizing = true
 
 	for _, kv := range rt.addHeaders {
 		req.Header.SetBytesKV(kv[0], kv[1])
 	}
 	if bearer != "" {
-		p.setBearer(req, bearer, ub)
+		p.setBearer(req, bearer, &bufs.auth)
 	}
 	setIdentity(req, ident)
-	p.setForwarded(c, req, trusted)
+	p.setForwarded(c, req, trusted, &bufs.peer)
 
 	// Body, as it came: Content-Encoding and all, never decoded (fiber's
 	// Ctx.Body would decompress it; fasthttp's Request.Body does not).
@@ -578,13 +582,11 @@ func peerAddr(c *fiber.Ctx) (netip.Addr, bool) {
 // buildRequest deleted every incoming one, and the names are fasthttp's
 // canonical form, so SetCanonical skips the normalising copy SetBytesKV
 // makes of each name.
-func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool) {
+func (p *Proxy) setForwarded(c *fiber.Ctx, req *fasthttp.Request, trusted bool, pb *[]byte) {
 	src := &c.Request().Header
 	// The peer's address is built in a pooled buffer: fasthttp's
-	// SetBytesKV counts as keeping its value, so a stack array would
+	// SetCanonical counts as keeping its value, so a stack array would
 	// move to the heap on every request (it copies the bytes).
-	pb := p.scratch.Get().(*[]byte)
-	defer p.scratch.Put(pb)
 	peer := (*pb)[:0]
 	ip, hasIP := peerAddr(c)
 	if hasIP {

@@ -39,9 +39,9 @@ func (p *Proxy) forwardWebSocket(c *fiber.Ctx, rt *route, bearer string, ident [
 	}
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	bp := p.scratch.Get().(*[]byte)
-	defer p.scratch.Put(bp)
-	if _, err := p.buildRequest(c, rt, bearer, ident, req, bp); err != nil {
+	bufs := p.bufs.Get().(*buffers)
+	defer p.bufs.Put(bufs)
+	if _, err := p.buildRequest(c, rt, bearer, ident, req, bufs); err != nil {
 		p.refuse(c, rt, err, start)
 		return nil
 	}
