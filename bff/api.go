@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/bffgate/bffgate/bff/authz"
@@ -62,7 +61,7 @@ func (g *Gateway) forward(c *fiber.Ctx, r *proxy.Route) error {
 	// A WebSocket upgrade is checked by its Origin (browsers cannot add
 	// the anti-CSRF header to one), then by the session like any call.
 	check := g.csrf.check
-	if websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
+	if proxy.IsWebSocketUpgrade(c) {
 		check = g.csrf.checkUpgrade
 	}
 	if reason := check(c); reason != "" {

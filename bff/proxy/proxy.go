@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
@@ -270,7 +269,7 @@ func (p *Proxy) ForwardWith(c *fiber.Ctx, r *Route, src TokenSource) error {
 		return err
 	}
 	ident := identity(src)
-	if websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
+	if IsWebSocketUpgrade(c) {
 		return p.forwardWebSocket(c, rt, bearer, ident)
 	}
 	start := p.now()
@@ -415,20 +414,25 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 	h := &req.Header
 	src.Header.CopyTo(h)
 	// The proxy's own request: HTTP/1.1 on a kept-alive connection (the
-	// Connection fields go below), its framing set from the body below,
-	// its Host the upstream's (Host is dropped below, and the URL names
-	// the upstream).
+	// Connection fields go below), its Host the upstream's (Host is
+	// dropped below, and the URL names the upstream), its framing set
+	// from the body below: Content-Length and Transfer-Encoding are
+	// dropped below like any hop-by-hop field, and the length the copy
+	// keeps (-1 for chunked, -2 for none) is never written: fasthttp
+	// writes the Content-Length field from its bytes only, and a body,
+	// in memory or streamed, sets the length itself (TestForwardedRequestFraming).
 	h.SetProtocolBytes(strHTTP11)
-	h.DelBytes(hContentLength) // also forgets a chunked length (-1), which VisitAll does not show
 	trusted := p.peerTrusted(c)
 	// Cookies first, from every Cookie line, and out of the copy before
 	// it is visited: VisitAll would parse them all into fasthttp's list
 	// (a 5 KB header with cookie sessions) only for this to drop them.
 	kept := bufs.cookies[:0]
-	for _, v := range h.PeekAll(fiber.HeaderCookie) {
-		kept = p.keepCookies(kept, rt, v)
+	if lines := h.PeekAll(fiber.HeaderCookie); len(lines) > 0 {
+		for _, v := range lines {
+			kept = p.keepCookies(kept, rt, v)
+		}
+		h.DelBytes(hCookie)
 	}
-	h.DelBytes(hCookie)
 	// The copy is not changed while it is visited (the names are slices
 	// of its fields): what to delete is gathered, and deleted after.
 	// Every Connection line names hop-by-hop fields (RFC 9110 §7.6.1),
