@@ -94,6 +94,6 @@ func (uc *upstreamClient) dial(addr string) (net.Conn, error) {
 // whole needs nothing more from the connection).
 func clearReadDeadline(resp *fasthttp.Response) {
 	if c, ok := upstream.ConnOf(resp); ok {
-		_ = c.Conn.SetReadDeadline(time.Time{})
+		_ = c.SetReadDeadline(time.Time{}) // through the Conn, which keeps the deadline in force
 	}
 }

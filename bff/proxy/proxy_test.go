@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -784,5 +785,63 @@ func TestHeadAndEmptyResponses(t *testing.T) {
 		if res.StatusCode != tc.status || n != wantBody || res.Header.Get("ETag") != tc.etag {
 			t.Errorf("%s %s: %d, %d bytes, ETag %q; want %d, %d, %q", tc.method, tc.path, res.StatusCode, n, res.Header.Get("ETag"), tc.status, wantBody, tc.etag)
 		}
+	}
+}
+
+// TestTimeoutOnKeptAliveConnection: after quick answers on one kept-alive
+// upstream connection (whose deadlines the upstream.Conn coalesces), a
+// request the upstream never answers still ends in 504 within the route's
+// timeout, not later.
+func TestTimeoutOnKeptAliveConnection(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/slow" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	var conns atomic.Int64
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	defer up.Close()
+	defer close(release)
+	const timeout = 400 * time.Millisecond
+	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: up.URL, Timeout: timeout}}})
+	gw := startGateway(t, p, false, "tok", "")
+	for i := 0; i < 20; i++ {
+		res, err := http.Get(gw + "/api/fast")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("fast request %d: %d", i, res.StatusCode)
+		}
+	}
+	start := time.Now()
+	res, err := http.Get(gw + "/api/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	took := time.Since(start)
+	if res.StatusCode != 504 {
+		t.Errorf("slow request: %d, want 504", res.StatusCode)
+	}
+	if took > 10*timeout {
+		t.Errorf("slow request answered after %v, the route's timeout is %v", took, timeout)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the upstream saw %d connections, want the one kept alive", n)
 	}
 }

@@ -66,3 +66,58 @@ func TestIdempotent(t *testing.T) {
 		}
 	}
 }
+
+// deadlineConn records the deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	reads, writes []time.Time
+}
+
+func (d *deadlineConn) SetReadDeadline(t time.Time) error { d.reads = append(d.reads, t); return nil }
+func (d *deadlineConn) SetWriteDeadline(t time.Time) error {
+	d.writes = append(d.writes, t)
+	return nil
+}
+func (d *deadlineConn) LocalAddr() net.Addr { return &net.TCPAddr{} }
+
+// TestDeadlinesCoalesced: a deadline a little after the one in force
+// keeps it (the timeout is at most a sixteenth short), anything else
+// reaches the connection: an earlier one, a much later one, clearing, and
+// the first after clearing.
+func TestDeadlinesCoalesced(t *testing.T) {
+	t.Parallel()
+	d := &deadlineConn{}
+	c := Track(d)
+	now := time.Now()
+	steps := []struct {
+		at   time.Time
+		sent bool
+	}{
+		{now.Add(30 * time.Second), true},
+		{now.Add(30*time.Second + 500*time.Millisecond), false}, // 0.5 s later, within 30 s / 16
+		{now.Add(33 * time.Second), true},                       // 3 s later: over 33 s / 16
+		{now.Add(10 * time.Second), true},                       // earlier
+		{time.Time{}, true},                                     // cleared
+		{now.Add(10 * time.Second), true},                       // the first after clearing
+		{now.Add(10*time.Second + 10*time.Millisecond), false},
+	}
+	for i, s := range steps {
+		n := len(d.reads)
+		if err := c.SetReadDeadline(s.at); err != nil {
+			t.Fatal(err)
+		}
+		if sent := len(d.reads) > n; sent != s.sent {
+			t.Errorf("read deadline step %d (%v): reached the connection %v, want %v", i, s.at, sent, s.sent)
+		}
+	}
+	// The write deadline is kept apart from the read one.
+	if err := c.SetWriteDeadline(now.Add(30 * time.Second)); err != nil || len(d.writes) != 1 {
+		t.Errorf("first write deadline: %d sent (%v), want 1", len(d.writes), err)
+	}
+	if err := c.SetDeadline(now.Add(30*time.Second + time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.writes) != 1 || !d.reads[len(d.reads)-1].Equal(now.Add(30*time.Second+time.Millisecond)) {
+		t.Errorf("SetDeadline: writes %v, last read %v", d.writes, d.reads[len(d.reads)-1])
+	}
+}
