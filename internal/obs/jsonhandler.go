@@ -64,14 +64,22 @@ type jsonShared struct {
 	second atomic.Pointer[timeSecond]
 }
 
-// timeSecond is one second's RFC 3339 text in one location, split around
-// where the fraction goes: "2006-01-02T15:04:05" and "Z" or "-07:00".
+// timeSecond is one second's RFC 3339 text in one location, quoted and
+// split around where the fraction goes: `"2006-01-02T15:04:05` and
+// `Z"` or `-07:00"`.
 type timeSecond struct {
-	unix int64
-	loc  *time.Location
-	head [19]byte
-	zone string
+	unix  int64
+	loc   *time.Location
+	head  [20]byte
+	zone  [maxZone]byte
+	nzone int
 }
+
+// maxZone bounds the cached zone text with its closing quote. The zone
+// of a time whose year is in [0, 9999] has at most eight digits of hours
+// ("+hhhhhhhh:mm" and '"', 13 bytes); a longer one is formatted by time,
+// uncached, should it ever come.
+const maxZone = 16
 
 func (s *jsonShared) write(p []byte) error {
 	s.mu.Lock()
@@ -298,7 +306,7 @@ func (h *jsonHandler) appendAttr(b []byte, a slog.Attr) ([]byte, bool) {
 // outside [0, 9999], where slog writes an error first. The date, clock and
 // zone of t's second come from the cache when it holds that second in t's
 // location: the same instant in the same *time.Location always has the
-// same text.
+// same text. The text is put together in an array and appended at once.
 func (s *jsonShared) appendTime(b []byte, t time.Time) ([]byte, bool) {
 	unix, loc := t.Unix(), t.Location()
 	c := s.second.Load()
@@ -307,26 +315,39 @@ func (s *jsonShared) appendTime(b []byte, t time.Time) ([]byte, bool) {
 			return b, false
 		}
 		var tmp [64]byte
-		f := t.AppendFormat(tmp[:0], time.RFC3339) // no fraction: 19 bytes, then the zone
-		c = &timeSecond{unix: unix, loc: loc, zone: string(f[19:])}
+		f := t.AppendFormat(append(tmp[:0], '"'), time.RFC3339) // no fraction: 20 bytes, then the zone
+		f = append(f, '"')
+		if len(f)-20 > maxZone {
+			b = append(b, '"')
+			b = t.AppendFormat(b, time.RFC3339Nano)
+			return append(b, '"'), true
+		}
+		c = &timeSecond{unix: unix, loc: loc, nzone: len(f) - 20}
 		copy(c.head[:], f)
+		copy(c.zone[:], f[20:])
 		s.second.Store(c)
 	}
-	b = append(b, '"')
-	b = append(b, c.head[:]...)
+	var d [20 + 10 + maxZone]byte
+	*(*[20]byte)(d[:20]) = c.head
+	n := 20
 	// The fraction as time's appendNano writes .999999999: nine digits,
 	// trailing zeros trimmed, no dot when none is left.
-	if ns := t.Nanosecond(); ns != 0 {
-		var d [10]byte
-		f := strconv.AppendUint(d[:0], uint64(ns)+1e9, 10) // "1" and nine digits
-		f[0] = '.'
-		for f[len(f)-1] == '0' {
-			f = f[:len(f)-1]
+	if ns := uint32(t.Nanosecond()); ns != 0 {
+		d[20] = '.'
+		d[29] = byte('0' + ns%10)
+		ns /= 10
+		for i := 27; i > 20; i -= 2 {
+			q := ns % 100
+			d[i], d[i+1] = byte('0'+q/10), byte('0'+q%10)
+			ns /= 100
 		}
-		b = append(b, f...)
+		n = 30
+		for d[n-1] == '0' {
+			n--
+		}
 	}
-	b = append(b, c.zone...)
-	return append(b, '"'), true
+	*(*[maxZone]byte)(d[n : n+maxZone]) = c.zone
+	return append(b, d[:n+c.nzone]...), true
 }
 
 // appendJSONString appends s quoted and escaped exactly as slog's JSON

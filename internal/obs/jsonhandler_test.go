@@ -250,7 +250,8 @@ func TestJSONHandlerTimes(t *testing.T) {
 	}
 	for i := range 200 {
 		tm := base.Add(time.Duration(i) * 37 * time.Millisecond)
-		for _, loc := range []*time.Location{time.UTC, berlin, time.FixedZone("", -3600), time.FixedZone("", 90), time.Local} {
+		for _, loc := range []*time.Location{time.UTC, berlin, time.FixedZone("", -3600), time.FixedZone("", 90), time.Local,
+			time.FixedZone("", 3000*365*24*3600), time.FixedZone("", -(1 << 30))} {
 			for _, ns := range []int{0, 1, 10, 100000000, 999999999, 120000} {
 				v := time.Date(tm.Year(), tm.Month(), tm.Day(), tm.Hour(), tm.Minute(), tm.Second(), ns, time.UTC).In(loc)
 				rec := slog.NewRecord(v, slog.LevelInfo, "t", 0)
