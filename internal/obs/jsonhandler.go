@@ -174,7 +174,7 @@ func (h *jsonHandler) WithGroup(name string) slog.Handler {
 }
 
 func (h *jsonHandler) Handle(ctx context.Context, r slog.Record) error {
-	if !h.fast {
+	if !h.fast || !fastKinds(r) {
 		return h.inner.Handle(ctx, r)
 	}
 	p := h.shared.getBuf()
@@ -269,6 +269,29 @@ func (h *jsonHandler) appendHead(b []byte, t time.Time, l slog.Level, msg string
 	return append(b, h.pre...), true
 }
 
+// fastKinds reports whether every attribute of r has a kind appendAttr
+// writes: a record with an error or a float goes to the inner handler
+// before any of it is encoded twice.
+func fastKinds(r slog.Record) bool {
+	ok := true
+	r.Attrs(func(a slog.Attr) bool {
+		ok = fastKind(a.Value.Kind())
+		return ok
+	})
+	return ok
+}
+
+func fastKind(k slog.Kind) bool {
+	switch k {
+	case slog.KindString, slog.KindInt64, slog.KindUint64, slog.KindBool, slog.KindDuration, slog.KindTime:
+		return true
+	}
+	// Float64 goes through encoding/json in slog (its own exponent rules
+	// and an error text for NaN); Any, LogValuer and Group call user code
+	// or nest.
+	return false
+}
+
 // appendAttr appends `,"key":value` for the kinds the fast path writes
 // exactly as slog does (log/slog/json_handler.go appendJSONValue), and
 // reports false for every other. None of these kinds is ever an empty
@@ -276,12 +299,7 @@ func (h *jsonHandler) appendHead(b []byte, t time.Time, l slog.Level, msg string
 func (h *jsonHandler) appendAttr(b []byte, a slog.Attr) ([]byte, bool) {
 	v := a.Value
 	k := v.Kind()
-	switch k {
-	case slog.KindString, slog.KindInt64, slog.KindUint64, slog.KindBool, slog.KindDuration, slog.KindTime:
-	default:
-		// Float64 goes through encoding/json in slog (its own exponent
-		// rules and an error text for NaN); Any, LogValuer and Group call
-		// user code or nest.
+	if !fastKind(k) {
 		return b, false
 	}
 	n := len(b)
