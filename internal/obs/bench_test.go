@@ -1,11 +1,14 @@
 package obs
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,5 +105,33 @@ func BenchmarkAccessLine(b *testing.B) {
 				o.accessLine(c, slog.LevelInfo, r, "GET", r.route, 200, 1234567)
 			}
 		})
+	}
+}
+
+// BenchmarkJSONHandler is an ordinary line through slog's JSONHandler and
+// through NewJSONHandler's fast path ("fast": strings, an int, a
+// duration) and slow one ("slow": an error takes it).
+func BenchmarkJSONHandler(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		h    func(io.Writer) slog.Handler
+	}{
+		{"slog", func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) }},
+		{"obs", func(w io.Writer) slog.Handler { return NewJSONHandler(w, nil) }},
+	} {
+		for _, path := range []string{"fast", "slow"} {
+			b.Run(tc.name+"/"+path, func(b *testing.B) {
+				log := slog.New(tc.h(io.Discard)).With("component", "gateway")
+				var err any = 3 * time.Second
+				if path == "slow" {
+					err = errors.New("upstream refused")
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					log.LogAttrs(context.Background(), slog.LevelWarn, "token refresh failed",
+						slog.String("frontend", "shop"), slog.Int("attempt", 2), slog.Any("err", err))
+				}
+			})
+		}
 	}
 }
