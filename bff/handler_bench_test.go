@@ -81,7 +81,7 @@ func handlerEnv(b *testing.B, kind string, accessLog bool, up string) (*env, str
 		if accessLog {
 			buf := obs.NewLogBuffer(io.Discard, 0, 0)
 			b.Cleanup(func() { buf.Close() })
-			c.Logger = slog.New(obs.NewLogHandler(slog.NewJSONHandler(buf, nil), buf))
+			c.Logger = slog.New(obs.NewLogHandler(obs.NewJSONHandler(buf, nil), buf))
 			c.AccessLog = true
 		}
 	}}

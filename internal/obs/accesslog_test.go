@@ -3,10 +3,13 @@ package obs
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -105,5 +108,55 @@ func TestAccessLogFrontend(t *testing.T) {
 	}
 	if got := topLevel(t, ls[1], "frontend"); len(got) != 0 {
 		t.Fatalf("frontend %v in %s", got, ls[1])
+	}
+}
+
+// The middleware's access lines are the same through slog's JSONHandler
+// (a slog.Record) and through NewJSONHandler behind NewLogHandler (the
+// line written from its fields), but for the time and the duration.
+func TestAccessLogSameThroughEitherHandler(t *testing.T) {
+	t.Parallel()
+	var slogOut, obsOut bytes.Buffer
+	obsBuf := NewLogBuffer(&obsOut, time.Hour, 0)
+	loggers := []*slog.Logger{
+		slog.New(slog.NewJSONHandler(&slogOut, nil)).With("component", "gateway"),
+		slog.New(NewLogHandler(NewJSONHandler(obsBuf, nil), obsBuf)).With("component", "gateway"),
+	}
+	if ah, ok := loggers[1].Handler().(accessHandler); !ok || ah.(*flushHandler).ah == nil {
+		t.Fatal("NewJSONHandler behind NewLogHandler, With an attribute, does not write access lines from their fields")
+	}
+	for _, log := range loggers {
+		o, err := New(Config{Component: "gateway", Logger: log, AccessLog: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// UnescapePath: the logged path then holds the bytes the
+		// escaping rules are about.
+		app := fiber.New(fiber.Config{UnescapePath: true})
+		app.Use(o.Middleware())
+		app.Get("/admin/*", func(c *fiber.Ctx) error { SetFrontend(c, "admin"); return c.SendString("ok") })
+		app.Get("/fail", func(c *fiber.Ctx) error { return fiber.ErrBadGateway })
+		app.Use(func(c *fiber.Ctx) error { SetRoute(c, "spa"); return c.SendString("spa") })
+		for i, target := range []string{"/admin/x%22y%5C%E2%80%A8%FF", "/fail?code=secret", "/deep/link/%00/%3Cb%3E", "/"} {
+			req := httptest.NewRequest("GET", target, nil)
+			req.Header.Set(HeaderRequestID, fmt.Sprintf("req-%d", i))
+			resp, err := app.Test(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+	}
+	if err := obsBuf.Close(); err != nil {
+		t.Fatal(err)
+	}
+	varying := regexp.MustCompile(`"time":"[^"]*"|"duration":-?[0-9]+`)
+	want := varying.ReplaceAllString(slogOut.String(), "")
+	got := varying.ReplaceAllString(obsOut.String(), "")
+	if got != want || strings.Count(got, "\n") != 4 {
+		t.Fatalf("slog's JSONHandler wrote\n%s\nNewJSONHandler wrote\n%s", want, got)
+	}
+	if strings.Contains(got, "secret") || !strings.Contains(got, `"status":502`) || !strings.Contains(got, `\u2028`) {
+		t.Fatalf("the lines are not the ones asked for:\n%s", got)
 	}
 }

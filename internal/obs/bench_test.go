@@ -1,11 +1,14 @@
 package obs
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,8 +18,9 @@ import (
 // BenchmarkMiddleware is the per-request cost of the request id, the
 // metrics and the access log around a handler that does nothing, called
 // through fiber's handler without a network. The access log goes to a real
-// file, as it goes to stderr in production: "direct" is one write system
-// call a request, "buffered" goes through a LogBuffer.
+// file through NewJSONHandler, as it goes to stderr in production:
+// "direct" is one write system call a request, "buffered" goes through a
+// LogBuffer.
 func BenchmarkMiddleware(b *testing.B) {
 	for _, tc := range []struct {
 		name      string
@@ -38,9 +42,9 @@ func BenchmarkMiddleware(b *testing.B) {
 			if tc.buffered {
 				buf := NewLogBuffer(f, 0, 0)
 				defer buf.Close()
-				h = NewLogHandler(slog.NewJSONHandler(buf, nil), buf)
+				h = NewLogHandler(NewJSONHandler(buf, nil), buf)
 			} else {
-				h = slog.NewJSONHandler(w, nil)
+				h = NewJSONHandler(w, nil)
 			}
 			o, err := New(Config{Component: "bench", Logger: slog.New(h), Registerer: prometheus.NewRegistry(), AccessLog: tc.accessLog})
 			if err != nil {
@@ -65,5 +69,69 @@ func BenchmarkMiddleware(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkAccessLine is the access line alone, as cmd/bffgate builds the
+// logger (NewLogHandler over a LogBuffer, With "component"), with slog's
+// JSONHandler ("slog": a slog.Record handed to Handle) and with
+// NewJSONHandler ("obs": written from the line's fields). The buffer
+// writes to io.Discard, so what is measured is building the line.
+func BenchmarkAccessLine(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		h    func(io.Writer) slog.Handler
+	}{
+		{"slog", func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) }},
+		{"obs", func(w io.Writer) slog.Handler { return NewJSONHandler(w, nil) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			buf := NewLogBuffer(io.Discard, 0, 0)
+			defer buf.Close()
+			log := slog.New(NewLogHandler(tc.h(buf), buf)).With("component", "gateway")
+			o, err := New(Config{Component: "bench", Logger: log, AccessLog: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var fctx fasthttp.RequestCtx
+			fctx.Request.SetRequestURI("/api/items/42?code=secret")
+			app := fiber.New()
+			c := app.AcquireCtx(&fctx)
+			defer app.ReleaseCtx(c)
+			r := &request{route: "/api/"}
+			r.n = len(o.appendRequestID(r.id[:0]))
+			b.ReportAllocs()
+			for b.Loop() {
+				o.accessLine(c, slog.LevelInfo, r, "GET", r.route, 200, 1234567)
+			}
+		})
+	}
+}
+
+// BenchmarkJSONHandler is an ordinary line through slog's JSONHandler and
+// through NewJSONHandler's fast path ("fast": strings, an int, a
+// duration) and slow one ("slow": an error takes it).
+func BenchmarkJSONHandler(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		h    func(io.Writer) slog.Handler
+	}{
+		{"slog", func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) }},
+		{"obs", func(w io.Writer) slog.Handler { return NewJSONHandler(w, nil) }},
+	} {
+		for _, path := range []string{"fast", "slow"} {
+			b.Run(tc.name+"/"+path, func(b *testing.B) {
+				log := slog.New(tc.h(io.Discard)).With("component", "gateway")
+				var err any = 3 * time.Second
+				if path == "slow" {
+					err = errors.New("upstream refused")
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					log.LogAttrs(context.Background(), slog.LevelWarn, "token refresh failed",
+						slog.String("frontend", "shop"), slog.Int("attempt", 2), slog.Any("err", err))
+				}
+			})
+		}
 	}
 }

@@ -128,12 +128,22 @@ func (b *LogBuffer) Close() error {
 // Warn or above is written out at once: an error is never left in the
 // buffer, and everything logged before it goes out with it, in order.
 func NewLogHandler(h slog.Handler, buf *LogBuffer) slog.Handler {
-	return &flushHandler{h: h, buf: buf}
+	return newFlushHandler(h, buf)
 }
 
 type flushHandler struct {
 	h   slog.Handler
 	buf *LogBuffer
+	// ah is h when it writes access lines itself (NewJSONHandler): the
+	// wrapper passes them through and keeps flushing at Warn and above.
+	ah accessHandler
+}
+
+var _ accessHandler = (*flushHandler)(nil)
+
+func newFlushHandler(h slog.Handler, buf *LogBuffer) *flushHandler {
+	ah, _ := h.(accessHandler)
+	return &flushHandler{h: h, buf: buf, ah: ah}
 }
 
 func (f *flushHandler) Enabled(ctx context.Context, l slog.Level) bool { return f.h.Enabled(ctx, l) }
@@ -148,10 +158,20 @@ func (f *flushHandler) Handle(ctx context.Context, r slog.Record) error {
 	return err
 }
 
+func (f *flushHandler) handleAccess(a accessRecord) bool {
+	if f.ah == nil || !f.ah.handleAccess(a) {
+		return false
+	}
+	if a.level >= slog.LevelWarn {
+		_ = f.buf.Flush()
+	}
+	return true
+}
+
 func (f *flushHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &flushHandler{h: f.h.WithAttrs(as), buf: f.buf}
+	return newFlushHandler(f.h.WithAttrs(as), f.buf)
 }
 
 func (f *flushHandler) WithGroup(name string) slog.Handler {
-	return &flushHandler{h: f.h.WithGroup(name), buf: f.buf}
+	return newFlushHandler(f.h.WithGroup(name), f.buf)
 }

@@ -221,31 +221,82 @@ func (o *Obs) Middleware() fiber.Handler {
 	}
 }
 
-// accessLine logs the request's access line. It hands the record to the
-// logger's handler itself, as Logger.LogAttrs would, but without the
-// caller's program counter: LogAttrs walks the stack for it on every line
-// (runtime.Callers, a fifth of the line's cost), and only a handler with
-// AddSource reads it, which none of bffgate's has. The line is the same.
+// accessLine logs the request's access line. A handler of this package
+// (NewJSONHandler, or NewLogHandler around one) writes it from its fields
+// (accessHandler); any other gets the record, handed to it as
+// Logger.LogAttrs would, but without the caller's program counter:
+// LogAttrs walks the stack for it on every line (runtime.Callers, a fifth
+// of the line's cost), and only a handler with AddSource reads it, which
+// none of bffgate's has. The line is the same either way.
 func (o *Obs) accessLine(c *fiber.Ctx, level slog.Level, r *request, method, route string, status int, elapsed time.Duration) {
-	ctx := c.UserContext()
+	a := accessRecord{
+		time:      time.Now(),
+		level:     level,
+		requestID: r.id[:r.n],
+		method:    method,
+		route:     route,
+		path:      c.Path(), // never the query: it may hold codes
+		status:    status,
+		duration:  elapsed,
+		frontend:  r.frontend,
+	}
 	h := o.log.Handler()
+	if ah, ok := h.(accessHandler); ok && ah.handleAccess(a) {
+		return
+	}
+	ctx := c.UserContext()
 	if !h.Enabled(ctx, level) {
 		return
 	}
-	rec := slog.NewRecord(time.Now(), level, "request", 0)
+	_ = h.Handle(ctx, a.record())
+}
+
+// accessMsg is the access line's message.
+const accessMsg = "request"
+
+// accessRecord is what an access line says. requestID and path borrow
+// the request's buffers (the pooled request, fasthttp's URI): record
+// copies them, and an accessHandler writes them before it returns.
+type accessRecord struct {
+	time      time.Time
+	level     slog.Level
+	requestID []byte
+	method    string
+	route     string
+	path      string
+	status    int
+	duration  time.Duration
+	frontend  string // "" with one frontend on the listener
+}
+
+// record returns the line as a slog.Record, its strings copied: a handler
+// may keep a record past the request.
+func (a *accessRecord) record() slog.Record {
+	rec := slog.NewRecord(a.time, a.level, accessMsg, 0)
 	rec.AddAttrs(
-		slog.String("request_id", r.idString()),
-		slog.String("method", method),
-		slog.String("route", route),
-		slog.String("path", strings.Clone(c.Path())), // never the query: it may hold codes
-		slog.Int("status", status),
-		slog.Duration("duration", elapsed),
+		slog.String("request_id", string(a.requestID)),
+		slog.String("method", a.method),
+		slog.String("route", a.route),
+		slog.String("path", strings.Clone(a.path)),
+		slog.Int("status", a.status),
+		slog.Duration("duration", a.duration),
 	)
-	if r.frontend != "" {
+	if a.frontend != "" {
 		// One of several frontends on this listener served it.
-		rec.AddAttrs(slog.String("frontend", r.frontend))
+		rec.AddAttrs(slog.String("frontend", a.frontend))
 	}
-	_ = h.Handle(ctx, rec)
+	return rec
+}
+
+// accessHandler is a handler that writes an access line from its fields,
+// without building a slog.Record (a fifth of the line's cost).
+// handleAccess reports whether it dealt with the line: wrote it as Handle
+// would write a.record(), or left it out because its level is disabled.
+// On false it has written nothing and the caller goes through Enabled and
+// Handle. It must not keep a's byte slices or strings: they borrow
+// buffers the next request reuses.
+type accessHandler interface {
+	handleAccess(a accessRecord) bool
 }
 
 // SetRoute names the route of the request for the metrics and the access
