@@ -37,6 +37,8 @@ import (
 // HeaderRequestID carries the request id in and out.
 const HeaderRequestID = "X-Request-Id"
 
+var hRequestID = []byte(HeaderRequestID)
+
 const (
 	localsRequestID = "obs.requestid"
 	localsRoute     = "obs.route"
@@ -69,8 +71,12 @@ type Obs struct {
 	// series holds the request counter and latency histogram of each
 	// (route, method, status) seen, bound once: WithLabelValues hashes
 	// its labels and formats the status on every call, where a bound
-	// series costs one map read.
-	series sync.Map // seriesKey -> *series
+	// series costs one map read. The map is replaced whole (under
+	// seriesMu) when a new series appears, which stops happening once
+	// the routes have been seen: a plain map read, without sync.Map's
+	// boxing of the key (issue 20).
+	series   atomic.Pointer[map[seriesKey]*series]
+	seriesMu sync.Mutex
 	// idPrefix and idNext make request ids: a random prefix drawn at New
 	// and a counter that starts at a random value (see newRequestID).
 	idPrefix [4]byte
@@ -111,15 +117,34 @@ type series struct {
 // kept.
 func (o *Obs) seriesFor(route, method string, status int) *series {
 	k := seriesKey{route, method, status}
-	if s, ok := o.series.Load(k); ok {
-		return s.(*series)
+	if m := o.series.Load(); m != nil {
+		if s, ok := (*m)[k]; ok {
+			return s
+		}
+	}
+	o.seriesMu.Lock()
+	defer o.seriesMu.Unlock()
+	old := o.series.Load()
+	if old != nil {
+		if s, ok := (*old)[k]; ok {
+			return s
+		}
+	}
+	m := make(map[seriesKey]*series, 1)
+	if old != nil {
+		m = make(map[seriesKey]*series, len(*old)+1)
+		for ok, os := range *old {
+			m[ok] = os
+		}
 	}
 	code := strconv.Itoa(status)
-	s, _ := o.series.LoadOrStore(k, &series{
+	s := &series{
 		requests: o.requests.WithLabelValues(route, method, code),
 		latency:  o.latency.WithLabelValues(route, method, code),
-	})
-	return s.(*series)
+	}
+	m[k] = s
+	o.series.Store(&m)
+	return s
 }
 
 // New returns an Obs for cfg. It fails when the metrics cannot be
@@ -178,7 +203,7 @@ func (o *Obs) Middleware() fiber.Handler {
 			r.n = len(o.appendRequestID(r.id[:0]))
 		}
 		c.Locals(localsRequestID, r)
-		c.Response().Header.SetBytesV(HeaderRequestID, r.id[:r.n])
+		c.Response().Header.SetCanonical(hRequestID, r.id[:r.n]) // the name is canonical: no normalising copy
 
 		err := c.Next()
 		if err != nil {
