@@ -3,6 +3,7 @@ package bff
 import (
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -29,6 +30,8 @@ type cookieJar struct {
 	// path is every cookie's Path: "/", or the frontend's path prefix, so
 	// that the browser sends a frontend's cookies to it alone.
 	path string
+	// handles keeps the handles readHandle joined lately (nil: none).
+	handles *handleCache
 }
 
 func newCookieJar(name, sameSite string, secure bool, path string) cookieJar {
@@ -39,7 +42,7 @@ func newCookieJar(name, sameSite string, secure bool, path string) cookieJar {
 	if path == "" {
 		path = "/"
 	}
-	return cookieJar{name: name, flowPfx: name + "-flow.", secure: secure, sameSite: ss, path: path}
+	return cookieJar{name: name, flowPfx: name + "-flow.", secure: secure, sameSite: ss, path: path, handles: new(handleCache)}
 }
 
 func (j cookieJar) chunkName(i int) string {
@@ -110,15 +113,94 @@ func (j cookieJar) readHandle(c *fiber.Ctx) string {
 	if n == 0 {
 		return ""
 	}
+	return j.handles.join(parts[:], n) // a string of its own: safe beyond the handler
+}
+
+// handleCache keeps the session handles readHandle joined lately, so that
+// a browser's next request with the same cookie gets the same string
+// instead of a new copy of its bytes. A cookie session's handle is the
+// whole session (4 KB with RS256 tokens, in two cookies): copied on every
+// request, it made the garbage collector's work per proxied call grow
+// with it (issue 20: a fifth of the cookie store's instructions beyond
+// bbolt's). Strings are immutable, so handing the same one to several
+// requests is what a fresh copy of the same bytes would be; a slot is
+// used only after its handle compared equal to the request's cookies,
+// byte for byte. Slots are picked by a hash of the handle's last bytes
+// (a MAC or random bytes): a colliding cookie replaces the slot's
+// handle, which costs the next request of the other one a copy, never a
+// wrong answer.
+type handleCache struct {
+	slots [handleSlots]atomic.Pointer[string]
+}
+
+const (
+	// handleSlots is how many handles are kept: a few hundred browsers
+	// calling in the same moment mostly hit.
+	handleSlots = 512
+	// maxCachedHandle bounds what a slot keeps (two chunks; 4 MiB in
+	// all at most).
+	maxCachedHandle = 8 << 10
+)
+
+// join returns the concatenation of parts up to the first empty one, n
+// bytes long (n > 0), from the cache when a slot holds it. A nil cache
+// joins.
+func (hc *handleCache) join(parts [][]byte, n int) string {
+	var slot *atomic.Pointer[string]
+	if hc != nil && n <= maxCachedHandle {
+		slot = &hc.slots[handleSlot(parts, n)]
+		if p := slot.Load(); p != nil && equalParts(*p, parts) {
+			return *p
+		}
+	}
 	var b strings.Builder
 	b.Grow(n)
-	for i := range parts {
-		if len(parts[i]) == 0 {
+	for _, p := range parts {
+		if len(p) == 0 {
 			break
 		}
-		b.Write(parts[i])
+		b.Write(p)
 	}
-	return b.String() // a fresh string: safe beyond the handler
+	h := b.String()
+	if slot != nil {
+		slot.Store(&h)
+	}
+	return h
+}
+
+// handleSlot hashes the last bytes of the handle parts hold (FNV-1a over
+// the last eight of the last part, and the length).
+func handleSlot(parts [][]byte, n int) int {
+	last := parts[0]
+	for _, p := range parts[1:] {
+		if len(p) == 0 {
+			break
+		}
+		last = p
+	}
+	if len(last) > 8 {
+		last = last[len(last)-8:]
+	}
+	h := uint32(2166136261) ^ uint32(n)
+	for _, c := range last {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return int(h % handleSlots)
+}
+
+// equalParts reports whether s is the concatenation of parts up to the
+// first empty one.
+func equalParts(s string, parts [][]byte) bool {
+	for _, p := range parts {
+		if len(p) == 0 {
+			break
+		}
+		if len(s) < len(p) || s[:len(p)] != string(p) {
+			return false
+		}
+		s = s[len(p):]
+	}
+	return s == ""
 }
 
 // chunkIndex reports which of the session's cookies name is: 0 for the
