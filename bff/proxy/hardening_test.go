@@ -621,46 +621,53 @@ func (u *recordingUpstream) last() (string, string) {
 func TestForwardedRequestFraming(t *testing.T) {
 	t.Parallel()
 	up := newRecordingUpstream(t)
-	for _, stream := range []bool{false, true} {
-		p := newProxy(t, Config{Routes: []Route{{Prefix: "/api/", Upstream: "http://" + up.addr}}})
-		gw := startGateway(t, p, stream, "tok", "")
-		r := rawRequest(t, gw, "GET /api/a?x=1 HTTP/1.0\nHost: gw.example\nConnection: close, X-Hop\nX-Hop: secret\nX-Keep: one\nX-Keep: two\nConnection: Keep-Alive\nKeep-Alive: timeout=5", nil)
-		if r.err != nil || r.status != 200 {
-			t.Fatalf("stream=%v: HTTP/1.0 GET: %d %v", stream, r.status, r.err)
-		}
-		head, _ := up.last()
-		for _, want := range []string{"GET /api/a?x=1 HTTP/1.1\n", "Host: " + up.addr + "\n", "Authorization: Bearer tok\n", "X-Keep: one\nX-Keep: two\n"} {
-			if !strings.Contains(head, want) {
-				t.Errorf("stream=%v: the upstream's request lacks %q:\n%s", stream, want, head)
+	gateways := 0
+	// Without and with a header block over maxCopiedHeaders: the
+	// upstream request is a copy of the first, built field by field
+	// from the second.
+	for _, pad := range []string{"", "\nX-Pad: " + strings.Repeat("p", maxCopiedHeaders)} {
+		for _, stream := range []bool{false, true} {
+			p := newProxy(t, Config{Routes: []Route{{Prefix: "/api/", Upstream: "http://" + up.addr}}})
+			gw := startGateway(t, p, stream, "tok", "")
+			gateways++
+			r := rawRequest(t, gw, "GET /api/a?x=1 HTTP/1.0\nHost: gw.example\nConnection: close, X-Hop\nX-Hop: secret\nX-Keep: one\nX-Keep: two\nConnection: Keep-Alive\nKeep-Alive: timeout=5"+pad, nil)
+			if r.err != nil || r.status != 200 {
+				t.Fatalf("stream=%v: HTTP/1.0 GET: %d %v", stream, r.status, r.err)
 			}
-		}
-		for _, banned := range []string{"X-Hop", "Connection", "Keep-Alive", "\nHost: gw.example", "Content-Length", "Transfer-Encoding"} {
-			if strings.Contains(head, banned) {
-				t.Errorf("stream=%v: the upstream's request carries %q:\n%s", stream, banned, head)
+			head, _ := up.last()
+			for _, want := range []string{"GET /api/a?x=1 HTTP/1.1\n", "Host: " + up.addr + "\n", "Authorization: Bearer tok\n", "X-Keep: one\nX-Keep: two\n"} {
+				if !strings.Contains(head, want) {
+					t.Errorf("stream=%v: the upstream's request lacks %q:\n%s", stream, want, head)
+				}
 			}
-		}
-		r = rawRequest(t, gw, "POST /api/b HTTP/1.1\nHost: gw.example\nTransfer-Encoding: chunked\nTrailer: X-Sum\nContent-Type: text/plain", func(w io.Writer) {
-			_, _ = io.WriteString(w, "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-		})
-		if r.err != nil || r.status != 200 {
-			t.Fatalf("stream=%v: chunked POST: %d %v", stream, r.status, r.err)
-		}
-		head, body := up.last()
-		if body != "hello world" {
-			t.Errorf("stream=%v: the upstream read body %q, want %q", stream, body, "hello world")
-		}
-		for _, banned := range []string{"Trailer", "X-Sum", "\nHost: gw.example"} {
-			if strings.Contains(head, banned) {
-				t.Errorf("stream=%v: the upstream's request carries %q:\n%s", stream, banned, head)
+			for _, banned := range []string{"X-Hop", "Connection", "Keep-Alive", "\nHost: gw.example", "Content-Length", "Transfer-Encoding"} {
+				if strings.Contains(head, banned) {
+					t.Errorf("stream=%v: the upstream's request carries %q:\n%s", stream, banned, head)
+				}
 			}
-		}
-		if !strings.Contains(head, "Content-Type: text/plain\n") || !strings.HasPrefix(head, "POST /api/b HTTP/1.1\n") {
-			t.Errorf("stream=%v: the upstream's request:\n%s", stream, head)
+			r = rawRequest(t, gw, "POST /api/b HTTP/1.1\nHost: gw.example\nTransfer-Encoding: chunked\nTrailer: X-Sum\nContent-Type: text/plain"+pad, func(w io.Writer) {
+				_, _ = io.WriteString(w, "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+			})
+			if r.err != nil || r.status != 200 {
+				t.Fatalf("stream=%v: chunked POST: %d %v", stream, r.status, r.err)
+			}
+			head, body := up.last()
+			if body != "hello world" {
+				t.Errorf("stream=%v: the upstream read body %q, want %q", stream, body, "hello world")
+			}
+			for _, banned := range []string{"Trailer", "X-Sum", "\nHost: gw.example"} {
+				if strings.Contains(head, banned) {
+					t.Errorf("stream=%v: the upstream's request carries %q:\n%s", stream, banned, head)
+				}
+			}
+			if !strings.Contains(head, "Content-Type: text/plain\n") || !strings.HasPrefix(head, "POST /api/b HTTP/1.1\n") {
+				t.Errorf("stream=%v: the upstream's request:\n%s", stream, head)
+			}
 		}
 	}
-	// Two gateways, four requests, two connections: the browser's
+	// Two requests per gateway on one connection each: the browser's
 	// Connection: close never closed a pooled upstream connection.
-	if n := up.conns.Load(); n != 2 {
-		t.Errorf("the upstream accepted %d connections for four requests through two gateways, want 2 (one kept alive each)", n)
+	if n := up.conns.Load(); n != int64(gateways) {
+		t.Errorf("the upstream accepted %d connections for %d requests through %d gateways, want %d (one kept alive each)", n, 2*gateways, gateways, gateways)
 	}
 }

@@ -405,76 +405,17 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 		return outgoingBody{}, errBodyTooLarge
 	}
 
-	// Headers: a copy of the browser's, as fasthttp parsed them, from
-	// which every field that must not pass is deleted. Every decision is
-	// by name, so deleting a name removes each of its lines. Copying the
-	// parsed fields costs a few memmoves; visiting the raw block again and
-	// adding each field one by one cost a fifth of the gateway's own work
-	// per request (issue 20).
-	h := &req.Header
-	src.Header.CopyTo(h)
-	// The proxy's own request: HTTP/1.1 on a kept-alive connection (the
-	// Connection fields go below), its Host the upstream's (Host is
-	// dropped below, and the URL names the upstream), its framing set
-	// from the body below: Content-Length and Transfer-Encoding are
-	// dropped below like any hop-by-hop field, and the length the copy
-	// keeps (-1 for chunked, -2 for none) is never written: fasthttp
-	// writes the Content-Length field from its bytes only, and a body,
-	// in memory or streamed, sets the length itself (TestForwardedRequestFraming).
-	h.SetProtocolBytes(strHTTP11)
+	// Headers.
 	trusted := p.peerTrusted(c)
-	// Cookies first, from every Cookie line, and out of the copy before
-	// it is visited: VisitAll would parse them all into fasthttp's list
-	// (a 5 KB header with cookie sessions) only for this to drop them.
-	kept := bufs.cookies[:0]
-	if lines := h.PeekAll(fiber.HeaderCookie); len(lines) > 0 {
-		for _, v := range lines {
-			kept = p.keepCookies(kept, rt, v)
-		}
-		h.DelBytes(hCookie)
+	if raw := src.Header.RawHeaders(); len(raw) > 0 && len(raw) <= maxCopiedHeaders {
+		p.copyHeaders(src, rt, req, trusted, bufs)
+	} else {
+		p.addHeaders(src, rt, req, trusted, bufs)
 	}
-	// The copy is not changed while it is visited (the names are slices
-	// of its fields): what to delete is gathered, and deleted after.
-	// Every Connection line names hop-by-hop fields (RFC 9110 §7.6.1),
-	// wherever it comes, so the names it lists are checked after the
-	// visit too.
-	var connBuf [8][]byte
-	var delBuf, passBuf [24][]byte
-	conn, del, pass := connBuf[:0], delBuf[:0], passBuf[:0]
-	// Called directly, not through a function variable: the closure and
-	// the arrays it appends to stay on the stack.
-	h.VisitAll(func(k, v []byte) {
-		switch requestKindOf(k) {
-		case reqConnection:
-			conn = connectionTokens(v, conn)
-			del = append(del, k)
-		case reqCookie, reqDrop:
-			del = append(del, k)
-		case reqTrusted:
-			if trusted {
-				pass = append(pass, k)
-			} else {
-				del = append(del, k)
-			}
-		default:
-			pass = append(pass, k)
-		}
-	})
-	for _, k := range pass {
-		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
-			del = append(del, k)
-		}
-	}
-	for _, k := range del {
-		h.DelBytes(k) // copies k before it changes the fields
-	}
-	if len(kept) > 0 {
-		h.SetBytesKV(hCookie, kept)
-	}
-	bufs.cookies = kept
+
 	// URL: configured scheme and host, the raw path checked and matched
-	// in its canonical form, the raw query. After the headers' copy, which
-	// brings the browser's request line (the method is kept).
+	// in its canonical form, the raw query. After the headers, whose copy
+	// brings the browser's request line.
 	u := append(bufs.url[:0], rt.scheme...)
 	u = append(u, "://"...)
 	u = append(u, rt.host...)
@@ -530,6 +471,138 @@ func (p *Proxy) buildRequest(c *fiber.Ctx, rt *route, bearer string, ident []Hea
 		req.SetBodyRaw(body)
 	}
 	return out, nil
+}
+
+// maxCopiedHeaders is the largest header block copyHeaders takes; a
+// larger one (a cookie session's 4 KB and more) goes through addHeaders.
+// A copy keeps the whole block twice in the pooled upstream request (the
+// raw bytes and the parsed fields, the browser's cookies included) until
+// the request is used again: 12 KB per request in flight with cookie
+// sessions, which cost 8 to 12 MB of peak RSS at 256 connections.
+const maxCopiedHeaders = 2 << 10
+
+// copyHeaders fills req's headers from src's, the browser's request, for
+// buildRequest: a copy of the parsed fields with what must not pass
+// deleted. Copying the parsed fields costs a few memmoves; visiting the
+// raw block again and adding each field one by one (addHeaders) cost a
+// fifth of the gateway's own work per request (issue 20).
+func (p *Proxy) copyHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Request, trusted bool, bufs *buffers) {
+	// Every decision is by name, so deleting a name removes each of its
+	// lines.
+	h := &req.Header
+	src.Header.CopyTo(h)
+	// The proxy's own request: HTTP/1.1 on a kept-alive connection (the
+	// Connection fields go below), its Host the upstream's (Host is
+	// dropped below, and the URL names the upstream), its framing set
+	// from the body below: Content-Length and Transfer-Encoding are
+	// dropped below like any hop-by-hop field, and the length the copy
+	// keeps (-1 for chunked, -2 for none) is never written: fasthttp
+	// writes the Content-Length field from its bytes only, and a body,
+	// in memory or streamed, sets the length itself (TestForwardedRequestFraming).
+	h.SetProtocolBytes(strHTTP11)
+	// Cookies first, from every Cookie line, and out of the copy before
+	// it is visited: VisitAll would parse them all into fasthttp's list
+	// only for this to filter them.
+	kept := bufs.cookies[:0]
+	if lines := h.PeekAll(fiber.HeaderCookie); len(lines) > 0 {
+		for _, v := range lines {
+			kept = p.keepCookies(kept, rt, v)
+		}
+		h.DelBytes(hCookie)
+	}
+	// The copy is not changed while it is visited (the names are slices
+	// of its fields): what to delete is gathered, and deleted after.
+	// Every Connection line names hop-by-hop fields (RFC 9110 §7.6.1),
+	// wherever it comes, so the names it lists are checked after the
+	// visit too.
+	var connBuf [8][]byte
+	var delBuf, passBuf [24][]byte
+	conn, del, pass := connBuf[:0], delBuf[:0], passBuf[:0]
+	// Called directly, not through a function variable: the closure and
+	// the arrays it appends to stay on the stack.
+	h.VisitAll(func(k, v []byte) {
+		switch requestKindOf(k) {
+		case reqConnection:
+			conn = connectionTokens(v, conn)
+			del = append(del, k)
+		case reqCookie, reqDrop:
+			del = append(del, k)
+		case reqTrusted:
+			if trusted {
+				pass = append(pass, k)
+			} else {
+				del = append(del, k)
+			}
+		default:
+			pass = append(pass, k)
+		}
+	})
+	for _, k := range pass {
+		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
+			del = append(del, k)
+		}
+	}
+	for _, k := range del {
+		h.DelBytes(k) // copies k before it changes the fields
+	}
+	if len(kept) > 0 {
+		h.SetBytesKV(hCookie, kept)
+	}
+	bufs.cookies = kept
+}
+
+// addHeaders fills req's headers from src's for buildRequest, field by
+// field from the block as received (RawHeaders), not VisitAll: VisitAll
+// parses every cookie into fasthttp's list and rebuilds the Cookie header
+// from it, a 5 KB header with cookie sessions, only for this loop to
+// filter it (see EachCookie). Nothing changes the browser's request
+// headers before the proxy, so the raw block holds what VisitAll would
+// show; a request that was built rather than parsed has none, and takes
+// VisitAll.
+func (p *Proxy) addHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Request, trusted bool, bufs *buffers) {
+	req.Header.SetMethodBytes(src.Header.Method())
+	var connBuf [8][]byte
+	conn := connectionTokens(src.Header.Peek(fiber.HeaderConnection), connBuf[:0])
+	kept := bufs.cookies[:0]
+	nconn := len(conn)
+	visit := func(k, v []byte) {
+		kind := requestKindOf(k)
+		switch kind {
+		case reqCookie:
+			kept = p.keepCookies(kept, rt, v)
+			return
+		case reqConnection:
+			// Every Connection line names hop-by-hop fields, not only
+			// the first that Peek returns; fields named by a later line
+			// but already copied are deleted after the loop.
+			conn = connectionTokens(v, conn)
+			return
+		case reqDrop:
+			return
+		case reqTrusted:
+			if !trusted {
+				return
+			}
+		}
+		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
+			return
+		}
+		req.Header.AddBytesKV(k, v)
+	}
+	// Called directly, not through a function variable: the closure and
+	// what it appends to stay on the stack.
+	if len(src.Header.RawHeaders()) > 0 {
+		src.Header.VisitAllInOrder(visit)
+	} else {
+		src.Header.VisitAll(visit)
+	}
+	for _, name := range conn[nconn:] {
+		req.Header.DelBytes(name)
+	}
+	if len(kept) > 0 {
+		req.Header.SetBytesKV(hCookie, kept)
+	}
+	bufs.cookies = kept
 }
 
 // identity returns src's identity headers, if it gives any.
