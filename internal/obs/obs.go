@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,12 +131,9 @@ func (o *Obs) seriesFor(route, method string, status int) *series {
 			return s
 		}
 	}
-	m := make(map[seriesKey]*series, 1)
+	m := map[seriesKey]*series{}
 	if old != nil {
-		m = make(map[seriesKey]*series, len(*old)+1)
-		for ok, os := range *old {
-			m[ok] = os
-		}
+		m = maps.Clone(*old)
 	}
 	code := strconv.Itoa(status)
 	s := &series{
