@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 )
 
@@ -267,7 +268,7 @@ func (e *env) revoke(tok string) {
 	req, _ := http.NewRequest(http.MethodPost, e.issuer+"/revoke", strings.NewReader(url.Values{"token": {tok}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(testClientID, testClientSecret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testhttp.Client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

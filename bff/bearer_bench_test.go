@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // BenchmarkMCPToolCall is one tools/call through the gateway over
@@ -26,7 +28,7 @@ func BenchmarkPublicCall(b *testing.B) {
 
 func benchCalls(b *testing.B, u string, hdr map[string]string) {
 	body := toolCall(1, "search")
-	c := &http.Client{Transport: ownTransport()}
+	c := &http.Client{Transport: testhttp.Transport()}
 	do := func() {
 		req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
 )
@@ -151,7 +152,7 @@ func clientToken(t testing.TB, issuerURL, id, scope string) string {
 	req, _ := http.NewRequest(http.MethodPost, issuerURL+"/token", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(id, agentSecret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func (e *env) rpc(t *testing.T, path, token, body string, hdr map[string]string)
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +310,7 @@ func TestBearerRoute(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, e.issuer+"/revoke", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.SetBasicAuth(agentID, agentSecret)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -354,7 +355,7 @@ func TestBearerExchange(t *testing.T) {
 			tok := clientToken(t, e.issuer, agentID, "profile")
 			req, _ := http.NewRequest(http.MethodGet, e.gwURL+"/mcpx/orders", nil)
 			req.Header.Set("Authorization", "Bearer "+tok)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := testhttp.Client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -390,14 +391,14 @@ func TestBearerExchange(t *testing.T) {
 			rreq, _ := http.NewRequest(http.MethodPost, e.issuer+"/revoke", strings.NewReader(form.Encode()))
 			rreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			rreq.SetBasicAuth(agentID, agentSecret)
-			if rresp, err := http.DefaultClient.Do(rreq); err != nil || rresp.StatusCode != http.StatusOK {
+			if rresp, err := testhttp.Client.Do(rreq); err != nil || rresp.StatusCode != http.StatusOK {
 				t.Fatalf("revoke: %v", err)
 			} else {
 				rresp.Body.Close()
 			}
 			req, _ = http.NewRequest(http.MethodGet, e.gwURL+"/mcpx/orders", nil)
 			req.Header.Set("Authorization", "Bearer "+revoked)
-			resp, err = http.DefaultClient.Do(req)
+			resp, err = testhttp.Client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -423,7 +424,7 @@ func TestBearerExchange(t *testing.T) {
 func TestProtectedResourceMetadata(t *testing.T) {
 	t.Parallel()
 	e, _, _ := mcpEnv(t)
-	resp, err := http.Get(e.gwURL + "/.well-known/oauth-protected-resource/mcp")
+	resp, err := testhttp.Client.Get(e.gwURL + "/.well-known/oauth-protected-resource/mcp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +440,7 @@ func TestProtectedResourceMetadata(t *testing.T) {
 	if string(gotJSON) != string(wantJSON) {
 		t.Fatalf("metadata %s, want %s", gotJSON, wantJSON)
 	}
-	root, err := http.Get(e.gwURL + "/.well-known/oauth-protected-resource")
+	root, err := testhttp.Client.Get(e.gwURL + "/.well-known/oauth-protected-resource")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +450,7 @@ func TestProtectedResourceMetadata(t *testing.T) {
 	if root.StatusCode != http.StatusOK || doc["resource"] != "https://gw.example/" {
 		t.Fatalf("root metadata: %d %v", root.StatusCode, doc)
 	}
-	resp2, err := http.Get(e.gwURL + "/.well-known/oauth-protected-resource/api")
+	resp2, err := testhttp.Client.Get(e.gwURL + "/.well-known/oauth-protected-resource/api")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,7 +535,7 @@ func TestMCPSessionRoute(t *testing.T) {
 				if csrf {
 					hdr["X-CSRF"] = "1"
 				}
-				return b.do(http.DefaultClient, http.MethodPost, e.gwURL+"/smcp/", strings.NewReader(body), hdr)
+				return b.do(testhttp.Client, http.MethodPost, e.gwURL+"/smcp/", strings.NewReader(body), hdr)
 			}
 			if r := post(toolCall(61, "search"), false); r.status != http.StatusForbidden {
 				t.Fatalf("without the CSRF header: %d %s", r.status, clip(r.body))
@@ -572,7 +573,7 @@ func TestMCPChunkedBody(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, e.gwURL+"/mcp/", pr)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -601,7 +602,7 @@ func TestMCPStreaming(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

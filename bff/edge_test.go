@@ -19,6 +19,7 @@ import (
 
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/internal/edge/edgetest"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // TestEdge runs the listener contract of internal/edge against the
@@ -49,13 +50,13 @@ func TestMetricsRouteLabels(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, kindCookie, envOptions{})
 	for _, p := range []string{"/api/who", "/pub/who", "/app/page", "/bff/user"} {
-		resp, err := http.Get(e.gwURL + p)
+		resp, err := testhttp.Client.Get(e.gwURL + p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 	}
-	resp, err := http.Get(e.gwURL + "/metrics")
+	resp, err := testhttp.Client.Get(e.gwURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestProxiedBodyForwardedAsSent(t *testing.T) {
 			req.Header.Set("Content-Encoding", "gzip")
 			req.Header.Set("Content-Type", "application/octet-stream")
 			req.Header.Set("X-CSRF", "1")
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := testhttp.Client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

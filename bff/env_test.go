@@ -28,6 +28,7 @@ import (
 
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/internal/datafile"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 	issuerbolt "github.com/bffgate/bffgate/issuer/storage/bolt"
 	"github.com/bffgate/bffgate/session"
@@ -169,7 +170,7 @@ func newEnv(t testing.TB, kind storeKind, o envOptions) *env {
 		},
 		Now:        e.clock.Now,
 		Logger:     quietLogger(),
-		HTTPClient: &http.Client{Transport: ownTransport(), Timeout: 5 * time.Second},
+		HTTPClient: &http.Client{Transport: testhttp.Transport(), Timeout: 5 * time.Second},
 		Registerer: e.issuerReg,
 	}
 	if o.issuer != nil {
@@ -210,7 +211,7 @@ func (e *env) gatewayConfig() Config {
 		PublicURL: e.gwURL,
 		Provider: ProviderConfig{
 			IssuerURL: e.issuer, ClientID: testClientID, ClientSecret: testClientSecret,
-			HTTPClient: &http.Client{Transport: ownTransport(), Timeout: 5 * time.Second},
+			HTTPClient: &http.Client{Transport: testhttp.Transport(), Timeout: 5 * time.Second},
 		},
 		Store:  e.store,
 		Cookie: CookieConfig{FlowKeys: []KeyPair{{Hash: randomKey(32), Block: randomKey(32)}}},
@@ -354,7 +355,7 @@ func newBCLRecorder(t testing.TB, target string) *bclRecorder {
 		b.mu.Lock()
 		b.tokens = append(b.tokens, r.PostForm.Get("logout_token"))
 		b.mu.Unlock()
-		resp, err := http.PostForm(target, r.PostForm)
+		resp, err := testhttp.Client.PostForm(target, r.PostForm)
 		if err != nil {
 			http.Error(w, err.Error(), 502)
 			return
@@ -388,15 +389,10 @@ type browser struct {
 func (e *env) browser() *browser {
 	jar, _ := cookiejar.New(nil)
 	b := &browser{e: e, jar: jar}
-	b.tr = ownTransport()
+	b.tr = testhttp.Transport()
 	b.client = &http.Client{Jar: jar, Transport: b.tr, Timeout: 10 * time.Second}
 	return b
 }
-
-// ownTransport is a transport of the test's own: httptest.Server.Close
-// closes http.DefaultTransport's idle connections, which breaks requests
-// of tests running in parallel that share it.
-func ownTransport() *http.Transport { return http.DefaultTransport.(*http.Transport).Clone() }
 
 // noRedirect returns a client sharing b's cookies that does not follow
 // redirects.
@@ -571,7 +567,7 @@ func (e *env) introspect(tok string) bool {
 	req, _ := http.NewRequest(http.MethodPost, e.issuer+"/introspect", strings.NewReader(url.Values{"token": {tok}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(testClientID, testClientSecret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testhttp.Client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 )
 
@@ -276,7 +277,7 @@ func TestRouteExchangeRevokedSession(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, e.issuer+"/revoke", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(testClientID, testClientSecret)
-	res, err := http.DefaultClient.Do(req)
+	res, err := testhttp.Client.Do(req)
 	if err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("revoke at the issuer: %v %v", res, err)
 	}

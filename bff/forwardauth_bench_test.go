@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/bffgate/bffgate/bff/authz"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 )
 
@@ -39,7 +40,7 @@ func BenchmarkForwardAuth(b *testing.B) {
 		cookie := br.cookieHeader()
 		for _, path := range []string{"/plain/x", "/assertion/x", "/cel/x"} {
 			b.Run(string(kind)+path[:len(path)-2], func(b *testing.B) {
-				client := &http.Client{Transport: ownTransport()}
+				client := &http.Client{Transport: testhttp.Transport()}
 				b.ReportAllocs()
 				b.ResetTimer()
 				for b.Loop() {

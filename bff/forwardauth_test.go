@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bffgate/bffgate/bff/authz"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 )
 
@@ -148,7 +149,7 @@ func TestForwardAuth(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, e.gwURL+"/bff/auth/reads/a?x=1", nil)
 			req.Host = tc.host
 			req.Header.Set("Cookie", alice.cookieHeader())
-			resp, err := (&http.Client{Transport: ownTransport()}).Do(req)
+			resp, err := (&http.Client{Transport: testhttp.Transport()}).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -183,7 +184,7 @@ func TestForwardAuth(t *testing.T) {
 			for k, v := range tc.hdr {
 				req.Header.Set(k, v)
 			}
-			resp, err := (&http.Client{Transport: ownTransport()}).Do(req)
+			resp, err := (&http.Client{Transport: testhttp.Transport()}).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -479,7 +480,7 @@ func TestForwardAuthRefresh(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make(chan string, n)
 		tokens := make(chan string, n)
-		client := &http.Client{Timeout: 20 * time.Second, Transport: ownTransport()}
+		client := &http.Client{Timeout: 20 * time.Second, Transport: testhttp.Transport()}
 		for range n {
 			wg.Add(1)
 			go func() {

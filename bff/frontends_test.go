@@ -18,6 +18,7 @@ import (
 
 	"github.com/bffgate/bffgate/bff/proxy"
 	"github.com/bffgate/bffgate/internal/redistest"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/session"
 	sessionbolt "github.com/bffgate/bffgate/session/bolt"
@@ -81,7 +82,7 @@ func (f *feEnv) url(name, path string) string {
 
 // dialer sends every .localhost host to the Host's listener.
 func (f *feEnv) transport() *http.Transport {
-	tr := ownTransport()
+	tr := testhttp.Transport()
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if h, _, err := net.SplitHostPort(addr); err == nil && (h == "localhost" || strings.HasSuffix(h, ".localhost")) {
@@ -192,7 +193,7 @@ func (f *feEnv) config(s feSpec, store session.Store) Config {
 		Name: name, Hosts: s.hosts, PathPrefix: s.prefix,
 		PublicURL: f.pub(s),
 		Provider: ProviderConfig{IssuerURL: f.issuer, ClientID: s.clientID(), ClientSecret: testClientSecret,
-			HTTPClient: &http.Client{Transport: ownTransport(), Timeout: 5 * time.Second}},
+			HTTPClient: &http.Client{Transport: testhttp.Transport(), Timeout: 5 * time.Second}},
 		Store:  store,
 		Cookie: CookieConfig{FlowKeys: []KeyPair{{Hash: f.keys[0], Block: f.keys[1]}}},
 		Routes: []Route{{Route: proxy.Route{Prefix: s.prefix + "/api/", Upstream: f.upstream.srv.URL}, Policy: PolicyUser}},
@@ -489,7 +490,7 @@ func TestFrontendsBackchannel(t *testing.T) {
 			t.Fatalf("bob's session ended: %q", got)
 		}
 		// Admin's own logout token, delivered to admin, ends admin's.
-		r := b.do(http.DefaultClient, http.MethodPost, "http://"+f.addr+"/admin/bff/backchannel-logout",
+		r := b.do(testhttp.Client, http.MethodPost, "http://"+f.addr+"/admin/bff/backchannel-logout",
 			strings.NewReader(url.Values{"logout_token": {f.sink.last()}}.Encode()),
 			map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
 		if r.status != 200 || b.sub("admin") != "" {
@@ -627,7 +628,7 @@ func TestFrontendsReload(t *testing.T) {
 func TestNoFrontend(t *testing.T) {
 	t.Parallel()
 	f := newFeEnv(t, kindCookie, feSpec{name: "admin", prefix: "/admin"}, feSpec{name: "partner", hosts: []string{"localhost"}})
-	r := f.newBrowser().do(http.DefaultClient, http.MethodGet, "http://"+f.addr+"/shop/x", nil, nil)
+	r := f.newBrowser().do(testhttp.Client, http.MethodGet, "http://"+f.addr+"/shop/x", nil, nil)
 	var body struct {
 		Error            string `json:"error"`
 		ErrorDescription string `json:"error_description"`
@@ -638,11 +639,11 @@ func TestNoFrontend(t *testing.T) {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
 	// /administrator is not under /admin.
-	if r := f.newBrowser().do(http.DefaultClient, http.MethodGet, "http://"+f.addr+"/administrator", nil, nil); r.status != 404 {
+	if r := f.newBrowser().do(testhttp.Client, http.MethodGet, "http://"+f.addr+"/administrator", nil, nil); r.status != 404 {
 		t.Fatalf("/administrator: %d %s", r.status, r.body)
 	}
 	// Readiness covers every frontend.
-	if r := f.newBrowser().do(http.DefaultClient, http.MethodGet, "http://"+f.addr+"/readyz", nil, nil); r.status != 200 {
+	if r := f.newBrowser().do(testhttp.Client, http.MethodGet, "http://"+f.addr+"/readyz", nil, nil); r.status != 200 {
 		t.Fatalf("/readyz: %d %s", r.status, r.body)
 	}
 }
@@ -828,7 +829,7 @@ func TestFrontendsInsecureCookiesStripped(t *testing.T) {
 	g, err := NewGateway(context.Background(), Config{
 		Name: "shop", PublicURL: "http://shop.test", InsecureAllowHTTP: true,
 		Provider: ProviderConfig{IssuerURL: e.issuer, ClientID: testClientID, ClientSecret: testClientSecret,
-			HTTPClient: &http.Client{Transport: ownTransport(), Timeout: 5 * time.Second}},
+			HTTPClient: &http.Client{Transport: testhttp.Transport(), Timeout: 5 * time.Second}},
 		Store:  st,
 		Cookie: CookieConfig{InsecureDevCookies: true, FlowKeys: []KeyPair{{Hash: randomKey(32), Block: randomKey(32)}}},
 		Proxy:  proxy.Config{GatewayCookies: []string{"__Secure-partner-session"}},

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/session"
 	"github.com/bffgate/bffgate/web"
@@ -615,7 +616,7 @@ func TestBackchannelLogout(t *testing.T) {
 			t.Fatal("other sessions ended")
 		}
 		post := func(form url.Values) result {
-			return a2.do(http.DefaultClient, http.MethodPost, e.gwURL+"/bff/backchannel-logout", strings.NewReader(form.Encode()),
+			return a2.do(testhttp.Client, http.MethodPost, e.gwURL+"/bff/backchannel-logout", strings.NewReader(form.Encode()),
 				map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
 		}
 		if r := post(url.Values{"logout_token": {tok}}); r.status != 400 || !strings.Contains(r.body, "replayed") {

@@ -19,6 +19,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // rawGet sends a request line byte for byte (no client normalises it)
@@ -91,7 +92,7 @@ func TestAPIForwardedHostFromPublicURL(t *testing.T) {
 	req.Header.Set("X-CSRF", "1")
 	req.Header.Set("X-Forwarded-User", "admin")
 	req.Header.Set("X-Auth-Request-Email", "admin@example.com")
-	res, err := http.DefaultClient.Do(req)
+	res, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ func TestAPIRequestBodyAsItCame(t *testing.T) {
 		if tc.enc != "" {
 			req.Header.Set("Content-Encoding", tc.enc)
 		}
-		res, err := http.DefaultClient.Do(req)
+		res, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +173,7 @@ func TestAPIRequestBodyAsItCame(t *testing.T) {
 		}
 		req, _ := http.NewRequest("POST", e.gwURL+"/up/items", body)
 		req.Header.Set("X-CSRF", "1")
-		res, err := http.DefaultClient.Do(req)
+		res, err := testhttp.Client.Do(req)
 		if err != nil {
 			// The rest of the body is discarded before the answer: the
 			// client reads the 413 rather than a reset connection.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bffgate/bffgate/bff/authz"
 	"github.com/bffgate/bffgate/bff/proxy"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/session"
 )
 
@@ -57,7 +58,7 @@ func (u *assertionUpstream) verify(raw, aud string, seen *seenIdentity) error {
 	u.mu.Lock()
 	gw := u.gwURL
 	u.mu.Unlock()
-	res, err := http.Get(gw + "/bff/jwks")
+	res, err := testhttp.Client.Get(gw + "/bff/jwks")
 	if err != nil {
 		return err
 	}
@@ -161,7 +162,7 @@ func TestIdentityHeaders(t *testing.T) {
 	}
 
 	// The JWKS is public JSON with one ES256 key.
-	res, err := http.Get(e2.gwURL + "/bff/jwks")
+	res, err := testhttp.Client.Get(e2.gwURL + "/bff/jwks")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // bundleJSON is a SPIFFE bundle of one fresh JWT authority kid with the
@@ -49,7 +51,7 @@ func TestBundleRefreshHint(t *testing.T) {
 	t.Run("file", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "bundle.json")
 		os.WriteFile(path, bundleJSON(t, "a", 2*time.Minute), 0o600)
-		b, err := newSPIFFEBundles(SPIFFE{TrustDomains: []TrustDomain{{Name: "example.org", BundleFile: path}}}, http.DefaultClient, slog.New(slog.DiscardHandler))
+		b, err := newSPIFFEBundles(SPIFFE{TrustDomains: []TrustDomain{{Name: "example.org", BundleFile: path}}}, testhttp.Client, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 func TestWhoamiSignedTokens(t *testing.T) {
@@ -391,7 +393,7 @@ func TestItems(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, base+"/api/items", strings.NewReader(`{"title":"`+strings.Repeat("x", maxBody)+`"}`))
 		req.Header.Set("Authorization", "Bearer "+alice)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bffgate/bffgate/internal/datafile"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/storage/bolt"
 	"github.com/bffgate/bffgate/issuer/token"
@@ -67,7 +68,7 @@ func clientCredentialsToken(t *testing.T, base string) string {
 	req, _ := http.NewRequest(http.MethodPost, base+"/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(testClientID, testClientSecret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // rawResult is a response read off a raw connection.
@@ -179,7 +181,7 @@ func TestSpoofedHeadersStripped(t *testing.T) {
 				req.Header.Set(k, v)
 			}
 			req.Header.Set("X-Custom", "passes")
-			res, err := http.DefaultClient.Do(req)
+			res, err := testhttp.Client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -260,7 +262,7 @@ func TestBodyLimitContentLength(t *testing.T) {
 		t.Errorf("the body was read as a second request: %d", res.StatusCode)
 	}
 	// Exactly the limit passes.
-	res, err = http.Post(gw+"/api/upload", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
+	res, err = testhttp.Client.Post(gw+"/api/upload", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +339,7 @@ func TestBodyLimitChunked(t *testing.T) {
 	}
 
 	// Within the limit, the chunked body arrives whole.
-	res, err := http.Post(gw+"/api/upload", "application/octet-stream", io.LimitReader(zeros{}, limit))
+	res, err := testhttp.Client.Post(gw+"/api/upload", "application/octet-stream", io.LimitReader(zeros{}, limit))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +418,7 @@ func TestCompressedBodyPassesRaw(t *testing.T) {
 		req, _ := http.NewRequest("POST", gw+"/api/items", bytes.NewReader(compressed))
 		req.Header.Set("Content-Encoding", "gzip")
 		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
+		res, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,6 +21,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // startGateway serves p on a loopback port with a handler that matches
@@ -163,7 +165,7 @@ func TestHeaderHygiene(t *testing.T) {
 	req.Header.Set("X-Drop-Me", "1")
 	req.Header.Set("X-Api-Key", "from-browser")
 	req.Header.Set("X-Custom", "passes")
-	res, err := http.DefaultClient.Do(req)
+	res, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +276,7 @@ func TestPathsStayInRoute(t *testing.T) {
 		// they came.
 		{"/api/%61dmin;p/users", "/internal/users"},
 	} {
-		res, err := http.Get(gw + tc.path)
+		res, err := testhttp.Client.Get(gw + tc.path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,7 +308,7 @@ func TestTrustedProxies(t *testing.T) {
 		req.Header.Set("X-Forwarded-Host", "app.example")
 		req.Header.Set("X-Forwarded-Proto", "https")
 		req.Header.Set("Forwarded", "for=6.6.6.6")
-		res, err := http.DefaultClient.Do(req)
+		res, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -370,7 +372,7 @@ func TestUpstreamFailures(t *testing.T) {
 		{"/down/x", 502, "upstream_unavailable", "connect"},
 		{"/slow/x", 504, "upstream_timeout", "timeout"},
 	} {
-		res, err := http.Get(gw + tc.path)
+		res, err := testhttp.Client.Get(gw + tc.path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -413,7 +415,7 @@ func TestLargeResponseStreams(t *testing.T) {
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		res, err := http.Get(gw + "/api/big" + q)
+		res, err := testhttp.Client.Get(gw + "/api/big" + q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -451,7 +453,7 @@ func TestStreamedRequestBody(t *testing.T) {
 		if chunked {
 			req.ContentLength = -1
 		}
-		res, err := http.DefaultClient.Do(req)
+		res, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -493,7 +495,7 @@ func TestServerSentEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", gw+"/events/stream", nil)
-	res, err := http.DefaultClient.Do(req)
+	res, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,7 +615,7 @@ func TestInvalidTokenRetry(t *testing.T) {
 	t.Run("replayed", func(t *testing.T) {
 		gw := startGateway(t, newProxy(t, cfg), false, "stale", "fresh")
 		rc.body = nil
-		res, err := http.Post(gw+"/api/orders", "text/plain", strings.NewReader("order-1"))
+		res, err := testhttp.Client.Post(gw+"/api/orders", "text/plain", strings.NewReader("order-1"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -632,7 +634,7 @@ func TestInvalidTokenRetry(t *testing.T) {
 	})
 	t.Run("refresh fails", func(t *testing.T) {
 		gw := startGateway(t, newProxy(t, cfg), false, "stale", "refresh-fails")
-		res, err := http.Get(gw + "/api/orders")
+		res, err := testhttp.Client.Get(gw + "/api/orders")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -647,7 +649,7 @@ func TestInvalidTokenRetry(t *testing.T) {
 	})
 	t.Run("passes through without retry", func(t *testing.T) {
 		gw := startGateway(t, newProxy(t, cfg), false, "stale", "")
-		res, err := http.Get(gw + "/api/orders")
+		res, err := testhttp.Client.Get(gw + "/api/orders")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -662,7 +664,7 @@ func TestInvalidTokenRetry(t *testing.T) {
 		gw := startGateway(t, newProxy(t, cfg), true, "stale", "fresh")
 		req, _ := http.NewRequest("POST", gw+"/api/orders", io.LimitReader(zeros{}, 1<<20))
 		req.ContentLength = -1
-		res, err := http.DefaultClient.Do(req)
+		res, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -769,7 +771,7 @@ func TestHeadAndEmptyResponses(t *testing.T) {
 		{"GET", "/notmod", 304, 0, `"v1"`},
 	} {
 		req, _ := http.NewRequest(tc.method, gw+tc.path, nil)
-		res, err := http.DefaultClient.Do(req)
+		res, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -818,7 +820,7 @@ func TestTimeoutOnKeptAliveConnection(t *testing.T) {
 	p := newProxy(t, Config{Routes: []Route{{Prefix: "/api", Upstream: up.URL, Timeout: timeout}}})
 	gw := startGateway(t, p, false, "tok", "")
 	for i := 0; i < 20; i++ {
-		res, err := http.Get(gw + "/api/fast")
+		res, err := testhttp.Client.Get(gw + "/api/fast")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -829,7 +831,7 @@ func TestTimeoutOnKeptAliveConnection(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	res, err := http.Get(gw + "/api/slow")
+	res, err := testhttp.Client.Get(gw + "/api/slow")
 	if err != nil {
 		t.Fatal(err)
 	}

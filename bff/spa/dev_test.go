@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // devServer is a stand-in for Vite on loopback: it serves pages, echoes
@@ -81,7 +83,7 @@ func TestDevProxyHTTP(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer nope")
 	req.Header.Set("Accept", "*/*")
 	for range 3 { // keep-alive: the same client connection serves each
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +111,7 @@ func TestDevProxyDown(t *testing.T) {
 	url := dev.URL
 	dev.Close()
 	base := serve(t, newApp(t, Config{DevURL: url, Logger: quiet()}))
-	resp, err := http.Get(base + "/")
+	resp, err := testhttp.Client.Get(base + "/")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // frontendsStack is the issuer and the gateway of a configuration with
@@ -383,7 +385,7 @@ func TestFrontendsCookieLogoutOutlivesRemoval(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, u.String(), nil)
 		req.Header.Set("Cookie", stolen)
 		req.Header.Set("X-CSRF", "1")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testhttp.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/peers"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 const (
@@ -220,7 +221,7 @@ func postAssertionTo(t *testing.T, base, path, clientID, typ, assertion string, 
 	}
 	f.Set("client_assertion_type", typ)
 	f.Set("client_assertion", assertion)
-	resp, err := http.PostForm(base+path, f)
+	resp, err := testhttp.Client.PostForm(base+path, f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bffgate/bffgate/e2e/nginx"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 )
 
@@ -640,7 +641,7 @@ func (r *runner) cpuEach(pids []int) []time.Duration {
 type upstreamStats struct{ Total, Bearer, Bodies, BodyBytes int64 }
 
 func (r *runner) upstreamStats() upstreamStats {
-	resp, err := http.Get(r.upstream.URL + "/__stats")
+	resp, err := testhttp.Client.Get(r.upstream.URL + "/__stats")
 	mustf(r.t, err, "upstream stats")
 	defer resp.Body.Close()
 	var s upstreamStats

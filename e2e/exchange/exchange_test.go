@@ -24,6 +24,7 @@ import (
 	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/peers"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 const (
@@ -535,7 +536,7 @@ func (e *env) issuerMetric(ctx context.Context, t *testing.T, series string) flo
 func metric(ctx context.Context, t *testing.T, base, series string) float64 {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
-	res, err := http.DefaultClient.Do(req)
+	res, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

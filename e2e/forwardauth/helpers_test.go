@@ -24,6 +24,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // requireEnv turns a missing nginx, caddy or chromium from a skip into a
@@ -322,7 +323,7 @@ func seenBy(t *testing.T, p page) seen {
 // audience aud, within its lifetime. It returns the claims.
 func verifyAssertion(t *testing.T, raw, publicURL, aud string) map[string]any {
 	t.Helper()
-	resp, err := http.Get(publicURL + "/bff/jwks")
+	resp, err := testhttp.Client.Get(publicURL + "/bff/jwks")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +355,7 @@ func verifyAssertion(t *testing.T, raw, publicURL, aud string) map[string]any {
 // token after checking its signature against the issuer's JWKS.
 func accessTokenSubject(t *testing.T, issuerURL, raw string) string {
 	t.Helper()
-	resp, err := http.Get(issuerURL + "/jwks")
+	resp, err := testhttp.Client.Get(issuerURL + "/jwks")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bffgate/bffgate/e2e/peers"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 const (
@@ -91,7 +92,7 @@ func (e *env) token(t *testing.T, id, scope string) string {
 	req, _ := http.NewRequest(http.MethodPost, e.st.IssuerURL+"/token", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(id, agentSecret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testhttp.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/peers"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 const (
@@ -332,7 +333,7 @@ func TestSDKOAuthFlow(t *testing.T) {
 			clientID, _ := st.Client["client_id"].(string)
 			rt, _ := st.Tokens["refresh_token"].(string)
 			form := url.Values{"token": {rt}, "token_type_hint": {"refresh_token"}, "client_id": {clientID}}
-			resp, err := http.PostForm(e.st.IssuerURL+"/revoke", form)
+			resp, err := testhttp.Client.PostForm(e.st.IssuerURL+"/revoke", form)
 			if err != nil {
 				t.Fatal(err)
 			}

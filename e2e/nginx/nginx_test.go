@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // TestStart: nginx runs the site on the chosen port with the asked-for
@@ -20,7 +21,7 @@ func TestStart(t *testing.T) {
     location / { return 200 "from nginx"; }
 }
 `, port)})
-	resp, err := http.Get(s.URL + "/x")
+	resp, err := testhttp.Client.Get(s.URL + "/x")
 	if err != nil {
 		t.Fatal(err)
 	}

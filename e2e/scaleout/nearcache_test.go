@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // TestLogoutAcrossCachedGateways: with the default configuration each
@@ -59,7 +60,7 @@ func TestLogoutAcrossCachedGateways(t *testing.T) {
 // gateway's /metrics.
 func cacheHits(t *testing.T, s *stack.Stack) float64 {
 	t.Helper()
-	resp, err := http.Get(s.GatewayURL + "/metrics")
+	resp, err := testhttp.Client.Get(s.GatewayURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // TestCookieRefreshAcrossGateways runs two gateway processes on one Redis
@@ -130,7 +131,7 @@ func refreshesAtIssuer(t *testing.T, procs []*stack.Stack) float64 {
 	t.Helper()
 	var sum float64
 	for _, p := range procs {
-		resp, err := http.Get(p.GatewayURL + "/metrics")
+		resp, err := testhttp.Client.Get(p.GatewayURL + "/metrics")
 		if err != nil {
 			t.Fatalf("GET /metrics: %v", err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // testClient is the confidential client the tests register at the issuer
@@ -176,7 +177,7 @@ func TestRevocationPropagates(t *testing.T) {
 // issuer's /metrics.
 func denylistEntries(t *testing.T, s *stack.Stack) float64 {
 	t.Helper()
-	resp, err := http.Get(s.IssuerURL + "/metrics")
+	resp, err := testhttp.Client.Get(s.IssuerURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,14 @@
 package stack
 
 import (
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // The binary is built into the cache root under a key of the sources,
@@ -108,7 +109,7 @@ func TestPrune(t *testing.T) {
 func TestLogFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bffgate.log")
 	s := Start(t, Options{LogFile: path, Env: []string{"BFFGATE_LOG_LEVEL=info"}})
-	resp, err := http.Get(s.GatewayURL + "/readyz")
+	resp, err := testhttp.Client.Get(s.GatewayURL + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bffgate/bffgate/e2e/issuerclient"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 	"github.com/bffgate/bffgate/issuer"
 	"github.com/bffgate/bffgate/issuer/storage"
 	issuerredis "github.com/bffgate/bffgate/issuer/storage/redis"
@@ -289,7 +290,7 @@ func wantRefreshes(t *testing.T, s *stack.Stack, b *issuerclient.Browser, cookie
 // gateway's /metrics.
 func refreshCounts(t *testing.T, s *stack.Stack) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(s.GatewayURL + "/metrics")
+	resp, err := testhttp.Client.Get(s.GatewayURL + "/metrics")
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

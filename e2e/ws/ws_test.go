@@ -16,6 +16,7 @@ import (
 
 	"github.com/bffgate/bffgate/e2e/browser"
 	"github.com/bffgate/bffgate/e2e/stack"
+	"github.com/bffgate/bffgate/internal/testhttp"
 )
 
 // echoUpstream is the API behind the /ws/ route: on each handshake it asks
@@ -197,7 +198,7 @@ func TestWebSocketThroughAPIRoute(t *testing.T) {
 
 // discoverUserinfo reads the issuer's userinfo endpoint from discovery.
 func discoverUserinfo(t *testing.T, issuer string) string {
-	res, err := http.Get(issuer + "/.well-known/openid-configuration")
+	res, err := testhttp.Client.Get(issuer + "/.well-known/openid-configuration")
 	if err != nil {
 		t.Fatal(err)
 	}
