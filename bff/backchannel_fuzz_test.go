@@ -225,7 +225,7 @@ func FuzzBackchannelLogout(f *testing.F) {
 	}
 	g := bclGateway(f, key)
 	post := func(t *testing.T, tok string) (int, string) {
-		req := httptest.NewRequest(http.MethodPost, "https://app.example.test/bff/backchannel-logout",
+		req := hostRequest(http.MethodPost, "https://app.example.test/bff/backchannel-logout",
 			strings.NewReader(url.Values{"logout_token": {tok}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		resp, err := g.App().Test(req, -1)
@@ -330,7 +330,7 @@ func TestFuzzSeedsBackchannelLogout(t *testing.T) {
 	for _, path := range files {
 		name := filepath.Base(path)
 		tok, _ := fuzzcorpus.Read(t, path)[0].(string)
-		req := httptest.NewRequest(http.MethodPost, "https://app.example.test/bff/backchannel-logout",
+		req := hostRequest(http.MethodPost, "https://app.example.test/bff/backchannel-logout",
 			strings.NewReader(url.Values{"logout_token": {tok}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		resp, err := g.App().Test(req, -1)

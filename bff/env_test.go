@@ -648,3 +648,15 @@ func (b *browser) cookieHeader() string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// hostRequest is httptest.NewRequest for a fiber App.Test of an absolute
+// URL: the request line carries the path and the Host field the URL's
+// host, as a browser sends them. (App.Test writes the request with
+// httputil.DumpRequest, which leaves Host out of an absolute-form
+// request, and fasthttp answers an HTTP/1.1 request without Host with
+// 400, as RFC 9112 §3.2 asks.)
+func hostRequest(method, target string, body io.Reader) *http.Request {
+	req := httptest.NewRequest(method, target, body)
+	req.RequestURI = req.URL.RequestURI()
+	return req
+}

@@ -846,7 +846,7 @@ func TestFrontendsInsecureCookiesStripped(t *testing.T) {
 	if err := h.Set([]*Gateway{g}); err != nil {
 		t.Fatal(err)
 	}
-	req := httptest.NewRequest(http.MethodGet, "http://shop.test/pub/x", nil)
+	req := hostRequest(http.MethodGet, "http://shop.test/pub/x", nil)
 	// Another frontend's development cookies (admin's session and flow,
 	// partner's custom name without its prefix), and the app's own.
 	req.Header.Set("Cookie", "bff-admin=ticket; bff-admin-flow.1a2b=flow; partner-session=p; app=kept")

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 // headerNameSeeds are the names requestKindOf decides without a prefix
@@ -99,5 +102,115 @@ func BenchmarkRequestKind(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// rawFieldSeeds are header blocks (after the request line) of the shapes
+// browsers, proxies and attackers send.
+func rawFieldSeeds() []string {
+	return []string{
+		"Host: a\r\n\r\n",
+		"Host: a\r\nCookie: __Host-bff=x; theme=dark\r\nX-CSRF: 1\r\n\r\n",
+		"host:a\r\nx-a:  padded \t\r\nX-Empty:\r\nX-Tab:\tv\t\r\n\r\n",
+		"Host: a\nX-Lf: v\r\n\r\n",
+		"Host: a\r\nX-Folded: one\r\n two\r\n\r\n",
+		"Host: a\r\nX-Folded: one\r\n\ttwo\r\nX-B: b\r\n\r\n",
+		"Host: a\r\nX-Colon: a:b:c\r\nX-Dup: 1\r\nx-dup: 2\r\n\r\n",
+		"Host: a\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: keep-alive, X-Dup\r\n\r\n",
+		"Host: a\r\nContent-Length: 3\r\nContent-Type: text/plain\r\nUser-Agent: u\r\n\r\n",
+		"Host: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n",
+		"Host: a\r\nX-Weird Name: v\r\nX-Utf: \xc3\xbc\r\n\r\n",
+	}
+}
+
+// parsedFields reads "GET / HTTP/1.1\r\n" + block with fasthttp's
+// server-side header parser and returns the header, or nil if it refuses
+// it.
+func parsedFields(block string) *fasthttp.RequestHeader {
+	var h fasthttp.RequestHeader
+	if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\n" + block))); err != nil {
+		return nil
+	}
+	return &h
+}
+
+// FuzzEachRawField: for any header block fasthttp's parser accepts,
+// eachRawField gives the fields fasthttp's own in-order visit gives, in
+// the same order, names equal without case and values equal; or, for a
+// block with a folded field, false.
+func FuzzEachRawField(f *testing.F) {
+	for _, s := range rawFieldSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, block string) {
+		req := parsedFields(block)
+		if req == nil {
+			return
+		}
+		raw := bytes.Clone(req.RawHeaders())
+		type field struct{ k, v string }
+		var got, want []field
+		ok := eachRawField(raw, func(k, v []byte) { got = append(got, field{string(k), string(v)}) })
+		folded := bytes.Contains(raw, []byte("\n ")) || bytes.Contains(raw, []byte("\n\t"))
+		if !ok {
+			if !folded {
+				t.Fatalf("eachRawField(%q) = false for a block without a fold", raw)
+			}
+			return
+		}
+		if folded {
+			t.Fatalf("eachRawField(%q) split a folded block", raw)
+		}
+		req.VisitAllInOrder(func(k, v []byte) { want = append(want, field{string(k), string(v)}) })
+		if len(got) != len(want) {
+			t.Fatalf("block %q: eachRawField %q, fasthttp %q", raw, got, want)
+		}
+		for i := range got {
+			if !strings.EqualFold(got[i].k, want[i].k) || got[i].v != want[i].v {
+				t.Fatalf("block %q: field %d is %q, fasthttp says %q", raw, i, got[i], want[i])
+			}
+		}
+	})
+}
+
+// TestEachRawField runs FuzzEachRawField's property on its seeds, and
+// checks that the folded seeds are the ones handed back.
+func TestEachRawField(t *testing.T) {
+	for _, s := range rawFieldSeeds() {
+		req := parsedFields(s)
+		if req == nil {
+			t.Fatalf("fasthttp refused the seed %q", s)
+		}
+		n := 0
+		ok := eachRawField(req.RawHeaders(), func(k, v []byte) { n++ })
+		if folded := strings.Contains(s, "\n ") || strings.Contains(s, "\n\t"); ok == folded {
+			t.Errorf("eachRawField(%q) = %v, want %v", s, ok, !folded)
+		}
+		if ok && n == 0 {
+			t.Errorf("eachRawField(%q) visited nothing", s)
+		}
+	}
+}
+
+func TestRepeated(t *testing.T) {
+	for _, tc := range []struct {
+		names []string
+		want  bool
+	}{
+		{nil, false},
+		{[]string{"Accept"}, false},
+		{[]string{"Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest", "Accept"}, false},
+		{[]string{"X-Keep", "Accept", "x-keep"}, true},
+		{[]string{"Sec-Fetch-Site", "Sec-Fetch-Mode", "SEC-FETCH-SITE"}, true},
+		{[]string{"a", "b", "A"}, true},
+		{[]string{"ab", "ba"}, false},
+	} {
+		names := make([][]byte, len(tc.names))
+		for i, n := range tc.names {
+			names[i] = []byte(n)
+		}
+		if got := repeated(names); got != tc.want {
+			t.Errorf("repeated(%q) = %v, want %v", tc.names, got, tc.want)
+		}
 	}
 }

@@ -362,11 +362,12 @@ func (p *Proxy) setBearer(req *fasthttp.Request, tok string, scratch *[]byte) {
 
 // buffers are the pooled buffers of one forwarded request (Proxy.bufs).
 type buffers struct {
-	path, canon []byte // parsePath's: the path sent upstream, the canonical one
-	url         []byte // the upstream request's URL
-	cookies     []byte // the browser's cookies that go upstream
-	peer        []byte // the peer's address (setForwarded)
-	auth        []byte // the Authorization value (setBearer)
+	path, canon []byte      // parsePath's: the path sent upstream, the canonical one
+	url         []byte      // the upstream request's URL
+	cookies     []byte      // the browser's cookies that go upstream
+	fields      [][2][]byte // addHeaders': the fields that may pass, name and value
+	peer        []byte      // the peer's address (setForwarded)
+	auth        []byte      // the Authorization value (setBearer)
 }
 
 // outgoingBody says how buildRequest attached the request body.
@@ -537,6 +538,15 @@ func (p *Proxy) copyHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Requ
 			pass = append(pass, k)
 		}
 	})
+	if repeated(pass) {
+		// fasthttp deletes a field by moving the last one into its
+		// place, which can swap the lines of a repeated field, whose
+		// order is its meaning (RFC 9110 §5.3): such a request's fields
+		// are added one by one instead, in order.
+		h.Reset()
+		p.addHeaders(src, rt, req, trusted, bufs)
+		return
+	}
 	for _, k := range pass {
 		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
 			del = append(del, k)
@@ -551,30 +561,48 @@ func (p *Proxy) copyHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Requ
 	bufs.cookies = kept
 }
 
+// repeated reports whether a name appears twice in names (without case).
+// Names of one length often share their beginnings (Sec-Fetch-Site,
+// Sec-Fetch-Mode, Sec-Fetch-Dest), so their last byte is compared first.
+func repeated(names [][]byte) bool {
+	for i, a := range names {
+		for _, b := range names[:i] {
+			if len(a) == len(b) && len(a) > 0 && a[len(a)-1]|0x20 == b[len(b)-1]|0x20 &&
+				a[len(a)/2]|0x20 == b[len(b)/2]|0x20 && bytes.EqualFold(a, b) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // addHeaders fills req's headers from src's for buildRequest, field by
-// field from the block as received (RawHeaders), not VisitAll: VisitAll
-// parses every cookie into fasthttp's list and rebuilds the Cookie header
-// from it, a 5 KB header with cookie sessions, only for this loop to
-// filter it (see EachCookie). Nothing changes the browser's request
-// headers before the proxy, so the raw block holds what VisitAll would
-// show; a request that was built rather than parsed has none, and takes
+// field from the block as received (RawHeaders, split by eachRawField),
+// not VisitAll: VisitAll parses every cookie into fasthttp's list and
+// rebuilds the Cookie header from it, a 5 KB header with cookie sessions,
+// only for this loop to filter it (see EachCookie). Nothing changes the
+// browser's request headers before the proxy, so the raw block holds what
+// VisitAll would show; a request that was built rather than parsed has
+// none, and one with a folded field is left to fasthttp: both take
 // VisitAll.
+//
+// The fields that may pass are gathered first and added after, so that
+// the fields every Connection line names (RFC 9110 §7.6.1), wherever the
+// line comes, are never added: nothing is deleted, since fasthttp deletes
+// a field by moving the last one into its place, which would change the
+// order of the lines of a repeated field (TestForwardedRequestFraming).
 func (p *Proxy) addHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Request, trusted bool, bufs *buffers) {
 	req.Header.SetMethodBytes(src.Header.Method())
 	var connBuf [8][]byte
-	conn := connectionTokens(src.Header.Peek(fiber.HeaderConnection), connBuf[:0])
+	conn := connBuf[:0]
 	kept := bufs.cookies[:0]
-	nconn := len(conn)
+	fields := bufs.fields[:0]
 	visit := func(k, v []byte) {
-		kind := requestKindOf(k)
-		switch kind {
+		switch requestKindOf(k) {
 		case reqCookie:
 			kept = p.keepCookies(kept, rt, v)
 			return
 		case reqConnection:
-			// Every Connection line names hop-by-hop fields, not only
-			// the first that Peek returns; fields named by a later line
-			// but already copied are deleted after the loop.
 			conn = connectionTokens(v, conn)
 			return
 		case reqDrop:
@@ -584,25 +612,23 @@ func (p *Proxy) addHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Reque
 				return
 			}
 		}
-		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
-			return
-		}
-		req.Header.AddBytesKV(k, v)
+		fields = append(fields, [2][]byte{k, v})
 	}
-	// Called directly, not through a function variable: the closure and
-	// what it appends to stay on the stack.
-	if len(src.Header.RawHeaders()) > 0 {
-		src.Header.VisitAllInOrder(visit)
-	} else {
+	if raw := src.Header.RawHeaders(); len(raw) == 0 || !eachRawField(raw, visit) {
+		conn, kept, fields = connBuf[:0], bufs.cookies[:0], bufs.fields[:0]
 		src.Header.VisitAll(visit)
 	}
-	for _, name := range conn[nconn:] {
-		req.Header.DelBytes(name)
+	for _, f := range fields {
+		if !containsFold(conn, f[0]) && !containsFold(rt.dropHeaders, f[0]) {
+			req.Header.AddBytesKV(f[0], f[1])
+		}
 	}
 	if len(kept) > 0 {
 		req.Header.SetBytesKV(hCookie, kept)
 	}
 	bufs.cookies = kept
+	clear(fields) // no slice of this request's bytes stays in the pool
+	bufs.fields = fields[:0]
 }
 
 // identity returns src's identity headers, if it gives any.

@@ -9,9 +9,13 @@
 //   - Ambiguous framing is refused with 400 and the connection closed:
 //     Content-Length with Transfer-Encoding, a repeated Transfer-Encoding,
 //     a transfer coding other than chunked, an obs-fold line (RFC 9112
-//     §5.2, §6.1, §6.3). fasthttp v1.58 accepts all four (the last one
-//     even mis-measures the header section), which is how requests are
-//     smuggled past a proxy that reads them differently.
+//     §5.2, §6.1, §6.3), a field name that is not a token, in the header
+//     or the trailer section (RFC 9110 §5.1). fasthttp v1.58 accepted the
+//     first four (the fold even mis-measured the header section); v1.79
+//     still accepts Content-Length with chunked, Transfer-Encoding:
+//     identity, folds (which it joins) and names with a space inside:
+//     that is how requests are smuggled past a proxy that reads them
+//     differently.
 //   - Errors met while reading a request are answered and logged by kind
 //     (Error), never with fasthttp's error text, which quotes the request
 //     bytes: cookies, an Authorization trailer. fiber's own handler copies
@@ -112,6 +116,14 @@ func (e *edge) guard(c *fiber.Ctx) error {
 		e.refuse(c.Context(), err)
 		return err
 	}
+	// A body fasthttp read whole came with its trailer section; a
+	// streamed one's is checked at its end (stream).
+	if !c.Request().IsBodyStream() {
+		if err := checkTrailers(&c.Request().Header); err != nil {
+			e.refuse(c.Context(), err)
+			return err
+		}
+	}
 	err := c.Next()
 	settle(c)
 	return err
@@ -203,15 +215,22 @@ func checkFraming(raw []byte) *Error {
 		if line[0] == ' ' || line[0] == '\t' {
 			return ErrFraming
 		}
+		name, value, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			continue // fasthttp refused or dropped it already
+		}
+		if !isToken(name) {
+			// A field name is a token (RFC 9110 §5.1): fasthttp v1.79
+			// accepts a space inside one ("Content Length"), which a
+			// server behind that drops spaces would read as another
+			// field. (A space before the colon fasthttp refuses.)
+			return ErrMalformedHeader
+		}
 		if c := line[0] | 0x20; c != 't' && c != 'c' {
 			// Neither Transfer-Encoding nor Content-Length (no other
 			// byte folds to their first letters, in bytes.EqualFold's
 			// Unicode folding either): most lines leave here.
 			continue
-		}
-		name, value, ok := bytes.Cut(line, []byte{':'})
-		if !ok {
-			continue // fasthttp refused or dropped it already
 		}
 		switch {
 		case bytes.EqualFold(bytes.TrimRight(name, " \t"), []byte(fiber.HeaderTransferEncoding)):
@@ -225,6 +244,44 @@ func checkFraming(raw []byte) *Error {
 	}
 	if te > 1 || te > 0 && cl > 0 {
 		return ErrFraming
+	}
+	return nil
+}
+
+// tokenByte marks the bytes of a token (RFC 9110 §5.6.2): tchar.
+var tokenByte = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// isToken reports whether b is a non-empty token.
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if !tokenByte[c] {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// checkTrailers refuses a trailer section with a field name that is not
+// a token (RFC 9110 §5.1, §6.5.1): fasthttp v1.79 accepts a space inside
+// one, as in the header section (checkFraming). It sees the names the
+// Trailer field announced and those received after the last chunk, so
+// it runs once the body has been read.
+func checkTrailers(h *fasthttp.RequestHeader) *Error {
+	for _, k := range h.PeekTrailerKeys() {
+		if !isToken(k) {
+			return ErrMalformedBody
+		}
 	}
 	return nil
 }
@@ -307,7 +364,7 @@ func BodyStream(c *fiber.Ctx) io.Reader {
 	if r == nil {
 		return nil
 	}
-	t := &stream{r: r}
+	t := &stream{r: r, h: &c.Request().Header}
 	c.Locals(localsStream, t)
 	return t
 }
@@ -318,6 +375,7 @@ func BodyStream(c *fiber.Ctx) io.Reader {
 // reader's consumer (the proxy's upstream client) logs what it gets.
 type stream struct {
 	r    io.Reader
+	h    *fasthttp.RequestHeader // the request's, for its trailer section
 	done bool
 	err  error
 }
@@ -332,6 +390,10 @@ func (s *stream) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	switch {
 	case err == io.EOF:
+		if e := checkTrailers(s.h); e != nil {
+			s.err = e
+			return n, e
+		}
 		s.done = true
 	case err != nil:
 		s.err = classify(err, true)

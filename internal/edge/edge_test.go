@@ -152,6 +152,7 @@ func TestParseErrorsByKind(t *testing.T) {
 		{"declared_trailer", "POST /read HTTP/1.1\r\nHost: x\r\nCookie: s=" + edgetest.CookieSecret + "\r\nTrailer: Authorization\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "forbidden_trailer"},
 		{"trailer", "POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nAuthorization: Bearer " + edgetest.ForgedBearer + "\r\n\r\n", "malformed_body"},
 		{"header", "POST /read HTTP/1.1\r\nHost: x\r\nCookie: s=" + edgetest.CookieSecret + "\x7f\r\n\r\n", "malformed_header"},
+		{"no_host", "GET /x HTTP/1.1\r\nCookie: s=" + edgetest.CookieSecret + "\r\n\r\n", "malformed_header"},
 		{"too_large_header", "GET /smuggled HTTP/1.1\r\nHost: x\r\nCookie: s=" + edgetest.CookieSecret + strings.Repeat("x", 8<<10) + "\r\n\r\n", "header_too_large"},
 	}
 	for _, tc := range cases {

@@ -27,6 +27,11 @@ func TestCheckFraming(t *testing.T) {
 		{"te_like_names", "TE: trailers\r\nTrailer: x\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n", false},
 		{"cl_then_te_after_others", "Accept: */*\r\nContent-Length: 3\r\nX-B: 2\r\nTransfer-Encoding: chunked\r\n\r\n", true},
 		{"lf_only", "Host: a\nTransfer-Encoding: chunked\nContent-Length: 3\n\n", true},
+		// A field name is a token: no space, no control or non-ASCII byte.
+		{"space_in_name", "Host: a\r\nContent Length: 3\r\n\r\n", true},
+		{"space_in_other_name", "Host: a\r\nX-Weird Name: v\r\n\r\n", true},
+		{"non_ascii_name", "Host: a\r\nX-\xc3\x9c: v\r\n\r\n", true},
+		{"token_punctuation", "Host: a\r\nX-A!#$%&'*+.^_`|~1: v\r\n\r\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := checkFraming([]byte(tc.raw)); (err != nil) != tc.bad {

@@ -157,6 +157,10 @@ func testFraming(t *testing.T, l Listener) {
 		{"te_identity", l.head("Transfer-Encoding: identity\r\nContent-Length: 3\r\n\r\n") + body},
 		{"obs_fold_space", l.head("X-Folded: a\r\n b\r\nContent-Length: 3\r\n\r\n") + body},
 		{"obs_fold_tab", l.head("X-Folded: a\r\n\tb\r\nContent-Length: 3\r\n\r\n") + body},
+		// A field name is a token (RFC 9110 §5.1); a server behind that
+		// drops the space would read another field.
+		{"space_in_name", l.head("Content Length: 3\r\nContent-Length: 3\r\n\r\n") + body},
+		{"space_in_trailer_name", l.head("Transfer-Encoding: chunked\r\n\r\n") + "3\r\na=1\r\n0\r\nX Bearer " + ForgedBearer + ": y\r\n\r\n"},
 		{"get_te_and_cl", fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", firstPath(l), l.Addr) + chunked},
 	}
 	for _, tc := range cases {
