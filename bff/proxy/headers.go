@@ -183,6 +183,22 @@ const (
 	reqTrusted
 )
 
+// forwarded reports whether a field of kind k goes upstream as it came,
+// from a peer that is a trusted proxy or not: the one decision both of
+// buildRequest's header builders (copyHeaders, addHeaders) take. The
+// Connection field's tokens and the route's DropHeaders may still hold
+// it back (held).
+func (k requestKind) forwarded(trusted bool) bool {
+	return k == reqPass || k == reqTrusted && trusted
+}
+
+// held reports whether name, a field that would be forwarded, is named
+// by a Connection field (its tokens in conn: hop-by-hop, RFC 9110
+// §7.6.1) or by the route's DropHeaders.
+func (rt *route) held(conn [][]byte, name []byte) bool {
+	return containsFold(conn, name) || containsFold(rt.dropHeaders, name)
+}
+
 // requestKindSlow decides a name's kind by comparing it with each list in
 // turn. It is the definition; requestKindOf gives the same answer faster.
 func requestKindSlow(k []byte) requestKind {

@@ -522,20 +522,14 @@ func (p *Proxy) copyHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Requ
 	// Called directly, not through a function variable: the closure and
 	// the arrays it appends to stay on the stack.
 	h.VisitAll(func(k, v []byte) {
-		switch requestKindOf(k) {
-		case reqConnection:
+		kind := requestKindOf(k)
+		if kind == reqConnection {
 			conn = connectionTokens(v, conn)
-			del = append(del, k)
-		case reqCookie, reqDrop:
-			del = append(del, k)
-		case reqTrusted:
-			if trusted {
-				pass = append(pass, k)
-			} else {
-				del = append(del, k)
-			}
-		default:
+		}
+		if kind.forwarded(trusted) {
 			pass = append(pass, k)
+		} else {
+			del = append(del, k)
 		}
 	})
 	if repeated(pass) {
@@ -548,7 +542,7 @@ func (p *Proxy) copyHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Requ
 		return
 	}
 	for _, k := range pass {
-		if containsFold(conn, k) || containsFold(rt.dropHeaders, k) {
+		if rt.held(conn, k) {
 			del = append(del, k)
 		}
 	}
@@ -598,28 +592,21 @@ func (p *Proxy) addHeaders(src *fasthttp.Request, rt *route, req *fasthttp.Reque
 	kept := bufs.cookies[:0]
 	fields := bufs.fields[:0]
 	visit := func(k, v []byte) {
-		switch requestKindOf(k) {
-		case reqCookie:
+		switch kind := requestKindOf(k); {
+		case kind == reqCookie:
 			kept = p.keepCookies(kept, rt, v)
-			return
-		case reqConnection:
+		case kind == reqConnection:
 			conn = connectionTokens(v, conn)
-			return
-		case reqDrop:
-			return
-		case reqTrusted:
-			if !trusted {
-				return
-			}
+		case kind.forwarded(trusted):
+			fields = append(fields, [2][]byte{k, v})
 		}
-		fields = append(fields, [2][]byte{k, v})
 	}
 	if raw := src.Header.RawHeaders(); len(raw) == 0 || !eachRawField(raw, visit) {
 		conn, kept, fields = connBuf[:0], bufs.cookies[:0], bufs.fields[:0]
 		src.Header.VisitAll(visit)
 	}
 	for _, f := range fields {
-		if !containsFold(conn, f[0]) && !containsFold(rt.dropHeaders, f[0]) {
+		if !rt.held(conn, f[0]) {
 			req.Header.AddBytesKV(f[0], f[1])
 		}
 	}
