@@ -119,3 +119,24 @@ func TestRedisTimeoutsConfigured(t *testing.T) {
 		t.Errorf("redis.dial_timeout: 0s: %v, want an error naming redis.dial_timeout", err)
 	}
 }
+
+// TestRedisPipelineBuffers: the connections go-redis keeps for pipelines
+// and transactions have the main pool's buffer size, not its 128 KiB
+// default each way, for a single server and for Sentinel.
+func TestRedisPipelineBuffers(t *testing.T) {
+	cfg := defaultConfig().Redis
+	cfg.URL = "redis://127.0.0.1:1/0"
+	client, err := newRedis(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	o := client.(*goredis.Client).Options()
+	if o.PipelineReadBufferSize != pipelineBufferSize || o.PipelineWriteBufferSize != pipelineBufferSize {
+		t.Errorf("single server: pipeline buffers %d / %d, want %d", o.PipelineReadBufferSize, o.PipelineWriteBufferSize, pipelineBufferSize)
+	}
+	cfg.SentinelAddrs, cfg.MasterName = []string{"127.0.0.1:1"}, "mymaster"
+	if f := failoverOptions(cfg, &goredis.Options{}); f.PipelineReadBufferSize != pipelineBufferSize || f.PipelineWriteBufferSize != pipelineBufferSize {
+		t.Errorf("Sentinel: pipeline buffers %d / %d, want %d", f.PipelineReadBufferSize, f.PipelineWriteBufferSize, pipelineBufferSize)
+	}
+}
