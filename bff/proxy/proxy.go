@@ -776,9 +776,10 @@ func hasCTL(b []byte) bool {
 // upstream may see: not the gateway's own, not the route's DropCookies.
 func (p *Proxy) keepCookies(dst []byte, rt *route, header []byte) []byte {
 	EachCookie(header, func(name, value []byte) bool {
-		// A nameless pair ("=__Host-bff=x", or "__Host-bff" alone) goes
-		// upstream as its value, which reads as a cookie named by what
-		// precedes '=': judge it by that name (found by FuzzEachCookie).
+		// A nameless pair ("=__Host-bff=x", "==__Host-bff", or
+		// "__Host-bff" alone) goes upstream as its value, which reads
+		// as a cookie named by what precedes '=': judge it by that name
+		// (found by FuzzEachCookie).
 		// A pair with a control character is no cookie (RFC 6265 §4.1.1
 		// cookie-octets), and parsers disagree on it: net/http trims CR
 		// and LF that this scanner keeps, so "\r__Host-bff" would read
@@ -790,7 +791,11 @@ func (p *Proxy) keepCookies(dst []byte, rt *route, header []byte) []byte {
 		// on every proxied request (BenchmarkHandler/cookie).
 		seen := name
 		if len(seen) == 0 {
-			seen, _, _ = bytes.Cut(value, []byte("="))
+			// What precedes '=' once the '='s and spaces it starts
+			// with are gone: "==__Host-bff" goes upstream as
+			// "=__Host-bff", another nameless pair whose value names
+			// the gateway's cookie (found by FuzzEachCookie).
+			seen, _, _ = bytes.Cut(bytes.TrimLeft(value, "= \t"), []byte("="))
 			seen = trimSpace(seen)
 		}
 		if p.gatewayCookie(seen) || containsFold(rt.dropCookies, seen) {
